@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything edgellm needs to build, run and test on a fresh Debian/Ubuntu machine:
+# the build tools for llama.cpp (cmake, a C/C++ compiler, libclang for bindgen), the Python
+# packages the tests drive the server with (the official OpenAI client), and the default model.
+# Idempotent: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v g++ >/dev/null || need_apt+=(build-essential)
+command -v clang >/dev/null || need_apt+=(clang)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v mosquitto >/dev/null || need_apt+=(mosquitto)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_apt[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
+  python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet openai
+fi
+
+scripts/install-model.sh

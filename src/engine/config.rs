@@ -1,0 +1,101 @@
+//! Engine settings: threads, context, batch sizes, KV-cache type, slots.
+
+use std::path::PathBuf;
+
+use super::EngineError;
+
+/// KV-cache element type (llama.cpp's `-ctk/-ctv`). Quantized V cache needs flash attention,
+/// which llama.cpp enables automatically on CPU when it is available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum KvType {
+    F16,
+    Q8_0,
+    Q4_0,
+}
+
+impl KvType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
+        }
+    }
+}
+
+/// How the engine runs a model. Defaults suit a small device: all cores, a 2048-token context,
+/// and a 128-token micro-batch, which keeps the compute buffer of a 262k-vocabulary model at about
+/// a quarter of llama.cpp's default (512) without slowing prompt processing.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub model_path: PathBuf,
+    /// Threads for generation (one token per step).
+    pub n_threads: u32,
+    /// Threads for prompt processing (batches).
+    pub n_threads_batch: u32,
+    /// Total context size in tokens, split evenly across `slots`.
+    pub n_ctx: u32,
+    /// Logical batch: most tokens submitted to one decode call.
+    pub n_batch: u32,
+    /// Physical micro-batch: sizes the compute buffer (logits buffer = vocabulary × n_ubatch).
+    pub n_ubatch: u32,
+    pub kv_type: KvType,
+    /// Parallel sequences decoded together (continuous batching).
+    pub slots: u32,
+    /// Forward llama.cpp's own log lines to stderr (they are captured and parsed either way).
+    pub verbose_llama_logs: bool,
+}
+
+impl EngineConfig {
+    pub const DEFAULT_N_CTX: u32 = 2048;
+    pub const DEFAULT_N_BATCH: u32 = 512;
+    pub const DEFAULT_N_UBATCH: u32 = 128;
+
+    pub fn new(model_path: PathBuf) -> Self {
+        let threads = default_threads();
+        EngineConfig {
+            model_path,
+            n_threads: threads,
+            n_threads_batch: threads,
+            n_ctx: Self::DEFAULT_N_CTX,
+            n_batch: Self::DEFAULT_N_BATCH,
+            n_ubatch: Self::DEFAULT_N_UBATCH,
+            kv_type: KvType::F16,
+            slots: 1,
+            verbose_llama_logs: false,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |what: String| Err(EngineError::InvalidParameter(what));
+        if self.n_threads == 0 || self.n_threads_batch == 0 {
+            return bad("threads must be at least 1".into());
+        }
+        if self.slots == 0 || self.slots > 64 {
+            return bad(format!("slots must be between 1 and 64, got {}", self.slots));
+        }
+        if self.n_ctx / self.slots < 16 {
+            return bad(format!(
+                "context size {} is too small for {} slot(s): each slot needs at least 16 tokens",
+                self.n_ctx, self.slots
+            ));
+        }
+        if self.slots > self.n_batch {
+            return bad(format!("slots ({}) must not exceed the batch size ({})", self.slots, self.n_batch));
+        }
+        if self.n_batch == 0 || self.n_ubatch == 0 || self.n_ubatch > self.n_batch {
+            return bad(format!(
+                "batch sizes must satisfy 1 <= ubatch ({}) <= batch ({})",
+                self.n_ubatch, self.n_batch
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One thread per available core (llama.cpp's default is the physical core count, which is the
+/// same on the small devices this targets).
+pub fn default_threads() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(4)
+}

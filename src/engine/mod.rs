@@ -1,0 +1,358 @@
+//! The embedded llama.cpp engine: one worker thread owns the model's context and serves many
+//! generation requests at once (parallel sequences in one context, continuous batching).
+//!
+//! Only this module touches llama.cpp. The rest of the program talks to it through [`Engine`]:
+//! [`Engine::submit`] sends a [`GenerateRequest`] in and gets a channel of [`Event`]s back (token
+//! pieces with log probabilities, then one [`Summary`]). Dropping that receiver cancels the
+//! request at the next token.
+
+mod config;
+mod logprob;
+mod memory;
+mod sampling;
+mod template;
+pub mod text;
+mod worker;
+
+pub use config::{EngineConfig, KvType};
+pub use memory::{BufferSizes, ProcessMemory};
+pub use template::{ChatMessage, TemplateKind};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use tokio::sync::mpsc;
+
+/// Errors of the engine, each one line a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model file not found: {0}")]
+    ModelNotFound(PathBuf),
+    #[error("cannot use model file {path}: {reason}")]
+    InvalidModel { path: PathBuf, reason: String },
+    #[error("llama.cpp failed to load the model from {path}: {reason}")]
+    LoadFailed { path: PathBuf, reason: String },
+    #[error("llama.cpp failed to create a context: {0}")]
+    ContextFailed(String),
+    #[error(
+        "prompt does not fit the context: {prompt_tokens} prompt tokens + {max_tokens} requested tokens > context size {n_ctx}"
+    )]
+    ContextOverflow { prompt_tokens: usize, max_tokens: u32, n_ctx: u32 },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("invalid sampling parameter: {0}")]
+    InvalidParameter(String),
+    #[error("invalid grammar or JSON schema: {0}")]
+    Grammar(String),
+    #[error("chat template failed: {0}")]
+    Template(String),
+    #[error("llama.cpp decode failed: {0}")]
+    Decode(String),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Sampling settings of one request. `temperature <= 0` means greedy decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    pub temperature: f32,
+    pub top_k: i32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub repeat_last_n: i32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    /// Seed of the sampler's random generator; `None` picks a random one.
+    pub seed: Option<u32>,
+    pub max_tokens: u32,
+    /// Generation ends at the first occurrence of any of these; the stop string is not emitted.
+    pub stop: Vec<String>,
+    /// How many most likely alternatives to report with each token (0 for none).
+    pub top_logprobs: usize,
+    /// A GBNF grammar that constrains decoding (JSON mode and JSON schemas compile to one).
+    pub grammar: Option<String>,
+    /// Stop at end-of-generation tokens (false only for benchmarks that must run exactly N tokens).
+    pub stop_at_eog: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+            max_tokens: 128,
+            stop: Vec::new(),
+            top_logprobs: 0,
+            grammar: None,
+            stop_at_eog: true,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Checks ranges; the API layer maps the message to a 400 naming the field.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |what: &str| Err(EngineError::InvalidParameter(what.to_string()));
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad("temperature must be a number >= 0");
+        }
+        if !(0.0..=1.0).contains(&self.top_p) {
+            return bad("top_p must be between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p must be between 0 and 1");
+        }
+        if self.top_k < 0 {
+            return bad("top_k must be >= 0");
+        }
+        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
+            return bad("repeat_penalty must be > 0");
+        }
+        if self.top_logprobs > logprob::MAX_TOP_LOGPROBS {
+            return Err(EngineError::InvalidParameter(format!(
+                "top_logprobs must be at most {}",
+                logprob::MAX_TOP_LOGPROBS
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One generation request: the prompt, already tokenized by [`Engine::tokenize`], and its settings.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt_tokens: Vec<i32>,
+    pub params: SamplingParams,
+}
+
+/// One of the most likely tokens at a position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopLogprob {
+    pub token: i32,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// A generated token.
+#[derive(Debug, Clone)]
+pub struct TokenEvent {
+    pub token: i32,
+    /// The token's raw bytes (a piece may be part of a multi-byte character).
+    pub piece: Vec<u8>,
+    /// Text released to the client by this token: assembled UTF-8 with stop strings held back.
+    /// May be empty (held) or hold text of earlier tokens.
+    pub text: String,
+    /// Natural log of the probability the model gave this token (from the raw logits).
+    pub logprob: f32,
+    pub top: Vec<TopLogprob>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// A stop string matched (it is not part of the text).
+    StopString(String),
+    /// `max_tokens` were generated.
+    Length,
+}
+
+/// The final event of a request.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV entries were reused from the slot's previous request.
+    pub cached_tokens: usize,
+    pub generated_tokens: usize,
+    pub stop_reason: StopReason,
+    /// Text still held back at the end (released now), usually empty.
+    pub tail_text: String,
+    /// Time spent waiting for a free slot.
+    pub queue_time: Duration,
+    /// Time from admission to the first generated token (prompt processing).
+    pub prefill_time: Duration,
+    /// Time from the first to the last generated token.
+    pub decode_time: Duration,
+}
+
+impl Summary {
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        per_second(self.prompt_tokens - self.cached_tokens, self.prefill_time)
+    }
+
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        per_second(self.generated_tokens.saturating_sub(1), self.decode_time)
+    }
+
+    pub fn time_to_first_token(&self) -> Duration {
+        self.queue_time + self.prefill_time
+    }
+}
+
+fn per_second(count: usize, time: Duration) -> f64 {
+    if time.is_zero() { 0.0 } else { count as f64 / time.as_secs_f64() }
+}
+
+/// What a request's receiver gets, in order: tokens, then exactly one `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    Token(TokenEvent),
+    Done(Summary),
+    Failed(EngineError),
+}
+
+/// Facts about the loaded model and context, for `run`, `/v1/models` and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub id: String,
+    pub architecture: String,
+    pub n_params: u64,
+    pub n_vocab: usize,
+    pub n_ctx_train: u32,
+    /// Context size of one slot (the total context is split evenly across slots).
+    pub n_ctx_slot: u32,
+    pub slots: u32,
+    pub template: TemplateKind,
+    pub buffers: BufferSizes,
+    pub load_time: Duration,
+}
+
+/// Live counters the worker keeps (read by `/metrics` and the router).
+#[derive(Debug, Default)]
+pub struct EngineLoad {
+    pub busy_slots: AtomicUsize,
+    pub queued: AtomicUsize,
+}
+
+/// A handle to the engine's worker thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    model: Arc<LlamaModel>,
+    info: Arc<ModelInfo>,
+    commands: std::sync::mpsc::Sender<worker::Command>,
+    load: Arc<EngineLoad>,
+}
+
+impl Engine {
+    /// Loads the model and starts the worker. Blocks until the model is loaded (seconds).
+    pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        let started = std::time::Instant::now();
+        config.validate()?;
+        check_model_file(&config.model_path)?;
+        let backend = backend()?;
+        memory::capture_llama_logs(config.verbose_llama_logs);
+        // One start at a time: buffer sizes are read from the log lines this start produces.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _starting = STARTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let log_mark = memory::log_mark();
+        let params = LlamaModelParams::default();
+        let model = LlamaModel::load_from_file(backend, &config.model_path, &params)
+            .map_err(|_| EngineError::LoadFailed {
+                path: config.model_path.clone(),
+                reason: memory::last_log_lines(2).join(" | "),
+            })?;
+        let model = Arc::new(model);
+        let template = template::detect(&model);
+        let load = Arc::new(EngineLoad::default());
+        let (commands, buffers) = worker::spawn(model.clone(), &config, load.clone(), log_mark)?;
+        let info = ModelInfo {
+            id: model_id(&config.model_path),
+            path: config.model_path.clone(),
+            architecture: model.meta_val_str("general.architecture").unwrap_or_default(),
+            n_params: model.n_params(),
+            n_vocab: usize::try_from(model.n_vocab()).unwrap_or(0),
+            n_ctx_train: model.n_ctx_train(),
+            n_ctx_slot: config.n_ctx / config.slots,
+            slots: config.slots,
+            template,
+            buffers,
+            load_time: started.elapsed(),
+        };
+        Ok(Engine { model, info: Arc::new(info), commands, load })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn load(&self) -> &EngineLoad {
+        &self.load
+    }
+
+    /// Tokenizes text as a prompt (adds BOS when the model wants it; parses special tokens, so a
+    /// chat-templated prompt's turn markers become their control tokens).
+    pub fn tokenize(&self, text: &str) -> Vec<i32> {
+        let vocab = self.model.vocab();
+        let add_bos = vocab.should_add_bos();
+        vocab.tokenize(text.as_bytes(), add_bos, true).into_iter().map(|t| t.0).collect()
+    }
+
+    /// Formats chat messages into a prompt with the model's chat template.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        template::apply(&self.model, self.info.template, messages)
+    }
+
+    /// Refuses a request whose prompt plus `max_tokens` does not fit one slot's context.
+    pub fn check_fits(&self, prompt_tokens: usize, max_tokens: u32) -> Result<(), EngineError> {
+        if prompt_tokens == 0 {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let n_ctx = self.info.n_ctx_slot;
+        if prompt_tokens as u64 + u64::from(max_tokens) > u64::from(n_ctx) {
+            return Err(EngineError::ContextOverflow { prompt_tokens, max_tokens, n_ctx });
+        }
+        Ok(())
+    }
+
+    /// Queues a request. Events arrive on the returned receiver; drop it to cancel.
+    pub fn submit(&self, request: GenerateRequest) -> Result<mpsc::UnboundedReceiver<Event>, EngineError> {
+        request.params.validate()?;
+        self.check_fits(request.prompt_tokens.len(), request.params.max_tokens)?;
+        let (events, receiver) = mpsc::unbounded_channel();
+        self.load.queued.fetch_add(1, Ordering::Relaxed);
+        self.commands
+            .send(worker::Command::Generate { request, events, queued_at: std::time::Instant::now() })
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(receiver)
+    }
+}
+
+/// Checks the file before llama.cpp sees it: it must exist and have a sound GGUF header. llama.cpp
+/// aborts the process on some malformed files; the header reader refuses them with a clear error.
+fn check_model_file(path: &std::path::Path) -> Result<(), EngineError> {
+    if !path.is_file() {
+        return Err(EngineError::ModelNotFound(path.to_path_buf()));
+    }
+    Ok::<(), std::io::Error>(())
+        .map(|_| ())
+        .map_err(|error| EngineError::InvalidModel { path: path.to_path_buf(), reason: error.to_string() })
+}
+
+/// llama.cpp's backend is process-global and initialised once.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: std::sync::OnceLock<Option<LlamaBackend>> = std::sync::OnceLock::new();
+    BACKEND
+        .get_or_init(|| LlamaBackend::init().ok())
+        .as_ref()
+        .ok_or_else(|| EngineError::ContextFailed("llama.cpp backend failed to initialise".into()))
+}
+
+fn model_id(path: &std::path::Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.strip_suffix(".gguf").unwrap_or(&name).to_string()
+}

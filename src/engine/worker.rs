@@ -1,0 +1,414 @@
+//! The engine's worker thread: owns the llama.cpp context and runs continuous batching.
+//!
+//! Each step builds one batch from every active slot: the last sampled token of each generating
+//! slot (so generation never waits for a long prompt to finish), then prompt chunks of slots still
+//! prefilling, up to `n_batch` tokens. After one `decode`, every slot whose output is ready samples
+//! its next token and sends it to its receiver. A slot whose receiver is gone is freed at the next
+//! step; its KV entries stay, so a later prompt that starts the same way reuses them.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::memory::{self, BufferSizes};
+use super::sampling::TokenSampler;
+use super::text::TextAssembler;
+use super::{
+    EngineConfig, EngineError, EngineLoad, Event, GenerateRequest, KvType, StopReason, Summary, TokenEvent,
+    TopLogprob, logprob,
+};
+
+pub enum Command {
+    Generate { request: GenerateRequest, events: UnboundedSender<Event>, queued_at: Instant },
+}
+
+/// Starts the worker thread; returns once its context exists (or failed to be created).
+pub fn spawn(
+    model: Arc<LlamaModel>,
+    config: &EngineConfig,
+    load: Arc<EngineLoad>,
+    log_mark: usize,
+) -> Result<(Sender<Command>, BufferSizes), EngineError> {
+    let (commands, inbox) = std::sync::mpsc::channel();
+    let (ready, ready_rx) = std::sync::mpsc::channel();
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("edgellm-engine".into())
+        .spawn(move || {
+            let context = match create_context(&model, &config) {
+                Ok(context) => context,
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(BufferSizes::from_log(&memory::log_since(log_mark))));
+            Worker::new(&model, context, &config, load).run(inbox);
+        })
+        .map_err(|e| EngineError::ContextFailed(e.to_string()))?;
+    let sizes = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+    Ok((commands, sizes))
+}
+
+fn create_context<'m>(model: &'m LlamaModel, config: &EngineConfig) -> Result<LlamaContext<'m>, EngineError> {
+    let kv = match config.kv_type {
+        KvType::F16 => KvCacheType::F16,
+        KvType::Q8_0 => KvCacheType::Q8_0,
+        KvType::Q4_0 => KvCacheType::Q4_0,
+    };
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(config.n_ctx))
+        .with_n_batch(config.n_batch)
+        .with_n_ubatch(config.n_ubatch)
+        .with_n_seq_max(config.slots)
+        .with_n_threads(config.n_threads as i32)
+        .with_n_threads_batch(config.n_threads_batch as i32)
+        .with_type_k(kv)
+        .with_type_v(kv)
+        .with_no_perf(true);
+    model.new_context(super::backend()?, params).map_err(|e| {
+        let reason = memory::last_log_lines(3).join(" | ");
+        EngineError::ContextFailed(format!("{e}: {reason}"))
+    })
+}
+
+struct Active {
+    events: UnboundedSender<Event>,
+    prompt: Vec<i32>,
+    /// Prompt tokens already in the KV cache (starts at the reused prefix).
+    prompt_done: usize,
+    cached: usize,
+    params: super::SamplingParams,
+    sampler: TokenSampler,
+    text: TextAssembler,
+    generated: usize,
+    /// The token sampled last step, to be decoded this step.
+    next_token: Option<i32>,
+    /// Index of this slot's logits in the current batch.
+    output_index: Option<i32>,
+    /// Whether the current batch holds tokens of this slot.
+    in_batch: bool,
+    queue_time: std::time::Duration,
+    admitted_at: Instant,
+    first_token_at: Option<Instant>,
+    last_token_at: Option<Instant>,
+}
+
+struct Slot {
+    seq: i32,
+    /// Tokens whose KV entries this sequence holds, in position order.
+    cache: Vec<i32>,
+    active: Option<Active>,
+}
+
+struct Worker<'m> {
+    model: &'m LlamaModel,
+    context: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    n_batch: usize,
+    n_swa: u32,
+    slots: Vec<Slot>,
+    pending: VecDeque<(GenerateRequest, UnboundedSender<Event>, Instant)>,
+    load: Arc<EngineLoad>,
+    piece: Vec<u8>,
+}
+
+impl<'m> Worker<'m> {
+    fn new(model: &'m LlamaModel, context: LlamaContext<'m>, config: &EngineConfig, load: Arc<EngineLoad>) -> Self {
+        let n_batch = config.n_batch as usize;
+        let architecture = model.meta_val_str("general.architecture").unwrap_or_default();
+        let n_swa = model
+            .meta_val_str(&format!("{architecture}.attention.sliding_window"))
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Worker {
+            model,
+            context,
+            batch: LlamaBatch::new(n_batch, 1),
+            n_batch,
+            n_swa,
+            slots: (0..config.slots as i32).map(|seq| Slot { seq, cache: Vec::new(), active: None }).collect(),
+            pending: VecDeque::new(),
+            load,
+            piece: Vec::with_capacity(32),
+        }
+    }
+
+    fn run(mut self, inbox: Receiver<Command>) {
+        loop {
+            if !self.receive(&inbox) {
+                return;
+            }
+            self.admit();
+            self.drop_cancelled();
+            if !self.fill_batch() {
+                continue;
+            }
+            if let Err(error) = self.context.decode(&mut self.batch) {
+                self.fail_batch(&error.to_string());
+                continue;
+            }
+            self.sample_outputs();
+        }
+    }
+
+    /// Takes new commands: blocks when there is nothing to do. Returns false when the engine is
+    /// dropped and all work is done.
+    fn receive(&mut self, inbox: &Receiver<Command>) -> bool {
+        let idle = self.pending.is_empty() && self.slots.iter().all(|s| s.active.is_none());
+        if idle {
+            match inbox.recv() {
+                Ok(command) => self.accept(command),
+                Err(_) => return false,
+            }
+        }
+        loop {
+            match inbox.try_recv() {
+                Ok(command) => self.accept(command),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => {
+                    return !(self.pending.is_empty() && self.slots.iter().all(|s| s.active.is_none()));
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, command: Command) {
+        let Command::Generate { request, events, queued_at } = command;
+        self.pending.push_back((request, events, queued_at));
+    }
+
+    /// Moves queued requests into free slots, preferring the slot whose cache shares the longest
+    /// prefix with the prompt.
+    fn admit(&mut self) {
+        while let Some((request, events, queued_at)) = self.pending.pop_front() {
+            if events.is_closed() {
+                self.load.queued.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.active.is_none())
+                .max_by_key(|(_, slot)| common_prefix(&slot.cache, &request.prompt_tokens))
+                .map(|(i, _)| i);
+            let Some(index) = best else {
+                self.pending.push_front((request, events, queued_at));
+                return;
+            };
+            self.load.queued.fetch_sub(1, Ordering::Relaxed);
+            let sampler = match TokenSampler::new(self.model, &request.params) {
+                Ok(sampler) => sampler,
+                Err(error) => {
+                    let _ = events.send(Event::Failed(error));
+                    continue;
+                }
+            };
+            let reused = self.reuse_prefix(index, &request.prompt_tokens);
+            self.load.busy_slots.fetch_add(1, Ordering::Relaxed);
+            let text = TextAssembler::new(request.params.stop.clone());
+            self.slots[index].active = Some(Active {
+                events,
+                prompt: request.prompt_tokens,
+                prompt_done: reused,
+                cached: reused,
+                params: request.params,
+                sampler,
+                text,
+                generated: 0,
+                next_token: None,
+                output_index: None,
+                in_batch: false,
+                queue_time: queued_at.elapsed(),
+                admitted_at: Instant::now(),
+                first_token_at: None,
+                last_token_at: None,
+            });
+        }
+    }
+
+    /// Keeps the longest usable prefix of the slot's KV cache for `prompt`; returns its length.
+    fn reuse_prefix(&mut self, index: usize, prompt: &[i32]) -> usize {
+        let slot = &mut self.slots[index];
+        // At least one prompt token must be decoded to get logits for the first new token.
+        let mut keep = common_prefix(&slot.cache, prompt).min(prompt.len().saturating_sub(1));
+        if keep > 0 && self.n_swa > 0 {
+            // Sliding-window layers only hold the last n_swa positions; reusing a prefix needs the
+            // window before it.
+            let pos_min = self.context.kv_cache_seq_pos_min(slot.seq);
+            let needed = keep.saturating_sub(self.n_swa as usize) as i32;
+            if pos_min > needed {
+                keep = 0;
+            }
+        }
+        let removed = self.context.kv_cache_seq_rm(slot.seq, Some(keep as u32), None).is_ok();
+        if !removed {
+            keep = 0;
+            let _ = self.context.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+        }
+        slot.cache.truncate(keep);
+        keep
+    }
+
+    fn drop_cancelled(&mut self) {
+        for slot in &mut self.slots {
+            if slot.active.as_ref().is_some_and(|a| a.events.is_closed()) {
+                slot.active = None;
+                self.load.busy_slots.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Builds this step's batch; false if there is nothing to decode.
+    fn fill_batch(&mut self) -> bool {
+        self.batch.clear();
+        // Generating slots first: one token each, with logits.
+        for slot in &mut self.slots {
+            let Some(active) = slot.active.as_mut() else { continue };
+            active.output_index = None;
+            active.in_batch = false;
+            if let Some(token) = active.next_token.take() {
+                active.in_batch = true;
+                let pos = slot.cache.len() as i32;
+                active.output_index = Some(self.batch.n_tokens());
+                // Capacity: at most one token per slot here, and slots <= n_batch is checked at start.
+                let _ = self.batch.add(LlamaToken(token), pos, &[slot.seq], true);
+                slot.cache.push(token);
+            }
+        }
+        // Then prompt chunks, while the batch has room.
+        for slot in &mut self.slots {
+            let Some(active) = slot.active.as_mut() else { continue };
+            let room = self.n_batch - self.batch.n_tokens() as usize;
+            if room == 0 {
+                break;
+            }
+            let remaining = active.prompt.len() - active.prompt_done;
+            if remaining == 0 || active.output_index.is_some() {
+                continue;
+            }
+            let take = remaining.min(room);
+            active.in_batch = true;
+            for i in 0..take {
+                let at = active.prompt_done + i;
+                let last = at + 1 == active.prompt.len();
+                if last {
+                    active.output_index = Some(self.batch.n_tokens());
+                }
+                let token = active.prompt[at];
+                let _ = self.batch.add(LlamaToken(token), slot.cache.len() as i32, &[slot.seq], last);
+                slot.cache.push(token);
+            }
+            active.prompt_done += take;
+        }
+        self.batch.n_tokens() > 0
+    }
+
+    fn fail_batch(&mut self, reason: &str) {
+        for slot in &mut self.slots {
+            if !slot.active.as_ref().is_some_and(|a| a.in_batch) {
+                continue;
+            }
+            if let Some(active) = slot.active.take() {
+                let _ = active.events.send(Event::Failed(EngineError::Decode(reason.to_string())));
+                self.load.busy_slots.fetch_sub(1, Ordering::Relaxed);
+            }
+            let _ = self.context.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            slot.cache.clear();
+        }
+    }
+
+    fn sample_outputs(&mut self) {
+        let model = self.model;
+        let vocab = model.vocab();
+        for slot in &mut self.slots {
+            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(index) = active.output_index else { continue };
+            let now = Instant::now();
+            let token = active.sampler.sample(&self.context, index);
+            let logits = self.context.get_logits_ith(index);
+            let lse = logprob::log_sum_exp(logits);
+            let chosen = logits.get(token.0 as usize).map_or(f32::NEG_INFINITY, |&x| x - lse);
+            let top = logprob::top_n(logits, active.params.top_logprobs, lse)
+                .into_iter()
+                .map(|(id, logprob)| TopLogprob {
+                    token: id as i32,
+                    bytes: vocab.token_to_piece(LlamaToken(id as i32), false, None),
+                    logprob,
+                })
+                .collect();
+            active.first_token_at.get_or_insert(now);
+            active.last_token_at = Some(now);
+
+            let finish = if active.params.stop_at_eog && vocab.is_eog(token) {
+                Some(StopReason::EndOfGeneration)
+            } else {
+                active.generated += 1;
+                self.piece.clear();
+                vocab.token_to_piece_into(token, &mut self.piece, false, None);
+                let scan = active.text.push(&self.piece);
+                let event = TokenEvent {
+                    token: token.0,
+                    piece: self.piece.clone(),
+                    text: scan.release,
+                    logprob: chosen,
+                    top,
+                };
+                if active.events.send(Event::Token(event)).is_err() {
+                    // Receiver gone: cancelled. Freed by drop_cancelled next step.
+                    continue;
+                }
+                match scan.stopped {
+                    Some(stop) => Some(StopReason::StopString(stop)),
+                    None if active.generated >= active.params.max_tokens as usize => Some(StopReason::Length),
+                    None => {
+                        active.next_token = Some(token.0);
+                        None
+                    }
+                }
+            };
+            if let Some(reason) = finish {
+                if let Some(active) = slot.active.take() {
+                    // Counted free before the caller hears it is done.
+                    self.load.busy_slots.fetch_sub(1, Ordering::Relaxed);
+                    finish_request(active, reason);
+                }
+            }
+        }
+    }
+}
+
+fn finish_request(mut active: Active, stop_reason: StopReason) {
+    let tail_text = match stop_reason {
+        StopReason::StopString(_) => String::new(),
+        _ => active.text.finish(),
+    };
+    let first = active.first_token_at.unwrap_or(active.admitted_at);
+    let summary = Summary {
+        prompt_tokens: active.prompt.len(),
+        cached_tokens: active.cached,
+        generated_tokens: active.generated,
+        stop_reason,
+        tail_text,
+        queue_time: active.queue_time,
+        prefill_time: first.duration_since(active.admitted_at),
+        decode_time: active.last_token_at.map_or_else(Default::default, |last| last.duration_since(first)),
+    };
+    let _ = active.events.send(Event::Done(summary));
+}
+
+fn common_prefix(a: &[i32], b: &[i32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

@@ -1,0 +1,10 @@
+//! edgellm: a local-first LLM gateway for edge devices.
+//!
+//! The binary (`src/main.rs`) is thin glue over these modules; see `ARCHITECTURE.md` for the code
+//! map and the invariants that hold the design together.
+
+pub mod cli;
+pub mod engine;
+pub mod paths;
+pub mod plan;
+pub mod run;

@@ -1,0 +1,20 @@
+//! The `edgellm` binary: parses the command line and dispatches. Everything else is in the library.
+
+use clap::Parser;
+use edgellm::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run(args) => edgellm::run::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the error and its causes.
+            let causes: Vec<String> = error.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", causes.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

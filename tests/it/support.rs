@@ -1,0 +1,52 @@
+//! Shared helpers: the default model, a shared engine, running the CLI.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use edgellm::engine::{Engine, EngineConfig, Event, GenerateRequest, SamplingParams, Summary, TokenEvent};
+
+/// The default model, installed by `scripts/install-model.sh` (the README's test command runs it).
+pub fn default_model() -> PathBuf {
+    let path = edgellm::paths::default_model();
+    assert!(path.is_file(), "default model missing at {}: run scripts/install-model.sh", path.display());
+    path
+}
+
+/// One engine with four slots shared by the tests that do not need their own settings.
+pub fn shared_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = EngineConfig::new(default_model());
+        config.n_ctx = 4096;
+        config.slots = 4;
+        Engine::start(config).expect("default model loads")
+    })
+}
+
+pub fn greedy(max_tokens: u32) -> SamplingParams {
+    SamplingParams { temperature: 0.0, max_tokens, ..SamplingParams::default() }
+}
+
+/// Runs a request to the end and returns its tokens and summary.
+pub fn generate(engine: &Engine, prompt: &str, params: SamplingParams) -> (Vec<TokenEvent>, Summary) {
+    let prompt_tokens = engine.tokenize(prompt);
+    let mut events = engine.submit(GenerateRequest { prompt_tokens, params }).expect("request accepted");
+    let mut tokens = Vec::new();
+    loop {
+        match events.blocking_recv().expect("engine answers") {
+            Event::Token(token) => tokens.push(token),
+            Event::Done(summary) => return (tokens, summary),
+            Event::Failed(error) => panic!("generation failed: {error}"),
+        }
+    }
+}
+
+pub fn text_of(tokens: &[TokenEvent], summary: &Summary) -> String {
+    let mut text: String = tokens.iter().map(|t| t.text.as_str()).collect();
+    text.push_str(&summary.tail_text);
+    text
+}
+
+pub fn edgellm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_edgellm"))
+}
