@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::KvType;
 
 #[derive(Debug, Parser)]
-#[command(name = "edgellm", version, about = "A local-first LLM gateway for edge devices")]
+#[command(
+    name = "edgellm",
+    version,
+    about = "A local-first LLM gateway for edge devices"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -18,7 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one prompt on the local model and report speed and memory (the on-device smoke test).
     Run(RunArgs),
-
+    /// Serve the local model over an OpenAI- and llama.cpp-compatible HTTP API.
+    Serve(Box<ServeArgs>),
 }
 
 /// Engine settings shared by the commands that load a model.
@@ -52,7 +57,11 @@ pub struct EngineArgs {
 
 impl EngineArgs {
     pub fn to_config(&self, slots: u32) -> crate::engine::EngineConfig {
-        let mut config = crate::engine::EngineConfig::new(self.model.clone().unwrap_or_else(crate::paths::default_model));
+        let mut config = crate::engine::EngineConfig::new(
+            self.model
+                .clone()
+                .unwrap_or_else(crate::paths::default_model),
+        );
         if let Some(threads) = self.threads {
             config.n_threads = threads;
             config.n_threads_batch = threads;
@@ -75,7 +84,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
     /// The prompt
-    #[arg(short = 'p', long = "prompt", conflicts_with = "file", required_unless_present = "file")]
+    #[arg(
+        short = 'p',
+        long = "prompt",
+        conflicts_with = "file",
+        required_unless_present = "file"
+    )]
     pub prompt: Option<String>,
     /// Read the prompt from a file
     #[arg(short = 'f', long = "file")]
@@ -109,4 +123,114 @@ pub struct RunArgs {
     /// Print one JSON summary (with the text) instead of streaming
     #[arg(long)]
     pub json: bool,
+}
+
+/// `edgellm serve` options. Each flag overrides the config file; each has an `EDGELLM_*`
+/// environment variable that does the same (a flag beats its variable).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (sections [server], [model], [limits]; see docs/configuration.md)
+    #[arg(long, env = "EDGELLM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "EDGELLM_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on [default: 8080]
+    #[arg(long, env = "EDGELLM_PORT")]
+    pub port: Option<u16>,
+    /// GGUF model file [default: the installed default model]
+    #[arg(short = 'm', long = "model", env = "EDGELLM_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Model name reported to clients [default: the file name without .gguf]
+    #[arg(long, env = "EDGELLM_MODEL_ALIAS")]
+    pub alias: Option<String>,
+    /// Threads for generation [default: number of cores]
+    #[arg(short = 't', long, env = "EDGELLM_THREADS")]
+    pub threads: Option<u32>,
+    /// Threads for prompt processing [default: --threads]
+    #[arg(long, env = "EDGELLM_THREADS_BATCH")]
+    pub threads_batch: Option<u32>,
+    /// Total context size, split evenly across slots [default: 8192]
+    #[arg(short = 'c', long = "ctx-size", env = "EDGELLM_CTX_SIZE")]
+    pub ctx_size: Option<u32>,
+    /// Requests decoded in parallel (llama-server's --parallel) [default: 4]
+    #[arg(long, visible_alias = "parallel", env = "EDGELLM_SLOTS")]
+    pub slots: Option<u32>,
+    /// Logical batch size [default: 512]
+    #[arg(short = 'b', long = "batch-size", env = "EDGELLM_BATCH_SIZE")]
+    pub batch_size: Option<u32>,
+    /// Micro-batch size; sizes the compute buffer [default: 128]
+    #[arg(long = "ubatch-size", env = "EDGELLM_UBATCH_SIZE")]
+    pub ubatch_size: Option<u32>,
+    /// KV-cache type [default: f16]
+    #[arg(long = "kv-type", value_enum, env = "EDGELLM_KV_TYPE")]
+    pub kv_type: Option<KvType>,
+    /// Accepted API key (repeatable); with any key set, every endpoint but /health needs one
+    #[arg(long = "api-key", env = "EDGELLM_API_KEY", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// File with one API key per line
+    #[arg(long, env = "EDGELLM_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Largest request body in bytes [default: 1048576]
+    #[arg(long, env = "EDGELLM_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most prompt tokens per request [default: 8192]
+    #[arg(long, env = "EDGELLM_MAX_PROMPT_TOKENS")]
+    pub max_prompt_tokens: Option<usize>,
+    /// Most tokens a request may generate, and the default [default: 1024]
+    #[arg(long, env = "EDGELLM_MAX_TOKENS")]
+    pub max_tokens: Option<u32>,
+    /// Requests that may wait for a slot; beyond that 503 with Retry-After [default: 16]
+    #[arg(long, env = "EDGELLM_QUEUE_DEPTH")]
+    pub queue_depth: Option<usize>,
+    /// Seconds a request may take in all [default: 300]
+    #[arg(long, env = "EDGELLM_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM [default: 10]
+    #[arg(long, env = "EDGELLM_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
+    /// Include prompt text in the request log (off by default: prompts may hold personal data)
+    #[arg(long, env = "EDGELLM_LOG_PROMPTS")]
+    pub log_prompts: bool,
+    /// Log lines as JSON
+    #[arg(long, env = "EDGELLM_LOG_JSON")]
+    pub log_json: bool,
+    /// Print llama.cpp's own log to stderr
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+impl ServeArgs {
+    /// Lays the flags (and their environment variables) over a raw config file.
+    pub fn overlay(&self, raw: &mut crate::config::RawConfig) {
+        fn set<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
+            if value.is_some() {
+                slot.clone_from(value);
+            }
+        }
+        set(&mut raw.server.host, &self.host);
+        set(&mut raw.server.port, &self.port);
+        if !self.api_keys.is_empty() {
+            raw.server.api_keys = Some(self.api_keys.clone());
+        }
+        set(&mut raw.server.api_key_file, &self.api_key_file);
+        set(&mut raw.server.shutdown_grace_secs, &self.shutdown_grace);
+        if self.log_prompts {
+            raw.server.log_prompts = Some(true);
+        }
+        set(&mut raw.model.path, &self.model);
+        set(&mut raw.model.alias, &self.alias);
+        set(&mut raw.model.threads, &self.threads);
+        set(&mut raw.model.threads_batch, &self.threads_batch);
+        set(&mut raw.model.ctx_size, &self.ctx_size);
+        set(&mut raw.model.slots, &self.slots);
+        set(&mut raw.model.batch_size, &self.batch_size);
+        set(&mut raw.model.ubatch_size, &self.ubatch_size);
+        set(&mut raw.model.kv_type, &self.kv_type);
+        set(&mut raw.limits.max_body_bytes, &self.max_body_bytes);
+        set(&mut raw.limits.max_prompt_tokens, &self.max_prompt_tokens);
+        set(&mut raw.limits.max_tokens, &self.max_tokens);
+        set(&mut raw.limits.queue_depth, &self.queue_depth);
+        set(&mut raw.limits.request_timeout_secs, &self.request_timeout);
+    }
 }

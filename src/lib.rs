@@ -3,8 +3,13 @@
 //! The binary (`src/main.rs`) is thin glue over these modules; see `ARCHITECTURE.md` for the code
 //! map and the invariants that hold the design together.
 
+pub mod api;
 pub mod cli;
+pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod paths;
 pub mod plan;
 pub mod run;
+pub mod serve;
+pub mod service;

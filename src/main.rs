@@ -7,6 +7,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(args) => edgellm::run::run(args),
+        Command::Serve(args) => edgellm::serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,7 +6,9 @@ use super::EngineError;
 
 /// KV-cache element type (llama.cpp's `-ctk/-ctv`). Quantized V cache needs flash attention,
 /// which llama.cpp enables automatically on CPU when it is available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum KvType {
     F16,
@@ -73,7 +75,10 @@ impl EngineConfig {
             return bad("threads must be at least 1".into());
         }
         if self.slots == 0 || self.slots > 64 {
-            return bad(format!("slots must be between 1 and 64, got {}", self.slots));
+            return bad(format!(
+                "slots must be between 1 and 64, got {}",
+                self.slots
+            ));
         }
         if self.n_ctx / self.slots < 16 {
             return bad(format!(
@@ -82,7 +87,10 @@ impl EngineConfig {
             ));
         }
         if self.slots > self.n_batch {
-            return bad(format!("slots ({}) must not exceed the batch size ({})", self.slots, self.n_batch));
+            return bad(format!(
+                "slots ({}) must not exceed the batch size ({})",
+                self.slots, self.n_batch
+            ));
         }
         if self.n_batch == 0 || self.n_ubatch == 0 || self.n_ubatch > self.n_batch {
             return bad(format!(
@@ -97,5 +105,7 @@ impl EngineConfig {
 /// One thread per available core (llama.cpp's default is the physical core count, which is the
 /// same on the small devices this targets).
 pub fn default_threads() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(4)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(4)
 }

@@ -62,7 +62,9 @@ mod tests {
 
     #[test]
     fn log_sum_exp_matches_naive() {
-        let logits: Vec<f32> = (0..1003).map(|i| ((i * 37) % 101) as f32 * 0.1 - 3.0).collect();
+        let logits: Vec<f32> = (0..1003)
+            .map(|i| ((i * 37) % 101) as f32 * 0.1 - 3.0)
+            .collect();
         let naive = logits.iter().map(|&x| (x as f64).exp()).sum::<f64>().ln();
         assert!((log_sum_exp(&logits) as f64 - naive).abs() < 1e-4);
     }

@@ -23,7 +23,9 @@ impl BufferSizes {
     pub fn from_log(log: &str) -> BufferSizes {
         let mut sizes = BufferSizes::default();
         for line in log.lines() {
-            let Some(mib) = mebibytes_after(line, "buffer size =") else { continue };
+            let Some(mib) = mebibytes_after(line, "buffer size =") else {
+                continue;
+            };
             let bytes = (mib * 1024.0 * 1024.0).round() as u64;
             if line.contains(" model buffer size") {
                 sizes.model_bytes += bytes;
@@ -70,17 +72,26 @@ pub fn log_mark() -> usize {
 
 /// The log text captured since `mark` (empty if the buffer was trimmed past it).
 pub fn log_since(mark: usize) -> String {
-    LOG.lock().map(|log| log.get(mark..).unwrap_or("").to_string()).unwrap_or_default()
+    LOG.lock()
+        .map(|log| log.get(mark..).unwrap_or("").to_string())
+        .unwrap_or_default()
 }
 
 /// The last `n` captured log lines: the reason llama.cpp gives when loading fails.
 pub fn last_log_lines(n: usize) -> Vec<String> {
     let log = LOG.lock().map(|log| log.clone()).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
-unsafe extern "C" fn on_log(_level: llama_cpp_sys_2::ggml_log_level, text: *const c_char, _user: *mut c_void) {
+unsafe extern "C" fn on_log(
+    _level: llama_cpp_sys_2::ggml_log_level,
+    text: *const c_char,
+    _user: *mut c_void,
+) {
     if text.is_null() {
         return;
     }
@@ -108,7 +119,9 @@ pub struct ProcessMemory {
 
 impl ProcessMemory {
     pub fn read() -> ProcessMemory {
-        std::fs::read_to_string("/proc/self/status").map(|s| Self::parse(&s)).unwrap_or_default()
+        std::fs::read_to_string("/proc/self/status")
+            .map(|s| Self::parse(&s))
+            .unwrap_or_default()
     }
 
     pub fn parse(status: &str) -> ProcessMemory {
@@ -151,6 +164,13 @@ mod tests {
     fn process_memory_from_status() {
         let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nVmSwap:\t     0 kB\n";
         let memory = ProcessMemory::parse(status);
-        assert_eq!(memory, ProcessMemory { resident_bytes: 1 << 20, peak_resident_bytes: 2 << 20, swapped_bytes: 0 });
+        assert_eq!(
+            memory,
+            ProcessMemory {
+                resident_bytes: 1 << 20,
+                peak_resident_bytes: 2 << 20,
+                swapped_bytes: 0
+            }
+        );
     }
 }

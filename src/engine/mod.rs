@@ -42,7 +42,11 @@ pub enum EngineError {
     #[error(
         "prompt does not fit the context: {prompt_tokens} prompt tokens + {max_tokens} requested tokens > context size {n_ctx}"
     )]
-    ContextOverflow { prompt_tokens: usize, max_tokens: u32, n_ctx: u32 },
+    ContextOverflow {
+        prompt_tokens: usize,
+        max_tokens: u32,
+        n_ctx: u32,
+    },
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("invalid sampling parameter: {0}")]
@@ -204,7 +208,11 @@ impl Summary {
 }
 
 fn per_second(count: usize, time: Duration) -> f64 {
-    if time.is_zero() { 0.0 } else { count as f64 / time.as_secs_f64() }
+    if time.is_zero() {
+        0.0
+    } else {
+        count as f64 / time.as_secs_f64()
+    }
 }
 
 /// What a request's receiver gets, in order: tokens, then exactly one `Done` or `Failed`.
@@ -258,13 +266,17 @@ impl Engine {
         memory::capture_llama_logs(config.verbose_llama_logs);
         // One start at a time: buffer sizes are read from the log lines this start produces.
         static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _starting = STARTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _starting = STARTING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let log_mark = memory::log_mark();
         let params = LlamaModelParams::default();
-        let model = LlamaModel::load_from_file(backend, &config.model_path, &params)
-            .map_err(|_| EngineError::LoadFailed {
-                path: config.model_path.clone(),
-                reason: memory::last_log_lines(2).join(" | "),
+        let model =
+            LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|_| {
+                EngineError::LoadFailed {
+                    path: config.model_path.clone(),
+                    reason: memory::last_log_lines(2).join(" | "),
+                }
             })?;
         let model = Arc::new(model);
         let template = template::detect(&model);
@@ -273,7 +285,9 @@ impl Engine {
         let info = ModelInfo {
             id: model_id(&config.model_path),
             path: config.model_path.clone(),
-            architecture: model.meta_val_str("general.architecture").unwrap_or_default(),
+            architecture: model
+                .meta_val_str("general.architecture")
+                .unwrap_or_default(),
             n_params: model.n_params(),
             n_vocab: usize::try_from(model.n_vocab()).unwrap_or(0),
             n_ctx_train: model.n_ctx_train(),
@@ -283,7 +297,12 @@ impl Engine {
             buffers,
             load_time: started.elapsed(),
         };
-        Ok(Engine { model, info: Arc::new(info), commands, load })
+        Ok(Engine {
+            model,
+            info: Arc::new(info),
+            commands,
+            load,
+        })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -299,7 +318,11 @@ impl Engine {
     pub fn tokenize(&self, text: &str) -> Vec<i32> {
         let vocab = self.model.vocab();
         let add_bos = vocab.should_add_bos();
-        vocab.tokenize(text.as_bytes(), add_bos, true).into_iter().map(|t| t.0).collect()
+        vocab
+            .tokenize(text.as_bytes(), add_bos, true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
     }
 
     /// Formats chat messages into a prompt with the model's chat template.
@@ -314,19 +337,30 @@ impl Engine {
         }
         let n_ctx = self.info.n_ctx_slot;
         if prompt_tokens as u64 + u64::from(max_tokens) > u64::from(n_ctx) {
-            return Err(EngineError::ContextOverflow { prompt_tokens, max_tokens, n_ctx });
+            return Err(EngineError::ContextOverflow {
+                prompt_tokens,
+                max_tokens,
+                n_ctx,
+            });
         }
         Ok(())
     }
 
     /// Queues a request. Events arrive on the returned receiver; drop it to cancel.
-    pub fn submit(&self, request: GenerateRequest) -> Result<mpsc::UnboundedReceiver<Event>, EngineError> {
+    pub fn submit(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<mpsc::UnboundedReceiver<Event>, EngineError> {
         request.params.validate()?;
         self.check_fits(request.prompt_tokens.len(), request.params.max_tokens)?;
         let (events, receiver) = mpsc::unbounded_channel();
         self.load.queued.fetch_add(1, Ordering::Relaxed);
         self.commands
-            .send(worker::Command::Generate { request, events, queued_at: std::time::Instant::now() })
+            .send(worker::Command::Generate {
+                request,
+                events,
+                queued_at: std::time::Instant::now(),
+            })
             .map_err(|_| EngineError::Stopped)?;
         Ok(receiver)
     }
@@ -340,7 +374,10 @@ fn check_model_file(path: &std::path::Path) -> Result<(), EngineError> {
     }
     Ok::<(), std::io::Error>(())
         .map(|_| ())
-        .map_err(|error| EngineError::InvalidModel { path: path.to_path_buf(), reason: error.to_string() })
+        .map_err(|error| EngineError::InvalidModel {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })
 }
 
 /// llama.cpp's backend is process-global and initialised once.
@@ -353,6 +390,25 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
 }
 
 fn model_id(path: &std::path::Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     name.strip_suffix(".gguf").unwrap_or(&name).to_string()
+}
+
+/// GBNF for "any JSON object" (`response_format: json_object`): compact JSON, no control
+/// characters inside strings, so the output always parses.
+pub const JSON_OBJECT_GRAMMAR: &str = r#"root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null")
+object ::= "{" ( string ":" value ("," string ":" value)* )? "}"
+array  ::= "[" ( value ("," value)* )? "]"
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F]) )* "\""
+number ::= "-"? ([0-9] | [1-9] [0-9]*) ("." [0-9]+)? ([eE] [-+]? [0-9]+)?
+"#;
+
+/// Compiles a JSON schema to a GBNF grammar with llama.cpp's own converter.
+pub fn json_schema_grammar(schema: &serde_json::Value) -> Result<String, EngineError> {
+    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+        .map_err(|e| EngineError::Grammar(e.to_string()))
 }

@@ -16,7 +16,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: &str, content: &str) -> Self {
-        ChatMessage { role: role.to_string(), content: content.to_string() }
+        ChatMessage {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
     }
 }
 
@@ -47,7 +50,11 @@ pub fn detect(model: &LlamaModel) -> TemplateKind {
     }
 }
 
-pub fn apply(model: &LlamaModel, kind: TemplateKind, messages: &[ChatMessage]) -> Result<String, EngineError> {
+pub fn apply(
+    model: &LlamaModel,
+    kind: TemplateKind,
+    messages: &[ChatMessage],
+) -> Result<String, EngineError> {
     match kind {
         TemplateKind::Gguf => apply_gguf(model, messages),
         TemplateKind::Plain => Ok(apply_plain(messages)),
@@ -55,13 +62,17 @@ pub fn apply(model: &LlamaModel, kind: TemplateKind, messages: &[ChatMessage]) -
 }
 
 fn apply_gguf(model: &LlamaModel, messages: &[ChatMessage]) -> Result<String, EngineError> {
-    let template = model.chat_template(None).map_err(|e| EngineError::Template(e.to_string()))?;
+    let template = model
+        .chat_template(None)
+        .map_err(|e| EngineError::Template(e.to_string()))?;
     let chat = messages
         .iter()
         .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| EngineError::Template(e.to_string()))?;
-    model.apply_chat_template(&template, &chat, true).map_err(|e| EngineError::Template(e.to_string()))
+    model
+        .apply_chat_template(&template, &chat, true)
+        .map_err(|e| EngineError::Template(e.to_string()))
 }
 
 /// The fallback format: one `Role: text` paragraph per message, then `Assistant:`.
@@ -89,7 +100,13 @@ mod tests {
 
     #[test]
     fn plain_template() {
-        let messages = [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")];
-        assert_eq!(apply_plain(&messages), "System: Be brief.\nUser: Hi\nAssistant:");
+        let messages = [
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "Hi"),
+        ];
+        assert_eq!(
+            apply_plain(&messages),
+            "System: Be brief.\nUser: Hi\nAssistant:"
+        );
     }
 }

@@ -71,14 +71,20 @@ pub struct StopMatcher {
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> Self {
         let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
-        StopMatcher { stops, held: String::new() }
+        StopMatcher {
+            stops,
+            held: String::new(),
+        }
     }
 
     /// Adds text and returns what can be released now.
     pub fn push(&mut self, text: &str) -> StopScan {
         self.held.push_str(text);
         if self.stops.is_empty() {
-            return StopScan { release: std::mem::take(&mut self.held), stopped: None };
+            return StopScan {
+                release: std::mem::take(&mut self.held),
+                stopped: None,
+            };
         }
         // Earliest full match wins (as llama.cpp's server does).
         let earliest = self
@@ -90,14 +96,20 @@ impl StopMatcher {
             let stop = stop.clone();
             let release = self.held[..at].to_string();
             self.held.clear();
-            return StopScan { release, stopped: Some(stop) };
+            return StopScan {
+                release,
+                stopped: Some(stop),
+            };
         }
         // Hold back the longest suffix of `held` that is a prefix of some stop string.
         let keep = self.partial_suffix_len();
         let split = self.held.len() - keep;
         let release = self.held[..split].to_string();
         self.held.drain(..split);
-        StopScan { release, stopped: None }
+        StopScan {
+            release,
+            stopped: None,
+        }
     }
 
     /// Releases held text at the end of the stream (it never completed a stop string).
@@ -131,7 +143,10 @@ pub struct TextAssembler {
 
 impl TextAssembler {
     pub fn new(stops: Vec<String>) -> Self {
-        TextAssembler { utf8: Utf8Assembler::default(), stops: StopMatcher::new(stops) }
+        TextAssembler {
+            utf8: Utf8Assembler::default(),
+            stops: StopMatcher::new(stops),
+        }
     }
 
     pub fn push(&mut self, piece: &[u8]) -> StopScan {
@@ -175,7 +190,12 @@ mod tests {
         let cases: &[(&[&str], &[&[u8]], &str, Option<&str>)] = &[
             (&[], &[b"hello", b" world"], "hello world", None),
             (&["\n\n"], &[b"a\n", b"\nb"], "a", Some("\n\n")),
-            (&["User:"], &[b"ok ", b"Us", b"er", b": hi"], "ok ", Some("User:")),
+            (
+                &["User:"],
+                &[b"ok ", b"Us", b"er", b": hi"],
+                "ok ",
+                Some("User:"),
+            ),
             (&["User:"], &[b"ok Us", b"ually"], "ok Usually", None),
             (&["abc", "b"], &[b"xab"], "xa", Some("b")),
             (&["END"], &[b"the E", b"N"], "the EN", None),
@@ -185,7 +205,11 @@ mod tests {
         for (stops, pieces, want, want_stop) in cases {
             let (got, stopped, _) = run(stops, pieces);
             assert_eq!(&got, want, "stops {stops:?} pieces {pieces:?}");
-            assert_eq!(stopped.as_deref(), *want_stop, "stops {stops:?} pieces {pieces:?}");
+            assert_eq!(
+                stopped.as_deref(),
+                *want_stop,
+                "stops {stops:?} pieces {pieces:?}"
+            );
         }
     }
 
@@ -202,7 +226,11 @@ mod tests {
         let cases: &[(&[&[u8]], &[&str], &str)] = &[
             (&[&euro[..1], &euro[1..]], &["", "€"], "€"),
             (&[&euro[..2], &euro[2..], b"x"], &["", "€", "x"], "€x"),
-            (&[&crab[..1], &crab[1..2], &crab[2..3], &crab[3..]], &["", "", "", "🦀"], "🦀"),
+            (
+                &[&crab[..1], &crab[1..2], &crab[2..3], &crab[3..]],
+                &["", "", "", "🦀"],
+                "🦀",
+            ),
             (&[b"a\xff", b"b"], &["a\u{fffd}", "b"], "a\u{fffd}b"),
         ];
         for (pieces, want_each, want) in cases {

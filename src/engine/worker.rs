@@ -24,12 +24,16 @@ use super::memory::{self, BufferSizes};
 use super::sampling::TokenSampler;
 use super::text::TextAssembler;
 use super::{
-    EngineConfig, EngineError, EngineLoad, Event, GenerateRequest, KvType, StopReason, Summary, TokenEvent,
-    TopLogprob, logprob,
+    EngineConfig, EngineError, EngineLoad, Event, GenerateRequest, KvType, StopReason, Summary,
+    TokenEvent, TopLogprob, logprob,
 };
 
 pub enum Command {
-    Generate { request: GenerateRequest, events: UnboundedSender<Event>, queued_at: Instant },
+    Generate {
+        request: GenerateRequest,
+        events: UnboundedSender<Event>,
+        queued_at: Instant,
+    },
 }
 
 /// Starts the worker thread; returns once its context exists (or failed to be created).
@@ -60,7 +64,10 @@ pub fn spawn(
     Ok((commands, sizes))
 }
 
-fn create_context<'m>(model: &'m LlamaModel, config: &EngineConfig) -> Result<LlamaContext<'m>, EngineError> {
+fn create_context<'m>(
+    model: &'m LlamaModel,
+    config: &EngineConfig,
+) -> Result<LlamaContext<'m>, EngineError> {
     let kv = match config.kv_type {
         KvType::F16 => KvCacheType::F16,
         KvType::Q8_0 => KvCacheType::Q8_0,
@@ -124,9 +131,16 @@ struct Worker<'m> {
 }
 
 impl<'m> Worker<'m> {
-    fn new(model: &'m LlamaModel, context: LlamaContext<'m>, config: &EngineConfig, load: Arc<EngineLoad>) -> Self {
+    fn new(
+        model: &'m LlamaModel,
+        context: LlamaContext<'m>,
+        config: &EngineConfig,
+        load: Arc<EngineLoad>,
+    ) -> Self {
         let n_batch = config.n_batch as usize;
-        let architecture = model.meta_val_str("general.architecture").unwrap_or_default();
+        let architecture = model
+            .meta_val_str("general.architecture")
+            .unwrap_or_default();
         let n_swa = model
             .meta_val_str(&format!("{architecture}.attention.sliding_window"))
             .ok()
@@ -138,7 +152,13 @@ impl<'m> Worker<'m> {
             batch: LlamaBatch::new(n_batch, 1),
             n_batch,
             n_swa,
-            slots: (0..config.slots as i32).map(|seq| Slot { seq, cache: Vec::new(), active: None }).collect(),
+            slots: (0..config.slots as i32)
+                .map(|seq| Slot {
+                    seq,
+                    cache: Vec::new(),
+                    active: None,
+                })
+                .collect(),
             pending: VecDeque::new(),
             load,
             piece: Vec::with_capacity(32),
@@ -178,14 +198,19 @@ impl<'m> Worker<'m> {
                 Ok(command) => self.accept(command),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => {
-                    return !(self.pending.is_empty() && self.slots.iter().all(|s| s.active.is_none()));
+                    return !(self.pending.is_empty()
+                        && self.slots.iter().all(|s| s.active.is_none()));
                 }
             }
         }
     }
 
     fn accept(&mut self, command: Command) {
-        let Command::Generate { request, events, queued_at } = command;
+        let Command::Generate {
+            request,
+            events,
+            queued_at,
+        } = command;
         self.pending.push_back((request, events, queued_at));
     }
 
@@ -253,10 +278,15 @@ impl<'m> Worker<'m> {
                 keep = 0;
             }
         }
-        let removed = self.context.kv_cache_seq_rm(slot.seq, Some(keep as u32), None).is_ok();
+        let removed = self
+            .context
+            .kv_cache_seq_rm(slot.seq, Some(keep as u32), None)
+            .is_ok();
         if !removed {
             keep = 0;
-            let _ = self.context.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            let _ = self
+                .context
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
         }
         slot.cache.truncate(keep);
         keep
@@ -276,7 +306,9 @@ impl<'m> Worker<'m> {
         self.batch.clear();
         // Generating slots first: one token each, with logits.
         for slot in &mut self.slots {
-            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(active) = slot.active.as_mut() else {
+                continue;
+            };
             active.output_index = None;
             active.in_batch = false;
             if let Some(token) = active.next_token.take() {
@@ -290,7 +322,9 @@ impl<'m> Worker<'m> {
         }
         // Then prompt chunks, while the batch has room.
         for slot in &mut self.slots {
-            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(active) = slot.active.as_mut() else {
+                continue;
+            };
             let room = self.n_batch - self.batch.n_tokens() as usize;
             if room == 0 {
                 break;
@@ -308,7 +342,12 @@ impl<'m> Worker<'m> {
                     active.output_index = Some(self.batch.n_tokens());
                 }
                 let token = active.prompt[at];
-                let _ = self.batch.add(LlamaToken(token), slot.cache.len() as i32, &[slot.seq], last);
+                let _ = self.batch.add(
+                    LlamaToken(token),
+                    slot.cache.len() as i32,
+                    &[slot.seq],
+                    last,
+                );
                 slot.cache.push(token);
             }
             active.prompt_done += take;
@@ -322,10 +361,14 @@ impl<'m> Worker<'m> {
                 continue;
             }
             if let Some(active) = slot.active.take() {
-                let _ = active.events.send(Event::Failed(EngineError::Decode(reason.to_string())));
+                let _ = active
+                    .events
+                    .send(Event::Failed(EngineError::Decode(reason.to_string())));
                 self.load.busy_slots.fetch_sub(1, Ordering::Relaxed);
             }
-            let _ = self.context.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            let _ = self
+                .context
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
             slot.cache.clear();
         }
     }
@@ -334,13 +377,19 @@ impl<'m> Worker<'m> {
         let model = self.model;
         let vocab = model.vocab();
         for slot in &mut self.slots {
-            let Some(active) = slot.active.as_mut() else { continue };
-            let Some(index) = active.output_index else { continue };
+            let Some(active) = slot.active.as_mut() else {
+                continue;
+            };
+            let Some(index) = active.output_index else {
+                continue;
+            };
             let now = Instant::now();
             let token = active.sampler.sample(&self.context, index);
             let logits = self.context.get_logits_ith(index);
             let lse = logprob::log_sum_exp(logits);
-            let chosen = logits.get(token.0 as usize).map_or(f32::NEG_INFINITY, |&x| x - lse);
+            let chosen = logits
+                .get(token.0 as usize)
+                .map_or(f32::NEG_INFINITY, |&x| x - lse);
             let top = logprob::top_n(logits, active.params.top_logprobs, lse)
                 .into_iter()
                 .map(|(id, logprob)| TopLogprob {
@@ -372,7 +421,9 @@ impl<'m> Worker<'m> {
                 }
                 match scan.stopped {
                     Some(stop) => Some(StopReason::StopString(stop)),
-                    None if active.generated >= active.params.max_tokens as usize => Some(StopReason::Length),
+                    None if active.generated >= active.params.max_tokens as usize => {
+                        Some(StopReason::Length)
+                    }
                     None => {
                         active.next_token = Some(token.0);
                         None
@@ -404,7 +455,9 @@ fn finish_request(mut active: Active, stop_reason: StopReason) {
         tail_text,
         queue_time: active.queue_time,
         prefill_time: first.duration_since(active.admitted_at),
-        decode_time: active.last_token_at.map_or_else(Default::default, |last| last.duration_since(first)),
+        decode_time: active
+            .last_token_at
+            .map_or_else(Default::default, |last| last.duration_since(first)),
     };
     let _ = active.events.send(Event::Done(summary));
 }

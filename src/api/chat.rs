@@ -1,0 +1,232 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: OpenAI's shapes, streaming included.
+
+use std::convert::Infallible;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::json::ApiJson;
+use super::openai::{self, ChatRequest, CompletionRequest, Options};
+use super::{AppState, RequestRecord, request_id, unix_now};
+use crate::engine::{Summary, TokenEvent};
+use crate::service::{Generation, Prompt, Running, Step};
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(record): Extension<RequestRecord>,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let (generation, options) = request.into_generation()?;
+    respond(state, record, generation, options, Shape::Chat).await
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    Extension(record): Extension<RequestRecord>,
+    ApiJson(request): ApiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let (generation, options) = request.into_generation()?;
+    respond(state, record, generation, options, Shape::Completion).await
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Chat,
+    Completion,
+}
+
+async fn respond(
+    state: AppState,
+    record: RequestRecord,
+    generation: Generation,
+    options: Options,
+    shape: Shape,
+) -> Result<Response, ApiError> {
+    if state.config.log_prompts {
+        record.prompt_text(prompt_for_log(&generation.prompt));
+    }
+    let running = state.service.start(generation)?;
+    let model = state.model_name().to_string();
+    if options.stream {
+        return stream(running, model, options, shape, record).await;
+    }
+    let completion = collect(running).await?;
+    record.tokens(
+        completion.summary.prompt_tokens,
+        completion.summary.generated_tokens,
+    );
+    let id = request_id(match shape {
+        Shape::Chat => "chatcmpl-",
+        Shape::Completion => "cmpl-",
+    });
+    let finish = openai::finish_reason(&completion.summary.stop_reason);
+    let body = match shape {
+        Shape::Chat => {
+            let logprobs = options
+                .logprobs
+                .then(|| json!({"content": completion.tokens.iter().map(openai::chat_logprob).collect::<Vec<_>>()}));
+            json!({
+                "id": id, "object": "chat.completion", "created": unix_now(), "model": model,
+                "system_fingerprint": fingerprint(),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text, "refusal": null},
+                             "logprobs": logprobs, "finish_reason": finish}],
+                "usage": openai::usage(&completion.summary),
+            })
+        }
+        Shape::Completion => {
+            let logprobs = options
+                .logprobs
+                .then(|| openai::completion_logprobs(&completion.tokens, 0));
+            json!({
+                "id": id, "object": "text_completion", "created": unix_now(), "model": model,
+                "system_fingerprint": fingerprint(),
+                "choices": [{"index": 0, "text": completion.text, "logprobs": logprobs, "finish_reason": finish}],
+                "usage": openai::usage(&completion.summary),
+            })
+        }
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+pub struct Collected {
+    pub text: String,
+    pub tokens: Vec<TokenEvent>,
+    pub summary: Summary,
+}
+
+/// Runs a request to its end.
+pub async fn collect(mut running: Running) -> Result<Collected, ApiError> {
+    let mut tokens = Vec::new();
+    loop {
+        match running.next().await? {
+            Step::Token(token) => tokens.push(token),
+            Step::Done(summary) => {
+                let mut text: String = tokens.iter().map(|t| t.text.as_str()).collect();
+                text.push_str(&summary.tail_text);
+                return Ok(Collected {
+                    text,
+                    tokens,
+                    summary,
+                });
+            }
+        }
+    }
+}
+
+/// Streams SSE chunks. The first step is awaited before the response starts, so an error that
+/// happens before any token (a bad grammar, say) is still a plain JSON error with its status.
+async fn stream(
+    mut running: Running,
+    model: String,
+    options: Options,
+    shape: Shape,
+    record: RequestRecord,
+) -> Result<Response, ApiError> {
+    let first = running.next().await?;
+    let id = request_id(match shape {
+        Shape::Chat => "chatcmpl-",
+        Shape::Completion => "cmpl-",
+    });
+    let created = unix_now();
+    let chunk = move |choice: Value, usage: Option<Value>| -> SseEvent {
+        let (object, choices) = match shape {
+            Shape::Chat => (
+                "chat.completion.chunk",
+                if choice.is_null() {
+                    json!([])
+                } else {
+                    json!([choice])
+                },
+            ),
+            Shape::Completion => (
+                "text_completion",
+                if choice.is_null() {
+                    json!([])
+                } else {
+                    json!([choice])
+                },
+            ),
+        };
+        let mut body = json!({"id": id, "object": object, "created": created, "model": model,
+                              "system_fingerprint": fingerprint(), "choices": choices});
+        if let Some(usage) = usage {
+            body["usage"] = usage;
+        }
+        SseEvent::default().data(body.to_string())
+    };
+    let token_choice = move |text: &str, token: Option<&TokenEvent>| -> Value {
+        match shape {
+            Shape::Chat => json!({"index": 0, "delta": {"content": text},
+                                  "logprobs": token.filter(|_| options.logprobs).map(|t| json!({"content": [openai::chat_logprob(t)]})),
+                                  "finish_reason": null}),
+            Shape::Completion => json!({"index": 0, "text": text,
+                                        "logprobs": token.filter(|_| options.logprobs).map(|t| openai::completion_logprobs(std::slice::from_ref(t), 0)),
+                                        "finish_reason": null}),
+        }
+    };
+    let events = async_stream::stream! {
+        if let Shape::Chat = shape {
+            yield Ok::<_, Infallible>(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), None));
+        }
+        let mut step = Ok(first);
+        loop {
+            match step {
+                Ok(Step::Token(token)) => {
+                    if !token.text.is_empty() || options.logprobs {
+                        yield Ok(chunk(token_choice(&token.text, Some(&token)), None));
+                    }
+                }
+                Ok(Step::Done(summary)) => {
+                    record.tokens(summary.prompt_tokens, summary.generated_tokens);
+                    if !summary.tail_text.is_empty() {
+                        yield Ok(chunk(token_choice(&summary.tail_text, None), None));
+                    }
+                    let finish = openai::finish_reason(&summary.stop_reason);
+                    let last = match shape {
+                        Shape::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish}),
+                        Shape::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish}),
+                    };
+                    yield Ok(chunk(last, None));
+                    if options.include_usage {
+                        yield Ok(chunk(Value::Null, Some(openai::usage(&summary))));
+                    }
+                    yield Ok(SseEvent::default().data("[DONE]"));
+                    break;
+                }
+                Err(error) => {
+                    // Bytes were already sent: end the stream with an error event, never silently.
+                    let error = ApiError::from(error);
+                    yield Ok(SseEvent::default().data(error.body().to_string()));
+                    break;
+                }
+            }
+            step = running.next().await;
+        }
+    };
+    Ok(sse(events))
+}
+
+pub fn sse<S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static>(events: S) -> Response {
+    Sse::new(events).into_response()
+}
+
+fn fingerprint() -> String {
+    format!("edgellm-{}", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn prompt_for_log(prompt: &Prompt) -> String {
+    match prompt {
+        Prompt::Text(text) => text.clone(),
+        Prompt::Tokens(tokens) => format!("{} tokens", tokens.len()),
+        Prompt::Chat(messages) => messages
+            .iter()
+            .map(|m| format!("{}: {}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}

@@ -1,0 +1,141 @@
+//! The one API error type: every failure becomes OpenAI's `{"error": {...}}` shape here, with
+//! its status code. Error causes map to responses in this one place.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::engine::EngineError;
+use crate::service::ServiceError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// A 400 about one request field.
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            param: Some(param.to_string()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+        }
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Invalid or missing API key. Send it as 'Authorization: Bearer KEY'.",
+        )
+        .with_code("invalid_api_key")
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("{what} not found"),
+        )
+        .with_code("not_found")
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        let message = error.to_string();
+        match error {
+            ServiceError::Loading => ApiError {
+                retry_after_secs: Some(5),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable_error",
+                    "Loading model",
+                )
+            },
+            ServiceError::Overloaded { .. } => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_overloaded",
+                    message,
+                )
+                .with_code("overloaded")
+            },
+            ServiceError::PromptTooLong { .. } => {
+                ApiError::invalid("messages", message).with_code("context_length_exceeded")
+            }
+            ServiceError::MaxTokensTooLarge { .. } => ApiError::invalid("max_tokens", message),
+            ServiceError::InvalidSchema(_) => ApiError::invalid("response_format", message),
+            ServiceError::OutputInvalid(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+                    .with_code("invalid_output")
+            }
+            ServiceError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message)
+                    .with_code("timeout")
+            }
+            ServiceError::Engine(engine) => engine_error(engine, message),
+        }
+    }
+}
+
+fn engine_error(error: EngineError, message: String) -> ApiError {
+    match error {
+        EngineError::ContextOverflow { .. } => {
+            ApiError::invalid("messages", message).with_code("context_length_exceeded")
+        }
+        EngineError::EmptyPrompt => ApiError::invalid("prompt", message),
+        EngineError::InvalidParameter(_) => {
+            let param = parameter_named_in(&message).to_string();
+            ApiError::invalid(&param, message)
+        }
+        EngineError::Grammar(_) => ApiError::invalid("response_format", message),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message),
+    }
+}
+
+/// Sampling-parameter messages start with the parameter's name ("top_p must be ...").
+fn parameter_named_in(message: &str) -> &str {
+    let rest = message
+        .strip_prefix("invalid sampling parameter: ")
+        .unwrap_or(message);
+    rest.split_whitespace().next().unwrap_or("")
+}

@@ -1,0 +1,81 @@
+//! HTTP: the OpenAI- and llama.cpp-compatible API. Only this module knows wire formats.
+//!
+//! [`app`] builds the router. The layers, outermost first, and why each sits where it does:
+//! 1. `request_log`: one log line and one metric per request, so it must see every response,
+//!    including auth failures and rejected bodies.
+//! 2. `auth`: before any body is read or work is done; `/health` stays open for probes.
+//! 3. the body limit: bodies over `limits.max_body_bytes` are refused while being read (413).
+
+mod chat;
+pub mod error;
+mod json;
+mod llama;
+pub mod openai;
+mod responses;
+mod system;
+mod telemetry;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::config::ServeConfig;
+use crate::metrics::Metrics;
+use crate::service::LocalService;
+
+pub use error::ApiError;
+pub use telemetry::RequestRecord;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: LocalService,
+    pub config: Arc<ServeConfig>,
+    pub metrics: Arc<Metrics>,
+    /// Unix time the server started (the `created` of the model list).
+    pub started_unix: u64,
+}
+
+impl AppState {
+    pub fn model_name(&self) -> &str {
+        &self.config.model_alias
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(chat::completions))
+        .route("/v1/responses", post(responses::create))
+        .route("/completion", post(llama::completion))
+        .route("/completions", post(llama::completion))
+        .route("/v1/models", get(system::models))
+        .route("/models", get(system::models))
+        .route("/health", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .fallback(system::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::auth,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::request_log,
+        ))
+        .with_state(state)
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn request_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,550 @@
+//! OpenAI wire types (Chat Completions, Completions, Responses) and their conversion into the
+//! service's [`Generation`]. Unknown fields are ignored, as OpenAI's API does; wrong types are
+//! rejected by the extractor with the field's name; impossible values are rejected here.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::engine::{ChatMessage, SamplingParams, TokenEvent};
+use crate::service::{Generation, OutputFormat, Prompt};
+
+/// `stop`: one string or a list of up to 4.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopField {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StopField::One(s) => vec![s],
+            StopField::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaSpec },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JsonSchemaSpec {
+    pub name: Option<String>,
+    pub schema: Option<Value>,
+    pub strict: Option<bool>,
+}
+
+impl ResponseFormat {
+    fn into_output_format(self) -> Result<OutputFormat, ApiError> {
+        Ok(match self {
+            ResponseFormat::Text => OutputFormat::Text,
+            ResponseFormat::JsonObject => OutputFormat::JsonObject,
+            ResponseFormat::JsonSchema { json_schema } => match json_schema.schema {
+                Some(schema) if schema.is_object() => OutputFormat::JsonSchema(schema),
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        "response_format.json_schema.schema",
+                        "the schema must be a JSON object",
+                    ));
+                }
+                None => OutputFormat::JsonObject,
+            },
+        })
+    }
+}
+
+/// A message's `content`: a string, or a list of parts of which only text is supported.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+impl Content {
+    fn into_text(self, param: &str) -> Result<String, ApiError> {
+        match self {
+            Content::Text(text) => Ok(text),
+            Content::Parts(parts) => {
+                let mut out = String::new();
+                for part in parts {
+                    match (part.kind.as_str(), part.text) {
+                        ("text" | "input_text" | "output_text", Some(text)) => out.push_str(&text),
+                        (kind, _) => {
+                            return Err(ApiError::invalid(
+                                param,
+                                format!(
+                                    "content part type '{kind}' is not supported; only text is"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageIn {
+    pub role: String,
+    pub content: Option<Content>,
+}
+
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+fn messages_to_chat(messages: Vec<MessageIn>, param: &str) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            param,
+            format!("'{param}' must contain at least one message"),
+        ));
+    }
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(ApiError::invalid(
+                    &format!("{param}[{i}].role"),
+                    format!("unknown role '{}'", m.role),
+                ));
+            }
+            let content = match m.content {
+                Some(content) => content.into_text(&format!("{param}[{i}].content"))?,
+                None => String::new(),
+            };
+            Ok(ChatMessage {
+                role: m.role,
+                content,
+            })
+        })
+        .collect()
+}
+
+/// The sampling fields Chat Completions, Completions and llama.cpp's API share.
+#[derive(Debug, Default)]
+pub struct Sampling {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub seed: Option<i64>,
+    pub max_tokens: Option<u32>,
+    pub stop: Option<StopField>,
+    pub top_logprobs: usize,
+}
+
+impl Sampling {
+    /// Validated sampling parameters; absent fields take llama.cpp server's defaults.
+    pub fn into_params(self) -> Result<SamplingParams, ApiError> {
+        let defaults = SamplingParams::default();
+        let stop = self.stop.map(StopField::into_vec).unwrap_or_default();
+        if stop.len() > 4 {
+            return Err(ApiError::invalid(
+                "stop",
+                "at most 4 stop sequences are allowed",
+            ));
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(ApiError::invalid(
+                    "temperature",
+                    "temperature must be between 0 and 2",
+                ));
+            }
+        }
+        for (name, value) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
+            if value.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("{name} must be between -2 and 2"),
+                ));
+            }
+        }
+        if self.max_tokens == Some(0) {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                "max_tokens must be at least 1",
+            ));
+        }
+        let params = SamplingParams {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            min_p: self.min_p.unwrap_or(defaults.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(defaults.repeat_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            // OpenAI seeds are 64-bit; llama.cpp's are 32-bit.
+            seed: self.seed.map(|s| s as u32),
+            max_tokens: self.max_tokens.unwrap_or(0),
+            stop,
+            top_logprobs: self.top_logprobs,
+            ..defaults
+        };
+        params.validate().map_err(|e| {
+            let message = e.to_string();
+            let field = message
+                .trim_start_matches("invalid sampling parameter: ")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            ApiError::invalid(&field, message)
+        })?;
+        Ok(params)
+    }
+}
+
+fn check_n(n: Option<u32>) -> Result<(), ApiError> {
+    match n {
+        None | Some(1) => Ok(()),
+        Some(_) => Err(ApiError::invalid("n", "only n=1 is supported")),
+    }
+}
+
+fn check_top_logprobs(logprobs: bool, top: Option<usize>) -> Result<usize, ApiError> {
+    match top {
+        Some(n) if n > 20 => Err(ApiError::invalid(
+            "top_logprobs",
+            "top_logprobs must be between 0 and 20",
+        )),
+        Some(n) if n > 0 && !logprobs => Err(ApiError::invalid(
+            "top_logprobs",
+            "top_logprobs requires logprobs: true",
+        )),
+        Some(n) => Ok(n),
+        None => Ok(0),
+    }
+}
+
+// ---- Chat Completions ----
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: Option<String>,
+    pub messages: Vec<MessageIn>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    pub stop: Option<StopField>,
+    pub seed: Option<i64>,
+    pub n: Option<u32>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<usize>,
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// What a chat or completion handler needs besides the generation itself.
+pub struct Options {
+    pub stream: bool,
+    pub include_usage: bool,
+    pub logprobs: bool,
+}
+
+impl ChatRequest {
+    pub fn into_generation(self) -> Result<(Generation, Options), ApiError> {
+        check_n(self.n)?;
+        let logprobs = self.logprobs.unwrap_or(false);
+        let top_logprobs = check_top_logprobs(logprobs, self.top_logprobs)?;
+        let params = Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            seed: self.seed,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            stop: self.stop,
+            top_logprobs,
+        }
+        .into_params()?;
+        let format = self
+            .response_format
+            .map_or(Ok(OutputFormat::Text), ResponseFormat::into_output_format)?;
+        let prompt = Prompt::Chat(messages_to_chat(self.messages, "messages")?);
+        let options = Options {
+            stream: self.stream.unwrap_or(false),
+            include_usage: self.stream_options.is_some_and(|o| o.include_usage),
+            logprobs,
+        };
+        Ok((
+            Generation {
+                prompt,
+                params,
+                format,
+            },
+            options,
+        ))
+    }
+}
+
+// ---- Completions ----
+
+/// `prompt`: a string, a list with one string, or token ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptField {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<i32>),
+}
+
+impl PromptField {
+    pub fn into_prompt(self) -> Result<Prompt, ApiError> {
+        match self {
+            PromptField::Text(text) => Ok(Prompt::Text(text)),
+            PromptField::Texts(mut texts) if texts.len() == 1 => Ok(Prompt::Text(texts.remove(0))),
+            PromptField::Texts(_) => Err(ApiError::invalid(
+                "prompt",
+                "only a single prompt per request is supported",
+            )),
+            PromptField::Tokens(tokens) => Ok(Prompt::Tokens(tokens)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    pub prompt: PromptField,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub stop: Option<StopField>,
+    pub seed: Option<i64>,
+    pub n: Option<u32>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    /// Completions API: the number of top alternatives (0-5), not a boolean.
+    pub logprobs: Option<usize>,
+    pub echo: Option<bool>,
+    pub response_format: Option<ResponseFormat>,
+}
+
+impl CompletionRequest {
+    pub fn into_generation(self) -> Result<(Generation, Options), ApiError> {
+        check_n(self.n)?;
+        if self.echo == Some(true) {
+            return Err(ApiError::invalid("echo", "echo is not supported"));
+        }
+        if self.logprobs.is_some_and(|n| n > 5) {
+            return Err(ApiError::invalid(
+                "logprobs",
+                "logprobs must be between 0 and 5",
+            ));
+        }
+        let params = Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            seed: self.seed,
+            max_tokens: Some(self.max_tokens.unwrap_or(16)),
+            stop: self.stop,
+            top_logprobs: self.logprobs.unwrap_or(0),
+        }
+        .into_params()?;
+        let format = self
+            .response_format
+            .map_or(Ok(OutputFormat::Text), ResponseFormat::into_output_format)?;
+        let options = Options {
+            stream: self.stream.unwrap_or(false),
+            include_usage: self.stream_options.is_some_and(|o| o.include_usage),
+            logprobs: self.logprobs.is_some(),
+        };
+        Ok((
+            Generation {
+                prompt: self.prompt.into_prompt()?,
+                params,
+                format,
+            },
+            options,
+        ))
+    }
+}
+
+// ---- Responses ----
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ResponsesInput {
+    Text(String),
+    Items(Vec<MessageIn>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResponsesText {
+    pub format: Option<ResponsesFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponsesFormat {
+    Text,
+    JsonObject,
+    JsonSchema {
+        schema: Option<Value>,
+        name: Option<String>,
+        strict: Option<bool>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResponsesRequest {
+    pub model: Option<String>,
+    pub input: ResponsesInput,
+    pub instructions: Option<String>,
+    pub max_output_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stream: Option<bool>,
+    pub text: Option<ResponsesText>,
+}
+
+impl ResponsesRequest {
+    pub fn into_generation(self) -> Result<(Generation, bool), ApiError> {
+        let mut messages = Vec::new();
+        if let Some(instructions) = self.instructions {
+            messages.push(ChatMessage::new("system", &instructions));
+        }
+        match self.input {
+            ResponsesInput::Text(text) => messages.push(ChatMessage::new("user", &text)),
+            ResponsesInput::Items(items) => messages.extend(messages_to_chat(items, "input")?),
+        }
+        let params = Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_output_tokens,
+            ..Sampling::default()
+        }
+        .into_params()
+        .map_err(|mut e| {
+            if e.param.as_deref() == Some("max_tokens") {
+                e.param = Some("max_output_tokens".into());
+            }
+            e
+        })?;
+        let format = match self.text.and_then(|t| t.format) {
+            None | Some(ResponsesFormat::Text) => OutputFormat::Text,
+            Some(ResponsesFormat::JsonObject) => OutputFormat::JsonObject,
+            Some(ResponsesFormat::JsonSchema {
+                schema: Some(schema),
+                ..
+            }) if schema.is_object() => OutputFormat::JsonSchema(schema),
+            Some(ResponsesFormat::JsonSchema { .. }) => {
+                return Err(ApiError::invalid(
+                    "text.format.schema",
+                    "a json_schema format needs a 'schema' object",
+                ));
+            }
+        };
+        Ok((
+            Generation {
+                prompt: Prompt::Chat(messages),
+                params,
+                format,
+            },
+            self.stream.unwrap_or(false),
+        ))
+    }
+}
+
+// ---- Response pieces ----
+
+pub fn token_string(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// One entry of a chat `logprobs.content` list.
+pub fn chat_logprob(token: &TokenEvent) -> Value {
+    json!({
+        "token": token_string(&token.piece),
+        "logprob": token.logprob,
+        "bytes": token.piece,
+        "top_logprobs": token.top.iter().map(|t| json!({
+            "token": token_string(&t.bytes),
+            "logprob": t.logprob,
+            "bytes": t.bytes,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The legacy Completions `logprobs` object for a list of tokens.
+pub fn completion_logprobs(tokens: &[TokenEvent], mut offset: usize) -> Value {
+    let mut text_offset = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        text_offset.push(offset);
+        offset += token.piece.len();
+    }
+    json!({
+        "tokens": tokens.iter().map(|t| token_string(&t.piece)).collect::<Vec<_>>(),
+        "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+        "top_logprobs": tokens.iter().map(|t| {
+            t.top.iter().map(|a| (token_string(&a.bytes), json!(a.logprob))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": text_offset,
+    })
+}
+
+pub fn finish_reason(stop: &crate::engine::StopReason) -> &'static str {
+    match stop {
+        crate::engine::StopReason::Length => "length",
+        _ => "stop",
+    }
+}
+
+pub fn usage(summary: &crate::engine::Summary) -> Value {
+    json!({
+        "prompt_tokens": summary.prompt_tokens,
+        "completion_tokens": summary.generated_tokens,
+        "total_tokens": summary.prompt_tokens + summary.generated_tokens,
+        "prompt_tokens_details": {"cached_tokens": summary.cached_tokens},
+    })
+}

@@ -1,0 +1,137 @@
+//! `POST /v1/responses`: OpenAI's Responses API for text, streaming included.
+
+use std::convert::Infallible;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::chat::{collect, prompt_for_log, sse};
+use super::error::ApiError;
+use super::json::ApiJson;
+use super::openai::ResponsesRequest;
+use super::{AppState, RequestRecord, request_id, unix_now};
+use crate::engine::{StopReason, Summary};
+use crate::service::Step;
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(record): Extension<RequestRecord>,
+    ApiJson(request): ApiJson<ResponsesRequest>,
+) -> Result<Response, ApiError> {
+    let (generation, stream) = request.into_generation()?;
+    if state.config.log_prompts {
+        record.prompt_text(prompt_for_log(&generation.prompt));
+    }
+    let mut running = state.service.start(generation)?;
+    let ids = Ids {
+        response: request_id("resp_"),
+        message: request_id("msg_"),
+        created: unix_now(),
+        model: state.model_name().to_string(),
+    };
+    if !stream {
+        let collected = collect(running).await?;
+        record.tokens(
+            collected.summary.prompt_tokens,
+            collected.summary.generated_tokens,
+        );
+        return Ok(
+            axum::Json(ids.response(&collected.text, Some(&collected.summary))).into_response(),
+        );
+    }
+    let first = running.next().await?;
+    let events = async_stream::stream! {
+        let mut sequence = 0u64;
+        let mut event = |kind: &str, mut body: Value| -> Result<SseEvent, Infallible> {
+            body["type"] = json!(kind);
+            body["sequence_number"] = json!(sequence);
+            sequence += 1;
+            Ok(SseEvent::default().event(kind).data(body.to_string()))
+        };
+        let in_progress = ids.response("", None);
+        yield event("response.created", json!({"response": in_progress}));
+        yield event("response.in_progress", json!({"response": in_progress}));
+        yield event("response.output_item.added", json!({"output_index": 0,
+            "item": {"id": ids.message, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}));
+        yield event("response.content_part.added", json!({"item_id": ids.message, "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []}}));
+        let mut text = String::new();
+        let mut step = Ok(first);
+        loop {
+            match step {
+                Ok(Step::Token(token)) => {
+                    if !token.text.is_empty() {
+                        text.push_str(&token.text);
+                        yield event("response.output_text.delta", json!({"item_id": ids.message, "output_index": 0, "content_index": 0, "delta": token.text, "logprobs": []}));
+                    }
+                }
+                Ok(Step::Done(summary)) => {
+                    record.tokens(summary.prompt_tokens, summary.generated_tokens);
+                    if !summary.tail_text.is_empty() {
+                        text.push_str(&summary.tail_text);
+                        yield event("response.output_text.delta", json!({"item_id": ids.message, "output_index": 0, "content_index": 0, "delta": summary.tail_text, "logprobs": []}));
+                    }
+                    yield event("response.output_text.done", json!({"item_id": ids.message, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}));
+                    yield event("response.content_part.done", json!({"item_id": ids.message, "output_index": 0, "content_index": 0,
+                        "part": {"type": "output_text", "text": text, "annotations": []}}));
+                    let done = ids.response(&text, Some(&summary));
+                    yield event("response.output_item.done", json!({"output_index": 0, "item": done["output"][0]}));
+                    let kind = if done["status"] == "incomplete" { "response.incomplete" } else { "response.completed" };
+                    yield event(kind, json!({"response": done}));
+                    break;
+                }
+                Err(error) => {
+                    let error = ApiError::from(error);
+                    yield event("error", json!({"code": error.code, "message": error.message, "param": error.param}));
+                    break;
+                }
+            }
+            step = running.next().await;
+        }
+    };
+    Ok(sse(events))
+}
+
+struct Ids {
+    response: String,
+    message: String,
+    created: u64,
+    model: String,
+}
+
+impl Ids {
+    /// The Response object; `summary` is `None` while it is in progress.
+    fn response(&self, text: &str, summary: Option<&Summary>) -> Value {
+        let (status, incomplete, output, usage) = match summary {
+            None => ("in_progress", Value::Null, json!([]), Value::Null),
+            Some(summary) => {
+                let cut = summary.stop_reason == StopReason::Length;
+                let status = if cut { "incomplete" } else { "completed" };
+                let message = json!({"id": self.message, "type": "message", "status": status, "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]});
+                let usage = json!({
+                    "input_tokens": summary.prompt_tokens,
+                    "input_tokens_details": {"cached_tokens": summary.cached_tokens},
+                    "output_tokens": summary.generated_tokens,
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": summary.prompt_tokens + summary.generated_tokens,
+                });
+                let incomplete = if cut {
+                    json!({"reason": "max_output_tokens"})
+                } else {
+                    Value::Null
+                };
+                (status, incomplete, json!([message]), usage)
+            }
+        };
+        json!({
+            "id": self.response, "object": "response", "created_at": self.created, "status": status,
+            "model": self.model, "output": output, "usage": usage, "error": null,
+            "incomplete_details": incomplete, "instructions": null, "parallel_tool_calls": false,
+            "tool_choice": "none", "tools": [], "text": {"format": {"type": "text"}},
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! The request-log and auth layers.
+//!
+//! `request_log` writes one line per request when its response body is finished (so a streamed
+//! answer is logged with its full latency): method, route, status, tokens, latency. Handlers
+//! report token counts through the [`RequestRecord`] extension; they never log themselves.
+//! Prompt text is logged only when `server.log_prompts` is on.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body::Frame;
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState};
+
+#[derive(Debug, Default)]
+struct Fields {
+    prompt_tokens: Option<usize>,
+    completion_tokens: Option<usize>,
+    prompt_text: Option<String>,
+}
+
+/// Per-request facts the handler reports to the log line.
+#[derive(Debug, Clone, Default)]
+pub struct RequestRecord(Arc<Mutex<Fields>>);
+
+impl RequestRecord {
+    pub fn tokens(&self, prompt: usize, completion: usize) {
+        if let Ok(mut fields) = self.0.lock() {
+            fields.prompt_tokens = Some(prompt);
+            fields.completion_tokens = Some(completion);
+        }
+    }
+
+    pub fn prompt_text(&self, text: String) {
+        if let Ok(mut fields) = self.0.lock() {
+            fields.prompt_text = Some(text);
+        }
+    }
+}
+
+pub async fn request_log(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let record = RequestRecord::default();
+    request.extensions_mut().insert(record.clone());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    state.metrics.count_request(&route, status);
+    let line = LogLine {
+        method: method.to_string(),
+        route,
+        status,
+        started,
+        record,
+        log_prompts: state.config.log_prompts,
+    };
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(LoggedBody {
+            inner: body,
+            line: Some(line),
+        }),
+    )
+}
+
+struct LogLine {
+    method: String,
+    route: String,
+    status: u16,
+    started: Instant,
+    record: RequestRecord,
+    log_prompts: bool,
+}
+
+impl LogLine {
+    fn emit(self) {
+        let fields = self
+            .record
+            .0
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default();
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let prompt = if self.log_prompts {
+            fields.prompt_text
+        } else {
+            None
+        };
+        tracing::info!(
+            method = %self.method,
+            route = %self.route,
+            status = self.status,
+            prompt_tokens = fields.prompt_tokens,
+            completion_tokens = fields.completion_tokens,
+            latency_ms = format!("{latency_ms:.1}"),
+            prompt = prompt,
+            "request"
+        );
+    }
+}
+
+/// A response body that writes the request's log line when it is dropped (sent or abandoned).
+struct LoggedBody {
+    inner: Body,
+    line: Option<LogLine>,
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(line) = self.line.take() {
+            line.emit();
+        }
+    }
+}
+
+/// With API keys configured, every endpoint but `/health` needs `Authorization: Bearer KEY`.
+pub async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let keys = &state.config.api_keys;
+    if keys.is_empty() || request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let accepted = presented.is_some_and(|token| {
+        // Compare against every key (no early exit) in constant time per key.
+        keys.iter().fold(false, |ok, key| {
+            ok | bool::from(key.as_bytes().ct_eq(token.as_bytes()))
+        })
+    });
+    if accepted {
+        next.run(request).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}

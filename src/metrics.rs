@@ -1,0 +1,263 @@
+//! Every metric edgellm exports, defined in one place, rendered in Prometheus' text format.
+//!
+//! Counters and histograms are plain atomics and mutex-guarded maps: recording is a few
+//! nanoseconds and needs no registry crate.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::engine::EngineLoad;
+
+/// A histogram with fixed upper bounds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            if value <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add((value * 1e6).max(0.0) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let total = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
+
+const SECONDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const TOKENS_PER_SECOND: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 25.0, 50.0, 100.0, 200.0, 400.0];
+
+/// The server's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    pub prompt_tokens: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub cached_prompt_tokens: AtomicU64,
+    pub rejected_overloaded: AtomicU64,
+    pub time_to_first_token: Histogram,
+    pub decode_tokens_per_second: Histogram,
+    pub request_duration: Histogram,
+    model_load_micros: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Mutex::new(BTreeMap::new()),
+            prompt_tokens: AtomicU64::new(0),
+            generated_tokens: AtomicU64::new(0),
+            cached_prompt_tokens: AtomicU64::new(0),
+            rejected_overloaded: AtomicU64::new(0),
+            time_to_first_token: Histogram::new(SECONDS),
+            decode_tokens_per_second: Histogram::new(TOKENS_PER_SECOND),
+            request_duration: Histogram::new(SECONDS),
+            model_load_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn count_request(&self, endpoint: &str, status: u16) {
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests.entry((endpoint.to_string(), status)).or_default() += 1;
+        }
+    }
+
+    pub fn record_generation(&self, summary: &crate::engine::Summary) {
+        self.prompt_tokens
+            .fetch_add(summary.prompt_tokens as u64, Ordering::Relaxed);
+        self.cached_prompt_tokens
+            .fetch_add(summary.cached_tokens as u64, Ordering::Relaxed);
+        self.generated_tokens
+            .fetch_add(summary.generated_tokens as u64, Ordering::Relaxed);
+        if summary.generated_tokens > 0 {
+            self.time_to_first_token
+                .observe(summary.time_to_first_token().as_secs_f64());
+        }
+        if summary.generated_tokens > 1 {
+            self.decode_tokens_per_second
+                .observe(summary.decode_tokens_per_second());
+        }
+    }
+
+    pub fn set_model_load_time(&self, time: std::time::Duration) {
+        self.model_load_micros
+            .store(time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, load: Option<&EngineLoad>, slots: u32) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP edgellm_requests_total HTTP requests by endpoint and status code.\n# TYPE edgellm_requests_total counter\n");
+        if let Ok(requests) = self.requests.lock() {
+            for ((endpoint, status), count) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "edgellm_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {count}"
+                );
+            }
+        }
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, value: f64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        counter(
+            &mut out,
+            "edgellm_prompt_tokens_total",
+            "Prompt tokens processed (including reused ones).",
+            self.prompt_tokens.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "edgellm_prompt_tokens_cached_total",
+            "Prompt tokens reused from a slot's KV cache.",
+            self.cached_prompt_tokens.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "edgellm_generated_tokens_total",
+            "Tokens generated.",
+            self.generated_tokens.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "edgellm_requests_rejected_overloaded_total",
+            "Requests refused with 503 because slots and queue were full.",
+            self.rejected_overloaded.load(Ordering::Relaxed),
+        );
+        self.time_to_first_token.render(
+            &mut out,
+            "edgellm_time_to_first_token_seconds",
+            "Time from request to first generated token.",
+        );
+        self.decode_tokens_per_second.render(
+            &mut out,
+            "edgellm_decode_tokens_per_second",
+            "Decode rate of each request.",
+        );
+        self.request_duration.render(
+            &mut out,
+            "edgellm_request_duration_seconds",
+            "Time to answer a generation request.",
+        );
+        let busy = load.map_or(0, |l| l.busy_slots.load(Ordering::Relaxed));
+        let queued = load.map_or(0, |l| l.queued.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            "edgellm_slots_busy",
+            "Slots decoding a request now.",
+            busy as f64,
+        );
+        gauge(
+            &mut out,
+            "edgellm_slots_total",
+            "Configured parallel slots.",
+            f64::from(slots),
+        );
+        gauge(
+            &mut out,
+            "edgellm_queue_depth",
+            "Requests waiting for a slot.",
+            queued as f64,
+        );
+        gauge(
+            &mut out,
+            "edgellm_model_loaded",
+            "1 once the model is loaded.",
+            if load.is_some() { 1.0 } else { 0.0 },
+        );
+        gauge(
+            &mut out,
+            "edgellm_model_load_seconds",
+            "Time the model took to load.",
+            self.model_load_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let metrics = Metrics::default();
+        for v in [0.003, 0.2, 7.0, 100.0] {
+            metrics.time_to_first_token.observe(v);
+        }
+        let text = metrics.render(None, 4);
+        assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"0.25\"} 2\n"));
+        assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"10\"} 3\n"));
+        assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"+Inf\"} 4\n"));
+        assert!(text.contains("edgellm_time_to_first_token_seconds_count 4\n"));
+    }
+
+    #[test]
+    fn requests_by_endpoint_and_status() {
+        let metrics = Metrics::default();
+        metrics.count_request("/v1/chat/completions", 200);
+        metrics.count_request("/v1/chat/completions", 200);
+        metrics.count_request("/v1/completions", 400);
+        let text = metrics.render(None, 1);
+        assert!(text.contains(
+            "edgellm_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 2\n"
+        ));
+        assert!(
+            text.contains(
+                "edgellm_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1\n"
+            )
+        );
+    }
+}

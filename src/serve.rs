@@ -1,0 +1,134 @@
+//! `edgellm serve`: configuration, model loading, the HTTP listener and graceful shutdown.
+//!
+//! The listener starts before the model is loaded, so `/health` answers 503 while it loads (what
+//! orchestrators and llama-server clients expect), then 200.
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+
+use crate::api::{self, AppState};
+use crate::cli::ServeArgs;
+use crate::config::{RawConfig, ServeConfig};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::service::LocalService;
+
+/// Reads the config file, lays flags and environment over it, and validates the result.
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    let mut raw = match &args.config {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    args.overlay(&mut raw);
+    let mut config = ServeConfig::from_raw(raw)?;
+    config.engine.verbose_llama_logs = args.verbose;
+    Ok(config)
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    let config = load_config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGELLM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(address = %config.listen, model = %config.engine.model_path.display(), slots = config.engine.slots, "listening");
+    let engine_cell = Arc::new(OnceLock::new());
+    let metrics = Arc::new(Metrics::default());
+    let config = Arc::new(config);
+    let service = LocalService::new(
+        engine_cell.clone(),
+        config.limits.clone(),
+        config.engine.slots,
+        metrics.clone(),
+    );
+    let state = AppState {
+        service,
+        config: config.clone(),
+        metrics: metrics.clone(),
+        started_unix: api::unix_now(),
+    };
+
+    // Load the model on a blocking thread while the listener already answers /health with 503.
+    let engine_config = config.engine.clone();
+    let (load_failed_tx, load_failed) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || match Engine::start(engine_config) {
+        Ok(engine) => {
+            let info = engine.info();
+            tracing::info!(
+                model = %info.id, load_ms = info.load_time.as_millis() as u64,
+                model_mib = info.buffers.model_bytes >> 20, kv_mib = info.buffers.kv_cache_bytes >> 20,
+                compute_mib = info.buffers.compute_bytes >> 20, template = info.template.as_str(), "model loaded"
+            );
+            metrics.set_model_load_time(info.load_time);
+            let _ = engine_cell.set(engine);
+        }
+        Err(error) => {
+            let _ = load_failed_tx.send(error);
+        }
+    });
+
+    let grace = config.shutdown_grace;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, api::app(state)).with_graceful_shutdown({
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    });
+    let server = tokio::spawn(async move { server.await });
+
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, grace_secs = grace.as_secs(), "shutting down: no new connections, finishing in-flight requests");
+        }
+        Ok(error) = load_failed => {
+            return Err(anyhow::Error::new(error).context("cannot serve"));
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => {
+            result
+                .context("server task failed")?
+                .context("server failed")?;
+            tracing::info!("stopped");
+        }
+        Err(_) => tracing::warn!("grace period over: cancelling the requests still running"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}

@@ -1,0 +1,282 @@
+//! The local generation service: what every API endpoint calls to run a request on the device.
+//!
+//! It owns admission (slots + a bounded queue, then "overloaded"), the request limits, prompt
+//! formatting and tokenization, structured-output constraints (JSON mode and JSON schemas become
+//! a grammar; the output is validated against the schema), the request timeout, and metrics.
+//! It knows nothing of HTTP or wire formats.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::config::Limits;
+use crate::engine::{
+    self, ChatMessage, Engine, EngineError, Event, GenerateRequest, SamplingParams, Summary,
+    TokenEvent,
+};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the model is still loading")]
+    Loading,
+    #[error("all {slots} slots are busy and {queued} requests are queued; retry later")]
+    Overloaded { slots: u32, queued: usize },
+    #[error("prompt has {tokens} tokens, more than the limit of {limit}")]
+    PromptTooLong { tokens: usize, limit: usize },
+    #[error("max_tokens {requested} exceeds the limit of {limit}")]
+    MaxTokensTooLarge { requested: u32, limit: u32 },
+    #[error("invalid JSON schema: {0}")]
+    InvalidSchema(String),
+    #[error("the output does not match the JSON schema: {0}")]
+    OutputInvalid(String),
+    #[error("the request took longer than the {0:?} timeout")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// What to generate from.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<i32>),
+    Chat(Vec<ChatMessage>),
+}
+
+/// Constraints on the shape of the output.
+#[derive(Debug, Clone, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    JsonObject,
+    JsonSchema(serde_json::Value),
+}
+
+/// One request, in the service's terms. `params.max_tokens == 0` means "as many as allowed".
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub prompt: Prompt,
+    pub params: SamplingParams,
+    pub format: OutputFormat,
+}
+
+/// The local service; cheap to clone.
+#[derive(Clone)]
+pub struct LocalService {
+    engine: Arc<OnceLock<Engine>>,
+    limits: Limits,
+    slots: u32,
+    in_flight: Arc<AtomicUsize>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl LocalService {
+    pub fn new(
+        engine: Arc<OnceLock<Engine>>,
+        limits: Limits,
+        slots: u32,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        LocalService {
+            engine,
+            limits,
+            slots,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            metrics,
+        }
+    }
+
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.get()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Admits and starts a request. Fails fast (before any decoding) on every limit.
+    pub fn start(&self, generation: Generation) -> Result<Running, ServiceError> {
+        let engine = self.engine.get().ok_or(ServiceError::Loading)?;
+        let admission = self.admit()?;
+        let mut params = generation.params;
+        let schema = match &generation.format {
+            OutputFormat::Text => None,
+            OutputFormat::JsonObject => {
+                params.grammar = Some(engine::JSON_OBJECT_GRAMMAR.to_string());
+                None
+            }
+            OutputFormat::JsonSchema(schema) => {
+                let validator = jsonschema::validator_for(schema)
+                    .map_err(|e| ServiceError::InvalidSchema(e.to_string()))?;
+                params.grammar = Some(
+                    engine::json_schema_grammar(schema)
+                        .map_err(|e| ServiceError::InvalidSchema(e.to_string()))?,
+                );
+                Some(validator)
+            }
+        };
+        let prompt_tokens = match generation.prompt {
+            Prompt::Text(text) => engine.tokenize(&text),
+            Prompt::Tokens(tokens) => tokens,
+            Prompt::Chat(messages) => engine.tokenize(&engine.apply_chat_template(&messages)?),
+        };
+        if prompt_tokens.len() > self.limits.max_prompt_tokens {
+            return Err(ServiceError::PromptTooLong {
+                tokens: prompt_tokens.len(),
+                limit: self.limits.max_prompt_tokens,
+            });
+        }
+        if params.max_tokens > self.limits.max_tokens {
+            return Err(ServiceError::MaxTokensTooLarge {
+                requested: params.max_tokens,
+                limit: self.limits.max_tokens,
+            });
+        }
+        if params.max_tokens == 0 {
+            let room = engine
+                .info()
+                .n_ctx_slot
+                .saturating_sub(prompt_tokens.len() as u32);
+            params.max_tokens = self.limits.max_tokens.min(room).max(1);
+        }
+        let prompt_len = prompt_tokens.len();
+        let events = engine.submit(GenerateRequest {
+            prompt_tokens,
+            params,
+        })?;
+        Ok(Running {
+            events,
+            prompt_tokens: prompt_len,
+            json: !matches!(generation.format, OutputFormat::Text),
+            schema,
+            text: String::new(),
+            deadline: Instant::now() + self.limits.request_timeout,
+            timeout: self.limits.request_timeout,
+            started: Instant::now(),
+            metrics: self.metrics.clone(),
+            _admission: admission,
+        })
+    }
+
+    /// Runs a request to the end.
+    pub async fn complete(&self, generation: Generation) -> Result<Completion, ServiceError> {
+        let mut running = self.start(generation)?;
+        let mut tokens = Vec::new();
+        loop {
+            match running.next().await? {
+                Step::Token(token) => tokens.push(token),
+                Step::Done(summary) => {
+                    let text = tokens
+                        .iter()
+                        .map(|t| t.text.as_str())
+                        .chain([summary.tail_text.as_str()])
+                        .collect();
+                    return Ok(Completion {
+                        text,
+                        tokens,
+                        summary,
+                    });
+                }
+            }
+        }
+    }
+
+    fn admit(&self) -> Result<Admission, ServiceError> {
+        let capacity = self.slots as usize + self.limits.queue_depth;
+        let previous = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if previous >= capacity {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.metrics
+                .rejected_overloaded
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ServiceError::Overloaded {
+                slots: self.slots,
+                queued: self.limits.queue_depth,
+            });
+        }
+        Ok(Admission(self.in_flight.clone()))
+    }
+}
+
+/// Holds a place among the in-flight requests until dropped.
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A finished request.
+#[derive(Debug)]
+pub struct Completion {
+    pub text: String,
+    pub tokens: Vec<TokenEvent>,
+    pub summary: Summary,
+}
+
+/// One step of a running request.
+#[derive(Debug)]
+pub enum Step {
+    Token(TokenEvent),
+    Done(Summary),
+}
+
+/// A request in progress. Dropping it cancels the request at the engine's next token.
+pub struct Running {
+    events: UnboundedReceiver<Event>,
+    pub prompt_tokens: usize,
+    json: bool,
+    schema: Option<jsonschema::Validator>,
+    text: String,
+    deadline: Instant,
+    timeout: Duration,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    _admission: Admission,
+}
+
+impl Running {
+    /// The next token, or the summary at the end. JSON output is checked when generation ends:
+    /// it must parse, and match the schema when one was given (unless cut off by `max_tokens`).
+    pub async fn next(&mut self) -> Result<Step, ServiceError> {
+        let event = tokio::time::timeout_at(self.deadline.into(), self.events.recv())
+            .await
+            .map_err(|_| ServiceError::Timeout(self.timeout))?;
+        match event {
+            Some(Event::Token(token)) => {
+                if self.json {
+                    self.text.push_str(&token.text);
+                }
+                Ok(Step::Token(token))
+            }
+            Some(Event::Done(summary)) => {
+                if self.json && summary.stop_reason != engine::StopReason::Length {
+                    self.text.push_str(&summary.tail_text);
+                    self.check_json()?;
+                }
+                self.metrics.record_generation(&summary);
+                self.metrics
+                    .request_duration
+                    .observe(self.started.elapsed().as_secs_f64());
+                Ok(Step::Done(summary))
+            }
+            Some(Event::Failed(error)) => Err(error.into()),
+            None => Err(EngineError::Stopped.into()),
+        }
+    }
+
+    fn check_json(&self) -> Result<(), ServiceError> {
+        let value: serde_json::Value = serde_json::from_str(&self.text)
+            .map_err(|e| ServiceError::OutputInvalid(format!("not JSON: {e}")))?;
+        if let Some(schema) = &self.schema {
+            if let Err(error) = schema.validate(&value) {
+                return Err(ServiceError::OutputInvalid(error.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
