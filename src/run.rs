@@ -6,18 +6,23 @@ use std::io::Write;
 use anyhow::{Context, bail};
 
 use crate::cli::RunArgs;
-use crate::engine::{ChatMessage, Engine, Event, GenerateRequest, ModelInfo, ProcessMemory, SamplingParams, Summary};
+use crate::engine::{
+    ChatMessage, Engine, Event, GenerateRequest, ModelInfo, ProcessMemory, SamplingParams, Summary,
+};
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let prompt = match (&args.prompt, &args.file) {
         (Some(prompt), _) => prompt.clone(),
-        (None, Some(file)) => {
-            std::fs::read_to_string(file).with_context(|| format!("cannot read prompt file {}", file.display()))?
-        }
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read prompt file {}", file.display()))?,
         (None, None) => bail!("give a prompt with -p or a prompt file with -f"),
     };
     let engine = Engine::start(args.engine.to_config(1))?;
-    let prompt = if args.chat { engine.apply_chat_template(&[ChatMessage::new("user", &prompt)])? } else { prompt };
+    let prompt = if args.chat {
+        engine.apply_chat_template(&[ChatMessage::new("user", &prompt)])?
+    } else {
+        prompt
+    };
     let params = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -31,7 +36,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         ..SamplingParams::default()
     };
     let prompt_tokens = engine.tokenize(&prompt);
-    let mut events = engine.submit(GenerateRequest { prompt_tokens, params })?;
+    let mut events = engine.submit(GenerateRequest {
+        prompt_tokens,
+        params,
+    })?;
 
     let mut text = String::new();
     let mut stdout = std::io::stdout().lock();
@@ -75,7 +83,11 @@ fn stop_reason(summary: &Summary) -> String {
 }
 
 fn text_report(info: &ModelInfo, summary: &Summary, memory: &ProcessMemory) -> String {
-    let swapped = if memory.swapped_bytes > 0 { format!("yes ({:.1} MiB)", mib(memory.swapped_bytes)) } else { "no".into() };
+    let swapped = if memory.swapped_bytes > 0 {
+        format!("yes ({:.1} MiB)", mib(memory.swapped_bytes))
+    } else {
+        "no".into()
+    };
     format!(
         "\n\
          model:               {} ({} parameters, {})\n\
@@ -104,7 +116,13 @@ fn text_report(info: &ModelInfo, summary: &Summary, memory: &ProcessMemory) -> S
     )
 }
 
-fn json_report(info: &ModelInfo, summary: &Summary, memory: &ProcessMemory, text: &str, chat: bool) -> serde_json::Value {
+fn json_report(
+    info: &ModelInfo,
+    summary: &Summary,
+    memory: &ProcessMemory,
+    text: &str,
+    chat: bool,
+) -> serde_json::Value {
     serde_json::json!({
         "model": info.id,
         "model_path": info.path,

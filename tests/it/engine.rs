@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use edgellm::engine::{Engine, EngineConfig, EngineError, Event, GenerateRequest, SamplingParams, StopReason};
+use edgellm::engine::{
+    Engine, EngineConfig, EngineError, Event, GenerateRequest, SamplingParams, StopReason,
+};
 
 use crate::support::{default_model, generate, greedy, shared_engine, text_of};
 
@@ -34,11 +36,28 @@ fn greedy_is_deterministic() {
 #[test]
 fn seeds_reproduce_and_differ() {
     let engine = shared_engine();
-    let sampled = |seed| SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: Some(seed), max_tokens: 24, ..SamplingParams::default() };
-    let ids = |seed| generate(engine, PROMPT, sampled(seed)).0.iter().map(|t| t.token).collect::<Vec<_>>();
+    let sampled = |seed| SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: Some(seed),
+        max_tokens: 24,
+        ..SamplingParams::default()
+    };
+    let ids = |seed| {
+        generate(engine, PROMPT, sampled(seed))
+            .0
+            .iter()
+            .map(|t| t.token)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(42), ids(42), "same seed, same tokens");
     let others: Vec<_> = (1..=4).map(ids).collect();
-    assert!(others.iter().any(|o| *o != ids(42)), "different seeds all gave the same tokens");
+    assert!(
+        others.iter().any(|o| *o != ids(42)),
+        "different seeds all gave the same tokens"
+    );
 }
 
 #[test]
@@ -48,21 +67,46 @@ fn stop_strings_stop_and_are_not_emitted() {
     let full = text_of(&tokens, &summary);
     // Stop at a word from the middle of what greedy decoding produces anyway.
     let words: Vec<&str> = full.split_whitespace().filter(|w| w.len() >= 4).collect();
-    assert!(words.len() >= 2, "greedy output too short to pick a stop word: {full:?}");
+    assert!(
+        words.len() >= 2,
+        "greedy output too short to pick a stop word: {full:?}"
+    );
     let stop = words[words.len() / 2].to_string();
-    let (tokens, summary) = generate(engine, PROMPT, SamplingParams { stop: vec![stop.clone()], ..greedy(40) });
+    let (tokens, summary) = generate(
+        engine,
+        PROMPT,
+        SamplingParams {
+            stop: vec![stop.clone()],
+            ..greedy(40)
+        },
+    );
     let text = text_of(&tokens, &summary);
     assert_eq!(summary.stop_reason, StopReason::StopString(stop.clone()));
     assert!(!text.contains(&stop), "stop string emitted: {text:?}");
-    assert_eq!(text, full[..full.find(&stop).unwrap()], "text before the stop string must match");
+    assert_eq!(
+        text,
+        full[..full.find(&stop).unwrap()],
+        "text before the stop string must match"
+    );
 }
 
 #[test]
 fn logprobs_are_real() {
     let engine = shared_engine();
-    let (tokens, _) = generate(engine, PROMPT, SamplingParams { top_logprobs: 5, ..greedy(16) });
+    let (tokens, _) = generate(
+        engine,
+        PROMPT,
+        SamplingParams {
+            top_logprobs: 5,
+            ..greedy(16)
+        },
+    );
     for token in &tokens {
-        assert!(token.logprob <= 0.0 && token.logprob.is_finite(), "logprob {}", token.logprob);
+        assert!(
+            token.logprob <= 0.0 && token.logprob.is_finite(),
+            "logprob {}",
+            token.logprob
+        );
         assert_eq!(token.top.len(), 5);
         // Greedy picks the most likely token: it heads the alternatives with the same logprob.
         assert_eq!(token.top[0].token, token.token);
@@ -79,7 +123,12 @@ fn context_overflow_is_refused_with_the_numbers() {
     let n_ctx = engine.info().n_ctx_slot;
     let prompt_tokens = engine.tokenize(&"sensor reading ok. ".repeat(200));
     let count = prompt_tokens.len();
-    let error = engine.submit(GenerateRequest { prompt_tokens, params: greedy(n_ctx) }).unwrap_err();
+    let error = engine
+        .submit(GenerateRequest {
+            prompt_tokens,
+            params: greedy(n_ctx),
+        })
+        .unwrap_err();
     assert!(matches!(error, EngineError::ContextOverflow { .. }));
     let message = error.to_string();
     assert!(message.contains(&count.to_string()), "{message}");
@@ -93,8 +142,16 @@ fn cancellation_frees_the_slot() {
     config.slots = 1;
     let engine = Engine::start(config).expect("engine");
     let prompt_tokens = engine.tokenize(PROMPT);
-    let params = SamplingParams { stop_at_eog: false, ..greedy(900) };
-    let mut events = engine.submit(GenerateRequest { prompt_tokens: prompt_tokens.clone(), params }).unwrap();
+    let params = SamplingParams {
+        stop_at_eog: false,
+        ..greedy(900)
+    };
+    let mut events = engine
+        .submit(GenerateRequest {
+            prompt_tokens: prompt_tokens.clone(),
+            params,
+        })
+        .unwrap();
     for _ in 0..3 {
         assert!(matches!(events.blocking_recv(), Some(Event::Token(_))));
     }
@@ -104,7 +161,13 @@ fn cancellation_frees_the_slot() {
     let started = std::time::Instant::now();
     let (tokens, _) = generate(&engine, PROMPT, greedy(4));
     assert!(!tokens.is_empty());
-    assert_eq!(engine.load().busy_slots.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        engine
+            .load()
+            .busy_slots
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
@@ -116,9 +179,17 @@ fn prompt_prefix_is_reused() {
     let system = "You are the maintenance assistant of gateway GW-17. Answer briefly.\n";
     let (_, first) = generate(&engine, &format!("{system}Q: What is MQTT?\nA:"), greedy(4));
     assert_eq!(first.cached_tokens, 0);
-    let (_, second) = generate(&engine, &format!("{system}Q: What is Modbus?\nA:"), greedy(4));
+    let (_, second) = generate(
+        &engine,
+        &format!("{system}Q: What is Modbus?\nA:"),
+        greedy(4),
+    );
     let shared = engine.tokenize(system).len();
-    assert!(second.cached_tokens >= shared - 1, "cached {} of a {shared}-token shared prefix", second.cached_tokens);
+    assert!(
+        second.cached_tokens >= shared - 1,
+        "cached {} of a {shared}-token shared prefix",
+        second.cached_tokens
+    );
 }
 
 #[test]
@@ -154,5 +225,9 @@ fn reports_buffer_sizes() {
     assert!(info.buffers.kv_cache_bytes > 0, "{:?}", info.buffers);
     // The engine's 128-token micro-batch keeps the compute buffer of this 262k-vocabulary model
     // at or under 150 MiB (llama.cpp's default micro-batch of 512 needs 523 MiB).
-    assert!(info.buffers.compute_bytes > 0 && info.buffers.compute_bytes <= 150 << 20, "{:?}", info.buffers);
+    assert!(
+        info.buffers.compute_bytes > 0 && info.buffers.compute_bytes <= 150 << 20,
+        "{:?}",
+        info.buffers
+    );
 }

@@ -3,4 +3,6 @@
 mod engine;
 mod plan;
 mod run_cli;
+mod serve;
+mod server;
 mod support;

@@ -6,37 +6,88 @@ use std::process::{Command, Output};
 use crate::support::{default_model, edgellm_bin};
 
 fn edgellm(args: &[&str]) -> Output {
-    Command::new(edgellm_bin()).args(args).output().expect("edgellm runs")
+    Command::new(edgellm_bin())
+        .args(args)
+        .output()
+        .expect("edgellm runs")
 }
 
 /// A refused input: non-zero exit, one `error:` line on stderr, no panic, no core dump.
 fn assert_clean_refusal(output: &Output, expect: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "exit status {:?}, stderr: {stderr}", output.status);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit status {:?}, stderr: {stderr}",
+        output.status
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(lines[0].contains(expect), "expected {expect:?} in: {stderr}");
+    assert!(
+        lines[0].contains(expect),
+        "expected {expect:?} in: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]
 fn run_streams_text_and_reports_speed_and_memory() {
     let model = default_model();
-    let output = edgellm(&["run", "-m", model.to_str().unwrap(), "-t", "2", "-c", "512", "-n", "16", "--temp", "0", "-p", "Summarize the key differences between MQTT and HTTP:"]);
+    let output = edgellm(&[
+        "run",
+        "-m",
+        model.to_str().unwrap(),
+        "-t",
+        "2",
+        "-c",
+        "512",
+        "-n",
+        "16",
+        "--temp",
+        "0",
+        "-p",
+        "Summarize the key differences between MQTT and HTTP:",
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(!String::from_utf8_lossy(&output.stdout).trim().is_empty());
-    for field in ["prompt tokens:", "prefill:", "time to first token:", "generated tokens:", "decode:", "peak resident:", "swapped:", "compute"] {
+    for field in [
+        "prompt tokens:",
+        "prefill:",
+        "time to first token:",
+        "generated tokens:",
+        "decode:",
+        "peak resident:",
+        "swapped:",
+        "compute",
+    ] {
         assert!(stderr.contains(field), "missing {field:?} in:\n{stderr}");
     }
 }
 
 #[test]
 fn run_json_summary() {
-    let output = edgellm(&["run", "-n", "8", "--temp", "0", "--ignore-eos", "--json", "-c", "512", "-p", "Hello"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let output = edgellm(&[
+        "run",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--json",
+        "-c",
+        "512",
+        "-p",
+        "Hello",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
     assert_eq!(report["generated_tokens"], 8);
     assert!(report["prompt_tokens"].as_u64().unwrap() >= 2);
     assert!(report["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
@@ -48,13 +99,17 @@ fn run_json_summary() {
 
 #[test]
 fn missing_model_file() {
-    assert_clean_refusal(&edgellm(&["run", "-m", "/nonexistent/x.gguf", "-p", "hi"]), "model file not found");
+    assert_clean_refusal(
+        &edgellm(&["run", "-m", "/nonexistent/x.gguf", "-p", "hi"]),
+        "model file not found",
+    );
 }
 
 #[test]
 fn not_a_gguf_file() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(b"this is a text file, not a model\n").unwrap();
+    file.write_all(b"this is a text file, not a model\n")
+        .unwrap();
     let output = edgellm(&["run", "-m", file.path().to_str().unwrap(), "-p", "hi"]);
     assert_clean_refusal(&output, "GGUF");
 }

@@ -3,12 +3,18 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use edgellm::engine::{Engine, EngineConfig, Event, GenerateRequest, SamplingParams, Summary, TokenEvent};
+use edgellm::engine::{
+    Engine, EngineConfig, Event, GenerateRequest, SamplingParams, Summary, TokenEvent,
+};
 
 /// The default model, installed by `scripts/install-model.sh` (the README's test command runs it).
 pub fn default_model() -> PathBuf {
     let path = edgellm::paths::default_model();
-    assert!(path.is_file(), "default model missing at {}: run scripts/install-model.sh", path.display());
+    assert!(
+        path.is_file(),
+        "default model missing at {}: run scripts/install-model.sh",
+        path.display()
+    );
     path
 }
 
@@ -24,13 +30,26 @@ pub fn shared_engine() -> &'static Engine {
 }
 
 pub fn greedy(max_tokens: u32) -> SamplingParams {
-    SamplingParams { temperature: 0.0, max_tokens, ..SamplingParams::default() }
+    SamplingParams {
+        temperature: 0.0,
+        max_tokens,
+        ..SamplingParams::default()
+    }
 }
 
 /// Runs a request to the end and returns its tokens and summary.
-pub fn generate(engine: &Engine, prompt: &str, params: SamplingParams) -> (Vec<TokenEvent>, Summary) {
+pub fn generate(
+    engine: &Engine,
+    prompt: &str,
+    params: SamplingParams,
+) -> (Vec<TokenEvent>, Summary) {
     let prompt_tokens = engine.tokenize(prompt);
-    let mut events = engine.submit(GenerateRequest { prompt_tokens, params }).expect("request accepted");
+    let mut events = engine
+        .submit(GenerateRequest {
+            prompt_tokens,
+            params,
+        })
+        .expect("request accepted");
     let mut tokens = Vec::new();
     loop {
         match events.blocking_recv().expect("engine answers") {

@@ -1,0 +1,473 @@
+//! `edgellm serve` through real HTTP on loopback, against the real engine and default model.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::server::Server;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let response = client()
+        .post(server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn assert_openai_error(body: &Value, param: Option<&str>) {
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].is_string(), "{body}");
+    if let Some(param) = param {
+        assert_eq!(error["param"], param, "{body}");
+    }
+}
+
+#[test]
+fn official_openai_python_client() {
+    let server = Server::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/openai_client.py");
+    let output = std::process::Command::new("python3")
+        .args([script, &server.url("/v1")])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "OpenAI client script failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn llama_server_style_completion() {
+    let server = Server::start(&[]);
+    // As llama-server's clients send it (the field guide's local_completion()).
+    let body = json!({"prompt": "Given this log snippet, propose the top 3 root causes:\n- PLC timeout on Modbus read\n",
+                      "n_predict": 16, "temperature": 0.2, "stop": ["\n\nUser:"], "cache_prompt": true});
+    let (status, answer) = post(&server, "/completion", body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["content"].is_string());
+    assert_eq!(answer["stop"], true);
+    assert!(answer["tokens_predicted"].as_u64().unwrap() >= 1);
+    assert!(answer["tokens_evaluated"].as_u64().unwrap() > 5);
+    for key in [
+        "prompt_n",
+        "prompt_ms",
+        "prompt_per_second",
+        "predicted_n",
+        "predicted_ms",
+        "predicted_per_second",
+    ] {
+        assert!(
+            answer["timings"][key].is_number(),
+            "timings.{key} missing: {answer}"
+        );
+    }
+    // The same prompt again reuses the slot's cached prefix.
+    let (_, again) = post(&server, "/completion", body).await;
+    assert!(again["tokens_cached"].as_u64().unwrap() > 5, "{again}");
+
+    // Streaming: one JSON object per token, the last with stop=true and timings; n_probs.
+    let response = client()
+        .post(server.url("/completion"))
+        .json(&json!({"prompt": "Sensor status:", "n_predict": 5, "stream": true, "n_probs": 2}))
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.len() >= 2, "{text}");
+    let (last, tokens) = events.split_last().unwrap();
+    assert_eq!(last["stop"], true);
+    assert!(last["timings"]["predicted_n"].as_u64().unwrap() >= 1);
+    for token in tokens {
+        assert_eq!(token["stop"], false);
+        assert_eq!(
+            token["completion_probabilities"][0]["top_logprobs"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors() {
+    let server = Server::start(&["--max-body-bytes", "4096"]);
+    let chat = "/v1/chat/completions";
+    let malformed = client()
+        .post(server.url(chat))
+        .header("content-type", "application/json")
+        .body("{\"messages\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_openai_error(&malformed.json().await.unwrap(), None);
+
+    let cases = [
+        (json!({"messages": "hello"}), "messages"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
+            "temperature",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": 5}),
+            "temperature",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "n": 3}),
+            "n",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}),
+            "max_tokens",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}),
+            "top_p",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 50}),
+            "top_logprobs",
+        ),
+        (
+            json!({"messages": [{"role": "wizard", "content": "hi"}]}),
+            "messages[0].role",
+        ),
+        (json!({"messages": []}), "messages"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}),
+            "response_format.type",
+        ),
+    ];
+    for (body, param) in cases {
+        let (status, answer) = post(&server, chat, body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert_openai_error(&answer, Some(param));
+    }
+    // Unknown fields are ignored, as OpenAI's API does.
+    let (status, _) = post(&server, chat, json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "made_up_field": {"x": 1}})).await;
+    assert_eq!(status, 200);
+
+    let big = "x".repeat(8192);
+    let (status, answer) = post(
+        &server,
+        chat,
+        json!({"messages": [{"role": "user", "content": big}]}),
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    assert_openai_error(&answer, None);
+
+    let (status, answer) = post(
+        &server,
+        "/v1/completions",
+        json!({"prompt": "word ".repeat(600), "max_tokens": 8000}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_openai_error(&answer, None);
+
+    let unknown = client()
+        .get(server.url("/v1/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn context_overflow_names_the_numbers() {
+    let server = Server::start(&["-c", "512", "--slots", "1"]);
+    let (status, answer) = post(
+        &server,
+        "/v1/completions",
+        json!({"prompt": "reading ok. ".repeat(100), "max_tokens": 400}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "context_length_exceeded");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("context size 512"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn auth_with_keys_and_without() {
+    let open = Server::start(&[]);
+    assert_eq!(
+        client()
+            .get(open.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    drop(open);
+
+    let server = Server::start(&["--api-key", "secret-key-1"]);
+    let models = server.url("/v1/models");
+    let missing = client().get(&models).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    let wrong = client()
+        .get(&models)
+        .bearer_auth("secret-key-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = client()
+        .get(&models)
+        .bearer_auth("secret-key-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    let chat = client()
+        .post(server.url("/v1/chat/completions"))
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 401, "auth comes before body validation");
+    assert_eq!(
+        client()
+            .get(server.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn more_clients_than_slots_queue_then_get_503() {
+    let server = Server::start(&["--slots", "1", "--queue-depth", "1"]);
+    let long = json!({"prompt": "Write a long maintenance report:", "max_tokens": 300, "stream": true, "temperature": 0});
+    // A holds the only slot (its first chunk has arrived).
+    let mut a = client()
+        .post(server.url("/v1/completions"))
+        .json(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 200);
+    assert!(a.chunk().await.unwrap().is_some());
+    // B waits in the queue.
+    let b = tokio::spawn({
+        let url = server.url("/v1/completions");
+        async move {
+            let response = client()
+                .post(url)
+                .json(&json!({"prompt": "Hi", "max_tokens": 2}))
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // C finds slot and queue full.
+    let c = client()
+        .post(server.url("/v1/completions"))
+        .json(&json!({"prompt": "Hi", "max_tokens": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.status(), 503);
+    assert_eq!(c.headers()["retry-after"], "1");
+    let body: Value = c.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
+    // Dropping A (a client disconnect) frees the slot: B gets it and finishes.
+    drop(a);
+    let b_status = tokio::time::timeout(Duration::from_secs(60), b)
+        .await
+        .expect("B finishes")
+        .unwrap();
+    assert_eq!(b_status, 200);
+}
+
+#[tokio::test]
+async fn disconnect_mid_stream_frees_the_slot() {
+    let server = Server::start(&["--slots", "1"]);
+    let mut stream = client()
+        .post(server.url("/v1/chat/completions"))
+        .json(&json!({"messages": [{"role": "user", "content": "Tell a very long story."}], "max_tokens": 1000, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(stream.chunk().await.unwrap().is_some());
+    drop(stream);
+    // The slot is free again within a few tokens: a short request completes and metrics agree.
+    let (status, _) = post(
+        &server,
+        "/v1/completions",
+        json!({"prompt": "Hi", "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("edgellm_slots_busy 0\n"), "{metrics}");
+}
+
+#[tokio::test]
+async fn metrics_in_prometheus_format() {
+    let server = Server::start(&[]);
+    let (status, _) = post(
+        &server,
+        "/v1/completions",
+        json!({"prompt": "Hello", "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "edgellm_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 1",
+        "# TYPE edgellm_time_to_first_token_seconds histogram",
+        "# TYPE edgellm_decode_tokens_per_second histogram",
+        "edgellm_slots_total 4",
+        "edgellm_queue_depth 0",
+        "edgellm_model_loaded 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(
+        text.contains("edgellm_generated_tokens_total 3")
+            || text.contains("edgellm_generated_tokens_total "),
+        "{text}"
+    );
+}
+
+#[test]
+fn graceful_shutdown_finishes_in_flight_requests() {
+    let server = Server::start(&["--shutdown-grace", "60"]);
+    let url = server.url("/v1/completions");
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let in_flight = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let mut response = client()
+                .post(url)
+                .json(&json!({"prompt": "Status report:", "max_tokens": 40, "stream": true, "temperature": 0}))
+                .send()
+                .await
+                .unwrap();
+            let mut text = String::from_utf8(response.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+            started_tx.send(()).unwrap();
+            while let Some(chunk) = response.chunk().await.unwrap() {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            text
+        })
+    });
+    // SIGTERM while the answer is streaming.
+    started_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("stream started");
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
+    let text = in_flight.join().unwrap();
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "in-flight stream cut off: {text}"
+    );
+    let mut server = server;
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err(),
+        "still accepting"
+    );
+}
+
+#[test]
+fn config_file_unknown_key_is_named_at_startup() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, b"[server]\nport = 8081\nthreds = 4\n").unwrap();
+    let output = std::process::Command::new(crate::support::edgellm_bin())
+        .args(["serve", "--config", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("threds"), "{stderr}");
+}
+
+#[tokio::test]
+async fn config_file_and_flags_combine() {
+    let server = Server::start_with_config(
+        Some("[model]\nalias = \"gw-model\"\nslots = 2\n[limits]\nmax_tokens = 5\n"),
+        &["--slots", "3"],
+    );
+    let models: Value = client()
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "gw-model");
+    assert_eq!(
+        models["data"][0]["meta"]["slots"], 3,
+        "the flag beats the file"
+    );
+    let (status, answer) = post(
+        &server,
+        "/v1/completions",
+        json!({"prompt": "Hi", "max_tokens": 6}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["param"], "max_tokens");
+}

@@ -1,0 +1,98 @@
+//! A real `edgellm serve` process on a loopback port, for the HTTP tests.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{default_model, edgellm_bin};
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    _config: Option<tempfile::NamedTempFile>,
+}
+
+impl Server {
+    /// Starts `edgellm serve` with extra flags and waits until `/health` is 200.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with_config(None, args)
+    }
+
+    pub fn start_with_config(toml: Option<&str>, args: &[&str]) -> Server {
+        let port = free_port();
+        let config = toml.map(|text| {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+            file
+        });
+        let mut command = Command::new(edgellm_bin());
+        command
+            .args([
+                "serve",
+                "--port",
+                &port.to_string(),
+                "-m",
+                default_model().to_str().unwrap(),
+                "-t",
+                "2",
+            ])
+            .args(args)
+            .env_remove("EDGELLM_API_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(file) = &config {
+            command.args(["--config", file.path().to_str().unwrap()]);
+        }
+        let child = command.spawn().expect("edgellm serve starts");
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _config: config,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            if let Ok(mut stream) =
+                std::net::TcpStream::connect(self.base.trim_start_matches("http://"))
+            {
+                let _ = stream
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut response = String::new();
+                let _ = std::io::Read::read_to_string(&mut stream, &mut response);
+                if response.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server at {} did not become healthy", self.base);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
