@@ -24,6 +24,8 @@ pub enum Command {
     Run(RunArgs),
     /// Serve the local model over an OpenAI- and llama.cpp-compatible HTTP API.
     Serve(Box<ServeArgs>),
+    /// Can this model run on this device, at what context, how fast?
+    Plan(crate::plan::PlanArgs),
 }
 
 /// Engine settings shared by the commands that load a model.
@@ -88,7 +90,7 @@ pub struct RunArgs {
         short = 'p',
         long = "prompt",
         conflicts_with = "file",
-        required_unless_present = "file"
+        required_unless_present_any = ["file", "synthetic_prompt"]
     )]
     pub prompt: Option<String>,
     /// Read the prompt from a file
@@ -123,6 +125,9 @@ pub struct RunArgs {
     /// Print one JSON summary (with the text) instead of streaming
     #[arg(long)]
     pub json: bool,
+    /// Benchmarks: use the first N tokens of a fixed text as the prompt (llama-bench's pp N)
+    #[arg(long, hide = true)]
+    pub synthetic_prompt: Option<usize>,
 }
 
 /// `edgellm serve` options. Each flag overrides the config file; each has an `EDGELLM_*`

@@ -10,11 +10,17 @@ use crate::engine::{
     ChatMessage, Engine, Event, GenerateRequest, ModelInfo, ProcessMemory, SamplingParams, Summary,
 };
 
+/// Text for `--synthetic-prompt`: ordinary gateway prose, so tokenization is typical.
+const SYNTHETIC_TEXT: &str = "The gateway collects readings from forty sensors on the packaging line, \
+    forwards alarms over MQTT, and keeps a rolling log of Modbus timeouts, PLC restarts and \
+    temperature excursions for the maintenance team. ";
+
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let prompt = match (&args.prompt, &args.file) {
         (Some(prompt), _) => prompt.clone(),
         (None, Some(file)) => std::fs::read_to_string(file)
             .with_context(|| format!("cannot read prompt file {}", file.display()))?,
+        (None, None) if args.synthetic_prompt.is_some() => SYNTHETIC_TEXT.repeat(64),
         (None, None) => bail!("give a prompt with -p or a prompt file with -f"),
     };
     let engine = Engine::start(args.engine.to_config(1))?;
@@ -35,7 +41,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         stop_at_eog: !args.ignore_eos,
         ..SamplingParams::default()
     };
-    let prompt_tokens = engine.tokenize(&prompt);
+    let mut prompt_tokens = engine.tokenize(&prompt);
+    if let Some(n) = args.synthetic_prompt {
+        if prompt_tokens.len() < n {
+            bail!(
+                "the synthetic prompt has only {} tokens",
+                prompt_tokens.len()
+            );
+        }
+        prompt_tokens.truncate(n);
+    }
     let mut events = engine.submit(GenerateRequest {
         prompt_tokens,
         params,

@@ -80,7 +80,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             tracing::info!(
                 model = %info.id, load_ms = info.load_time.as_millis() as u64,
                 model_mib = info.buffers.model_bytes >> 20, kv_mib = info.buffers.kv_cache_bytes >> 20,
-                compute_mib = info.buffers.compute_bytes >> 20, template = info.template.as_str(), "model loaded"
+                compute_mib = info.buffers.compute_bytes >> 20,
+                rss_before_model_mib = info.resident.before_model >> 20,
+                rss_after_model_mib = info.resident.after_model >> 20,
+                rss_after_context_mib = info.resident.after_context >> 20,
+                template = info.template.as_str(), "model loaded"
             );
             metrics.set_model_load_time(info.load_time);
             let _ = engine_cell.set(engine);

@@ -272,10 +272,10 @@ impl Running {
     fn check_json(&self) -> Result<(), ServiceError> {
         let value: serde_json::Value = serde_json::from_str(&self.text)
             .map_err(|e| ServiceError::OutputInvalid(format!("not JSON: {e}")))?;
-        if let Some(schema) = &self.schema {
-            if let Err(error) = schema.validate(&value) {
-                return Err(ServiceError::OutputInvalid(error.to_string()));
-            }
+        if let Some(schema) = &self.schema
+            && let Err(error) = schema.validate(&value)
+        {
+            return Err(ServiceError::OutputInvalid(error.to_string()));
         }
         Ok(())
     }

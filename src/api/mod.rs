@@ -57,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .route("/models", get(system::models))
         .route("/health", get(system::health))
         .route("/metrics", get(system::metrics))
+        .route("/v1/plan", get(system::plan))
         .fallback(system::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(

@@ -170,13 +170,11 @@ impl Sampling {
                 "at most 4 stop sequences are allowed",
             ));
         }
-        if let Some(t) = self.temperature {
-            if !(0.0..=2.0).contains(&t) {
-                return Err(ApiError::invalid(
-                    "temperature",
-                    "temperature must be between 0 and 2",
-                ));
-            }
+        if self.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return Err(ApiError::invalid(
+                "temperature",
+                "temperature must be between 0 and 2",
+            ));
         }
         for (name, value) in [
             ("frequency_penalty", self.frequency_penalty),

@@ -52,11 +52,53 @@ pub async fn models(State(state): State<AppState>) -> Response {
             "n_ctx_slot": info.n_ctx_slot,
             "slots": info.slots,
             "size": info.buffers.model_bytes,
+            "kv_cache_bytes": info.buffers.kv_cache_bytes,
+            "compute_bytes": info.buffers.compute_bytes,
+            "resident_at_load": info.resident,
             "chat_template": info.template.as_str(),
             "path": info.path,
         });
     }
     axum::Json(json!({"object": "list", "data": [model]})).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PlanQuery {
+    /// A device preset or device file; default: this machine (probed once, then cached).
+    device: Option<String>,
+}
+
+/// `GET /v1/plan`: `edgellm plan` for the served model, with the server's slot count.
+pub async fn plan(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<PlanQuery>,
+) -> Result<Response, ApiError> {
+    static THIS_MACHINE: std::sync::OnceLock<crate::plan::DeviceProfile> =
+        std::sync::OnceLock::new();
+    let model = state.config.engine.model_path.clone();
+    let options = crate::plan::PlanOptions {
+        n_seq: u64::from(state.config.engine.slots),
+        ..Default::default()
+    };
+    let plan = tokio::task::spawn_blocking(move || {
+        let device = match query.device.as_deref() {
+            Some(spec) => crate::plan::resolve_device(Some(spec))?,
+            None => THIS_MACHINE
+                .get_or_init(crate::plan::probe::this_machine)
+                .clone(),
+        };
+        crate::plan::plan_json_with(&model, &device, &crate::plan::Goals::default(), &options)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            e.to_string(),
+        )
+    })?
+    .map_err(|e| ApiError::invalid("device", e.to_string()))?;
+    Ok(axum::Json(plan).into_response())
 }
 
 pub async fn not_found() -> ApiError {

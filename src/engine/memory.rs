@@ -43,7 +43,7 @@ impl BufferSizes {
 
 fn mebibytes_after(line: &str, marker: &str) -> Option<f64> {
     let rest = &line[line.find(marker)? + marker.len()..];
-    let number = rest.trim_start().split_whitespace().next()?;
+    let number = rest.split_whitespace().next()?;
     if !rest.contains("MiB") {
         return None;
     }

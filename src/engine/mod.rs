@@ -238,6 +238,18 @@ pub struct ModelInfo {
     pub template: TemplateKind,
     pub buffers: BufferSizes,
     pub load_time: Duration,
+    pub resident: LoadMemory,
+}
+
+/// Resident memory of the process at the steps of loading (bytes), to see what each step costs:
+/// the model step is llama.cpp's loader (tokenizer tables, repacked weights; the weights
+/// themselves are mapped and become resident when first used), the context step adds the KV
+/// cache, compute buffers and the warm-up decode that pages the weights in.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LoadMemory {
+    pub before_model: u64,
+    pub after_model: u64,
+    pub after_context: u64,
 }
 
 /// Live counters the worker keeps (read by `/metrics` and the router).
@@ -270,6 +282,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let log_mark = memory::log_mark();
+        let resident_before = ProcessMemory::read().resident_bytes;
         let params = LlamaModelParams::default();
         let model =
             LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|_| {
@@ -281,8 +294,9 @@ impl Engine {
         let model = Arc::new(model);
         let template = template::detect(&model);
         let load = Arc::new(EngineLoad::default());
+        let resident_after_model = ProcessMemory::read().resident_bytes;
         let (commands, buffers) = worker::spawn(model.clone(), &config, load.clone(), log_mark)?;
-        let info = ModelInfo {
+        let mut info = ModelInfo {
             id: model_id(&config.model_path),
             path: config.model_path.clone(),
             architecture: model
@@ -296,7 +310,17 @@ impl Engine {
             template,
             buffers,
             load_time: started.elapsed(),
+            resident: LoadMemory {
+                before_model: resident_before,
+                after_model: resident_after_model,
+                after_context: 0,
+            },
         };
+        // Loading leaves freed temporaries (header parsing, llama.cpp's loader) in malloc's arenas;
+        // hand them back so a long-running server's idle memory is what it really holds.
+        // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+        info.resident.after_context = ProcessMemory::read().resident_bytes;
         Ok(Engine {
             model,
             info: Arc::new(info),
@@ -372,7 +396,7 @@ fn check_model_file(path: &std::path::Path) -> Result<(), EngineError> {
     if !path.is_file() {
         return Err(EngineError::ModelNotFound(path.to_path_buf()));
     }
-    Ok::<(), std::io::Error>(())
+    crate::plan::gguf::read_header(path)
         .map(|_| ())
         .map_err(|error| EngineError::InvalidModel {
             path: path.to_path_buf(),

@@ -185,9 +185,14 @@ mod tests {
         (out, None, releases)
     }
 
+    /// (stop strings, pieces, expected text, expected stop string)
+    type StopCase<'a> = (&'a [&'a str], &'a [&'a [u8]], &'a str, Option<&'a str>);
+    /// (pieces, text released after each piece, whole text)
+    type Utf8Case<'a> = (&'a [&'a [u8]], &'a [&'a str], &'a str);
+
     #[test]
     fn stop_strings_table() {
-        let cases: &[(&[&str], &[&[u8]], &str, Option<&str>)] = &[
+        let cases: &[StopCase] = &[
             (&[], &[b"hello", b" world"], "hello world", None),
             (&["\n\n"], &[b"a\n", b"\nb"], "a", Some("\n\n")),
             (
@@ -223,7 +228,7 @@ mod tests {
     fn utf8_split_multibyte_table() {
         let euro = "€".as_bytes(); // e2 82 ac
         let crab = "🦀".as_bytes(); // 4 bytes
-        let cases: &[(&[&[u8]], &[&str], &str)] = &[
+        let cases: &[Utf8Case] = &[
             (&[&euro[..1], &euro[1..]], &["", "€"], "€"),
             (&[&euro[..2], &euro[2..], b"x"], &["", "€", "x"], "€x"),
             (

@@ -28,6 +28,11 @@ use super::{
     TokenEvent, TopLogprob, logprob,
 };
 
+/// A request arriving at an idle engine waits this long for more of its burst...
+const BURST_GAP: std::time::Duration = std::time::Duration::from_millis(2);
+/// ...and never longer than this in all.
+const BURST_MAX: std::time::Duration = std::time::Duration::from_millis(8);
+
 pub enum Command {
     Generate {
         request: GenerateRequest,
@@ -56,7 +61,10 @@ pub fn spawn(
                     return;
                 }
             };
-            let _ = ready.send(Ok(BufferSizes::from_log(&memory::log_since(log_mark))));
+            let sizes = BufferSizes::from_log(&memory::log_since(log_mark));
+            let mut context = context;
+            warm_up(&model, &mut context);
+            let _ = ready.send(Ok(sizes));
             Worker::new(&model, context, &config, load).run(inbox);
         })
         .map_err(|e| EngineError::ContextFailed(e.to_string()))?;
@@ -78,8 +86,19 @@ fn create_context<'m>(
         .with_n_batch(config.n_batch)
         .with_n_ubatch(config.n_ubatch)
         .with_n_seq_max(config.slots)
+        // One output (the last prompt token, or the token being generated) per sequence per
+        // batch: sizes the logits in the compute buffer for `slots` rows, not `n_batch`.
+        .with_n_outputs_max(config.slots)
         .with_n_threads(config.n_threads as i32)
         .with_n_threads_batch(config.n_threads_batch as i32)
+        // Sliding-window layers keep only their window (llama.cpp's default keeps the full
+        // context for them too: 5x the KV memory for Gemma 3, for no gain in generation).
+        .with_swa_full(false)
+        // One KV pool shared by all slots: llama.cpp can then put several sequences' prompt
+        // tokens in one micro-batch (non-unified caches force equal-length splits per sequence).
+        // Each slot stays within n_ctx / slots tokens (checked at submission), so the pool of
+        // n_ctx cells always has room.
+        .with_kv_unified(true)
         .with_type_k(kv)
         .with_type_v(kv)
         .with_no_perf(true);
@@ -87,6 +106,16 @@ fn create_context<'m>(
         let reason = memory::last_log_lines(3).join(" | ");
         EngineError::ContextFailed(format!("{e}: {reason}"))
     })
+}
+
+/// One throw-away decode, as llama.cpp's tools do before serving: it pages the weights in and
+/// sets up the compute graph, so the first request's prefill is not paying for it.
+fn warm_up(model: &LlamaModel, context: &mut LlamaContext<'_>) {
+    let mut batch = LlamaBatch::new(1, 1);
+    if batch.add(model.vocab().bos(), 0, &[0], true).is_ok() {
+        let _ = context.decode(&mut batch);
+    }
+    context.clear_kv_cache();
 }
 
 struct Active {
@@ -191,6 +220,15 @@ impl<'m> Worker<'m> {
             match inbox.recv() {
                 Ok(command) => self.accept(command),
                 Err(_) => return false,
+            }
+            // Requests often come in bursts (several clients, one event). Gather the burst into
+            // the first batch: one decode of all prompts beats a lone prompt followed by the rest.
+            let gathering = Instant::now();
+            while self.pending.len() < self.slots.len() && gathering.elapsed() < BURST_MAX {
+                match inbox.recv_timeout(BURST_GAP) {
+                    Ok(command) => self.accept(command),
+                    Err(_) => break,
+                }
             }
         }
         loop {
@@ -430,12 +468,12 @@ impl<'m> Worker<'m> {
                     }
                 }
             };
-            if let Some(reason) = finish {
-                if let Some(active) = slot.active.take() {
-                    // Counted free before the caller hears it is done.
-                    self.load.busy_slots.fetch_sub(1, Ordering::Relaxed);
-                    finish_request(active, reason);
-                }
+            if let Some(reason) = finish
+                && let Some(active) = slot.active.take()
+            {
+                // Counted free before the caller hears it is done.
+                self.load.busy_slots.fetch_sub(1, Ordering::Relaxed);
+                finish_request(active, reason);
             }
         }
     }

@@ -51,7 +51,12 @@ pub struct PlanArgs {
     #[arg(value_name = "MODEL")]
     pub model_path: Option<PathBuf>,
     /// GGUF model file, as an option.
-    #[arg(short = 'm', long = "model", value_name = "MODEL", conflicts_with = "model_path")]
+    #[arg(
+        short = 'm',
+        long = "model",
+        value_name = "MODEL",
+        conflicts_with = "model_path"
+    )]
     pub model: Option<PathBuf>,
     /// Device: a preset (mcu, rpi4, rpi5, gateway-8gb, gateway-16gb, gateway-32gb,
     /// jetson-orin-nano, jetson-agx-orin, phone-npu) or a TOML device file. Default: this machine.
@@ -61,7 +66,11 @@ pub struct PlanArgs {
     #[arg(long = "ctx", value_delimiter = ',', value_name = "N,...")]
     pub ctx: Vec<u64>,
     /// KV cache types to tabulate; the first one is used for the decision.
-    #[arg(long = "kv-type", value_delimiter = ',', value_name = "f16|q8_0|q4_0,...")]
+    #[arg(
+        long = "kv-type",
+        value_delimiter = ',',
+        value_name = "f16|q8_0|q4_0,..."
+    )]
     pub kv_type: Vec<String>,
     /// Print the plan as JSON.
     #[arg(long)]
@@ -121,7 +130,9 @@ impl PlanArgs {
         };
         if !self.ctx.is_empty() {
             if let Some(&bad) = self.ctx.iter().find(|&&c| c == 0 || c > 1 << 24) {
-                return Err(PlanError::Args(format!("context {bad} is out of range (1 to 16777216)")));
+                return Err(PlanError::Args(format!(
+                    "context {bad} is out of range (1 to 16777216)"
+                )));
             }
             options.contexts = self.ctx.clone();
         }
@@ -139,7 +150,14 @@ impl PlanArgs {
 /// A KV cache type llama.cpp accepts for `-ctk`/`-ctv`.
 pub fn parse_kv_type(name: &str) -> Result<GgmlType, PlanError> {
     match GgmlType::from_name(name) {
-        Some(t) if ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"].contains(&t.name()) => Ok(t),
+        Some(t)
+            if [
+                "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1",
+            ]
+            .contains(&t.name()) =>
+        {
+            Ok(t)
+        }
         _ => Err(PlanError::Args(format!(
             "KV type '{name}' is not one of f16, bf16, f32, q8_0, q5_1, q5_0, q4_1, q4_0, iq4_nl"
         ))),
@@ -155,7 +173,9 @@ pub fn parse_headroom(text: &str) -> Result<f64, PlanError> {
     };
     match value {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
-        _ => Err(PlanError::Args(format!("headroom '{text}' is not a percentage below 100% (like 15%)"))),
+        _ => Err(PlanError::Args(format!(
+            "headroom '{text}' is not a percentage below 100% (like 15%)"
+        ))),
     }
 }
 
@@ -168,25 +188,56 @@ pub fn resolve_device(device: Option<&str>) -> Result<DeviceProfile, PlanError> 
 }
 
 /// Reads the model's header and makes the plan.
-pub fn plan_for(model: &Path, device: &DeviceProfile, goals: &Goals, options: &PlanOptions) -> Result<Plan, PlanError> {
+pub fn plan_for(
+    model: &Path,
+    device: &DeviceProfile,
+    goals: &Goals,
+    options: &PlanOptions,
+) -> Result<Plan, PlanError> {
     let header = read_header(model)?;
     let spec = ModelSpec::from_header(&header)?;
     build_plan(&spec, device, goals, options)
 }
 
-/// The plan as JSON, with the default table (for `GET /v1/plan`).
-pub fn plan_json(model: &Path, device: &DeviceProfile, goals: &Goals) -> Result<serde_json::Value, PlanError> {
-    let plan = plan_for(model, device, goals, &PlanOptions::default())?;
-    let mut value = serde_json::to_value(&plan)?;
+/// The plan as JSON, with the default table and one sequence (for `GET /v1/plan`).
+pub fn plan_json(
+    model: &Path,
+    device: &DeviceProfile,
+    goals: &Goals,
+) -> Result<serde_json::Value, PlanError> {
+    plan_json_with(model, device, goals, &PlanOptions::default())
+}
+
+/// The plan as JSON with explicit options: the server passes `n_seq` = its slot count, since
+/// each slot gets `n_ctx / slots` cells of KV cache.
+pub fn plan_json_with(
+    model: &Path,
+    device: &DeviceProfile,
+    goals: &Goals,
+    options: &PlanOptions,
+) -> Result<serde_json::Value, PlanError> {
+    let plan = plan_for(model, device, goals, options)?;
+    to_json(&plan, model)
+}
+
+fn to_json(plan: &Plan, model: &Path) -> Result<serde_json::Value, PlanError> {
+    let mut value = serde_json::to_value(plan)?;
     if let Some(object) = value.as_object_mut() {
-        object.insert("model_path".into(), serde_json::Value::String(model.display().to_string()));
+        object.insert(
+            "model_path".into(),
+            serde_json::Value::String(model.display().to_string()),
+        );
     }
     Ok(value)
 }
 
 /// `edgellm plan`: prints the table, or the JSON with `--json`.
 pub fn run(args: &PlanArgs, default_model: &Path) -> anyhow::Result<()> {
-    let model = args.model.as_deref().or(args.model_path.as_deref()).unwrap_or(default_model);
+    let model = args
+        .model
+        .as_deref()
+        .or(args.model_path.as_deref())
+        .unwrap_or(default_model);
     let goals = args.goals()?;
     let options = args.options()?;
     let device = resolve_device(args.device.as_deref())?;
@@ -195,7 +246,10 @@ pub fn run(args: &PlanArgs, default_model: &Path) -> anyhow::Result<()> {
     if args.json {
         let mut value = serde_json::to_value(&plan)?;
         if let Some(object) = value.as_object_mut() {
-            object.insert("model_path".into(), serde_json::Value::String(model.display().to_string()));
+            object.insert(
+                "model_path".into(),
+                serde_json::Value::String(model.display().to_string()),
+            );
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {

@@ -6,7 +6,7 @@ use edgellm::engine::{
     Engine, EngineConfig, EngineError, Event, GenerateRequest, SamplingParams, StopReason,
 };
 
-use crate::support::{default_model, generate, greedy, shared_engine, text_of};
+use crate::support::{default_model, generate, greedy, shared_engine, solo_engine, text_of};
 
 const PROMPT: &str = "The three most common protocols for IoT devices are";
 
@@ -26,7 +26,7 @@ fn generation_produces_text() {
 
 #[test]
 fn greedy_is_deterministic() {
-    let engine = shared_engine();
+    let engine = solo_engine();
     let (a, _) = generate(engine, PROMPT, greedy(32));
     let (b, _) = generate(engine, PROMPT, greedy(32));
     let ids = |t: &[edgellm::engine::TokenEvent]| t.iter().map(|t| t.token).collect::<Vec<_>>();
@@ -35,7 +35,7 @@ fn greedy_is_deterministic() {
 
 #[test]
 fn seeds_reproduce_and_differ() {
-    let engine = shared_engine();
+    let engine = solo_engine();
     let sampled = |seed| SamplingParams {
         temperature: 1.0,
         top_k: 0,
@@ -62,7 +62,7 @@ fn seeds_reproduce_and_differ() {
 
 #[test]
 fn stop_strings_stop_and_are_not_emitted() {
-    let engine = shared_engine();
+    let engine = solo_engine();
     let (tokens, summary) = generate(engine, PROMPT, greedy(40));
     let full = text_of(&tokens, &summary);
     // Stop at a word from the middle of what greedy decoding produces anyway.

@@ -29,6 +29,17 @@ pub fn shared_engine() -> &'static Engine {
     })
 }
 
+/// A one-slot engine for tests that compare runs token by token: batched with other requests,
+/// llama.cpp's floating-point results (and so sampled tokens) may differ slightly.
+pub fn solo_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = EngineConfig::new(default_model());
+        config.slots = 1;
+        Engine::start(config).expect("default model loads")
+    })
+}
+
 pub fn greedy(max_tokens: u32) -> SamplingParams {
     SamplingParams {
         temperature: 0.0,
