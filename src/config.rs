@@ -248,6 +248,14 @@ mod tests {
     }
 
     #[test]
+    fn packaged_example_config_is_valid() {
+        let raw = RawConfig::from_toml(include_str!("../packaging/edgellm.toml")).unwrap();
+        let config = ServeConfig::from_raw(raw).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.engine.slots, 4);
+    }
+
+    #[test]
     fn defaults_bind_loopback() {
         let config = ServeConfig::from_raw(RawConfig::default()).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
