@@ -5,18 +5,21 @@
 #
 # It needs no extra tools: it compiles a ~100-line C++ probe against the llama.cpp static
 # libraries that `cargo build --release` already built for edgellm (the same llama.cpp version and
-# flags the engine uses), creates one context per (context length, KV type) with edgellm's engine
-# defaults (n_batch 512, n_ubatch 128, flash attention auto, swa_full off, one sequence), and
-# greps llama.cpp's own log lines, and times a 256-token prompt and GEN_TOKENS decode steps.
-# The plan side runs `$EDGELLM plan --json` (default target/release/edgellm) for this machine,
-# or reads the JSON file named by PLAN_JSON; without either, only llama.cpp's side is shown.
+# flags the engine uses), creates one context per (context length, slots, KV type) exactly as the
+# engine's `create_context` does (src/engine/worker.rs: n_batch 512, n_ubatch 128, n_seq_max and
+# n_outputs_max = slots, kv_unified on, swa_full off, flash attention auto), greps llama.cpp's own
+# log lines, and times a 256-token prompt and GEN_TOKENS decode steps of one sequence.
+# The plan side runs `$EDGELLM plan --json [--slots N]` (default target/release/edgellm) for this
+# machine; without it, only llama.cpp's side is shown.
 #
 # Usage: bench/plan-accuracy.sh [MODEL.gguf]    (default: the installed default model)
-# Environment: CTXS, KV_TYPES, GEN_TOKENS, PLAN_JSON, EDGELLM, KEEP_LOGS=DIR (keep llama.cpp logs)
+# Environment: CTXS (single-sequence contexts), SLOT_CASES (CTX:SLOTS pairs, default 8192:4, the
+# server's defaults), KV_TYPES, GEN_TOKENS, EDGELLM, KEEP_LOGS=DIR (keep llama.cpp logs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${1:-${EDGELLM_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/edgellm}/models/gemma-3-270m-q4_k_m.gguf}"
 CTXS="${CTXS:-512 2048 8192 32768}"
+SLOT_CASES="${SLOT_CASES-8192:4}"
 KV_TYPES="${KV_TYPES:-f16 q8_0}"
 GEN_TOKENS="${GEN_TOKENS:-64}"
 
@@ -28,7 +31,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 cat > "$work/probe.cpp" <<'CPP'
-// Creates a context with edgellm's engine defaults, then times greedy decoding.
+// Creates a context as edgellm's engine does (src/engine/worker.rs, create_context), then times
+// a prompt and greedy decoding of one sequence.
 #include "llama.h"
 #include <chrono>
 #include <thread>
@@ -42,11 +46,12 @@ cat > "$work/probe.cpp" <<'CPP'
 static void log_cb(ggml_log_level, const char * text, void *) { fputs(text, stderr); }
 
 int main(int argc, char ** argv) {
-    if (argc < 5) { fprintf(stderr, "usage: probe MODEL N_CTX KV_TYPE(f16|q8_0|q4_0) GEN_TOKENS\n"); return 2; }
+    if (argc < 6) { fprintf(stderr, "usage: probe MODEL N_CTX KV_TYPE(f16|q8_0|q4_0) GEN_TOKENS SLOTS\n"); return 2; }
     const char * path = argv[1];
     const int n_ctx = atoi(argv[2]);
     const std::string kv = argv[3];
     const int n_gen = atoi(argv[4]);
+    const int n_seq = atoi(argv[5]);
     ggml_type type = kv == "q8_0" ? GGML_TYPE_Q8_0 : kv == "q4_0" ? GGML_TYPE_Q4_0 : GGML_TYPE_F16;
     llama_log_set(log_cb, nullptr);
     llama_backend_init();
@@ -54,7 +59,9 @@ int main(int argc, char ** argv) {
     llama_model * model = llama_model_load_from_file(path, mp);
     if (!model) { fprintf(stderr, "load failed\n"); return 1; }
     llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = n_ctx; cp.n_batch = 512; cp.n_ubatch = 128; cp.n_seq_max = 1;
+    cp.n_ctx = n_ctx; cp.n_batch = 512; cp.n_ubatch = 128;
+    cp.n_seq_max = n_seq; cp.n_outputs_max = n_seq;  // one logits row per slot
+    cp.kv_unified = true;                             // one KV pool shared by all slots
     cp.type_k = type; cp.type_v = type; cp.swa_full = false;
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_AUTO;
     cp.n_threads = cp.n_threads_batch = (int) std::thread::hardware_concurrency();
@@ -101,10 +108,15 @@ g++ -O2 -std=c++17 -I "$LLAMA_SRC/include" -I "$LLAMA_SRC/ggml/include" "$work/p
 
 mib() { grep -oE "$1" "$2" | grep -oE '[0-9]+\.[0-9]+' | awk '{s+=$1} END {printf "%.2f", s+0}'; }
 
-printf 'ctx\tkv\tmodel\tkv_mib\tcompute\toutput\ttotal\trss\tdecode\tprefill\n' > "$work/llama.tsv"
+cases=""
+for c in $CTXS; do cases="$cases $c:1"; done
+cases="$cases $SLOT_CASES"
+
+printf 'ctx\tslots\tkv\tmodel\tkv_mib\tcompute\toutput\ttotal\trss\tdecode\tprefill\n' > "$work/llama.tsv"
 for kv in $KV_TYPES; do
-  for c in $CTXS; do
-    "$work/probe" "$MODEL" "$c" "$kv" "$GEN_TOKENS" > "$work/out" 2> "$work/log" || { cat "$work/log" >&2; exit 1; }
+  for case in $cases; do
+    c="${case%%:*}"; slots="${case##*:}"
+    "$work/probe" "$MODEL" "$c" "$kv" "$GEN_TOKENS" "$slots" > "$work/out" 2> "$work/log" || { cat "$work/log" >&2; exit 1; }
     model=$(mib 'model buffer size = +[0-9.]+ MiB' "$work/log")
     kvm=$(mib 'llama_kv_cache: size = +[0-9.]+ MiB' "$work/log")
     comp=$(mib 'compute buffer size = +[0-9.]+ MiB' "$work/log")
@@ -113,48 +125,51 @@ for kv in $KV_TYPES; do
     pre=$(grep -oE 'prefill_tps=[0-9.]+' "$work/out" | cut -d= -f2)
     rss=$(grep -oE 'max_rss_kib=[0-9]+' "$work/out" | cut -d= -f2 | awk '{printf "%.1f", $1/1024}')
     total=$(awk -v a="$model" -v b="$kvm" -v c="$comp" -v d="$outb" 'BEGIN {printf "%.2f", a+b+c+d}')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$kv" "$model" "$kvm" "$comp" "$outb" "$total" "$rss" "$tps" "$pre" >> "$work/llama.tsv"
-    if [ -n "${KEEP_LOGS:-}" ]; then cp "$work/log" "$KEEP_LOGS/llama-$c-$kv.log"; fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$slots" "$kv" "$model" "$kvm" "$comp" "$outb" "$total" "$rss" "$tps" "$pre" >> "$work/llama.tsv"
+    if [ -n "${KEEP_LOGS:-}" ]; then cp "$work/log" "$KEEP_LOGS/llama-$c-$slots-$kv.log"; fi
   done
 done
 
-# The plan's side: `edgellm plan --json` for this machine, same contexts and KV types.
+# The plan's side: `edgellm plan --json` for this machine, per slot count, same contexts and KV
+# types.
 EDGELLM="${EDGELLM:-target/release/edgellm}"
-ctx_list=$(echo $CTXS | tr ' ' ',')
 kv_list=$(echo $KV_TYPES | tr ' ' ',')
-if [ -n "${PLAN_JSON:-}" ]; then
-  cp "$PLAN_JSON" "$work/plan.json"
-elif "$EDGELLM" plan --help > /dev/null 2>&1; then
-  "$EDGELLM" plan "$MODEL" --json --ctx "$ctx_list" --kv-type "$kv_list" > "$work/plan.json"
+: > "$work/plans"
+if "$EDGELLM" plan --help > /dev/null 2>&1; then
+  for slots in $(for case in $cases; do echo "${case##*:}"; done | sort -un); do
+    ctx_list=$(for case in $cases; do if [ "${case##*:}" = "$slots" ]; then echo "${case%%:*}"; fi; done | paste -sd,)
+    "$EDGELLM" plan "$MODEL" --json --slots "$slots" --ctx "$ctx_list" --kv-type "$kv_list" > "$work/plan-$slots.json"
+    echo "$slots $work/plan-$slots.json" >> "$work/plans"
+  done
 else
   echo "note: '$EDGELLM plan' is not available; showing llama.cpp's side only" >&2
-  echo '{}' > "$work/plan.json"
 fi
 
-python3 - "$work/llama.tsv" "$work/plan.json" <<'PY'
+python3 - "$work/llama.tsv" "$work/plans" <<'PY'
 import csv, json, sys
 MIB = 1 << 20
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-plan = json.load(open(sys.argv[2]))
 by_key = {}
-for r in plan.get("table", []):
-    m = r["memory"]
-    # llama.cpp prints each cache (full-attention, sliding-window) rounded to 0.01 MiB.
-    kv = round(m["kv"]["bytes"] / MIB, 2) + round(m["kv"]["swa_bytes"] / MIB, 2)
-    by_key[(str(r["requested_ctx"]), m["kv_type"])] = (kv, r["llama_buffers"] / MIB, r["total"] / MIB, r["decode_tps_bound"], m["compute"] / MIB)
-print("| ctx | KV | llama.cpp KV MiB | plan KV MiB | llama.cpp compute MiB | plan compute MiB | llama.cpp total MiB | plan llama.cpp-buffers MiB | error | within max(5%, 64 MiB) | plan resident total MiB | peak RSS MiB | decode tok/s measured | decode bound tok/s | prefill tok/s measured |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+for line in open(sys.argv[2]):
+    slots, path = line.split()
+    for r in json.load(open(path)).get("table", []):
+        m = r["memory"]
+        # llama.cpp prints each cache (full-attention, sliding-window) rounded to 0.01 MiB.
+        kv = round(m["kv"]["bytes"] / MIB, 2) + round(m["kv"]["swa_bytes"] / MIB, 2)
+        by_key[(str(r["requested_ctx"]), slots, m["kv_type"])] = (kv, r["llama_buffers"] / MIB, r["total"] / MIB, r["decode_tps_bound"], m["compute"] / MIB, m["output"] / MIB)
+print("| ctx | slots | KV | llama.cpp KV MiB | plan KV MiB | llama.cpp compute MiB | plan compute MiB | llama.cpp output MiB | plan output MiB | llama.cpp total MiB | plan llama.cpp-buffers MiB | error | within max(5%, 64 MiB) | plan resident total MiB | peak RSS MiB | decode tok/s measured | decode bound tok/s | prefill tok/s measured |")
+print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
 for r in rows:
-    p = by_key.get((r["ctx"], r["kv"]))
+    p = by_key.get((r["ctx"], r["slots"], r["kv"]))
     total = float(r["total"])
     if p:
-        kv, buffers, resident, bound, compute = p
+        kv, buffers, resident, bound, compute, output = p
         err = buffers - total
         ok = abs(err) <= max(0.05 * total, 64)
-        cells = [f"{kv:.2f}", r["compute"], f"{compute:.2f}", r["total"], f"{buffers:.2f}", f"{err:+.2f} MiB ({100 * err / total:+.1f}%)", "yes" if ok else "NO", f"{resident:.1f}", r["rss"], r["decode"], f"{bound:.1f}", r["prefill"]]
-        kv_cell = r["kv_mib"] + ("" if abs(kv - float(r["kv_mib"])) < 0.005 else " (MISMATCH)")
+        cells = [r["compute"], f"{compute:.2f}", r["output"], f"{output:.2f}", r["total"], f"{buffers:.2f}", f"{err:+.2f} MiB ({100 * err / total:+.1f}%)", "yes" if ok else "NO", f"{resident:.1f}", r["rss"], r["decode"], f"{bound:.1f}", r["prefill"]]
+        kv_cells = [r["kv_mib"], f"{kv:.2f}" + ("" if abs(kv - float(r["kv_mib"])) < 0.005 else " (MISMATCH)")]
     else:
-        kv_cell = r["kv_mib"]
-        cells = ["-", r["compute"], "-", r["total"], "-", "-", "-", "-", r["rss"], r["decode"], "-", r["prefill"]]
-    print("| " + " | ".join([r["ctx"], r["kv"], kv_cell] + cells) + " |")
+        kv_cells = [r["kv_mib"], "-"]
+        cells = [r["compute"], "-", r["output"], "-", r["total"], "-", "-", "-", "-", r["rss"], r["decode"], "-", r["prefill"]]
+    print("| " + " | ".join([r["ctx"], r["slots"], r["kv"]] + kv_cells + cells) + " |")
 PY

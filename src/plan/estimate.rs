@@ -1,18 +1,24 @@
 //! The memory and speed model: pure functions of a [`ModelSpec`], a [`RuntimeConfig`] and a
 //! device's figures. No IO, so it is tested table-driven.
 //!
-//! Memory follows what llama.cpp allocates (src/llama-context.cpp, llama-kv-cache*.cpp):
-//! - context: `n_ctx` is padded up to a multiple of 256; with `n_seq` slots and a non-unified
-//!   cache each slot gets `pad(n_ctx / n_seq, 256)` cells;
+//! Memory follows what llama.cpp allocates (src/llama-context.cpp, llama-kv-cache*.cpp) for the
+//! context the engine creates (src/engine/worker.rs, `create_context`):
+//! - context: `n_ctx` is padded up to a multiple of 256. With a unified cache (the engine's
+//!   setting) all `n_seq` slots share one pool of `n_ctx` cells; without, each slot gets its own
+//!   stream of `pad(n_ctx / n_seq, 256)` cells;
 //! - KV cache: per layer, K and V tensors of `n_head_kv * head_dim` elements per cell in the KV
-//!   type, `n_ctx_seq` cells per slot for full-attention layers and
-//!   `pad(min(n_ctx_seq, n_swa + n_ubatch), 256)` for sliding-window layers (unless `swa_full`);
+//!   type; full-attention layers hold the whole pool, sliding-window layers
+//!   `pad(min(pool, n_swa * n_seq + n_ubatch), 256)` cells when unified (every slot's window
+//!   lives in the one pool), `pad(min(pool, n_swa + n_ubatch), 256)` per stream when not, and
+//!   the whole pool with `swa_full`;
 //! - model buffer: every tensor's bytes (the mapped file), plus a second copy of the matrices
 //!   the CPU backend repacks into interleaved layouts (`CPU_REPACK`);
-//! - compute buffer: the worst-case `n_ubatch` graph: logits `n_vocab * n_ubatch` f32, the
-//!   attention masks (`cells * n_ubatch`, f16 with flash attention), and the activations of one
-//!   layer; calibrated against llama.cpp's reports in docs/plan-accuracy.md;
-//! - output buffer: `n_vocab` f32 logits per slot.
+//! - compute buffer: the worst-case `n_ubatch` graph: logits for `min(n_ubatch, n_seq)` rows
+//!   (the engine sets `n_outputs_max` = slots: one output per slot per batch), the attention
+//!   masks (`cells * n_ubatch`, f16 with flash attention), and the activations of one layer;
+//!   calibrated against llama.cpp's reports in docs/plan-accuracy.md;
+//! - output buffer: `n_vocab` f32 logits for `max(n_outputs, n_seq)` rows, which is `n_seq`
+//!   rows since no batch of the engine asks for more than one output per slot.
 
 use serde::Serialize;
 
@@ -25,12 +31,16 @@ const MIB: u64 = 1 << 20;
 /// How the engine creates the llama.cpp context. `Default` is edgellm's engine defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct RuntimeConfig {
+    /// The context llama.cpp is created with (`-c`): the KV pool of all slots together.
     pub n_ctx: u64,
     pub kv_type: GgmlType,
     pub n_batch: u64,
     pub n_ubatch: u64,
-    /// Parallel sequences (server slots); each gets `n_ctx / n_seq` cells.
+    /// Parallel sequences (server slots); each request may use `n_ctx / n_seq` cells. Also the
+    /// context's `n_outputs_max`: one logits row per slot.
     pub n_seq: u64,
+    /// One KV pool shared by all slots (the engine's setting) rather than one stream per slot.
+    pub kv_unified: bool,
     pub swa_full: bool,
     pub flash_attn: bool,
     pub repack: RepackRules,
@@ -39,11 +49,12 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            n_ctx: 4096,
+            n_ctx: 2048,
             kv_type: GgmlType::F16,
             n_batch: 512,
             n_ubatch: 128,
             n_seq: 1,
+            kv_unified: true,
             swa_full: false,
             flash_attn: true,
             repack: RepackRules::None,
@@ -91,18 +102,23 @@ impl RepackRules {
 /// The KV cache of one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct KvCache {
-    /// Cells per slot of the full-attention layers (`n_ctx_seq`).
+    /// Cells per stream of the full-attention layers (the padded `n_ctx` when unified).
     pub cells: u64,
-    /// Cells per slot of the sliding-window layers (0 when there are none).
+    /// Cells per stream of the sliding-window layers (0 when there are none).
     pub swa_cells: u64,
+    /// KV streams: 1 when unified, else one per slot.
+    pub streams: u64,
+    /// Bytes of the full-attention layers, all streams.
     pub bytes: u64,
+    /// Bytes of the sliding-window layers, all streams.
     pub swa_bytes: u64,
 }
 
 /// What llama.cpp allocates for one configuration, in bytes, plus the runtime around it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MemoryEstimate {
-    /// The context after llama.cpp's padding (a multiple of 256).
+    /// The context after llama.cpp's padding (a multiple of 256): full-attention cells, all
+    /// streams.
     pub n_ctx: u64,
     pub kv_type: GgmlType,
     pub weights: u64,
@@ -140,15 +156,19 @@ fn pad(n: u64, to: u64) -> u64 {
 pub fn kv_cache(spec: &ModelSpec, cfg: &RuntimeConfig) -> Result<KvCache, PlanError> {
     let n_seq = cfg.n_seq.max(1);
     let n_ctx = pad(cfg.n_ctx.max(1), 256);
-    let cells = pad(n_ctx / n_seq, 256).max(256);
-    let n_ubatch = cfg.n_ubatch.min(n_ctx).min(cfg.n_batch.min(n_ctx));
+    let (cells, streams) = if cfg.kv_unified {
+        (n_ctx, 1)
+    } else {
+        (pad(n_ctx / n_seq, 256).max(256), n_seq)
+    };
     let swa_cells = if spec.swa_window == 0 {
         0
     } else if cfg.swa_full {
         cells
     } else {
-        // Non-unified cache: the window is per slot.
-        pad(cells.min(spec.swa_window + n_ubatch), 256)
+        // A unified pool holds every slot's window; a stream holds one.
+        let windows = if cfg.kv_unified { n_seq } else { 1 };
+        pad(cells.min(spec.swa_window * windows + micro_batch(cfg)), 256)
     };
     let (mut bytes, mut swa_bytes) = (0u64, 0u64);
     for (il, &n_head_kv) in spec.n_head_kv.iter().enumerate() {
@@ -167,34 +187,41 @@ pub fn kv_cache(spec: &ModelSpec, cfg: &RuntimeConfig) -> Result<KvCache, PlanEr
         };
         let per_cell = row(spec.head_dim_k)? + row(spec.head_dim_v)?;
         if spec.swa_layers.get(il).copied().unwrap_or(false) {
-            swa_bytes += per_cell * swa_cells * n_seq;
+            swa_bytes += per_cell * swa_cells * streams;
         } else {
-            bytes += per_cell * cells * n_seq;
+            bytes += per_cell * cells * streams;
         }
     }
     Ok(KvCache {
         cells,
         swa_cells,
+        streams,
         bytes,
         swa_bytes,
     })
+}
+
+/// llama.cpp's `n_ubatch`: at most `n_batch`, which is at most the requested (unpadded) context.
+fn micro_batch(cfg: &RuntimeConfig) -> u64 {
+    let n_batch = cfg.n_batch.min(cfg.n_ctx.max(1));
+    cfg.n_ubatch.min(n_batch).max(1)
 }
 
 /// Everything llama.cpp allocates for `cfg`, and the runtime allowance.
 pub fn estimate_memory(spec: &ModelSpec, cfg: &RuntimeConfig) -> Result<MemoryEstimate, PlanError> {
     let kv = kv_cache(spec, cfg)?;
     let n_seq = cfg.n_seq.max(1);
-    let n_ctx = kv.cells * n_seq;
-    let n_batch = cfg.n_batch.min(n_ctx);
-    let n_tokens = cfg.n_ubatch.min(n_batch);
+    let n_tokens = micro_batch(cfg);
     let n_embd_q = spec.n_head * spec.head_dim_k;
     let n_embd_kv = spec.n_head_kv.iter().copied().max().unwrap_or(0) * spec.head_dim_k;
 
-    // The worst-case graph: logits for every token of a micro-batch ...
-    let logits = spec.n_vocab * n_tokens * 4;
-    // ... the KQ masks of both caches (f16 with flash attention, f32 without) ...
+    // The worst-case graph: logits for the outputs of a micro-batch, one per slot
+    // (`n_outputs_max` = slots) ...
+    let logits = spec.n_vocab * n_tokens.min(n_seq) * 4;
+    // ... the KQ masks of both caches, one row per token over every cell of every stream (f16
+    // with flash attention, f32 without) ...
     let mask_elem = if cfg.flash_attn { 2 } else { 4 };
-    let masks = (kv.cells + kv.swa_cells) * n_seq * n_tokens * mask_elem;
+    let masks = (kv.cells + kv.swa_cells) * n_tokens * mask_elem;
     // ... and one layer's activations: gate, up and their product, Q, K, V, the residual.
     let mut activations =
         n_tokens * 4 * (3 * spec.n_ff + n_embd_q + 2 * n_embd_kv + 3 * spec.n_embd);
@@ -216,22 +243,25 @@ pub fn estimate_memory(spec: &ModelSpec, cfg: &RuntimeConfig) -> Result<MemoryEs
         .sum();
 
     Ok(MemoryEstimate {
-        n_ctx,
+        n_ctx: kv.cells * kv.streams,
         kv_type: cfg.kv_type,
         weights: spec.weight_bytes,
         repack,
         kv,
         compute,
-        output: spec.n_vocab * 4 * n_seq,
+        // `output_reserve(n_seq_max)`: `n_vocab * max(n_outputs, n_seq)` f32, allocated as is.
+        output: spec.n_vocab * n_seq * 4,
         runtime_overhead: runtime_overhead(spec),
     })
 }
 
 /// Memory outside llama.cpp's buffers: the edgellm process and its HTTP stack, ggml's tensor
-/// bookkeeping, and the tokenizer (about 100 bytes per vocabulary entry in llama.cpp's vocab and
-/// its caches).
+/// bookkeeping, and the tokenizer. Measured for `edgellm serve` with the default model: 10.7 MiB
+/// before the model loads, and about 41 MiB of llama.cpp vocabulary and loader tables for its
+/// 262,144 entries (164 bytes each). The 48 MiB base also covers the worker threads' malloc
+/// arenas and the repacked matrices' originals, resident until the kernel reclaims them.
 pub fn runtime_overhead(spec: &ModelSpec) -> u64 {
-    48 * MIB + spec.n_vocab * 100
+    48 * MIB + spec.n_vocab * 160
 }
 
 /// The largest context (a multiple of 256, at most the trained context) whose total memory stays

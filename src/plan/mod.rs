@@ -101,7 +101,8 @@ pub struct PlanArgs {
     /// Memory held back from the available RAM: a percentage ("15%") or a fraction ("0.15").
     #[arg(long, default_value = "15%", value_name = "PERCENT")]
     pub headroom: String,
-    /// Parallel sequences (server slots); each gets n_ctx / slots cells.
+    /// Parallel sequences (server slots): they share one KV pool of the context's cells, each
+    /// request limited to ctx / slots tokens; one logits row each.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub slots: u64,
 }
@@ -208,8 +209,8 @@ pub fn plan_json(
     plan_json_with(model, device, goals, &PlanOptions::default())
 }
 
-/// The plan as JSON with explicit options: the server passes `n_seq` = its slot count, since
-/// each slot gets `n_ctx / slots` cells of KV cache.
+/// The plan as JSON with explicit options: the server passes `n_seq` = its slot count, which
+/// sizes the sliding-window cache (a window per slot), the logits and the output buffer.
 pub fn plan_json_with(
     model: &Path,
     device: &DeviceProfile,

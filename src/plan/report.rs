@@ -183,16 +183,18 @@ fn assumptions(
 ) -> Vec<String> {
     let mut list = vec![
         format!(
-            "engine defaults: n_batch {}, n_ubatch {}, flash attention {}, swa_full {}, {} sequence(s) with a non-unified KV cache (each gets n_ctx / slots cells)",
+            "engine settings: n_batch {}, n_ubatch {}, flash attention {}, swa_full {}, {} slot(s) sharing one {} KV pool of n_ctx cells (each request limited to n_ctx / slots tokens), n_outputs_max = slots",
             runtime.n_batch,
             runtime.n_ubatch,
             if runtime.flash_attn { "on (auto on CPU)" } else { "off" },
             runtime.swa_full,
-            runtime.n_seq
+            runtime.n_seq,
+            if runtime.kv_unified { "unified" } else { "per-slot" },
         ),
-        "contexts are padded up to a multiple of 256 cells, as llama.cpp does".into(),
-        "compute buffer: logits for a full micro-batch (n_vocab x n_ubatch f32), the attention masks, and one layer's activations".into(),
-        "runtime overhead: 48 MiB plus about 100 bytes per vocabulary entry, outside llama.cpp's buffers".into(),
+        "contexts are padded up to a multiple of 256 cells, as llama.cpp does; sliding-window layers keep pad(min(n_ctx, window x slots + n_ubatch), 256) cells".into(),
+        "compute buffer: logits for one row per slot (n_vocab x slots f32), the attention masks over all cells, and one layer's activations".into(),
+        "output buffer: n_vocab x slots f32 logits".into(),
+        "runtime overhead: 48 MiB plus about 160 bytes per vocabulary entry (llama.cpp's tokenizer tables), outside llama.cpp's buffers".into(),
         "decode bound: every weight matrix (and the filled KV cache) is read once per token; real speed is lower".into(),
         "prefill: 2 FLOP per weight per token plus attention, at the device's sustained FLOP rate".into(),
     ];

@@ -110,6 +110,23 @@ fn default_model_plan_matches_llama_cpp_kv_and_model_buffer() {
     }
     assert_eq!(plan.decision.deployment, Deployment::FullyLocal);
     assert!(plan.speed.decode_tps_bound > 5.0);
+
+    // `edgellm serve`'s defaults: 4 slots in one 8192-cell pool. llama.cpp allocated
+    // 3 x 8192 full-attention cells and 15 x 2304 window cells (4 x 512 + 128, padded), 1 KiB
+    // each, a 4-row output buffer, and 4 logits rows in the compute buffer.
+    let server = PlanOptions {
+        contexts: vec![8192],
+        kv_types: vec![GgmlType::F16],
+        n_seq: 4,
+    };
+    let plan = plan_for(&default_model(), &device, &Goals::default(), &server).unwrap();
+    let mem = &plan.table[0].memory;
+    assert_eq!(
+        (mem.kv.cells, mem.kv.swa_cells, mem.kv_bytes()),
+        (8192, 2304, (3 * 8192 + 15 * 2304) * 1024)
+    );
+    assert_eq!(mem.output, 4 * 262_144 * 4);
+    assert!(mem.compute < 16 * MIB, "{}", mem.compute);
 }
 
 // ---------------------------------------------------------------------------------------------
