@@ -26,6 +26,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Can this model run on this device, at what context, how fast?
     Plan(crate::plan::PlanArgs),
+    /// Measure speed, tail latency and thermal behaviour (embedded engine or an HTTP endpoint).
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Engine settings shared by the commands that load a model.

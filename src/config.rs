@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::engine::{EngineConfig, KvType};
+use crate::route::{Reason, RemoteApi, RemoteTier, RoutingPolicy, Tier, TierKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,6 +39,11 @@ pub struct RawConfig {
     pub model: RawModel,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub routing: RawRouting,
+    /// The ordered tiers; none means the embedded engine alone.
+    #[serde(default)]
+    pub tiers: Vec<RawTier>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +80,58 @@ pub struct RawLimits {
     pub max_tokens: Option<u32>,
     pub queue_depth: Option<usize>,
     pub request_timeout_secs: Option<u64>,
+}
+
+/// `[routing]`: when a request leaves the local tier, and how remote tiers are called.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Reasons that may escalate (default: all of local_error, context, deadline,
+    /// low_confidence, overloaded, thermal).
+    pub escalate_on: Option<Vec<String>>,
+    pub first_token_deadline_ms: Option<u64>,
+    pub total_deadline_ms: Option<u64>,
+    pub min_mean_logprob: Option<f32>,
+    pub min_window_logprob: Option<f32>,
+    pub confidence_window: Option<usize>,
+    pub hold_tokens: Option<usize>,
+    pub max_queued: Option<usize>,
+    pub thermal_max_celsius: Option<f32>,
+    pub thermal_min_freq_ratio: Option<f32>,
+    pub sysfs_root: Option<PathBuf>,
+    pub retries: Option<u32>,
+    pub retry_backoff_ms: Option<u64>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown_ms: Option<u64>,
+}
+
+/// One `[[tiers]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: RawTierType,
+    pub url: Option<String>,
+    pub model: Option<String>,
+    /// The environment variable holding the API key (keys never live in the file).
+    pub api_key_env: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub timeout_secs: Option<u64>,
+    pub max_tokens: Option<u32>,
+    pub price_input_per_mtok: Option<f64>,
+    pub price_output_per_mtok: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawTierType {
+    /// The embedded engine.
+    Local,
+    /// Any OpenAI-compatible Chat Completions endpoint.
+    OpenaiChat,
+    /// OpenAI's Responses API.
+    OpenaiResponses,
 }
 
 impl RawConfig {
@@ -128,6 +186,7 @@ pub struct ServeConfig {
     pub log_prompts: bool,
     pub shutdown_grace: Duration,
     pub limits: Limits,
+    pub routing: RoutingPolicy,
 }
 
 impl ServeConfig {
@@ -218,7 +277,9 @@ impl ServeConfig {
                 "limits.request_timeout_secs must be at least 1".into(),
             ));
         }
+        let routing = routing_policy(raw.routing, raw.tiers)?;
         Ok(ServeConfig {
+            routing,
             listen,
             engine,
             model_alias,
@@ -228,6 +289,133 @@ impl ServeConfig {
             limits,
         })
     }
+}
+
+/// Validates `[routing]` and `[[tiers]]` into the policy the router uses.
+fn routing_policy(raw: RawRouting, tiers: Vec<RawTier>) -> Result<RoutingPolicy, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(m);
+    let mut policy = RoutingPolicy::default();
+    if !tiers.is_empty() {
+        policy.tiers = tiers
+            .into_iter()
+            .map(validate_tier)
+            .collect::<Result<_, _>>()?;
+    }
+    let mut names: Vec<&str> = policy.tiers.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(invalid(format!("two tiers are named {:?}", pair[0])));
+    }
+    let t = &mut policy.triggers;
+    if let Some(reasons) = raw.escalate_on {
+        let escalatable = [
+            Reason::LocalError,
+            Reason::Context,
+            Reason::Deadline,
+            Reason::LowConfidence,
+            Reason::Overloaded,
+            Reason::Thermal,
+        ];
+        let mut on = Vec::new();
+        for name in &reasons {
+            match Reason::parse(name).filter(|r| escalatable.contains(r)) {
+                Some(reason) => on.push(reason),
+                None => {
+                    return Err(invalid(format!(
+                        "routing.escalate_on: unknown reason {name:?} (one of local_error, context, deadline, low_confidence, overloaded, thermal)"
+                    )));
+                }
+            }
+        }
+        t.local_error = on.contains(&Reason::LocalError);
+        t.context = on.contains(&Reason::Context);
+        t.deadline = on.contains(&Reason::Deadline);
+        t.low_confidence = on.contains(&Reason::LowConfidence);
+        t.overloaded = on.contains(&Reason::Overloaded);
+        t.thermal = on.contains(&Reason::Thermal);
+    }
+    t.first_token_deadline = raw.first_token_deadline_ms.map(Duration::from_millis);
+    t.total_deadline = raw.total_deadline_ms.map(Duration::from_millis);
+    t.min_mean_logprob = raw.min_mean_logprob;
+    t.min_window_logprob = raw.min_window_logprob;
+    t.confidence_window = raw.confidence_window.unwrap_or(t.confidence_window).max(1);
+    t.hold_tokens = raw.hold_tokens.unwrap_or(t.hold_tokens);
+    t.max_queued = raw.max_queued;
+    t.max_celsius = raw.thermal_max_celsius;
+    t.min_freq_ratio = raw.thermal_min_freq_ratio;
+    if let Some(root) = raw.sysfs_root {
+        policy.sysfs_root = root;
+    }
+    policy.retries = raw.retries.unwrap_or(policy.retries);
+    policy.retry_backoff = raw
+        .retry_backoff_ms
+        .map_or(policy.retry_backoff, Duration::from_millis);
+    policy.breaker_failures = raw.breaker_failures.unwrap_or(policy.breaker_failures);
+    policy.breaker_cooldown = raw
+        .breaker_cooldown_ms
+        .map_or(policy.breaker_cooldown, Duration::from_millis);
+    if policy.breaker_failures == 0 {
+        return Err(invalid(
+            "routing.breaker_failures must be at least 1".into(),
+        ));
+    }
+    Ok(policy)
+}
+
+fn validate_tier(raw: RawTier) -> Result<Tier, ConfigError> {
+    let name = raw.name;
+    let invalid = |m: &str| ConfigError::Invalid(format!("tier {name:?}: {m}"));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid("the name must be letters, digits, '-' or '_'"));
+    }
+    let api = match raw.kind {
+        RawTierType::Local => {
+            if raw.url.is_some() || raw.model.is_some() || raw.api_key_env.is_some() {
+                return Err(invalid("a local tier takes no url, model or api_key_env"));
+            }
+            return Ok(Tier {
+                name,
+                kind: TierKind::Local,
+            });
+        }
+        RawTierType::OpenaiChat => RemoteApi::ChatCompletions,
+        RawTierType::OpenaiResponses => RemoteApi::Responses,
+    };
+    let url = raw.url.ok_or_else(|| invalid("url is required"))?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid("url must start with http:// or https://"));
+    }
+    let model = raw.model.ok_or_else(|| invalid("model is required"))?;
+    let api_key = match raw.api_key_env {
+        None => None,
+        Some(var) => Some(std::env::var(&var).map_err(|_| {
+            invalid(&format!(
+                "the environment variable {var} (api_key_env) is not set"
+            ))
+        })?),
+    };
+    let price = |p: Option<f64>| match p {
+        Some(p) if !(p >= 0.0 && p.is_finite()) => Err(invalid("prices must be 0 or more")),
+        p => Ok(p.unwrap_or(0.0)),
+    };
+    Ok(Tier {
+        kind: TierKind::Remote(RemoteTier {
+            api,
+            url,
+            model,
+            api_key,
+            connect_timeout: Duration::from_millis(raw.connect_timeout_ms.unwrap_or(2000)),
+            timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(120).max(1)),
+            max_tokens: raw.max_tokens,
+            price_input_per_mtok: price(raw.price_input_per_mtok)?,
+            price_output_per_mtok: price(raw.price_output_per_mtok)?,
+        }),
+        name,
+    })
 }
 
 #[cfg(test)]
@@ -240,6 +428,12 @@ mod tests {
             ("[server]\nprot = 1\n", "prot"),
             ("[modle]\n", "modle"),
             ("[limits]\nqueue = 3\n", "queue"),
+            ("[routing]\nhold = 3\n", "hold"),
+            (
+                "[[tiers]]\nname = \"c\"\ntype = \"local\"\napi_key = \"sk\"\n",
+                "api_key",
+            ),
+            ("[[tiers]]\nname = \"c\"\ntype = \"grpc\"\n", "grpc"),
         ];
         for (text, key) in cases {
             let error = RawConfig::from_toml(text).unwrap_err();
@@ -271,6 +465,27 @@ mod tests {
             ("[model]\nslots = 0\n", "slots"),
             ("[server]\napi_keys = [\"short\"]\n", "at least 8"),
             ("[limits]\nmax_body_bytes = 10\n", "max_body_bytes"),
+            (
+                "[[tiers]]\nname = \"c\"\ntype = \"openai_chat\"\nmodel = \"m\"\n",
+                "url is required",
+            ),
+            (
+                "[[tiers]]\nname = \"c\"\ntype = \"openai_chat\"\nurl = \"ftp://x\"\nmodel = \"m\"\n",
+                "http://",
+            ),
+            (
+                "[[tiers]]\nname = \"l\"\ntype = \"local\"\nurl = \"http://x\"\n",
+                "local tier",
+            ),
+            (
+                "[[tiers]]\nname = \"l\"\ntype = \"local\"\n[[tiers]]\nname = \"l\"\ntype = \"local\"\n",
+                "two tiers",
+            ),
+            (
+                "[[tiers]]\nname = \"c\"\ntype = \"openai_chat\"\nurl = \"http://x\"\nmodel = \"m\"\napi_key_env = \"EDGELLM_TEST_UNSET_KEY_VAR\"\n",
+                "EDGELLM_TEST_UNSET_KEY_VAR",
+            ),
+            ("[routing]\nescalate_on = [\"mood\"]\n", "mood"),
         ];
         for (text, want) in cases {
             let error = ServeConfig::from_raw(RawConfig::from_toml(text).unwrap())

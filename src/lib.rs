@@ -4,12 +4,17 @@
 //! map and the invariants that hold the design together.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod paths;
 pub mod plan;
+pub mod route;
+pub mod router;
 pub mod run;
 pub mod serve;
 pub mod service;
+pub mod thermal;
+pub mod upstream;

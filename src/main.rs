@@ -9,6 +9,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => edgellm::run::run(args),
         Command::Serve(args) => edgellm::serve::run(args),
         Command::Plan(args) => edgellm::plan::run(args, &edgellm::paths::default_model()),
+        Command::Bench(args) => edgellm::bench::run(args, &edgellm::paths::default_model()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

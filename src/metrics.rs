@@ -43,6 +43,12 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The mean of the observed values, once there is one.
+    pub fn mean(&self) -> Option<f64> {
+        let count = self.count.load(Ordering::Relaxed);
+        (count > 0).then(|| self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6 / count as f64)
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
@@ -80,6 +86,13 @@ pub struct Metrics {
     pub decode_tokens_per_second: Histogram,
     pub request_duration: Histogram,
     model_load_micros: AtomicU64,
+    /// Answered requests by the tier that answered and the reason it did.
+    routed: Mutex<BTreeMap<(String, &'static str), u64>>,
+    fallbacks: AtomicU64,
+    upstream_errors: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Time from routing to the end of the answer, by where it was answered.
+    pub local_latency: Histogram,
+    pub remote_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -94,6 +107,11 @@ impl Default for Metrics {
             decode_tokens_per_second: Histogram::new(TOKENS_PER_SECOND),
             request_duration: Histogram::new(SECONDS),
             model_load_micros: AtomicU64::new(0),
+            routed: Mutex::new(BTreeMap::new()),
+            fallbacks: AtomicU64::new(0),
+            upstream_errors: Mutex::new(BTreeMap::new()),
+            local_latency: Histogram::new(SECONDS),
+            remote_latency: Histogram::new(SECONDS),
         }
     }
 }
@@ -120,6 +138,79 @@ impl Metrics {
             self.decode_tokens_per_second
                 .observe(summary.decode_tokens_per_second());
         }
+    }
+
+    /// A request answered by `tier`; `fell_back` when an earlier tier was left for it.
+    pub fn count_routed(&self, tier: &str, reason: &'static str, fell_back: bool) {
+        if let Ok(mut routed) = self.routed.lock() {
+            *routed.entry((tier.to_string(), reason)).or_default() += 1;
+        }
+        if fell_back {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn count_upstream_error(&self, tier: &str, kind: &'static str) {
+        if let Ok(mut errors) = self.upstream_errors.lock() {
+            *errors.entry((tier.to_string(), kind)).or_default() += 1;
+        }
+    }
+
+    /// Each remote tier's breaker: 0 closed, 1 open, 2 half-open.
+    pub fn render_breakers(&self, breakers: &[(String, &'static str, u8)]) -> String {
+        let mut out = String::from(
+            "# HELP edgellm_breaker_state Circuit breaker of each remote tier (0 closed, 1 open, 2 half-open).\n# TYPE edgellm_breaker_state gauge\n",
+        );
+        for (tier, state, value) in breakers {
+            let _ = writeln!(
+                out,
+                "edgellm_breaker_state{{tier=\"{tier}\",state=\"{state}\"}} {value}"
+            );
+        }
+        out
+    }
+
+    fn render_routing(&self, out: &mut String) {
+        out.push_str("# HELP edgellm_routed_requests_total Requests answered, by tier and the reason it answered.\n# TYPE edgellm_routed_requests_total counter\n");
+        let mut total = 0;
+        if let Ok(routed) = self.routed.lock() {
+            for ((tier, reason), count) in routed.iter() {
+                total += count;
+                let _ = writeln!(
+                    out,
+                    "edgellm_routed_requests_total{{tier=\"{tier}\",reason=\"{reason}\"}} {count}"
+                );
+            }
+        }
+        let fallbacks = self.fallbacks.load(Ordering::Relaxed);
+        let rate = if total == 0 {
+            0.0
+        } else {
+            fallbacks as f64 / total as f64
+        };
+        let _ = writeln!(
+            out,
+            "# HELP edgellm_fallbacks_total Requests answered by a later tier than the first they could use.\n# TYPE edgellm_fallbacks_total counter\nedgellm_fallbacks_total {fallbacks}\n# HELP edgellm_fallback_ratio Fallbacks over answered requests.\n# TYPE edgellm_fallback_ratio gauge\nedgellm_fallback_ratio {rate}"
+        );
+        out.push_str("# HELP edgellm_upstream_errors_total Failed remote calls, by tier and kind.\n# TYPE edgellm_upstream_errors_total counter\n");
+        if let Ok(errors) = self.upstream_errors.lock() {
+            for ((tier, kind), count) in errors.iter() {
+                let _ = writeln!(
+                    out,
+                    "edgellm_upstream_errors_total{{tier=\"{tier}\",kind=\"{kind}\"}} {count}"
+                );
+            }
+        }
+        self.local_latency.render(
+            out,
+            "edgellm_local_latency_seconds",
+            "Time to answer a request on the device (routing included).",
+        );
+        self.remote_latency.render(
+            out,
+            "edgellm_remote_latency_seconds",
+            "Time to answer a request on a remote tier (routing included).",
+        );
     }
 
     pub fn set_model_load_time(&self, time: std::time::Duration) {
@@ -222,6 +313,7 @@ impl Metrics {
             "Time the model took to load.",
             self.model_load_micros.load(Ordering::Relaxed) as f64 / 1e6,
         );
+        self.render_routing(&mut out);
         out
     }
 }

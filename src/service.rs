@@ -36,6 +36,12 @@ pub enum ServiceError {
     Timeout(Duration),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A remote tier failed after its answer had started.
+    #[error("tier {tier} failed: {message}")]
+    Upstream { tier: String, message: String },
+    /// Every tier was tried or skipped; the message lists each one's reason.
+    #[error("no tier could answer: {0}")]
+    AllTiersFailed(String),
 }
 
 /// What to generate from.
@@ -95,6 +101,15 @@ impl LocalService {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Requests admitted and not yet finished (decoding or waiting for a slot).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Admits and starts a request. Fails fast (before any decoding) on every limit.

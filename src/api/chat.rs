@@ -2,8 +2,11 @@
 
 use std::convert::Infallible;
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
@@ -12,26 +15,66 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::openai::{self, ChatRequest, CompletionRequest, Options};
+use super::routed::{meta_json, route_override, with_headers};
 use super::{AppState, RequestRecord, request_id, unix_now};
 use crate::engine::{Summary, TokenEvent};
-use crate::service::{Generation, Prompt, Running, Step};
+use crate::route::RouteOverride;
+use crate::router::{Mode, Routed, Router};
+use crate::service::{Generation, Prompt, Step};
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(record): Extension<RequestRecord>,
-    ApiJson(request): ApiJson<ChatRequest>,
+    Extension(router): Extension<Arc<Router>>,
+    headers: HeaderMap,
+    ApiJson(mut request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
+    let route = route_override(&headers, request.edgellm.take())?;
     let (generation, options) = request.into_generation()?;
-    respond(state, record, generation, options, Shape::Chat).await
+    respond(
+        state,
+        record,
+        &router,
+        route,
+        generation,
+        options,
+        Shape::Chat,
+    )
+    .await
 }
 
 pub async fn completions(
     State(state): State<AppState>,
     Extension(record): Extension<RequestRecord>,
-    ApiJson(request): ApiJson<CompletionRequest>,
+    Extension(router): Extension<Arc<Router>>,
+    headers: HeaderMap,
+    ApiJson(mut request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
+    let route = route_override(&headers, request.edgellm.take())?;
     let (generation, options) = request.into_generation()?;
-    respond(state, record, generation, options, Shape::Completion).await
+    respond(
+        state,
+        record,
+        &router,
+        route,
+        generation,
+        options,
+        Shape::Completion,
+    )
+    .await
+}
+
+pub fn mode(stream: bool) -> Mode {
+    if stream { Mode::Stream } else { Mode::Whole }
+}
+
+/// The model name to report: the remote tier's model when one answered.
+pub fn answered_model(state: &AppState, routed: &Routed) -> String {
+    routed
+        .meta
+        .remote_model
+        .clone()
+        .unwrap_or_else(|| state.model_name().to_string())
 }
 
 #[derive(Clone, Copy)]
@@ -43,6 +86,8 @@ enum Shape {
 async fn respond(
     state: AppState,
     record: RequestRecord,
+    router: &Router,
+    route: RouteOverride,
     generation: Generation,
     options: Options,
     shape: Shape,
@@ -50,10 +95,16 @@ async fn respond(
     if state.config.log_prompts {
         record.prompt_text(prompt_for_log(&generation.prompt));
     }
-    let running = state.service.start(generation)?;
-    let model = state.model_name().to_string();
+    let running = router
+        .start(generation, route, mode(options.stream))
+        .await?;
+    let model = answered_model(&state, &running);
+    let meta = running.meta.clone();
     if options.stream {
-        return stream(running, model, options, shape, record).await;
+        return Ok(with_headers(
+            stream(running, model, options, shape, record).await?,
+            &meta,
+        ));
     }
     let completion = collect(running).await?;
     record.tokens(
@@ -90,7 +141,9 @@ async fn respond(
             })
         }
     };
-    Ok(axum::Json(body).into_response())
+    let mut body = body;
+    body["edgellm"] = meta_json(&meta);
+    Ok(with_headers(axum::Json(body).into_response(), &meta))
 }
 
 pub struct Collected {
@@ -100,7 +153,7 @@ pub struct Collected {
 }
 
 /// Runs a request to its end.
-pub async fn collect(mut running: Running) -> Result<Collected, ApiError> {
+pub async fn collect(mut running: Routed) -> Result<Collected, ApiError> {
     let mut tokens = Vec::new();
     loop {
         match running.next().await? {
@@ -121,19 +174,20 @@ pub async fn collect(mut running: Running) -> Result<Collected, ApiError> {
 /// Streams SSE chunks. The first step is awaited before the response starts, so an error that
 /// happens before any token (a bad grammar, say) is still a plain JSON error with its status.
 async fn stream(
-    mut running: Running,
+    mut running: Routed,
     model: String,
     options: Options,
     shape: Shape,
     record: RequestRecord,
 ) -> Result<Response, ApiError> {
     let first = running.next().await?;
+    let edgellm = meta_json(&running.meta);
     let id = request_id(match shape {
         Shape::Chat => "chatcmpl-",
         Shape::Completion => "cmpl-",
     });
     let created = unix_now();
-    let chunk = move |choice: Value, usage: Option<Value>| -> SseEvent {
+    let chunk = move |choice: Value, usage: Option<Value>, edgellm: Option<&Value>| -> SseEvent {
         let (object, choices) = match shape {
             Shape::Chat => (
                 "chat.completion.chunk",
@@ -157,6 +211,9 @@ async fn stream(
         if let Some(usage) = usage {
             body["usage"] = usage;
         }
+        if let Some(edgellm) = edgellm {
+            body["edgellm"] = edgellm.clone();
+        }
         SseEvent::default().data(body.to_string())
     };
     let token_choice = move |text: &str, token: Option<&TokenEvent>| -> Value {
@@ -171,29 +228,30 @@ async fn stream(
     };
     let events = async_stream::stream! {
         if let Shape::Chat = shape {
-            yield Ok::<_, Infallible>(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), None));
+            yield Ok::<_, Infallible>(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), None, None));
         }
         let mut step = Ok(first);
         loop {
             match step {
                 Ok(Step::Token(token)) => {
                     if !token.text.is_empty() || options.logprobs {
-                        yield Ok(chunk(token_choice(&token.text, Some(&token)), None));
+                        yield Ok(chunk(token_choice(&token.text, Some(&token)), None, None));
                     }
                 }
                 Ok(Step::Done(summary)) => {
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
                     if !summary.tail_text.is_empty() {
-                        yield Ok(chunk(token_choice(&summary.tail_text, None), None));
+                        yield Ok(chunk(token_choice(&summary.tail_text, None), None, None));
                     }
                     let finish = openai::finish_reason(&summary.stop_reason);
                     let last = match shape {
                         Shape::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish}),
                         Shape::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish}),
                     };
-                    yield Ok(chunk(last, None));
+                    // The `edgellm` object rides on the last chunk before [DONE].
+                    yield Ok(chunk(last, None, (!options.include_usage).then_some(&edgellm)));
                     if options.include_usage {
-                        yield Ok(chunk(Value::Null, Some(openai::usage(&summary))));
+                        yield Ok(chunk(Value::Null, Some(openai::usage(&summary)), Some(&edgellm)));
                     }
                     yield Ok(SseEvent::default().data("[DONE]"));
                     break;

@@ -113,6 +113,19 @@ impl From<ServiceError> for ApiError {
                     .with_code("timeout")
             }
             ServiceError::Engine(engine) => engine_error(engine, message),
+            ServiceError::Upstream { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+                    .with_code("upstream_error")
+            }
+            ServiceError::AllTiersFailed(_) => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable_error",
+                    message,
+                )
+                .with_code("all_tiers_failed")
+            },
         }
     }
 }

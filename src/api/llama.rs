@@ -4,19 +4,24 @@
 
 use std::convert::Infallible;
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::chat::{collect, prompt_for_log, sse};
+use super::chat::{answered_model, collect, mode, prompt_for_log, sse};
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::openai::{PromptField, Sampling, StopField, token_string};
+use super::routed::{meta_json, route_override, with_headers};
 use super::{AppState, RequestRecord};
 use crate::engine::{StopReason, Summary, TokenEvent};
+use crate::router::Router;
 use crate::service::{Generation, OutputFormat, Step};
 
 #[derive(Debug, Deserialize)]
@@ -42,13 +47,18 @@ pub struct CompletionRequest {
     pub ignore_eos: Option<bool>,
     pub grammar: Option<String>,
     pub json_schema: Option<Value>,
+    /// edgellm's own options (the routing override).
+    pub edgellm: Option<super::routed::EdgeOptions>,
 }
 
 pub async fn completion(
     State(state): State<AppState>,
     Extension(record): Extension<RequestRecord>,
-    ApiJson(request): ApiJson<CompletionRequest>,
+    Extension(router): Extension<Arc<Router>>,
+    headers: HeaderMap,
+    ApiJson(mut request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
+    let route = route_override(&headers, request.edgellm.take())?;
     let n_probs = request.n_probs.unwrap_or(0);
     if n_probs > 20 {
         return Err(ApiError::invalid(
@@ -103,9 +113,12 @@ pub async fn completion(
     if state.config.log_prompts {
         record.prompt_text(prompt_text.clone());
     }
-    let model = state.model_name().to_string();
-    let mut running = state.service.start(generation)?;
-    if !request.stream.unwrap_or(false) {
+    let stream = request.stream.unwrap_or(false);
+    let mut running = router.start(generation, route, mode(stream)).await?;
+    let model = answered_model(&state, &running);
+    let meta = running.meta.clone();
+    let edgellm = meta_json(&meta);
+    if !stream {
         let collected = collect(running).await?;
         record.tokens(
             collected.summary.prompt_tokens,
@@ -123,7 +136,8 @@ pub async fn completion(
                     .collect::<Vec<_>>()
             );
         }
-        return Ok(axum::Json(body).into_response());
+        body["edgellm"] = edgellm;
+        return Ok(with_headers(axum::Json(body).into_response(), &meta));
     }
     let first = running.next().await?;
     let events = async_stream::stream! {
@@ -144,6 +158,7 @@ pub async fn completion(
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
                     let mut body = final_object(&model, &summary, &summary.tail_text);
                     body["tokens"] = json!([]);
+                    body["edgellm"] = edgellm.clone();
                     yield Ok(SseEvent::default().data(body.to_string()));
                     break;
                 }
@@ -155,7 +170,7 @@ pub async fn completion(
             step = running.next().await;
         }
     };
-    Ok(sse(events))
+    Ok(with_headers(sse(events), &meta))
 }
 
 fn final_object(model: &str, summary: &Summary, content: &str) -> Value {

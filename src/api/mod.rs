@@ -12,6 +12,7 @@ mod json;
 mod llama;
 pub mod openai;
 mod responses;
+mod routed;
 mod system;
 mod telemetry;
 
@@ -46,6 +47,12 @@ impl AppState {
 
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
+    // The routing walk (tiers, breakers) is built once per app from the validated config.
+    let router = Arc::new(crate::router::Router::new(
+        state.service.clone(),
+        state.config.routing.clone(),
+        state.metrics.clone(),
+    ));
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/chat/completions", post(chat::chat_completions))
@@ -59,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/v1/plan", get(system::plan))
         .fallback(system::not_found)
+        .layer(axum::Extension(router))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -249,6 +249,8 @@ fn check_top_logprobs(logprobs: bool, top: Option<usize>) -> Result<usize, ApiEr
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     pub model: Option<String>,
+    /// edgellm's own options (the routing override).
+    pub edgellm: Option<super::routed::EdgeOptions>,
     pub messages: Vec<MessageIn>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
@@ -343,6 +345,8 @@ impl PromptField {
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
     pub model: Option<String>,
+    /// edgellm's own options (the routing override).
+    pub edgellm: Option<super::routed::EdgeOptions>,
     pub prompt: PromptField,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
@@ -437,6 +441,8 @@ pub enum ResponsesFormat {
 #[derive(Debug, Deserialize)]
 pub struct ResponsesRequest {
     pub model: Option<String>,
+    /// edgellm's own options (the routing override).
+    pub edgellm: Option<super::routed::EdgeOptions>,
     pub input: ResponsesInput,
     pub instructions: Option<String>,
     pub max_output_tokens: Option<u32>,

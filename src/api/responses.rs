@@ -2,35 +2,45 @@
 
 use std::convert::Infallible;
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::chat::{collect, prompt_for_log, sse};
+use super::chat::{answered_model, collect, mode, prompt_for_log, sse};
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::openai::ResponsesRequest;
+use super::routed::{meta_json, route_override, with_headers};
 use super::{AppState, RequestRecord, request_id, unix_now};
 use crate::engine::{StopReason, Summary};
+use crate::router::Router;
 use crate::service::Step;
 
 pub async fn create(
     State(state): State<AppState>,
     Extension(record): Extension<RequestRecord>,
-    ApiJson(request): ApiJson<ResponsesRequest>,
+    Extension(router): Extension<Arc<Router>>,
+    headers: HeaderMap,
+    ApiJson(mut request): ApiJson<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
+    let route = route_override(&headers, request.edgellm.take())?;
     let (generation, stream) = request.into_generation()?;
     if state.config.log_prompts {
         record.prompt_text(prompt_for_log(&generation.prompt));
     }
-    let mut running = state.service.start(generation)?;
+    let mut running = router.start(generation, route, mode(stream)).await?;
+    let meta = running.meta.clone();
+    let edgellm = meta_json(&meta);
     let ids = Ids {
         response: request_id("resp_"),
         message: request_id("msg_"),
         created: unix_now(),
-        model: state.model_name().to_string(),
+        model: answered_model(&state, &running),
     };
     if !stream {
         let collected = collect(running).await?;
@@ -38,9 +48,9 @@ pub async fn create(
             collected.summary.prompt_tokens,
             collected.summary.generated_tokens,
         );
-        return Ok(
-            axum::Json(ids.response(&collected.text, Some(&collected.summary))).into_response(),
-        );
+        let mut body = ids.response(&collected.text, Some(&collected.summary));
+        body["edgellm"] = edgellm;
+        return Ok(with_headers(axum::Json(body).into_response(), &meta));
     }
     let first = running.next().await?;
     let events = async_stream::stream! {
@@ -77,7 +87,8 @@ pub async fn create(
                     yield event("response.output_text.done", json!({"item_id": ids.message, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}));
                     yield event("response.content_part.done", json!({"item_id": ids.message, "output_index": 0, "content_index": 0,
                         "part": {"type": "output_text", "text": text, "annotations": []}}));
-                    let done = ids.response(&text, Some(&summary));
+                    let mut done = ids.response(&text, Some(&summary));
+                    done["edgellm"] = edgellm.clone();
                     yield event("response.output_item.done", json!({"output_index": 0, "item": done["output"][0]}));
                     let kind = if done["status"] == "incomplete" { "response.incomplete" } else { "response.completed" };
                     yield event(kind, json!({"response": done}));
@@ -92,7 +103,7 @@ pub async fn create(
             step = running.next().await;
         }
     };
-    Ok(sse(events))
+    Ok(with_headers(sse(events), &meta))
 }
 
 struct Ids {

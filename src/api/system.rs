@@ -20,11 +20,15 @@ pub async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(
+    State(state): State<AppState>,
+    axum::Extension(router): axum::Extension<std::sync::Arc<crate::router::Router>>,
+) -> Response {
     let engine = state.service.engine();
-    let text = state
+    let mut text = state
         .metrics
         .render(engine.map(|e| e.load()), state.config.engine.slots);
+    text.push_str(&state.metrics.render_breakers(&router.breaker_states()));
     (
         [(
             header::CONTENT_TYPE,

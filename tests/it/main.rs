@@ -1,8 +1,12 @@
 //! The one integration-test binary: each module drives edgellm through its public surface.
 
+mod api;
+mod bench;
 mod engine;
 mod plan;
+mod route;
 mod run_cli;
 mod serve;
 mod server;
 mod support;
+mod upstream_stub;

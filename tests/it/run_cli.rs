@@ -145,3 +145,27 @@ fn context_too_small_for_the_request() {
 fn context_smaller_than_a_slot_minimum() {
     assert_clean_refusal(&edgellm(&["run", "-c", "8", "-p", "Hello"]), "too small");
 }
+
+#[test]
+fn model_setup_refuses_a_checksum_mismatch_and_is_idempotent() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-model.sh");
+    // A file at the model's path with the wrong content is refused, not used or overwritten.
+    let home = tempfile::tempdir().unwrap();
+    let models = home.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let bogus = models.join(edgellm::paths::DEFAULT_MODEL_FILE);
+    std::fs::write(&bogus, b"not the model").unwrap();
+    let output = Command::new("bash")
+        .arg(script)
+        .env("EDGELLM_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sha256 does not match"));
+    assert_eq!(std::fs::read(&bogus).unwrap(), b"not the model");
+    // With the real model installed, a second run does nothing.
+    default_model();
+    let output = Command::new("bash").arg(script).output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("default model present"));
+}

@@ -471,3 +471,114 @@ async fn config_file_and_flags_combine() {
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["error"]["param"], "max_tokens");
 }
+
+#[tokio::test]
+async fn request_timeout_cancels_long_requests() {
+    let server = Server::start(&["--request-timeout", "1", "--slots", "1"]);
+    let body = json!({"prompt": "Write a long report:", "n_predict": 1000, "ignore_eos": true, "temperature": 0});
+    let (status, answer) = post(&server, "/completion", body).await;
+    assert_eq!(status, 504, "{answer}");
+    assert_eq!(answer["error"]["code"], "timeout");
+    // The timed-out request was cancelled: its slot is free again. (Not checked with a second
+    // request: under a loaded test run, even a short one may exceed this server's 1 s timeout.)
+    let mut busy = String::new();
+    for _ in 0..100 {
+        let metrics = client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        busy = metrics
+            .lines()
+            .find(|l| l.starts_with("edgellm_slots_busy "))
+            .unwrap_or("")
+            .to_string();
+        if busy == "edgellm_slots_busy 0" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("slot still busy after the timeout: {busy}");
+}
+
+#[tokio::test]
+async fn api_keys_from_a_key_file() {
+    let mut keys = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut keys,
+        b"# gateway keys
+file-key-0001
+
+file-key-0002
+",
+    )
+    .unwrap();
+    let server = Server::start(&["--api-key-file", keys.path().to_str().unwrap()]);
+    let models = server.url("/v1/models");
+    assert_eq!(client().get(&models).send().await.unwrap().status(), 401);
+    for key in ["file-key-0001", "file-key-0002"] {
+        assert_eq!(
+            client()
+                .get(&models)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        client()
+            .get(&models)
+            .bearer_auth("# gateway keys")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn one_log_line_per_request_without_prompt_text() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let server = Server::start_with(None, &["--log-json"], Some(log.path()));
+    let secret = "the door code is 4711-SECRET";
+    let (status, _) = post(
+        &server,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": secret}], "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = post(
+        &server,
+        "/v1/chat/completions",
+        json!({"messages": "wrong"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    drop(server);
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        !text.contains("4711-SECRET"),
+        "prompt text in the log:\n{text}"
+    );
+    let requests: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"] == "request" && v["fields"]["route"] == "/v1/chat/completions"
+        })
+        .collect();
+    assert_eq!(requests.len(), 2, "{text}");
+    assert_eq!(requests[0]["fields"]["status"], 200);
+    assert!(requests[0]["fields"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(requests[0]["fields"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(requests[0]["fields"]["latency_ms"].is_string());
+    assert_eq!(requests[1]["fields"]["status"], 400);
+}

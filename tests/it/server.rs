@@ -20,6 +20,11 @@ impl Server {
     }
 
     pub fn start_with_config(toml: Option<&str>, args: &[&str]) -> Server {
+        Self::start_with(toml, args, None)
+    }
+
+    /// Starts a server whose log (stderr) goes to `log`.
+    pub fn start_with(toml: Option<&str>, args: &[&str], log: Option<&std::path::Path>) -> Server {
         let port = free_port();
         let config = toml.map(|text| {
             let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -40,7 +45,10 @@ impl Server {
             .args(args)
             .env_remove("EDGELLM_API_KEY")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::null(),
+            });
         if let Some(file) = &config {
             command.args(["--config", file.path().to_str().unwrap()]);
         }

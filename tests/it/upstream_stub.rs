@@ -1,0 +1,207 @@
+//! A stand-in upstream: a real HTTP server on 127.0.0.1 speaking OpenAI Chat Completions and
+//! Responses (whole and streamed), which can be told to fail, stall, trickle, reset or answer
+//! slowly, and records every request it receives.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+pub const ANSWER: &str = "Hello from upstream.";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    Ok,
+    /// 500 with an error body.
+    Fail,
+    /// Never answers.
+    Stall,
+    /// Sends the first bytes of the answer, then breaks the connection.
+    Trickle,
+    /// Breaks the connection before any response byte.
+    Reset,
+    /// Answers after a delay.
+    Slow(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub body: Value,
+}
+
+struct Shared {
+    mode: Mutex<Mode>,
+    received: Mutex<Vec<Received>>,
+}
+
+pub struct Stub {
+    /// The API base (`http://127.0.0.1:PORT/v1`).
+    pub base: String,
+    shared: Arc<Shared>,
+}
+
+impl Stub {
+    pub fn start(mode: Mode) -> Stub {
+        let shared = Arc::new(Shared {
+            mode: Mutex::new(mode),
+            received: Mutex::new(Vec::new()),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let state = shared.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new()
+                    .route("/v1/chat/completions", post(chat))
+                    .route("/v1/responses", post(responses))
+                    .with_state(state);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Stub { base, shared }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    answer(shared, "/v1/chat/completions", body).await
+}
+
+async fn responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    answer(shared, "/v1/responses", body).await
+}
+
+async fn answer(shared: Arc<Shared>, path: &str, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let stream = body["stream"] == true;
+    shared.received.lock().unwrap().push(Received {
+        path: path.to_string(),
+        body,
+    });
+    let mode = *shared.mode.lock().unwrap();
+    let chat = path.ends_with("chat/completions");
+    match mode {
+        Mode::Fail => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": {"message": "stub failure", "type": "server_error"}})),
+        )
+            .into_response(),
+        Mode::Stall => {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            StatusCode::OK.into_response()
+        }
+        Mode::Reset => panic!("stub: dropping the connection"),
+        Mode::Trickle => {
+            let first = if stream {
+                sse_parts(chat).remove(0)
+            } else {
+                "{\"id\": \"partial".to_string()
+            };
+            let chunks = async_stream::stream! {
+                yield Ok::<_, std::io::Error>(Bytes::from(first));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                yield Err(std::io::Error::other("stub: connection reset"));
+            };
+            let content_type = if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            ([("content-type", content_type)], Body::from_stream(chunks)).into_response()
+        }
+        Mode::Ok | Mode::Slow(_) => {
+            if let Mode::Slow(delay) = mode {
+                tokio::time::sleep(delay).await;
+            }
+            if stream {
+                let parts = sse_parts(chat);
+                let chunks = futures::stream::iter(
+                    parts
+                        .into_iter()
+                        .map(|p| Ok::<_, Infallible>(Bytes::from(p))),
+                );
+                (
+                    [("content-type", "text/event-stream")],
+                    Body::from_stream(chunks),
+                )
+                    .into_response()
+            } else if chat {
+                axum::Json(json!({"id": "chatcmpl-stub", "object": "chat.completion", "model": "big",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}}))
+                .into_response()
+            } else {
+                axum::Json(response_object()).into_response()
+            }
+        }
+    }
+}
+
+fn response_object() -> Value {
+    json!({"id": "resp_stub", "object": "response", "status": "completed", "model": "big",
+        "output": [{"type": "message", "role": "assistant",
+                    "content": [{"type": "output_text", "text": ANSWER, "annotations": []}]}],
+        "usage": {"input_tokens": 7, "output_tokens": 4, "total_tokens": 11}})
+}
+
+/// The SSE messages of a streamed answer, in order.
+fn sse_parts(chat: bool) -> Vec<String> {
+    let (first, second) = ANSWER.split_at(6);
+    if chat {
+        let delta = |text: &str| {
+            format!(
+                "data: {}\n\n",
+                json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+            )
+        };
+        vec![
+            delta(first),
+            delta(second),
+            format!(
+                "data: {}\n\n",
+                json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            ),
+            format!(
+                "data: {}\n\n",
+                json!({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 4}})
+            ),
+            "data: [DONE]\n\n".to_string(),
+        ]
+    } else {
+        let delta = |text: &str| {
+            format!(
+                "event: response.output_text.delta\ndata: {}\n\n",
+                json!({"type": "response.output_text.delta", "delta": text})
+            )
+        };
+        vec![
+            delta(first),
+            delta(second),
+            format!(
+                "event: response.completed\ndata: {}\n\n",
+                json!({"type": "response.completed", "response": response_object()})
+            ),
+        ]
+    }
+}
