@@ -27,7 +27,11 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
-  python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet openai
+  # The official OpenAI client drives the server in the tests. Debian's own python3 refuses
+  # pip installs into the system (PEP 668); fall back to its override there.
+  python3 -c "import openai" 2>/dev/null \
+    || python3 -m pip install --quiet openai \
+    || python3 -m pip install --quiet --break-system-packages openai
 fi
 
 scripts/install-model.sh
