@@ -121,6 +121,20 @@ pub struct RawTier {
     pub max_tokens: Option<u32>,
     pub price_input_per_mtok: Option<f64>,
     pub price_output_per_mtok: Option<f64>,
+    /// PEM file with extra root certificates for an https:// endpoint behind a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// For a `local` tier with a `url`: which API the local server speaks.
+    pub api: Option<RawLocalApi>,
+}
+
+/// The API of a local server (a `local` tier with a `url`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawLocalApi {
+    /// OpenAI Chat Completions: llama-server's and Ollama's `/v1`.
+    OpenaiChat,
+    /// llama-server's native `POST /completion`.
+    Llama,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -372,24 +386,50 @@ fn validate_tier(raw: RawTier) -> Result<Tier, ConfigError> {
     {
         return Err(invalid("the name must be letters, digits, '-' or '_'"));
     }
-    let api = match raw.kind {
-        RawTierType::Local => {
-            if raw.url.is_some() || raw.model.is_some() || raw.api_key_env.is_some() {
-                return Err(invalid("a local tier takes no url, model or api_key_env"));
+    let (api, on_device) = match raw.kind {
+        RawTierType::Local if raw.url.is_none() => {
+            if raw.model.is_some() || raw.api_key_env.is_some() || raw.api.is_some() {
+                return Err(invalid(
+                    "the embedded local tier takes no model, api_key_env or api (give a url for a local server)",
+                ));
             }
             return Ok(Tier {
                 name,
                 kind: TierKind::Local,
             });
         }
-        RawTierType::OpenaiChat => RemoteApi::ChatCompletions,
-        RawTierType::OpenaiResponses => RemoteApi::Responses,
+        RawTierType::Local => match raw.api.unwrap_or(RawLocalApi::OpenaiChat) {
+            RawLocalApi::OpenaiChat => (RemoteApi::ChatCompletions, true),
+            RawLocalApi::Llama => (RemoteApi::LlamaCompletion, true),
+        },
+        _ if raw.api.is_some() => return Err(invalid("api is only for a local tier with a url")),
+        RawTierType::OpenaiChat => (RemoteApi::ChatCompletions, false),
+        RawTierType::OpenaiResponses => (RemoteApi::Responses, false),
     };
     let url = raw.url.ok_or_else(|| invalid("url is required"))?;
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(invalid("url must start with http:// or https://"));
     }
-    let model = raw.model.ok_or_else(|| invalid("model is required"))?;
+    let model = match (raw.model, on_device) {
+        (Some(model), _) => model,
+        // llama-server answers with the model it loaded, whatever the request names.
+        (None, true) => "local".to_string(),
+        (None, false) => return Err(invalid("model is required")),
+    };
+    let ca_pem = match &raw.ca_file {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid(&format!("cannot read ca_file {}: {e}", path.display())))?;
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                invalid(&format!(
+                    "ca_file {} holds no PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            Some(pem)
+        }
+    };
     let api_key = match raw.api_key_env {
         None => None,
         Some(var) => Some(std::env::var(&var).map_err(|_| {
@@ -413,6 +453,8 @@ fn validate_tier(raw: RawTier) -> Result<Tier, ConfigError> {
             max_tokens: raw.max_tokens,
             price_input_per_mtok: price(raw.price_input_per_mtok)?,
             price_output_per_mtok: price(raw.price_output_per_mtok)?,
+            ca_pem,
+            on_device,
         }),
         name,
     })
@@ -474,8 +516,16 @@ mod tests {
                 "http://",
             ),
             (
-                "[[tiers]]\nname = \"l\"\ntype = \"local\"\nurl = \"http://x\"\n",
-                "local tier",
+                "[[tiers]]\nname = \"l\"\ntype = \"local\"\nmodel = \"m\"\n",
+                "embedded local tier",
+            ),
+            (
+                "[[tiers]]\nname = \"c\"\ntype = \"openai_chat\"\nurl = \"http://x\"\nmodel = \"m\"\napi = \"llama\"\n",
+                "only for a local tier",
+            ),
+            (
+                "[[tiers]]\nname = \"c\"\ntype = \"openai_chat\"\nurl = \"https://x\"\nmodel = \"m\"\nca_file = \"/nonexistent/ca.pem\"\n",
+                "ca_file",
             ),
             (
                 "[[tiers]]\nname = \"l\"\ntype = \"local\"\n[[tiers]]\nname = \"l\"\ntype = \"local\"\n",

@@ -5,6 +5,8 @@ use edgellm::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Before any HTTP client is built (reqwest needs rustls's crypto provider chosen).
+    edgellm::upstream::install_crypto_provider();
     let result = match &cli.command {
         Command::Run(args) => edgellm::run::run(args),
         Command::Serve(args) => edgellm::serve::run(args),

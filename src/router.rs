@@ -212,6 +212,12 @@ impl Router {
                     local_ms += local_started.elapsed().as_millis() as u64;
                     outcome
                 }
+                TierKind::Remote(_) if tier.on_device() => {
+                    let local_started = Instant::now();
+                    let outcome = self.try_remote(index, &generation, mode).await;
+                    local_ms += local_started.elapsed().as_millis() as u64;
+                    outcome
+                }
                 TierKind::Remote(_) => self.try_remote(index, &generation, mode).await,
             };
             match outcome {
@@ -221,7 +227,7 @@ impl Router {
                         None if route != RouteOverride::Auto => Reason::Override,
                         None => Reason::Default,
                     };
-                    let remote = matches!(tier.kind, TierKind::Remote(_));
+                    let remote = !tier.on_device();
                     let fell_back = attempts.iter().any(|a| a.reason != Reason::Override);
                     self.metrics
                         .count_routed(&tier.name, reason.as_str(), fell_back);

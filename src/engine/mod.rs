@@ -16,7 +16,7 @@ mod worker;
 
 pub use config::{EngineConfig, KvType};
 pub use memory::{BufferSizes, ProcessMemory};
-pub use template::{ChatMessage, TemplateKind};
+pub use template::{ChatMessage, TemplateKind, apply_plain};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -111,7 +111,7 @@ pub fn eligible(tiers: &[Tier], route: RouteOverride) -> Vec<(usize, Option<Reas
         .iter()
         .enumerate()
         .map(|(i, tier)| {
-            let local = matches!(tier.kind, TierKind::Local);
+            let local = tier.on_device();
             let skip = match route {
                 RouteOverride::Local => !local,
                 RouteOverride::Remote => local,

@@ -40,9 +40,7 @@ impl Default for RoutingPolicy {
 
 impl RoutingPolicy {
     pub fn has_remote(&self) -> bool {
-        self.tiers
-            .iter()
-            .any(|t| matches!(t.kind, TierKind::Remote(_)))
+        self.tiers.iter().any(|t| !t.on_device())
     }
 }
 
@@ -50,6 +48,17 @@ impl RoutingPolicy {
 pub struct Tier {
     pub name: String,
     pub kind: TierKind,
+}
+
+impl Tier {
+    /// On this device: the embedded engine or a local server. Nothing sent to it leaves the
+    /// device, so the egress guard does not apply.
+    pub fn on_device(&self) -> bool {
+        match &self.kind {
+            TierKind::Local => true,
+            TierKind::Remote(remote) => remote.on_device,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +75,8 @@ pub enum RemoteApi {
     ChatCompletions,
     /// `POST {url}/responses` (OpenAI's Responses API).
     Responses,
+    /// `POST {url}/completion` (llama-server's native API; local servers only).
+    LlamaCompletion,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +95,12 @@ pub struct RemoteTier {
     /// Prices per million tokens (for budgets).
     pub price_input_per_mtok: f64,
     pub price_output_per_mtok: f64,
+    /// Extra trusted root certificates (PEM) for an `https://` endpoint with a private CA; the
+    /// system's roots are trusted as well.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A server on this device (llama-server, Ollama) rather than on-prem or cloud: it counts as
+    /// local for overrides and metrics, and nothing sent to it leaves the device.
+    pub on_device: bool,
 }
 
 /// When the local tier is left for the next one. Each trigger can be turned off; thresholds that

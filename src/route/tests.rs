@@ -12,8 +12,8 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn tiers() -> Vec<Tier> {
-    let remote = |name: &str| Tier {
+fn remote(name: &str) -> Tier {
+    Tier {
         name: name.into(),
         kind: TierKind::Remote(RemoteTier {
             api: RemoteApi::ChatCompletions,
@@ -25,8 +25,13 @@ fn tiers() -> Vec<Tier> {
             max_tokens: None,
             price_input_per_mtok: 0.0,
             price_output_per_mtok: 0.0,
+            ca_pem: None,
+            on_device: name == "lan",
         }),
-    };
+    }
+}
+
+fn tiers() -> Vec<Tier> {
     vec![
         Tier {
             name: "local".into(),
@@ -50,6 +55,19 @@ fn overrides_pick_tiers() {
         let got: Vec<_> = eligible(&tiers(), route).into_iter().map(|e| e.1).collect();
         assert_eq!(got, want, "{route:?}");
     }
+    // A local server (on the device) counts as local for the overrides.
+    let mut with_lan = tiers();
+    with_lan.insert(1, remote("lan"));
+    let got: Vec<_> = eligible(&with_lan, RouteOverride::Local)
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(got, vec![None, None, o, o]);
+    let got: Vec<_> = eligible(&with_lan, RouteOverride::Remote)
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(got, vec![o, o, None, None]);
     assert_eq!(
         RouteOverride::parse("no-fallback"),
         Some(RouteOverride::NoFallback)

@@ -5,6 +5,7 @@
 //! (nothing was sent) is safe to retry, since anything later may already have been billed.
 
 mod chat;
+mod llama;
 mod responses;
 mod sse;
 
@@ -17,6 +18,7 @@ use crate::engine::{ChatMessage, StopReason};
 use crate::route::{RemoteApi, RemoteTier};
 
 pub use chat::ChatClient;
+pub use llama::LlamaClient;
 pub use responses::ResponsesClient;
 
 /// A request in the terms every remote API shares.
@@ -135,6 +137,7 @@ pub trait Provider {
 pub enum Upstream {
     Chat(ChatClient),
     Responses(ResponsesClient),
+    Llama(LlamaClient),
 }
 
 impl Upstream {
@@ -143,6 +146,7 @@ impl Upstream {
         Ok(match tier.api {
             RemoteApi::ChatCompletions => Upstream::Chat(ChatClient { http }),
             RemoteApi::Responses => Upstream::Responses(ResponsesClient { http }),
+            RemoteApi::LlamaCompletion => Upstream::Llama(LlamaClient { http }),
         })
     }
 }
@@ -152,6 +156,7 @@ impl Provider for Upstream {
         match self {
             Upstream::Chat(c) => c.infer(request).await,
             Upstream::Responses(c) => c.infer(request).await,
+            Upstream::Llama(c) => c.infer(request).await,
         }
     }
 
@@ -159,6 +164,7 @@ impl Provider for Upstream {
         match self {
             Upstream::Chat(c) => c.infer_stream(request).await,
             Upstream::Responses(c) => c.infer_stream(request).await,
+            Upstream::Llama(c) => c.infer_stream(request).await,
         }
     }
 }
@@ -175,10 +181,17 @@ struct Http {
 
 impl Http {
     fn new(tier: &RemoteTier) -> Result<Http, UpstreamError> {
-        let client = reqwest::Client::builder()
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(tier.connect_timeout)
             .timeout(tier.timeout)
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if let Some(pem) = &tier.ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| UpstreamError::Connect(chain(&e)))?;
+            builder = builder.tls_certs_merge(roots);
+        }
+        let client = builder
             .build()
             .map_err(|e| UpstreamError::Connect(chain(&e)))?;
         Ok(Http {
@@ -232,6 +245,17 @@ impl Http {
             UpstreamError::from_reqwest(e, timeout)
         })
     }
+}
+
+/// TLS uses rustls with the ring provider (no OpenSSL or aws-lc to build); reqwest picks up the
+/// process-wide default, which is installed once here. Every `reqwest::Client` in the process
+/// (also in tests) needs it installed before it is built.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only when a provider is already installed, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 fn stop_reason(finish: &str) -> StopReason {

@@ -10,6 +10,7 @@ use crate::server::Server;
 use crate::upstream_stub::{ANSWER, Mode, Stub};
 
 fn client() -> reqwest::Client {
+    edgellm::upstream::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -694,4 +695,124 @@ async fn local_error_model_not_loaded_escalates_whole_and_streamed() {
         assert!(text.contains("Hello"), "{text}");
         assert!(text.contains("\"local_error\""), "{text}");
     }
+}
+
+#[tokio::test]
+async fn https_upstream_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let stub = Stub::start_tls(Mode::Ok, &ca);
+    let tier = |ca_line: &str| {
+        format!(
+            "[[tiers]]\nname = \"cloud\"\ntype = \"openai_chat\"\nurl = \"{}\"\nmodel = \"big\"\ntimeout_secs = 5\n{ca_line}\n",
+            stub.base
+        )
+    };
+    let trusted =
+        Server::start_with_config(Some(&tier(&format!("ca_file = \"{}\"", ca.display()))), &[]);
+    for stream in [false, true] {
+        let answer = send(
+            &trusted,
+            "/v1/chat/completions",
+            chat("Say hi.", 4, stream),
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.route().0, "cloud");
+        let text = if stream {
+            chat_stream(&answer.text).0
+        } else {
+            answer.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(text, ANSWER);
+    }
+    assert_eq!(stub.received().len(), 2);
+    // Without the CA the certificate is refused and nothing is answered by that tier.
+    let untrusted = Server::start_with_config(Some(&tier("")), &[]);
+    let refused = send(
+        &untrusted,
+        "/v1/chat/completions",
+        chat("Say hi.", 4, false),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 502, "{}", refused.text);
+    assert!(
+        refused.text.contains("certificate") || refused.text.contains("Certificate"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(
+        stub.received().len(),
+        2,
+        "no request body crossed an untrusted TLS session"
+    );
+}
+
+#[tokio::test]
+async fn local_server_tier_by_url_counts_as_local() {
+    // A real llama.cpp-compatible server on loopback (edgellm's own /completion and /v1), as the
+    // local tier of a second edgellm; remote stays for what the device cannot do.
+    let device = Server::start(&["--ctx-size", "1024", "--slots", "1"]);
+    let stub = Stub::start(Mode::Ok);
+    for api in ["llama", "openai_chat"] {
+        let url = match api {
+            "llama" => device.base.clone(),
+            _ => format!("{}/v1", device.base),
+        };
+        let toml = format!(
+            "[[tiers]]\nname = \"device\"\ntype = \"local\"\nurl = \"{url}\"\napi = \"{api}\"\ntimeout_secs = 60\n\
+             [[tiers]]\nname = \"cloud\"\ntype = \"openai_chat\"\nurl = \"{}\"\nmodel = \"big\"\n",
+            stub.base
+        );
+        let gateway = Server::start_with_config(Some(&toml), &[]);
+        for stream in [false, true] {
+            let answer = send(
+                &gateway,
+                "/v1/chat/completions",
+                chat("The capital of France is", 6, stream),
+                &[],
+            )
+            .await;
+            assert_eq!(answer.status, 200, "{api}: {}", answer.text);
+            assert_eq!(answer.route(), ("device", "default"), "{api}");
+            let text = if stream {
+                chat_stream(&answer.text).0
+            } else {
+                answer.json()["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            };
+            assert!(!text.is_empty(), "{api}: the local server's answer arrives");
+            assert_ne!(text, ANSWER);
+            assert!(answer.header("x-edgellm-local-ms").parse::<u64>().unwrap() > 0);
+        }
+        // The override `local` keeps the local server; `remote` skips it for the cloud.
+        let local = send(
+            &gateway,
+            "/v1/chat/completions",
+            chat("Hi", 2, false),
+            &[("x-edgellm-route", "local")],
+        )
+        .await;
+        assert_eq!(local.route(), ("device", "override"));
+        let remote = send(
+            &gateway,
+            "/v1/chat/completions",
+            chat("Hi", 2, false),
+            &[("x-edgellm-route", "remote")],
+        )
+        .await;
+        assert_eq!(remote.route(), ("cloud", "override"));
+    }
+    assert_eq!(
+        stub.received().len(),
+        2,
+        "only the forced-remote requests left"
+    );
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::server::Server;
 
 fn client() -> reqwest::Client {
+    edgellm::upstream::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

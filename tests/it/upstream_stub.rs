@@ -49,13 +49,45 @@ pub struct Stub {
 
 impl Stub {
     pub fn start(mode: Mode) -> Stub {
+        Stub::serve(mode, None)
+    }
+
+    /// The same server behind TLS with a fresh self-signed certificate for `localhost`; the
+    /// certificate's PEM file is written to `ca_file` (the client must be told to trust it).
+    pub fn start_tls(mode: Mode, ca_file: &std::path::Path) -> Stub {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(ca_file, key.cert.pem()).unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![key.cert.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+                key.signing_key.serialize_der().into(),
+            ),
+        )
+        .unwrap();
+        Stub::serve(
+            mode,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+    }
+
+    fn serve(mode: Mode, tls: Option<tokio_rustls::TlsAcceptor>) -> Stub {
         let shared = Arc::new(Shared {
             mode: Mutex::new(mode),
             received: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
-        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let base = match tls {
+            Some(_) => format!("https://localhost:{port}/v1"),
+            None => format!("http://127.0.0.1:{port}/v1"),
+        };
         let state = shared.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -69,7 +101,25 @@ impl Stub {
                     .route("/v1/chat/completions", post(chat))
                     .route("/v1/responses", post(responses))
                     .with_state(state);
-                axum::serve(listener, app).await.unwrap();
+                let Some(acceptor) = tls else {
+                    axum::serve(listener, app).await.unwrap();
+                    return;
+                };
+                loop {
+                    let (tcp, _) = listener.accept().await.unwrap();
+                    let (acceptor, app) = (acceptor.clone(), app.clone());
+                    tokio::spawn(async move {
+                        let Ok(stream) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper_util::service::TowerToHyperService::new(app);
+                        let _ = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                    });
+                }
             });
         });
         Stub { base, shared }
