@@ -28,6 +28,8 @@ pub enum Command {
     Plan(crate::plan::PlanArgs),
     /// Measure speed, tail latency and thermal behaviour (embedded engine or an HTTP endpoint).
     Bench(Box<crate::bench::BenchArgs>),
+    /// Ask a running server how it stands: model, slots, queue, each tier and its breaker.
+    Status(crate::status::StatusArgs),
 }
 
 /// Engine settings shared by the commands that load a model.

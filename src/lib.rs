@@ -16,5 +16,6 @@ pub mod router;
 pub mod run;
 pub mod serve;
 pub mod service;
+pub mod status;
 pub mod thermal;
 pub mod upstream;

@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => edgellm::serve::run(args),
         Command::Plan(args) => edgellm::plan::run(args, &edgellm::paths::default_model()),
         Command::Bench(args) => edgellm::bench::run(args, &edgellm::paths::default_model()),
+        Command::Status(args) => edgellm::status::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

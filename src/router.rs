@@ -166,6 +166,39 @@ impl Router {
         &self.local
     }
 
+    /// Every tier as `GET /v1/status` shows it: kind, API, endpoint and breaker (never a key).
+    pub fn tier_status(&self) -> Vec<serde_json::Value> {
+        let now = Instant::now();
+        self.policy
+            .tiers
+            .iter()
+            .zip(&self.remotes)
+            .map(|(tier, remote)| match (&tier.kind, remote) {
+                (TierKind::Remote(config), Some(remote)) => {
+                    let breaker = remote
+                        .breaker
+                        .lock()
+                        .map(|b| b.state(now).as_str())
+                        .unwrap_or("unknown");
+                    serde_json::json!({
+                        "name": tier.name,
+                        "kind": if config.on_device { "local_server" } else { "remote" },
+                        "api": match config.api {
+                            route::RemoteApi::ChatCompletions => "openai_chat",
+                            route::RemoteApi::Responses => "openai_responses",
+                            route::RemoteApi::LlamaCompletion => "llama",
+                        },
+                        "url": config.url,
+                        "model": config.model,
+                        "breaker": breaker,
+                        "usable": remote.upstream.is_ok(),
+                    })
+                }
+                _ => serde_json::json!({"name": tier.name, "kind": "local"}),
+            })
+            .collect()
+    }
+
     /// Each remote tier's breaker state: (tier, state name, gauge value).
     pub fn breaker_states(&self) -> Vec<(String, &'static str, u8)> {
         let now = Instant::now();

@@ -65,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(system::health))
         .route("/metrics", get(system::metrics))
         .route("/v1/plan", get(system::plan))
+        .route("/v1/status", get(system::status))
         .fallback(system::not_found)
         .layer(axum::Extension(router))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -39,6 +39,29 @@ pub async fn metrics(
         .into_response()
 }
 
+/// `GET /v1/status`: what `edgellm status` prints.
+pub async fn status(
+    State(state): State<AppState>,
+    axum::Extension(router): axum::Extension<std::sync::Arc<crate::router::Router>>,
+) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let service = &state.service;
+    let in_flight = service.in_flight();
+    let slots = service.slots() as usize;
+    axum::Json(json!({
+        "object": "edgellm.status",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": now.saturating_sub(state.started_unix),
+        "model": {"id": state.model_name(), "loaded": service.engine().is_some()},
+        "slots": {"total": slots, "busy": in_flight.min(slots)},
+        "queued": in_flight.saturating_sub(slots),
+        "tiers": router.tier_status(),
+    }))
+    .into_response()
+}
+
 pub async fn models(State(state): State<AppState>) -> Response {
     let mut model = json!({
         "id": state.model_name(),

@@ -595,6 +595,16 @@ async fn breaker_opens_and_recovers() {
     .await;
     assert!(skipped.text.contains("breaker_open"), "{}", skipped.text);
     assert_eq!(stub.received().len(), 2, "an open breaker sends nothing");
+    // `edgellm status` shows it too.
+    let status = std::process::Command::new(crate::support::edgellm_bin())
+        .args(["status", "--url", &server.base])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    let cloud = text.lines().find(|l| l.starts_with("cloud")).unwrap_or("");
+    assert!(cloud.contains("remote") && cloud.contains("open"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("local")), "{text}");
     // In automatic routing the open breaker simply leaves the answer to local.
     stub.set(Mode::Ok);
     tokio::time::sleep(Duration::from_millis(1600)).await;
