@@ -1,0 +1,82 @@
+//! Opening the ledger's file: the connection and its pragmas (WAL, `synchronous = FULL`, busy
+//! timeout), the owner lock (`<file>.lock`, one owning process at a time), and the start of a
+//! boot, which puts every earlier boot's pending reservations in doubt.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+
+use super::LedgerError;
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, LedgerError> {
+    let open_error = |source| LedgerError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+    if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(open_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "ledger: WAL not available");
+        }
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_error)?;
+    Ok(conn)
+}
+
+pub(super) fn take_owner_lock(path: &Path) -> Result<File, LedgerError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| LedgerError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked {
+            path: path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(LedgerError::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
+/// Records this process's boot and puts every earlier boot's pending reservation in doubt.
+pub(super) fn start_boot(conn: &mut Connection, now: Timestamp) -> Result<i64, LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO boot (started_ms, pid) VALUES (?1, ?2)",
+        params![now.as_millisecond(), std::process::id()],
+    )?;
+    let boot = tx.last_insert_rowid();
+    let in_doubt = tx.execute(
+        "UPDATE reservation SET state = 'in_doubt' WHERE state = 'pending' AND boot <> ?1",
+        params![boot],
+    )?;
+    tx.commit()?;
+    if in_doubt > 0 {
+        tracing::warn!(
+            in_doubt,
+            "ledger: reservations of an earlier process were never settled; counted as spent"
+        );
+    }
+    Ok(boot)
+}

@@ -1,0 +1,89 @@
+//! The ledger's SQLite schema and its version (`PRAGMA user_version`). A new database is created
+//! at the current version; an older one is migrated step by step inside one transaction; a newer
+//! one is refused, so an old binary never writes rows it does not understand.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::LedgerError;
+
+/// The version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1. Amounts are integers (tokens, micro-dollars); times are Unix milliseconds; `day`
+/// is the budget day (`YYYY-MM-DD` in the configured zone) fixed when the row was reserved.
+const V1: &str = "
+CREATE TABLE boot (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_ms INTEGER NOT NULL,
+    pid INTEGER NOT NULL
+);
+CREATE TABLE reservation (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    tier TEXT NOT NULL,
+    model TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'in_doubt', 'settled', 'released')),
+    boot INTEGER NOT NULL REFERENCES boot(id),
+    reserved_input INTEGER NOT NULL,
+    reserved_output INTEGER NOT NULL,
+    reserved_cost INTEGER NOT NULL,
+    actual_input INTEGER,
+    actual_output INTEGER,
+    actual_cost INTEGER,
+    outcome TEXT,
+    closed_ms INTEGER
+);
+CREATE INDEX reservation_day_state ON reservation(day, state);
+CREATE INDEX reservation_state_boot ON reservation(state, boot);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('egress', 'action')),
+    request_id TEXT NOT NULL,
+    tier TEXT,
+    model TEXT,
+    reason TEXT NOT NULL,
+    redactions TEXT NOT NULL,
+    bytes_sent INTEGER NOT NULL,
+    tokens_sent INTEGER NOT NULL,
+    tokens_received INTEGER NOT NULL,
+    cost_micros INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX audit_time ON audit(time_ms, id);
+CREATE TABLE prompt_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('prompt', 'answer')),
+    redacted_text TEXT NOT NULL
+);
+CREATE INDEX prompt_log_time ON prompt_log(time_ms);
+";
+
+/// Brings the database to [`SCHEMA_VERSION`].
+pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(LedgerError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found < 1 {
+        tx.execute_batch(V1)?;
+    }
+    // Later versions: `if found < 2 { tx.execute_batch(V2)?; }` and so on.
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The version stored in the file, for a reader that must not migrate.
+pub fn version(conn: &Connection) -> Result<i64, LedgerError> {
+    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}

@@ -1,0 +1,420 @@
+//! Reads which interface carries the default route, and what kind of link it is, from procfs
+//! and sysfs (both roots configurable so tests supply their own trees). Whatever is missing or
+//! unreadable makes the answer more cautious, never an error: no readable route table means no
+//! default route. `crate::guard::network::check` judges the result.
+//!
+//! - The default route is the IPv4 entry of `<proc>/net/route` with destination and mask
+//!   `00000000`, flag `RTF_UP`, and the lowest metric. Only when there is none is
+//!   `<proc>/net/ipv6_route` consulted (`::/0`, not a reject route, not `lo`); metrics of the two
+//!   families are not comparable, and an IPv4 default is what most upstreams are reached by.
+//! - The interface is `<sys>/class/net/<name>/`: `operstate` `up` is up; `unknown` (ppp, tun and
+//!   some modems report it while working) counts as up when `flags` has `IFF_UP`.
+//! - Kind: `wireless/` or `phy80211` or `DEVTYPE=wlan` is wifi; `DEVTYPE=wwan`, a PPP/raw-IP/
+//!   phonet link `type`, or a name starting `wwan`, `ppp`, `rmnet`, `ccmni` is cellular; `type`
+//!   1 (ARPHRD_ETHER) otherwise is ethernet; everything else (tun, WireGuard, ...) is other.
+//!   USB tethering through a phone (`usb0`, RNDIS) looks like ethernet: name it in
+//!   `network.metered_interfaces` if it is metered.
+
+use std::path::Path;
+
+use crate::guard::network::{Interface, InterfaceKind, NetState};
+
+const RTF_UP: u32 = 0x0001;
+const RTF_REJECT: u32 = 0x0200;
+const IFF_UP: u32 = 0x1;
+const ARPHRD_ETHER: u32 = 1;
+/// ARPHRD_PPP, ARPHRD_RAWIP (qmi_wwan, rmnet), ARPHRD_PHONET, ARPHRD_PHONET_PIPE, ARPHRD_CAIF.
+const CELLULAR_LINK_TYPES: [u32; 5] = [512, 519, 820, 821, 822];
+const CELLULAR_NAME_PREFIXES: [&str; 4] = ["wwan", "ppp", "rmnet", "ccmni"];
+
+/// The network as seen through `proc_root` and `sys_root`.
+pub fn read(proc_root: &Path, sys_root: &Path) -> NetState {
+    let route = std::fs::read_to_string(proc_root.join("net/route"))
+        .ok()
+        .and_then(|text| default_route_v4(&text))
+        .or_else(|| {
+            std::fs::read_to_string(proc_root.join("net/ipv6_route"))
+                .ok()
+                .and_then(|text| default_route_v6(&text))
+        });
+    NetState {
+        default_route: route.map(|name| read_interface(sys_root, &name)),
+    }
+}
+
+/// `<sys_root>/class/net/<name>/` as an [`Interface`].
+pub fn read_interface(sys_root: &Path, name: &str) -> Interface {
+    let dir = sys_root.join("class/net").join(name);
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    let operstate = read("operstate");
+    let flags = parse_hex(read("flags").trim().trim_start_matches("0x")).unwrap_or(0);
+    let up = match operstate.trim() {
+        "up" => true,
+        "unknown" => flags & IFF_UP != 0,
+        _ => false,
+    };
+    let link_type = read("type").trim().parse::<u32>().ok();
+    let uevent = read("uevent");
+    let devtype = uevent
+        .lines()
+        .find_map(|line| line.strip_prefix("DEVTYPE="))
+        .map(str::trim);
+    let wireless_dir = dir.join("wireless").is_dir() || dir.join("phy80211").exists();
+    Interface {
+        name: name.to_string(),
+        kind: classify(name, link_type, devtype, wireless_dir),
+        up,
+    }
+}
+
+/// The kind of link, from what sysfs says about it (see the module doc for the rules).
+pub fn classify(
+    name: &str,
+    link_type: Option<u32>,
+    devtype: Option<&str>,
+    wireless_dir: bool,
+) -> InterfaceKind {
+    if wireless_dir || devtype == Some("wlan") {
+        return InterfaceKind::Wifi;
+    }
+    if devtype == Some("wwan")
+        || link_type.is_some_and(|t| CELLULAR_LINK_TYPES.contains(&t))
+        || CELLULAR_NAME_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return InterfaceKind::Cellular;
+    }
+    if link_type == Some(ARPHRD_ETHER) {
+        return InterfaceKind::Ethernet;
+    }
+    InterfaceKind::Other
+}
+
+/// The interface of the lowest-metric IPv4 default route in `/proc/net/route` text.
+pub fn default_route_v4(text: &str) -> Option<String> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [
+                iface,
+                destination,
+                _gateway,
+                flags,
+                _refcnt,
+                _use,
+                metric,
+                mask,
+                ..,
+            ] = fields.as_slice()
+            else {
+                return None;
+            };
+            let flags = parse_hex(flags)?;
+            let is_default = parse_hex(destination)? == 0 && parse_hex(mask)? == 0;
+            (is_default && flags & RTF_UP != 0)
+                .then(|| Some((metric.parse::<u32>().ok()?, iface.to_string())))
+                .flatten()
+        })
+        .min_by_key(|(metric, _)| *metric)
+        .map(|(_, iface)| iface)
+}
+
+/// The interface of the lowest-metric IPv6 default route (`::/0`) in `/proc/net/ipv6_route`
+/// text, skipping reject routes and loopback.
+pub fn default_route_v6(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [
+                destination,
+                prefix_len,
+                _src,
+                _src_len,
+                _next_hop,
+                metric,
+                _ref,
+                _use,
+                flags,
+                iface,
+            ] = fields.as_slice()
+            else {
+                return None;
+            };
+            let flags = parse_hex(flags)?;
+            let is_default = destination.bytes().all(|b| b == b'0') && parse_hex(prefix_len)? == 0;
+            (is_default && flags & RTF_UP != 0 && flags & RTF_REJECT == 0 && *iface != "lo")
+                .then(|| Some((parse_hex(metric)?, iface.to_string())))
+                .flatten()
+        })
+        .min_by_key(|(metric, _)| *metric)
+        .map(|(_, iface)| iface)
+}
+
+fn parse_hex(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::path::PathBuf;
+
+    const ROUTE_HEADER: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+
+    fn route_line(iface: &str, destination: &str, flags: &str, metric: u32) -> String {
+        format!("{iface}\t{destination}\t0102A8C0\t{flags}\t0\t0\t{metric}\t00000000\t0\t0\t0\n")
+    }
+
+    struct Tree {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tree {
+        fn new() -> Tree {
+            Tree {
+                dir: tempfile::tempdir().expect("tempdir"),
+            }
+        }
+        fn proc_root(&self) -> PathBuf {
+            self.dir.path().join("proc")
+        }
+        fn sys_root(&self) -> PathBuf {
+            self.dir.path().join("sys")
+        }
+        fn routes(&self, lines: &[String]) -> &Self {
+            let net = self.proc_root().join("net");
+            fs::create_dir_all(&net).expect("mkdir");
+            fs::write(
+                net.join("route"),
+                format!("{ROUTE_HEADER}{}", lines.concat()),
+            )
+            .expect("write");
+            self
+        }
+        fn ipv6_routes(&self, text: &str) -> &Self {
+            let net = self.proc_root().join("net");
+            fs::create_dir_all(&net).expect("mkdir");
+            fs::write(net.join("ipv6_route"), text).expect("write");
+            self
+        }
+        /// `files`: (relative path, content); a content of `None` makes a directory.
+        fn iface(&self, name: &str, files: &[(&str, Option<&str>)]) -> &Self {
+            let dir = self.sys_root().join("class/net").join(name);
+            fs::create_dir_all(&dir).expect("mkdir");
+            for (path, content) in files {
+                match content {
+                    Some(text) => fs::write(dir.join(path), text).expect("write"),
+                    None => fs::create_dir_all(dir.join(path)).expect("mkdir"),
+                }
+            }
+            self
+        }
+        fn read(&self) -> NetState {
+            read(&self.proc_root(), &self.sys_root())
+        }
+    }
+
+    fn iface(name: &str, kind: InterfaceKind, up: bool) -> Option<Interface> {
+        Some(Interface {
+            name: name.into(),
+            kind,
+            up,
+        })
+    }
+
+    #[test]
+    fn ethernet_up() {
+        let tree = Tree::new();
+        tree.routes(&[
+            route_line("eth0", "0002A8C0", "0001", 100),
+            route_line("eth0", "00000000", "0003", 100),
+        ])
+        .iface(
+            "eth0",
+            &[
+                ("operstate", Some("up\n")),
+                ("type", Some("1\n")),
+                ("uevent", Some("INTERFACE=eth0\nIFINDEX=2\n")),
+            ],
+        );
+        assert_eq!(
+            tree.read().default_route,
+            iface("eth0", InterfaceKind::Ethernet, true)
+        );
+    }
+
+    #[test]
+    fn wifi_by_wireless_dir_phy_link_or_devtype() {
+        for (name, files) in [
+            ("wlan0", vec![("wireless", None)]),
+            ("wlp2s0", vec![("phy80211", Some(""))]),
+            (
+                "wlx0",
+                vec![("uevent", Some("DEVTYPE=wlan\nINTERFACE=wlx0\n"))],
+            ),
+        ] {
+            let tree = Tree::new();
+            let mut all = vec![("operstate", Some("up")), ("type", Some("1"))];
+            all.extend(files);
+            tree.routes(&[route_line(name, "00000000", "0003", 600)])
+                .iface(name, &all);
+            assert_eq!(
+                tree.read().default_route,
+                iface(name, InterfaceKind::Wifi, true),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn wwan_and_ppp_are_cellular() {
+        let tree = Tree::new();
+        tree.routes(&[route_line("wwan0", "00000000", "0003", 700)])
+            .iface(
+                "wwan0",
+                &[
+                    ("operstate", Some("up")),
+                    ("type", Some("519")),
+                    ("uevent", Some("DEVTYPE=wwan\n")),
+                ],
+            );
+        assert_eq!(
+            tree.read().default_route,
+            iface("wwan0", InterfaceKind::Cellular, true)
+        );
+
+        // ppp reports operstate "unknown" while working; flags carry IFF_UP.
+        let tree = Tree::new();
+        tree.routes(&[route_line("ppp0", "00000000", "0001", 0)])
+            .iface(
+                "ppp0",
+                &[
+                    ("operstate", Some("unknown")),
+                    ("type", Some("512")),
+                    ("flags", Some("0x10d1")),
+                ],
+            );
+        assert_eq!(
+            tree.read().default_route,
+            iface("ppp0", InterfaceKind::Cellular, true)
+        );
+
+        // A USB modem in ethernet mode: type 1, but DEVTYPE=wwan.
+        let tree = Tree::new();
+        tree.routes(&[route_line("usb0", "00000000", "0003", 0)])
+            .iface(
+                "usb0",
+                &[
+                    ("operstate", Some("up")),
+                    ("type", Some("1")),
+                    ("uevent", Some("DEVTYPE=wwan\n")),
+                ],
+            );
+        assert_eq!(
+            tree.read().default_route,
+            iface("usb0", InterfaceKind::Cellular, true)
+        );
+    }
+
+    #[test]
+    fn no_default_route() {
+        let tree = Tree::new();
+        tree.routes(&[route_line("eth0", "0002A8C0", "0001", 100)]);
+        assert_eq!(tree.read(), NetState::default());
+        // Nothing readable at all.
+        assert_eq!(Tree::new().read(), NetState::default());
+        // A default route that is not RTF_UP does not count.
+        let tree = Tree::new();
+        tree.routes(&[route_line("eth0", "00000000", "0002", 100)]);
+        assert_eq!(tree.read(), NetState::default());
+    }
+
+    #[test]
+    fn interface_down() {
+        let tree = Tree::new();
+        tree.routes(&[route_line("eth0", "00000000", "0003", 100)])
+            .iface(
+                "eth0",
+                &[
+                    ("operstate", Some("down")),
+                    ("type", Some("1")),
+                    ("flags", Some("0x1003")),
+                ],
+            );
+        assert_eq!(
+            tree.read().default_route,
+            iface("eth0", InterfaceKind::Ethernet, false)
+        );
+        // Missing sysfs entry: unknown kind, and not up.
+        let tree = Tree::new();
+        tree.routes(&[route_line("eth9", "00000000", "0003", 100)]);
+        assert_eq!(
+            tree.read().default_route,
+            iface("eth9", InterfaceKind::Other, false)
+        );
+    }
+
+    #[test]
+    fn lowest_metric_wins() {
+        let tree = Tree::new();
+        tree.routes(&[
+            route_line("wlan0", "00000000", "0003", 600),
+            route_line("eth0", "00000000", "0003", 100),
+            route_line("wwan0", "00000000", "0003", 700),
+        ])
+        .iface("eth0", &[("operstate", Some("up")), ("type", Some("1"))]);
+        assert_eq!(
+            tree.read().default_route,
+            iface("eth0", InterfaceKind::Ethernet, true)
+        );
+    }
+
+    #[test]
+    fn ipv6_default_when_no_ipv4_default() {
+        let zero = "00000000000000000000000000000000";
+        let text = format!(
+            "fe800000000000000000000000000000 40 {zero} 00 {zero} 00000100 00000001 00000000 00000001 eth0\n\
+             {zero} 00 {zero} 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n\
+             {zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00200200 lo\n"
+        );
+        let tree = Tree::new();
+        tree.routes(&[])
+            .ipv6_routes(&text)
+            .iface("wlan0", &[("operstate", Some("up")), ("wireless", None)]);
+        assert_eq!(
+            tree.read().default_route,
+            iface("wlan0", InterfaceKind::Wifi, true)
+        );
+        // The loopback reject route alone is no default route.
+        let only_reject =
+            format!("{zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00200200 lo\n");
+        assert_eq!(default_route_v6(&only_reject), None);
+    }
+
+    #[test]
+    fn classify_table() {
+        use InterfaceKind::*;
+        let cases = [
+            ("eth0", Some(1), None, false, Ethernet),
+            ("enp3s0", Some(1), Some("x"), false, Ethernet),
+            ("wlan0", Some(1), None, true, Wifi),
+            ("wlan0", Some(1), Some("wlan"), false, Wifi),
+            ("wwan0", Some(519), Some("wwan"), false, Cellular),
+            ("rmnet_data0", Some(519), None, false, Cellular),
+            ("ppp0", Some(512), None, false, Cellular),
+            ("usb0", Some(1), None, false, Ethernet),
+            ("usb0", Some(1), Some("wwan"), false, Cellular),
+            ("tun0", Some(65534), None, false, Other),
+            ("wg0", Some(65534), Some("wireguard"), false, Other),
+        ];
+        for (name, link_type, devtype, wireless, kind) in cases {
+            assert_eq!(
+                classify(name, link_type, devtype, wireless),
+                kind,
+                "{name} {devtype:?}"
+            );
+        }
+    }
+}
