@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is thin glue over these modules; see `ARCHITECTURE.md` for the code
 //! map and the invariants that hold the design together.
 
+pub mod actions;
 pub mod api;
 pub mod bench;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod engine;
 pub mod guard;
 pub mod ledger;
 pub mod metrics;
+pub mod mqtt;
 pub mod netstate;
 pub mod paths;
 pub mod plan;
@@ -20,5 +22,6 @@ pub mod run;
 pub mod serve;
 pub mod service;
 pub mod status;
+pub mod tasks;
 pub mod thermal;
 pub mod upstream;

@@ -4,3 +4,4 @@
 
 pub mod budget;
 pub mod network;
+pub mod redact;

@@ -1,0 +1,413 @@
+//! Validators that turn a regex candidate into a detection or reject it: checksums (Luhn,
+//! IBAN mod-97), number rules (SSN areas, IP octets), character context around a match, and
+//! the Shannon-entropy test for generic tokens. Pure functions over `&str`; no regexes here.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
+
+/// The character just before byte `at`, if any.
+pub(super) fn char_before(text: &str, at: usize) -> Option<char> {
+    text.get(..at)?.chars().next_back()
+}
+
+/// The character starting at byte `at`, if any.
+pub(super) fn char_at(text: &str, at: usize) -> Option<char> {
+    text.get(at..)?.chars().next()
+}
+
+/// The character after the one starting at byte `at` (one character of look-ahead past it).
+fn char_after_next(text: &str, at: usize) -> Option<char> {
+    let mut it = text.get(at..)?.chars();
+    it.next()?;
+    it.next()
+}
+
+/// The character two before byte `at`.
+fn char_before_prev(text: &str, at: usize) -> Option<char> {
+    let mut it = text.get(..at)?.chars().rev();
+    it.next()?;
+    it.next()
+}
+
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Neither side of `span` continues a token made of `token` characters.
+pub(super) fn token_bounded(text: &str, span: &Range<usize>, token: fn(char) -> bool) -> bool {
+    !char_before(text, span.start).is_some_and(token) && !char_at(text, span.end).is_some_and(token)
+}
+
+/// Base64 / base64url / key alphabet, used for boundaries of key-like tokens.
+pub(super) fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '/')
+}
+
+/// A number-like match (card, phone, SSN, IPv4) is not part of a bigger number, word, dotted
+/// version, date or identifier: the neighbours are not word characters, and a neighbouring
+/// `. , - / : +` is not itself followed (or preceded) by a digit.
+pub(super) fn numeric_bounded(text: &str, span: &Range<usize>) -> bool {
+    let joiner = |c: char| matches!(c, '.' | ',' | '-' | '/' | ':' | '+' | '_');
+    match char_before(text, span.start) {
+        Some(c) if is_word(c) => return false,
+        Some(c) if joiner(c) && char_before_prev(text, span.start).is_some_and(is_word) => {
+            return false;
+        }
+        _ => {}
+    }
+    match char_at(text, span.end) {
+        Some(c) if is_word(c) => false,
+        Some(c) if joiner(c) => {
+            !char_after_next(text, span.end).is_some_and(|n| n.is_ascii_digit())
+        }
+        _ => true,
+    }
+}
+
+/// The match at `at` continues a run of digit groups (`DE89 3704 ...`, `0044 0532 ...`): one
+/// space or dash before it, and a digit before that. Such a tail is part of a longer number
+/// (an account number, a table row), not a card or phone number of its own.
+pub(super) fn follows_digit_group(text: &str, at: usize) -> bool {
+    matches!(char_before(text, at), Some(' ' | '-'))
+        && char_before_prev(text, at).is_some_and(|c| c.is_ascii_digit())
+}
+
+/// The word right before `at`, skipping spaces and `: = #`, lowercased (at most 16 bytes).
+pub(super) fn preceding_word(text: &str, at: usize) -> String {
+    let head = text.get(..at).unwrap_or("");
+    let head = head.trim_end_matches([' ', '\t', ':', '=', '#']);
+    let word: String = head
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
+        .take(16)
+        .collect();
+    word.chars().rev().collect::<String>().to_ascii_lowercase()
+}
+
+/// Luhn checksum over the ASCII digits of `s` (other characters ignored).
+pub(super) fn luhn(s: &str) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in s.bytes().filter(u8::is_ascii_digit).rev().enumerate() {
+        let mut v = u32::from(d - b'0');
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum.is_multiple_of(10)
+}
+
+/// A payment card number: 13–19 digits, a known network prefix, consistent grouping, Luhn.
+pub(super) fn card_number(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let s = text.get(span.clone())?;
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    if !(13..=19).contains(&digits.len())
+        || !numeric_bounded(text, &span)
+        || follows_digit_group(text, span.start)
+    {
+        return None;
+    }
+    let seps: Vec<char> = s.chars().filter(|c| !c.is_ascii_digit()).collect();
+    if let Some(first) = seps.first() {
+        if seps.iter().any(|c| c != first) {
+            return None;
+        }
+        let groups: Vec<usize> = s.split(*first).map(str::len).collect();
+        let card_like = matches!(groups.as_slice(), [4, 6, 5] | [4, 6, 4])
+            || (groups.len() >= 3
+                && groups[..groups.len() - 1].iter().all(|g| *g == 4)
+                && (1..=4).contains(&groups[groups.len() - 1]));
+        if !card_like {
+            return None;
+        }
+    }
+    if !known_card_prefix(&digits) || digits.bytes().all(|b| b == digits.as_bytes()[0]) {
+        return None;
+    }
+    luhn(&digits).then_some(span)
+}
+
+fn known_card_prefix(digits: &str) -> bool {
+    let p2: u32 = digits.get(..2).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let p4: u32 = digits.get(..4).and_then(|p| p.parse().ok()).unwrap_or(0);
+    match p2 {
+        40..=49 => true,                        // Visa
+        51..=55 => true,                        // Mastercard
+        22..=27 => (2221..=2720).contains(&p4), // Mastercard 2-series
+        34 | 37 => true,                        // American Express
+        30 | 36 | 38 | 39 => true,              // Diners Club
+        35 => (3528..=3589).contains(&p4),      // JCB
+        50 | 56..=69 => true,                   // Maestro, Discover, UnionPay, RuPay
+        _ => false,
+    }
+}
+
+/// IBAN lengths by country (SWIFT IBAN registry).
+#[rustfmt::skip]
+const IBAN_LENGTHS: &[(&str, usize)] = &[
+    ("AD", 24), ("AE", 23), ("AL", 28), ("AT", 20), ("AZ", 28), ("BA", 20), ("BE", 16),
+    ("BG", 22), ("BH", 22), ("BI", 27), ("BR", 29), ("BY", 28), ("CH", 21), ("CR", 22),
+    ("CY", 28), ("CZ", 24), ("DE", 22), ("DJ", 27), ("DK", 18), ("DO", 28), ("EE", 20),
+    ("EG", 29), ("ES", 24), ("FI", 18), ("FK", 18), ("FO", 18), ("FR", 27), ("GB", 22),
+    ("GE", 22), ("GI", 23), ("GL", 18), ("GR", 27), ("GT", 28), ("HR", 21), ("HU", 28),
+    ("IE", 22), ("IL", 23), ("IQ", 23), ("IS", 26), ("IT", 27), ("JO", 30), ("KW", 30),
+    ("KZ", 20), ("LB", 28), ("LC", 32), ("LI", 21), ("LT", 20), ("LU", 20), ("LV", 21),
+    ("LY", 25), ("MC", 27), ("MD", 24), ("ME", 22), ("MK", 19), ("MN", 20), ("MR", 27),
+    ("MT", 31), ("MU", 30), ("NI", 28), ("NL", 18), ("NO", 15), ("OM", 23), ("PK", 24),
+    ("PL", 28), ("PS", 29), ("PT", 25), ("QA", 29), ("RO", 24), ("RS", 22), ("RU", 33),
+    ("SA", 24), ("SC", 31), ("SD", 18), ("SE", 24), ("SI", 19), ("SK", 24), ("SM", 27),
+    ("SO", 23), ("ST", 25), ("SV", 28), ("TL", 23), ("TN", 24), ("TR", 26), ("UA", 29),
+    ("VA", 22), ("VG", 24), ("XK", 20),
+];
+
+/// An IBAN: known country, exact country length (the candidate is cut to it at a group
+/// boundary), mod-97 remainder 1.
+pub(super) fn iban(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let s = text.get(span.clone())?;
+    let country = s.get(..2)?.to_ascii_uppercase();
+    let want = IBAN_LENGTHS.iter().find(|(c, _)| *c == country)?.1;
+    let mut taken = 0;
+    let mut end = span.start;
+    let mut compact = String::with_capacity(want);
+    for (i, c) in s.char_indices() {
+        if taken == want {
+            break;
+        }
+        if c.is_ascii_alphanumeric() {
+            compact.push(c.to_ascii_uppercase());
+            taken += 1;
+            end = span.start + i + 1;
+        }
+    }
+    if taken != want {
+        return None;
+    }
+    let cut = span.start..end;
+    if !token_bounded(text, &cut, |c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let rotated = compact.get(4..)?.chars().chain(compact.get(..4)?.chars());
+    let mut rem = 0u32;
+    for c in rotated {
+        let v = c.to_digit(36)?;
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    (rem == 1).then_some(cut)
+}
+
+/// A US SSN `AAA-GG-SSSS` (or 9 digits after a key word): area not 000, 666 or 9xx, group not
+/// 00, serial not 0000, and not one of the well-known advertising numbers.
+pub(super) fn ssn(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let digits: String = text
+        .get(span.clone())?
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    if digits.len() != 9 || !numeric_bounded(text, &span) {
+        return None;
+    }
+    let (area, group, serial) = (&digits[..3], &digits[3..5], &digits[5..]);
+    let bad = area == "000"
+        || area == "666"
+        || area.starts_with('9')
+        || group == "00"
+        || serial == "0000"
+        || digits == "078051120"
+        || digits == "219099999";
+    (!bad).then_some(span)
+}
+
+/// IPv4 that is personal: valid octets without leading zeros, not loopback, unspecified,
+/// broadcast or a netmask, not part of a longer dotted number, and not a version number.
+pub(super) fn ipv4(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let addr: Ipv4Addr = text.get(span.clone())?.parse().ok()?;
+    // Ports (`:8080`) and prefixes (`/24`) may follow; a longer dotted number may not.
+    let before_ok = !char_before(text, span.start).is_some_and(|c| is_word(c) || c == '.');
+    let after_ok = match char_at(text, span.end) {
+        Some(c) if is_word(c) => false,
+        Some('.') => !char_after_next(text, span.end).is_some_and(|n| n.is_ascii_digit()),
+        _ => true,
+    };
+    if !before_ok
+        || !after_ok
+        || addr.is_loopback()
+        || addr.is_unspecified()
+        || addr.octets()[0] == 255
+        || is_version_context(text, span.start)
+    {
+        return None;
+    }
+    Some(span)
+}
+
+fn is_version_context(text: &str, at: usize) -> bool {
+    if matches!(char_before(text, at), Some('v' | 'V')) {
+        return true;
+    }
+    let word = preceding_word(text, at);
+    matches!(
+        word.as_str(),
+        "version" | "ver" | "release" | "build" | "firmware" | "fw" | "rev" | "sdk" | "kernel"
+    )
+}
+
+/// IPv6 that is personal: parses with `std::net`, not loopback or unspecified, has a digit (so
+/// `a::b` and `dead::beef` style code is left alone), and is not eight 2-digit hex groups
+/// (a hex dump).
+pub(super) fn ipv6(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let s = text.get(span.clone())?;
+    let addr: Ipv6Addr = s.parse().ok()?;
+    let hexish = |c: char| c.is_ascii_hexdigit() || c == ':' || c == '_' || c.is_alphanumeric();
+    if addr.is_loopback()
+        || addr.is_unspecified()
+        || !s.bytes().any(|b| b.is_ascii_digit())
+        || !token_bounded(text, &span, hexish)
+        || (!s.contains("::") && s.split(':').all(|g| g.len() == 2))
+    {
+        return None;
+    }
+    // A trailing `.digit` means a longer dotted number, not an address.
+    if matches!(char_at(text, span.end), Some('.'))
+        && char_after_next(text, span.end).is_some_and(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(span)
+}
+
+/// A MAC address: not part of a longer hex run, not all-zero or broadcast.
+pub(super) fn mac(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let s = text.get(span.clone())?;
+    let hex: String = s.chars().filter(char::is_ascii_hexdigit).collect();
+    let joined = |c: char| matches!(c, ':' | '-' | '.');
+    let before_ok = match char_before(text, span.start) {
+        Some(c) if c.is_alphanumeric() || c == '_' => false,
+        Some(c) if joined(c) => {
+            !char_before_prev(text, span.start).is_some_and(|p| p.is_ascii_hexdigit())
+        }
+        _ => true,
+    };
+    let after_ok = match char_at(text, span.end) {
+        Some(c) if c.is_alphanumeric() || c == '_' => false,
+        Some(c) if joined(c) => {
+            !char_after_next(text, span.end).is_some_and(|n| n.is_ascii_hexdigit())
+        }
+        _ => true,
+    };
+    let trivial = hex.bytes().all(|b| b == b'0') || hex.bytes().all(|b| b == b'f' || b == b'F');
+    (before_ok && after_ok && !trivial).then_some(span)
+}
+
+/// A phone number in one of the supported shapes (see `detectors.rs`): 8–15 digits for `+`
+/// international numbers, NANP with consistent separators, national trunk-0 numbers with 10–12
+/// digits.
+pub(super) fn phone(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let s = text.get(span.clone())?;
+    if !numeric_bounded(text, &span) {
+        return None;
+    }
+    if s.starts_with('+') && char_before(text, span.start).is_some_and(|c| c == '+' || is_word(c)) {
+        return None;
+    }
+    // A national number right after another digit group ("0044 0532 0130 00") is the tail of
+    // a longer number (an account number, a table row), not a phone number.
+    if !s.starts_with('+') && follows_digit_group(text, span.start) {
+        return None;
+    }
+    let digits = s
+        .replace("(0)", "")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .count();
+    let ok = if s.starts_with('+') {
+        (8..=15).contains(&digits)
+    } else if s.starts_with('0') || s.starts_with("(0") {
+        (10..=12).contains(&digits)
+    } else {
+        // NANP: the two separators after area code and exchange agree, unless the area code
+        // is in parentheses.
+        let seps: Vec<char> = s
+            .trim_start_matches(['1', '+'])
+            .chars()
+            .filter(|c| !c.is_ascii_digit() && *c != '(' && *c != ')')
+            .collect();
+        s.contains('(') || seps.windows(2).all(|w| w[0] == w[1])
+    };
+    ok.then_some(span)
+}
+
+/// Shannon entropy of `s` in bits per character.
+pub(super) fn entropy(s: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in s.bytes() {
+        counts[usize::from(b)] += 1;
+    }
+    let n = s.len() as f64;
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// A value that looks like a machine-made secret: long enough, letters and digits mixed,
+/// high entropy.
+pub(super) fn looks_random(s: &str, min_len: usize, min_entropy: f64) -> bool {
+    let lower = s.bytes().any(|b| b.is_ascii_lowercase());
+    let upper = s.bytes().any(|b| b.is_ascii_uppercase());
+    let digit = s.bytes().any(|b| b.is_ascii_digit());
+    s.len() >= min_len && (lower || upper) && digit && entropy(s) >= min_entropy
+}
+
+/// Values that are obviously not secrets: empty, masked, templated, booleans and nulls, and our
+/// own placeholders (so redacting twice is harmless).
+pub(super) fn is_placeholder_value(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    v.is_empty()
+        || v.starts_with('<')
+        || v.starts_with("${")
+        || v.starts_with("{{")
+        || v.starts_with('$')
+            && v[1..]
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
+        || v.starts_with('%')
+        || v.bytes()
+            .all(|b| matches!(b, b'*' | b'x' | b'X' | b'.' | b'-' | b'#' | b'?'))
+        || matches!(
+            lower.as_str(),
+            "null"
+                | "none"
+                | "nil"
+                | "true"
+                | "false"
+                | "undefined"
+                | "redacted"
+                | "[redacted]"
+                | "hidden"
+                | "required"
+                | "optional"
+                | "string"
+                | "str"
+                | "env"
+                | "secret"
+                | "password"
+                | "token"
+                | "yes"
+                | "no"
+                | "on"
+                | "off"
+                | "empty"
+        )
+}

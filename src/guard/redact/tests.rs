@@ -1,0 +1,609 @@
+//! Table-driven tests: each detector, numbering, restore (whole and streamed), policies,
+//! configuration errors, fault injection. The corpus-wide precision/recall is in `corpus.rs`.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn redactor(config: RedactionConfig) -> Redactor {
+    Redactor::new(&config).unwrap()
+}
+
+fn default_redactor() -> Redactor {
+    redactor(RedactionConfig::default())
+}
+
+/// (category, value) of every detection in `text`, in order.
+fn found(r: &Redactor, text: &str) -> Vec<(String, String)> {
+    r.detect(text)
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            (
+                r.inner.categories[c.category].name.clone(),
+                text[c.span].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_detector_finds_its_formats() {
+    let r = redactor(RedactionConfig {
+        serial_patterns: vec![r"\bSN-([A-Z0-9]{8})\b".into()],
+        ..Default::default()
+    });
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "key AKIAIOSFODNN7EXAMPLE.",
+            "api_key",
+            "AKIAIOSFODNN7EXAMPLE",
+        ),
+        (
+            "gh ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5 ok",
+            "api_key",
+            "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5",
+        ),
+        (
+            "glpat-Ab3De5Gh7Jk9Mn1Pq3St",
+            "api_key",
+            "glpat-Ab3De5Gh7Jk9Mn1Pq3St",
+        ),
+        (
+            "xoxb-123456789012-1234567890123-AbCdEf123456GhIjKl789012",
+            "api_key",
+            "xoxb-123456789012-1234567890123-AbCdEf123456GhIjKl789012",
+        ),
+        (
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            "api_key",
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        ),
+        (
+            "OPENAI=sk-proj-Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3Fg",
+            "api_key",
+            "sk-proj-Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3Fg",
+        ),
+        (
+            "sk-ant-api03-Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3Fg-xyz",
+            "api_key",
+            "sk-ant-api03-Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3Fg-xyz",
+        ),
+        (
+            "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+            "api_key",
+            "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+        ),
+        (
+            "SG.Ab3De5Gh7Jk9Mn1Pq3St5V.Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3Fg5Hj7Kl9M",
+            "api_key",
+            "SG.Ab3De5Gh7Jk9Mn1Pq3St5V.Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3Fg5Hj7Kl9M",
+        ),
+        (
+            "npm_Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3Fg5",
+            "api_key",
+            "npm_Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3Fg5",
+        ),
+        (
+            "hf_Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3F",
+            "api_key",
+            "hf_Ab3De5Gh7Jk9Mn1Pq3St5Vw7Yz9Bc1De3F",
+        ),
+        (
+            "SK0123456789abcdef0123456789abcdef",
+            "api_key",
+            "SK0123456789abcdef0123456789abcdef",
+        ),
+        (
+            "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "api_key",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        (
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlX2hlcmU",
+            "jwt",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlX2hlcmU",
+        ),
+        (
+            "Authorization: Bearer abc.DEF-123_xyz~9",
+            "auth_header",
+            "abc.DEF-123_xyz~9",
+        ),
+        (
+            "Authorization: Basic YWxpY2U6c2VjcmV0",
+            "auth_header",
+            "YWxpY2U6c2VjcmV0",
+        ),
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----",
+            "private_key",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----",
+        ),
+        (
+            "postgres://app:pa55word@db.example.com/x",
+            "url_credentials",
+            "app:pa55word",
+        ),
+        ("password=hunter2", "secret", "hunter2"),
+        (
+            r#"{"password": "correct horse"}"#,
+            "secret",
+            "correct horse",
+        ),
+        ("passwd: s3cr3t", "secret", "s3cr3t"),
+        ("api_key=Ab3De5Gh7Jk9Mn1P", "secret", "Ab3De5Gh7Jk9Mn1P"),
+        (
+            "my token is Ab3De5Gh7Jk9Mn1Pq3St",
+            "secret",
+            "Ab3De5Gh7Jk9Mn1Pq3St",
+        ),
+        (
+            "mail Ann.Lee+x@mail.example.org.",
+            "email",
+            "Ann.Lee+x@mail.example.org",
+        ),
+        ("call +1 415 555 0132", "phone", "+1 415 555 0132"),
+        ("call (415) 555-0132", "phone", "(415) 555-0132"),
+        ("call 020 7946 0958", "phone", "020 7946 0958"),
+        ("from 192.168.1.20:22", "ipv4", "192.168.1.20"),
+        ("from [2001:db8::7]:443", "ipv6", "2001:db8::7"),
+        ("hw 3c:22:fb:0a:1b:2c", "mac_address", "3c:22:fb:0a:1b:2c"),
+        (
+            "card 4111-1111-1111-1111",
+            "card_number",
+            "4111-1111-1111-1111",
+        ),
+        (
+            "iban GB82 WEST 1234 5698 7654 32",
+            "iban",
+            "GB82 WEST 1234 5698 7654 32",
+        ),
+        ("ssn 536-22-1234", "ssn", "536-22-1234"),
+        ("device SN-AB12CD34", "serial", "AB12CD34"),
+    ];
+    for (text, category, value) in cases {
+        assert_eq!(
+            found(&r, text),
+            vec![(category.to_string(), value.to_string())],
+            "text: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn lookalikes_are_left_alone() {
+    let r = default_redactor();
+    let cases = [
+        "2024-05-02T10:11:12.345Z started; epoch 1717243871123",
+        "v2.0.1-rc1 and 1.2.3 and version 1.2.3.4",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "commit 9fceb02d0ae598e95dc970b74767f19372d61af8",
+        "127.0.0.1 0.0.0.0 ::1 :: 255.255.255.0",
+        "12:34:56 and 00:00:00:00:00:00 and ff:ff:ff:ff:ff:ff",
+        "4111 1111 1111 1112",
+        "DE89 3704 0044 0532 0130 01",
+        "000-12-3456 666-12-3456 912-34-5678 123-00-4567 123-45-0000",
+        "logo@2x.png git@github.com:a/b.git",
+        "max_tokens: 256 Password: must be long",
+        "std::vector a::b dead::beef",
+        "<EMAIL_1> and <API_KEY_2> are placeholders",
+        "password=<SECRET_1>",
+    ];
+    for text in cases {
+        assert_eq!(found(&r, text), vec![], "text: {text:?}");
+    }
+}
+
+#[test]
+fn overlaps_resolve_to_the_longest_or_most_specific() {
+    let r = default_redactor();
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        // The password before `@` is not the start of an e-mail address.
+        (
+            "mysql://root:pw1@db.example.com",
+            &[("url_credentials", "root:pw1")],
+        ),
+        // A token inside URL credentials goes with them (the longer span).
+        (
+            "https://x:ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5@github.com",
+            &[(
+                "url_credentials",
+                "x:ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5",
+            )],
+        ),
+        // Same span: the specific format wins over the generic assignment.
+        (
+            "token=AKIAIOSFODNN7EXAMPLE",
+            &[("api_key", "AKIAIOSFODNN7EXAMPLE")],
+        ),
+        (
+            "Authorization: Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
+            &[("jwt", "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.")],
+        ),
+        // Digits inside an IBAN are not a phone number.
+        (
+            "DE89 3704 0044 0532 0130 00",
+            &[("iban", "DE89 3704 0044 0532 0130 00")],
+        ),
+    ];
+    for (text, want) in cases {
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(c, v)| (c.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(found(&r, text), want, "text: {text:?}");
+    }
+}
+
+#[test]
+fn numbering_is_per_label_shared_across_texts_and_deduplicated() {
+    let r = default_redactor();
+    let mut s = r.session();
+    let a = s
+        .redact("a@example.com b@example.com a@example.com AKIAIOSFODNN7EXAMPLE")
+        .unwrap();
+    assert_eq!(a, "<EMAIL_1> <EMAIL_2> <EMAIL_1> <API_KEY_1>");
+    let b = s.redact("again b@example.com, new c@example.com").unwrap();
+    assert_eq!(b, "again <EMAIL_2>, new <EMAIL_3>");
+    let counts: BTreeMap<String, usize> =
+        [("api_key".to_string(), 1), ("email".to_string(), 3)].into();
+    assert_eq!(s.counts(), counts);
+    // A new session starts over.
+    assert_eq!(r.session().redact("c@example.com").unwrap(), "<EMAIL_1>");
+}
+
+#[test]
+fn a_placeholder_typed_by_the_user_is_not_reused() {
+    let mut s = default_redactor().session();
+    let out = s
+        .redact("what does <EMAIL_1> mean for bob@example.com?")
+        .unwrap();
+    assert_eq!(out, "what does <EMAIL_1> mean for <EMAIL_2>?");
+    assert_eq!(
+        s.restore(&out),
+        "what does <EMAIL_1> mean for bob@example.com?"
+    );
+}
+
+#[test]
+fn redacting_twice_changes_nothing_more() {
+    let mut s = default_redactor().session();
+    let once = s
+        .redact("password=hunter2 mail a@example.com ip 10.1.2.3")
+        .unwrap();
+    assert_eq!(s.redact(&once).unwrap(), once);
+}
+
+#[test]
+fn restore_puts_values_back_and_leaves_unknown_placeholders() {
+    let mut s = default_redactor().session();
+    s.redact("a@example.com AKIAIOSFODNN7EXAMPLE").unwrap();
+    let answer = "Wrote to <EMAIL_1> with <API_KEY_1>; <EMAIL_7> and <EMAIL_1 and <<EMAIL_1>>.";
+    assert_eq!(
+        s.restore(answer),
+        "Wrote to a@example.com with AKIAIOSFODNN7EXAMPLE; <EMAIL_7> and <EMAIL_1 and <a@example.com>."
+    );
+}
+
+/// A session with a few placeholders, and an answer that uses them among look-alikes.
+fn streaming_fixture() -> (Session, String) {
+    let mut s = default_redactor().session();
+    s.redact("a@example.com b@example.com AKIAIOSFODNN7EXAMPLE Grüße 10.0.0.7")
+        .unwrap();
+    let answer = "Hi <EMAIL_1>, ünïcödé <EMAIL_2>! <API_KEY_1><IPV4_1> <EMAIL_10> <EM <<API_KEY_1>> end <EMAIL_2".to_string();
+    (s, answer)
+}
+
+fn assert_stream(s: &Session, answer: &str, cuts: &[usize]) {
+    let mut restorer = s.restorer();
+    let mut out = String::new();
+    let mut last = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&answer.len())) {
+        out.push_str(&restorer.push(&answer[last..cut]));
+        assert!(
+            restorer.held_len() <= restorer.max_hold(),
+            "held {} > {}",
+            restorer.held_len(),
+            restorer.max_hold()
+        );
+        last = cut;
+    }
+    out.push_str(&restorer.finish());
+    assert_eq!(out, s.restore(answer), "cuts {cuts:?}");
+}
+
+#[test]
+fn streaming_restore_matches_whole_restore_for_every_split() {
+    let (s, answer) = streaming_fixture();
+    let bounds: Vec<usize> = answer.char_indices().map(|(i, _)| i).skip(1).collect();
+    for &a in &bounds {
+        assert_stream(&s, &answer, &[a]);
+        for &b in bounds.iter().filter(|b| **b > a) {
+            assert_stream(&s, &answer, &[a, b]);
+        }
+    }
+    // One character at a time.
+    assert_stream(&s, &answer, &bounds);
+}
+
+#[test]
+fn streaming_restore_matches_whole_restore_for_random_chunks() {
+    let (s, answer) = streaming_fixture();
+    let bounds: Vec<usize> = answer.char_indices().map(|(i, _)| i).skip(1).collect();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..500 {
+        let mut cuts: Vec<usize> = bounds
+            .iter()
+            .copied()
+            .filter(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed.is_multiple_of(4)
+            })
+            .collect();
+        cuts.dedup();
+        assert_stream(&s, &answer, &cuts);
+    }
+}
+
+#[test]
+fn streaming_holds_only_possible_placeholder_starts() {
+    let (s, _) = streaming_fixture();
+    let mut r = s.restorer();
+    assert_eq!(r.push("a < b <X"), "a < b <X");
+    assert_eq!(r.push(" <EM"), " ");
+    assert_eq!(r.held_len(), 3);
+    assert_eq!(r.push("AIL_1"), "");
+    assert_eq!(r.push("> ok"), "a@example.com ok");
+    assert_eq!(r.push("<EMAIL_1x"), "<EMAIL_1x");
+    assert_eq!(r.push("<IPV"), "");
+    assert_eq!(r.finish(), "<IPV");
+    // Nothing redacted: nothing is ever held.
+    let mut empty = default_redactor().session().restorer();
+    assert_eq!(empty.push("<EMAIL_"), "<EMAIL_");
+    assert_eq!(empty.max_hold(), 0);
+}
+
+#[test]
+fn block_policy_refuses_and_records_nothing() {
+    let config = RedactionConfig {
+        policy: [
+            ("card_number".to_string(), CategoryPolicy::Block),
+            ("ssn".to_string(), CategoryPolicy::Block),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let mut s = redactor(config).session();
+    let err = s
+        .redact("mail a@example.com ssn 536-22-1234 card 4111 1111 1111 1111")
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Refused::Blocked {
+            categories: vec!["card_number".into(), "ssn".into()]
+        }
+    );
+    assert!(s.is_empty());
+    assert_eq!(s.redact("mail a@example.com").unwrap(), "mail <EMAIL_1>");
+}
+
+#[test]
+fn allow_policy_skips_the_category() {
+    let config = RedactionConfig {
+        policy: [("email".to_string(), CategoryPolicy::Allow)].into(),
+        ..Default::default()
+    };
+    let mut s = redactor(config).session();
+    assert_eq!(
+        s.redact("a@example.com 10.0.0.9").unwrap(),
+        "a@example.com <IPV4_1>"
+    );
+}
+
+#[test]
+fn allow_and_deny_words() {
+    let config = RedactionConfig {
+        allow_words: vec!["Support@Example.com".into()],
+        deny_words: vec![
+            "Project Falcon".into(),
+            "acme-internal".into(),
+            "c++".into(),
+        ],
+        ..Default::default()
+    };
+    let mut s = redactor(config).session();
+    let out = s
+        .redact("mail support@example.com or ann@example.com about project falcon on acme-internal, not falconry; c++ ok")
+        .unwrap();
+    assert_eq!(
+        out,
+        "mail support@example.com or <EMAIL_1> about <DENY_WORD_1> on <DENY_WORD_2>, not falconry; <DENY_WORD_3> ok"
+    );
+    // A deny word inside a longer detection goes with it.
+    assert_eq!(s.redact("x@acme-internal.com").unwrap(), "<EMAIL_2>");
+}
+
+#[test]
+fn custom_patterns_become_categories() {
+    let config = RedactionConfig {
+        patterns: vec![
+            NamedPattern {
+                name: "ticket".into(),
+                regex: r"\bTCK-[0-9]{6}\b".into(),
+            },
+            NamedPattern {
+                name: "employee_id".into(),
+                regex: r"\bemp#([0-9]{5})\b".into(),
+            },
+        ],
+        policy: [("employee_id".to_string(), CategoryPolicy::Redact)].into(),
+        ..Default::default()
+    };
+    let r = redactor(config);
+    let mut s = r.session();
+    assert_eq!(
+        s.redact("TCK-123456 by emp#04211").unwrap(),
+        "<TICKET_1> by emp#<EMPLOYEE_ID_1>"
+    );
+    assert_eq!(s.counts().get("employee_id"), Some(&1));
+    assert!(r.category_names().contains(&"ticket"));
+}
+
+#[test]
+fn bad_configs_are_refused_with_a_clear_error() {
+    let pattern = |name: &str, regex: &str| RedactionConfig {
+        patterns: vec![NamedPattern {
+            name: name.into(),
+            regex: regex.into(),
+        }],
+        ..Default::default()
+    };
+    let cases: Vec<(RedactionConfig, &str)> = vec![
+        (
+            pattern("ticket", "TCK-[0-9"),
+            "redaction.patterns[0]: not a usable regex",
+        ),
+        (pattern("Ticket", "x"), "must be snake_case"),
+        (pattern("email", "x"), "`email` is already a category"),
+        (pattern("maybe", "x*"), "matches the empty string"),
+        (pattern("huge", "\\w{500}"), "not a usable regex"),
+        (
+            RedactionConfig {
+                policy: [("emails".to_string(), CategoryPolicy::Block)].into(),
+                ..Default::default()
+            },
+            "unknown category `emails`",
+        ),
+        (
+            RedactionConfig {
+                serial_patterns: vec!["(".into()],
+                ..Default::default()
+            },
+            "redaction.serial_patterns[0]",
+        ),
+        (
+            RedactionConfig {
+                allow_words: vec!["X".into()],
+                deny_words: vec!["x".into()],
+                ..Default::default()
+            },
+            "allow_words[0] and deny_words[0]",
+        ),
+        (
+            RedactionConfig {
+                deny_words: vec![" ".into()],
+                ..Default::default()
+            },
+            "deny_words[0]: empty word",
+        ),
+    ];
+    for (config, want) in cases {
+        let err = Redactor::new(&config).unwrap_err().to_string();
+        assert!(err.contains(want), "{err:?} should contain {want:?}");
+    }
+    let duplicate = RedactionConfig {
+        patterns: vec![
+            NamedPattern {
+                name: "a".into(),
+                regex: "x".into(),
+            },
+            NamedPattern {
+                name: "a".into(),
+                regex: "y".into(),
+            },
+        ],
+        ..Default::default()
+    };
+    assert!(Redactor::new(&duplicate).is_err());
+}
+
+#[test]
+fn toml_config_parses_strictly() {
+    let text = r#"
+        policy = { private_key = "block", ipv4 = "allow" }
+        patterns = [{ name = "ticket", regex = "TCK-[0-9]{6}" }]
+        serial_patterns = ['\bSN[:#]?\s*([A-Z0-9]{10})\b']
+        allow_words = ["support@example.com"]
+        deny_words = ["Project Falcon"]
+    "#;
+    let config: RedactionConfig = toml::from_str(text).unwrap();
+    assert_eq!(
+        config.policy.get("private_key"),
+        Some(&CategoryPolicy::Block)
+    );
+    assert!(Redactor::new(&config).is_ok());
+    let err = toml::from_str::<RedactionConfig>("polcy = {}")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field"), "{err}");
+    let err = toml::from_str::<RedactionConfig>("policy = { email = \"hide\" }")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown variant"), "{err}");
+}
+
+#[test]
+fn injected_fault_fails_closed() {
+    let config = RedactionConfig {
+        test_fault_trigger: Some("EDGELLM-FAULT".into()),
+        ..Default::default()
+    };
+    let mut s = redactor(config).session();
+    assert_eq!(s.redact("a@example.com").unwrap(), "<EMAIL_1>");
+    let err = s.redact("b@example.com EDGELLM-FAULT").unwrap_err();
+    assert!(matches!(err, Refused::Fault { .. }), "{err:?}");
+    assert_eq!(s.counts().get("email"), Some(&1));
+}
+
+#[test]
+fn debug_output_never_shows_values() {
+    let config = RedactionConfig {
+        deny_words: vec!["falcon".into()],
+        ..Default::default()
+    };
+    let r = redactor(config.clone());
+    let mut s = r.session();
+    s.redact("a@example.com falcon").unwrap();
+    let printed = format!("{config:?} {r:?} {s:?} {:?}", s.restorer());
+    assert!(
+        !printed.contains("example.com") && !printed.contains("falcon"),
+        "{printed}"
+    );
+    assert!(printed.contains("\"email\": 1"), "{printed}");
+}
+
+#[test]
+fn utf8_text_keeps_its_characters() {
+    let mut s = default_redactor().session();
+    let text = "Grüße 👋 an jürgen.müller@example.de — IP 10.0.0.1 ✓";
+    let out = s.redact(text).unwrap();
+    assert_eq!(out, "Grüße 👋 an <EMAIL_1> — IP <IPV4_1> ✓");
+    assert_eq!(s.restore(&out), text);
+}
+
+#[test]
+fn the_documented_config_example_is_valid() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        redaction: RedactionConfig,
+    }
+    let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/redaction.md"));
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap();
+    let file: File = toml::from_str(example).unwrap();
+    assert_eq!(file.redaction.patterns.len(), 2);
+    let mut s = Redactor::new(&file.redaction).unwrap().session();
+    assert_eq!(
+        s.redact("TCK-123456 for Project Falcon").unwrap(),
+        "<TICKET_1> for <DENY_WORD_1>"
+    );
+    assert!(matches!(
+        s.redact("card 4111 1111 1111 1111"),
+        Err(Refused::Blocked { .. })
+    ));
+}
