@@ -198,6 +198,9 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM [default: 10]
     #[arg(long, env = "EDGELLM_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<u64>,
+    /// Where the ledger (spend and audit database) lives [default: $EDGELLM_HOME]
+    #[arg(long, env = "EDGELLM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Include prompt text in the request log (off by default: prompts may hold personal data)
     #[arg(long, env = "EDGELLM_LOG_PROMPTS")]
     pub log_prompts: bool,
@@ -224,6 +227,7 @@ impl ServeArgs {
         }
         set(&mut raw.server.api_key_file, &self.api_key_file);
         set(&mut raw.server.shutdown_grace_secs, &self.shutdown_grace);
+        set(&mut raw.server.data_dir, &self.data_dir);
         if self.log_prompts {
             raw.server.log_prompts = Some(true);
         }

@@ -44,6 +44,23 @@ pub struct RawConfig {
     /// The ordered tiers; none means the embedded engine alone.
     #[serde(default)]
     pub tiers: Vec<RawTier>,
+    /// The egress guard: what is redacted before anything leaves the device.
+    #[serde(default)]
+    pub redaction: crate::guard::redact::RedactionConfig,
+    /// The egress guard: opt-in and the networks remote tiers may use.
+    #[serde(default)]
+    pub network: crate::guard::network::NetworkPolicy,
+    /// The egress guard: daily caps on remote use, ledger retention.
+    #[serde(default)]
+    pub budget: crate::guard::budget::BudgetConfig,
+    /// Allowlisted actions a model's output may trigger.
+    #[serde(default)]
+    pub actions: Vec<crate::actions::RawAction>,
+    /// Named prompt + schema + allowed actions.
+    #[serde(default)]
+    pub tasks: Vec<crate::tasks::RawTask>,
+    /// The MQTT bridge (off when absent).
+    pub mqtt: Option<crate::mqtt::RawMqtt>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +72,8 @@ pub struct RawServer {
     pub api_key_file: Option<PathBuf>,
     pub log_prompts: Option<bool>,
     pub shutdown_grace_secs: Option<u64>,
+    /// Where the ledger (spend and audit database) lives [default: $EDGELLM_HOME].
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +220,20 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub limits: Limits,
     pub routing: RoutingPolicy,
+    /// Where the ledger lives.
+    pub data_dir: PathBuf,
+    pub egress: Egress,
+    pub actions: Vec<crate::actions::ActionSpec>,
+    pub tasks: Vec<crate::tasks::Task>,
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
+}
+
+/// The egress guard's validated settings.
+#[derive(Debug, Clone)]
+pub struct Egress {
+    pub redactor: crate::guard::redact::Redactor,
+    pub network: crate::guard::network::NetworkPolicy,
+    pub budget: crate::guard::budget::Budget,
 }
 
 impl ServeConfig {
@@ -292,7 +325,40 @@ impl ServeConfig {
             ));
         }
         let routing = routing_policy(raw.routing, raw.tiers)?;
+        let egress = Egress {
+            redactor: crate::guard::redact::Redactor::new(&raw.redaction)
+                .map_err(|e| invalid(format!("[redaction]: {e}")))?,
+            network: raw.network,
+            budget: raw
+                .budget
+                .validate()
+                .map_err(|e| invalid(format!("[budget]: {e}")))?,
+        };
+        let env = |var: &str| std::env::var(var).ok();
+        let actions = crate::actions::validate_actions(&raw.actions, &env)
+            .map_err(|e| invalid(format!("[[actions]]: {e}")))?;
+        // The registry checks the argument schemas compile; the server builds its own with the
+        // ledger as audit sink.
+        let registry = crate::actions::ActionRegistry::new(
+            actions.clone(),
+            std::sync::Arc::new(crate::actions::MemoryAuditSink::new()),
+        )
+        .map_err(|e| invalid(format!("[[actions]]: {e}")))?;
+        let tasks = crate::tasks::validate_tasks(&raw.tasks, &registry)
+            .map_err(|e| invalid(format!("[[tasks]]: {e}")))?;
+        let mqtt = match &raw.mqtt {
+            None => None,
+            Some(mqtt) => Some(
+                mqtt.validate(&tasks, &env)
+                    .map_err(|e| invalid(format!("[mqtt]: {e}")))?,
+            ),
+        };
         Ok(ServeConfig {
+            data_dir: raw.server.data_dir.unwrap_or_else(crate::paths::home),
+            egress,
+            actions,
+            tasks,
+            mqtt,
             routing,
             listen,
             engine,

@@ -11,6 +11,7 @@ use crate::api::{self, AppState};
 use crate::cli::ServeArgs;
 use crate::config::{RawConfig, ServeConfig};
 use crate::engine::Engine;
+use crate::ledger::{Ledger, LedgerOptions};
 use crate::metrics::Metrics;
 use crate::service::LocalService;
 
@@ -50,6 +51,21 @@ fn init_logging(json: bool) {
     }
 }
 
+/// The ledger, when anything can leave the device (a remote tier) or act (an action). It is
+/// opened before the first request: an unsettled reservation from an earlier run becomes
+/// in doubt here, counted and never re-sent.
+fn open_ledger(config: &ServeConfig) -> anyhow::Result<Option<Arc<Ledger>>> {
+    let needed = config.routing.tiers.iter().any(|t| !t.on_device()) || !config.actions.is_empty();
+    if !needed {
+        return Ok(None);
+    }
+    let options = LedgerOptions::from_budget(&config.egress.budget);
+    let ledger = Ledger::open_in(&config.data_dir, options, jiff::Timestamp::now())
+        .with_context(|| format!("cannot open the ledger in {}", config.data_dir.display()))?;
+    tracing::info!(path = %config.data_dir.join(crate::ledger::FILE_NAME).display(), "ledger open");
+    Ok(Some(Arc::new(ledger)))
+}
+
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -64,11 +80,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         config.engine.slots,
         metrics.clone(),
     );
+    let ledger = open_ledger(&config)?;
     let state = AppState {
         service,
         config: config.clone(),
         metrics: metrics.clone(),
         started_unix: api::unix_now(),
+        ledger,
     };
 
     // Load the model on a blocking thread while the listener already answers /health with 503.

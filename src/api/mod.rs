@@ -37,6 +37,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Unix time the server started (the `created` of the model list).
     pub started_unix: u64,
+    /// The spend and audit store; open when anything can leave the device or act (remote tiers,
+    /// actions), `None` otherwise.
+    pub ledger: Option<Arc<crate::ledger::Ledger>>,
 }
 
 impl AppState {

@@ -28,6 +28,7 @@ fn loading_app() -> axum::Router {
         config,
         metrics,
         started_unix: 0,
+        ledger: None,
     })
 }
 

@@ -690,6 +690,7 @@ async fn local_error_model_not_loaded_escalates_whole_and_streamed() {
         config,
         metrics,
         started_unix: 0,
+        ledger: None,
     });
     for stream in [false, true] {
         let request = axum::http::Request::post("/v1/chat/completions")

@@ -11,6 +11,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     _config: Option<tempfile::NamedTempFile>,
+    /// The server's data directory (its ledger).
+    pub data_dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -31,6 +33,7 @@ impl Server {
             file.write_all(text.as_bytes()).unwrap();
             file
         });
+        let data_dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(edgellm_bin());
         command
             .args([
@@ -44,6 +47,8 @@ impl Server {
             ])
             .args(args)
             .env_remove("EDGELLM_API_KEY")
+            // Each server its own ledger (one owner per ledger file).
+            .env("EDGELLM_DATA_DIR", data_dir.path())
             .stdout(Stdio::null())
             .stderr(match log {
                 Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
@@ -57,6 +62,7 @@ impl Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             _config: config,
+            data_dir,
         };
         server.wait_healthy();
         server
