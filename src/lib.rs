@@ -17,4 +17,5 @@ pub mod run;
 pub mod serve;
 pub mod service;
 pub mod thermal;
+pub mod tools;
 pub mod upstream;
