@@ -137,7 +137,11 @@ impl ToolSet {
                 self.tools.iter().map(call).collect::<Vec<_>>().join(",")
             ),
         };
-        let max_items = if self.parallel { "" } else { r#","maxItems":1"# };
+        let max_items = if self.parallel {
+            ""
+        } else {
+            r#","maxItems":1"#
+        };
         let calls = format!(
             r#"{{"type":"object","properties":{{"tool_calls":{{"type":"array","items":{items},"minItems":1{max_items}}}}},"required":["tool_calls"],"additionalProperties":false}}"#
         );
@@ -203,7 +207,9 @@ impl ToolSet {
             }
             ToolChoice::Function(name) => {
                 if calls.is_empty() {
-                    return Err(format!("tool_choice names {name}, but the answer calls no tool"));
+                    return Err(format!(
+                        "tool_choice names {name}, but the answer calls no tool"
+                    ));
                 }
                 if let Some(other) = calls.iter().find(|c| &c.name != name) {
                     return Err(format!(
@@ -228,7 +234,11 @@ impl ToolSet {
                 .map_err(|e| format!("the arguments of {} are not JSON: {e}", call.name))?;
             if let Err(error) = self.validators[index].validate(&arguments) {
                 let at = error.instance_path().to_string();
-                let at = if at.is_empty() { String::new() } else { format!(" at {at}") };
+                let at = if at.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {at}")
+                };
                 return Err(format!(
                     "the arguments of {} do not match its parameters{at}: {error}",
                     call.name
@@ -281,15 +291,55 @@ mod tests {
         let city = r#"{"city":"Oslo"}"#;
         let cases: [(ToolChoice, bool, Vec<ToolCall>, Option<&str>); 10] = [
             (ToolChoice::Auto, true, vec![], None),
-            (ToolChoice::Auto, true, vec![call("get_weather", city)], None),
-            (ToolChoice::Auto, true, vec![call("get_weather", city), call("get_time", "{}")], None),
-            (ToolChoice::Auto, false, vec![call("get_weather", city), call("get_time", "{}")], Some("parallel_tool_calls is false")),
+            (
+                ToolChoice::Auto,
+                true,
+                vec![call("get_weather", city)],
+                None,
+            ),
+            (
+                ToolChoice::Auto,
+                true,
+                vec![call("get_weather", city), call("get_time", "{}")],
+                None,
+            ),
+            (
+                ToolChoice::Auto,
+                false,
+                vec![call("get_weather", city), call("get_time", "{}")],
+                Some("parallel_tool_calls is false"),
+            ),
             (ToolChoice::Required, true, vec![], Some("calls no tool")),
-            (ToolChoice::None, true, vec![call("get_time", "{}")], Some("tool_choice is none")),
-            (ToolChoice::Function("get_time".into()), true, vec![call("get_weather", city)], Some("but the answer calls get_weather")),
-            (ToolChoice::Auto, true, vec![call("send_mail", "{}")], Some("unknown tool 'send_mail'")),
-            (ToolChoice::Auto, true, vec![call("get_weather", "{city")], Some("are not JSON")),
-            (ToolChoice::Auto, true, vec![call("get_weather", r#"{"town":"Oslo"}"#)], Some("do not match its parameters")),
+            (
+                ToolChoice::None,
+                true,
+                vec![call("get_time", "{}")],
+                Some("tool_choice is none"),
+            ),
+            (
+                ToolChoice::Function("get_time".into()),
+                true,
+                vec![call("get_weather", city)],
+                Some("but the answer calls get_weather"),
+            ),
+            (
+                ToolChoice::Auto,
+                true,
+                vec![call("send_mail", "{}")],
+                Some("unknown tool 'send_mail'"),
+            ),
+            (
+                ToolChoice::Auto,
+                true,
+                vec![call("get_weather", "{city")],
+                Some("are not JSON"),
+            ),
+            (
+                ToolChoice::Auto,
+                true,
+                vec![call("get_weather", r#"{"town":"Oslo"}"#)],
+                Some("do not match its parameters"),
+            ),
         ];
         for (choice, parallel, calls, expected) in cases {
             let result = weather(choice.clone(), parallel).check(&calls);
@@ -307,15 +357,27 @@ mod tests {
     fn turn_schema_puts_name_first_and_validates_its_own_examples() {
         let tools = weather(ToolChoice::Auto, false);
         let text = tools.turn_schema(&json!({"type": "string"}));
-        assert!(text.contains(r#"{"name":{"const":"get_weather"},"arguments":{"#), "{text}");
+        assert!(
+            text.contains(r#"{"name":{"const":"get_weather"},"arguments":{"#),
+            "{text}"
+        );
         let schema: Value = serde_json::from_str(&text).unwrap();
         let validator = jsonschema::validator_for(&schema).unwrap();
         for (turn, valid) in [
-            (json!({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}), true),
+            (
+                json!({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}),
+                true,
+            ),
             (json!({"content": "hello"}), true),
             (json!({"tool_calls": []}), false),
-            (json!({"tool_calls": [{"name": "get_time", "arguments": {}}, {"name": "get_time", "arguments": {}}]}), false),
-            (json!({"tool_calls": [{"name": "get_weather", "arguments": {}}]}), false),
+            (
+                json!({"tool_calls": [{"name": "get_time", "arguments": {}}, {"name": "get_time", "arguments": {}}]}),
+                false,
+            ),
+            (
+                json!({"tool_calls": [{"name": "get_weather", "arguments": {}}]}),
+                false,
+            ),
         ] {
             assert_eq!(validator.is_valid(&turn), valid, "{turn}");
         }

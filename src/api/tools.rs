@@ -216,8 +216,10 @@ pub fn call_deltas(calls: &[ToolCall]) -> Value {
     calls
         .iter()
         .enumerate()
-        .map(|(index, c)| json!({"index": index, "id": c.id, "type": "function",
-                                 "function": {"name": c.name, "arguments": c.arguments}}))
+        .map(|(index, c)| {
+            json!({"index": index, "id": c.id, "type": "function",
+                                 "function": {"name": c.name, "arguments": c.arguments}})
+        })
         .collect()
 }
 
@@ -238,20 +240,49 @@ mod tests {
             (json!([{"type": "retrieval"}]), None, "tools[0].type"),
             (json!([get("a"), get("a")]), None, "tools[1].function.name"),
             (json!([get("has space")]), None, "tools[0].function.name"),
-            (json!([get(&"x".repeat(65))]), None, "tools[0].function.name"),
-            (json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]), None, "tools[0].function.parameters"),
-            (json!([{"type": "function", "function": {"name": "f", "parameters": [1]}}]), None, "tools[0].function.parameters"),
-            (json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": 5}}}}}]), None, "tools[0].function.parameters"),
-            (json!([get("a")]), Some(json!({"type": "function", "function": {"name": "b"}})), "tool_choice"),
+            (
+                json!([get(&"x".repeat(65))]),
+                None,
+                "tools[0].function.name",
+            ),
+            (
+                json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]),
+                None,
+                "tools[0].function.parameters",
+            ),
+            (
+                json!([{"type": "function", "function": {"name": "f", "parameters": [1]}}]),
+                None,
+                "tools[0].function.parameters",
+            ),
+            (
+                json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": 5}}}}}]),
+                None,
+                "tools[0].function.parameters",
+            ),
+            (
+                json!([get("a")]),
+                Some(json!({"type": "function", "function": {"name": "b"}})),
+                "tool_choice",
+            ),
             (json!([get("a")]), Some(json!("sometimes")), "tool_choice"),
             (json!([]), Some(json!("required")), "tool_choice"),
         ];
         for (tools, choice, param) in cases {
             let error = check(tools.clone(), choice).expect_err(param);
-            assert_eq!(error.param.as_deref(), Some(param), "{tools}: {}", error.message);
+            assert_eq!(
+                error.param.as_deref(),
+                Some(param),
+                "{tools}: {}",
+                error.message
+            );
             assert_eq!(error.status, 400);
         }
-        assert!(check(json!([get("ok-name_1")]), Some(json!("required"))).unwrap().is_some());
+        assert!(
+            check(json!([get("ok-name_1")]), Some(json!("required")))
+                .unwrap()
+                .is_some()
+        );
         assert!(check(json!([]), Some(json!("auto"))).unwrap().is_none());
     }
 }

@@ -19,11 +19,7 @@ pub struct ChatClient {
 
 impl ChatClient {
     fn body(&self, request: &UpstreamRequest, stream: bool) -> Value {
-        let messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(message)
-            .collect();
+        let messages: Vec<Value> = request.messages.iter().map(message).collect();
         let mut body = json!({"model": self.http.model, "messages": messages, "stream": stream});
         if let Some(tools) = &request.tools {
             add_tools(&mut body, tools);
@@ -104,10 +100,11 @@ fn tool_calls(calls: &Value) -> Vec<ToolCall> {
         .into_iter()
         .flatten()
         .map(|c| ToolCall {
-            id: c["id"]
+            id: c["id"].as_str().map_or_else(new_call_id, str::to_string),
+            name: c["function"]["name"]
                 .as_str()
-                .map_or_else(new_call_id, str::to_string),
-            name: c["function"]["name"].as_str().unwrap_or_default().to_string(),
+                .unwrap_or_default()
+                .to_string(),
             arguments: c["function"]["arguments"]
                 .as_str()
                 .unwrap_or_default()
@@ -121,7 +118,10 @@ fn gather(calls: &mut Vec<Value>, fragments: &Value) {
     for fragment in fragments.as_array().into_iter().flatten() {
         let index = fragment["index"].as_u64().unwrap_or(calls.len() as u64) as usize;
         if calls.len() <= index {
-            calls.resize(index + 1, json!({"function": {"name": "", "arguments": ""}}));
+            calls.resize(
+                index + 1,
+                json!({"function": {"name": "", "arguments": ""}}),
+            );
         }
         let call = &mut calls[index];
         if let Some(id) = fragment["id"].as_str() {

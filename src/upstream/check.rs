@@ -17,11 +17,7 @@ pub(super) fn answer(
 ) -> Result<(), UpstreamError> {
     match &request.tools {
         Some(tools) => tools.check(calls).map_err(UpstreamError::InvalidOutput)?,
-        None if !calls.is_empty() => {
-            return Err(UpstreamError::InvalidOutput(
-                "the answer calls tools, but the request offered none".into(),
-            ));
-        }
+        None if !calls.is_empty() => return Err(uninvited_calls()),
         None => {}
     }
     // As for local output, JSON cut off by the token limit is passed on as it is ("length").
@@ -49,6 +45,18 @@ pub(super) fn answer(
             })
         }
     }
+}
+
+fn uninvited_calls() -> UpstreamError {
+    UpstreamError::InvalidOutput("the answer calls tools, but the request offered none".into())
+}
+
+/// A stream passed on as it comes (no tools, no JSON), where tool calls are an error.
+pub(super) fn without_calls(events: EventStream) -> EventStream {
+    Box::pin(events.map(|event| match event {
+        Ok(UpstreamEvent::ToolCalls(_)) => Err(uninvited_calls()),
+        other => other,
+    }))
 }
 
 /// Reads a streamed answer to its end, checks it, and replays it: its text as one delta, its

@@ -172,7 +172,12 @@ impl Provider for Upstream {
             Upstream::Chat(c) => c.infer(request).await,
             Upstream::Responses(c) => c.infer(request).await,
         }?;
-        check::answer(request, &answer.text, &answer.tool_calls, &answer.stop_reason)?;
+        check::answer(
+            request,
+            &answer.text,
+            &answer.tool_calls,
+            &answer.stop_reason,
+        )?;
         Ok(answer)
     }
 
@@ -184,7 +189,7 @@ impl Provider for Upstream {
         if request.tools.is_some() || request.json.is_some() {
             return check::held(request, events).await;
         }
-        Ok(events)
+        Ok(check::without_calls(events))
     }
 }
 
