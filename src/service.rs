@@ -186,7 +186,7 @@ impl LocalService {
             prompt_tokens: prompt_len,
             json: tools.is_none() && !matches!(generation.format, OutputFormat::Text),
             schema,
-            tools,
+            tools: tools.map(Box::new),
             pending: None,
             text: String::new(),
             deadline: Instant::now() + self.limits.request_timeout,
@@ -274,9 +274,9 @@ pub struct Running {
     json: bool,
     schema: Option<jsonschema::Validator>,
     /// Tool turn: the text is held back, read as a turn at the end.
-    tools: Option<ToolSet>,
+    tools: Option<Box<ToolSet>>,
     /// The summary that follows a `ToolCalls` step.
-    pending: Option<Summary>,
+    pending: Option<Box<Summary>>,
     text: String,
     deadline: Instant,
     timeout: Duration,
@@ -293,7 +293,7 @@ impl Running {
     /// answer.
     pub async fn next(&mut self) -> Result<Step, ServiceError> {
         if let Some(summary) = self.pending.take() {
-            return Ok(Step::Done(summary));
+            return Ok(Step::Done(*summary));
         }
         let event = tokio::time::timeout_at(self.deadline.into(), self.events.recv())
             .await
@@ -322,7 +322,7 @@ impl Running {
                     .observe(self.started.elapsed().as_secs_f64());
                 match calls {
                     Some(calls) => {
-                        self.pending = Some(summary);
+                        self.pending = Some(Box::new(summary));
                         Ok(Step::ToolCalls(calls))
                     }
                     None => Ok(Step::Done(summary)),
