@@ -24,4 +24,5 @@ pub mod service;
 pub mod status;
 pub mod tasks;
 pub mod thermal;
+pub mod tools;
 pub mod upstream;

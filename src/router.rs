@@ -21,7 +21,8 @@ use crate::route::{
 };
 use crate::service::{Generation, LocalService, OutputFormat, Prompt, Running, ServiceError, Step};
 use crate::upstream::{
-    EventStream, Provider, Upstream, UpstreamError, UpstreamEvent, UpstreamRequest, Usage,
+    EventStream, Provider, Upstream, UpstreamAnswer, UpstreamError, UpstreamEvent, UpstreamRequest,
+    Usage,
 };
 
 /// Whether the caller wants the whole answer at once or streamed.
@@ -416,6 +417,7 @@ impl Router {
                         ));
                     }
                 }
+                Step::ToolCalls(calls) => held.push_back(Step::ToolCalls(calls)),
                 Step::Done(summary) => {
                     held.push_back(Step::Done(summary));
                     finished = true;
@@ -501,16 +503,10 @@ impl Router {
         let mut attempt = 0u32;
         loop {
             let result = match mode {
-                Mode::Whole => upstream.infer(request).await.map(|answer| {
-                    let held = VecDeque::from([
-                        Step::Token(remote_token(answer.text)),
-                        Step::Done(remote_summary(answer.usage, answer.stop_reason)),
-                    ]);
-                    Committed {
-                        source: Source::Finished,
-                        held,
-                        prompt_tokens: answer.usage.input_tokens,
-                    }
+                Mode::Whole => upstream.infer(request).await.map(|answer| Committed {
+                    source: Source::Finished,
+                    prompt_tokens: answer.usage.input_tokens,
+                    held: remote_steps(answer),
                 }),
                 Mode::Stream => match upstream.infer_stream(request).await {
                     // Wait for the first event: a failure before it can still fall back.
@@ -574,6 +570,7 @@ fn upstream_request(generation: &Generation, cap: Option<u32>) -> Option<Upstrea
             OutputFormat::JsonObject => Some(serde_json::Value::Null),
             OutputFormat::JsonSchema(schema) => Some(schema.clone()),
         },
+        tools: generation.tools.clone(),
     })
 }
 
@@ -600,9 +597,20 @@ fn remote_summary(usage: Usage, stop_reason: StopReason) -> Summary {
     }
 }
 
+/// A whole remote answer as steps: its text, its tool calls (if any), the end.
+fn remote_steps(answer: UpstreamAnswer) -> VecDeque<Step> {
+    let mut steps = VecDeque::from([Step::Token(remote_token(answer.text))]);
+    if !answer.tool_calls.is_empty() {
+        steps.push_back(Step::ToolCalls(answer.tool_calls));
+    }
+    steps.push_back(Step::Done(remote_summary(answer.usage, answer.stop_reason)));
+    steps
+}
+
 fn remote_step(event: UpstreamEvent) -> Step {
     match event {
         UpstreamEvent::Delta(text) => Step::Token(remote_token(text)),
+        UpstreamEvent::ToolCalls(calls) => Step::ToolCalls(calls),
         UpstreamEvent::Done { stop_reason, usage } => {
             Step::Done(remote_summary(usage, stop_reason))
         }

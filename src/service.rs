@@ -2,13 +2,15 @@
 //!
 //! It owns admission (slots + a bounded queue, then "overloaded"), the request limits, prompt
 //! formatting and tokenization, structured-output constraints (JSON mode and JSON schemas become
-//! a grammar; the output is validated against the schema), the request timeout, and metrics.
-//! It knows nothing of HTTP or wire formats.
+//! a grammar; the output is validated against the schema), tool turns (the tools become a grammar
+//! too, see `crate::tools`; the calls are read back and checked), the request timeout, and
+//! metrics. It knows nothing of HTTP or wire formats.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::config::Limits;
@@ -17,6 +19,7 @@ use crate::engine::{
     TokenEvent,
 };
 use crate::metrics::Metrics;
+use crate::tools::{ToolCall, ToolSet, Turn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -30,6 +33,9 @@ pub enum ServiceError {
     MaxTokensTooLarge { requested: u32, limit: u32 },
     #[error("invalid JSON schema: {0}")]
     InvalidSchema(String),
+    /// The tools' schemas could not become a grammar for the local model.
+    #[error("the tools cannot constrain the local model: {0}")]
+    InvalidTools(String),
     #[error("the output does not match the JSON schema: {0}")]
     OutputInvalid(String),
     #[error("the request took longer than the {0:?} timeout")]
@@ -67,6 +73,8 @@ pub struct Generation {
     pub prompt: Prompt,
     pub params: SamplingParams,
     pub format: OutputFormat,
+    /// The tools the model may call, if the request offered any.
+    pub tools: Option<ToolSet>,
 }
 
 /// The local service; cheap to clone.
@@ -133,10 +141,21 @@ impl LocalService {
                 Some(validator)
             }
         };
+        let tools = generation.tools.filter(ToolSet::active);
+        if let Some(tools) = &tools {
+            params.grammar = Some(tool_grammar(tools, &generation.format)?);
+            // A stop string could cut the JSON the grammar guarantees.
+            params.stop.clear();
+        }
         let prompt_tokens = match generation.prompt {
             Prompt::Text(text) => engine.tokenize(&text),
             Prompt::Tokens(tokens) => tokens,
-            Prompt::Chat(messages) => engine.tokenize(&engine.apply_chat_template(&messages)?),
+            Prompt::Chat(mut messages) => {
+                if let Some(tools) = &tools {
+                    with_instructions(&mut messages, &tools.instructions());
+                }
+                engine.tokenize(&engine.apply_chat_template(&messages)?)
+            }
         };
         if prompt_tokens.len() > self.limits.max_prompt_tokens {
             return Err(ServiceError::PromptTooLong {
@@ -165,8 +184,10 @@ impl LocalService {
         Ok(Running {
             events,
             prompt_tokens: prompt_len,
-            json: !matches!(generation.format, OutputFormat::Text),
+            json: tools.is_none() && !matches!(generation.format, OutputFormat::Text),
             schema,
+            tools: tools.map(Box::new),
+            pending: None,
             text: String::new(),
             deadline: Instant::now() + self.limits.request_timeout,
             timeout: self.limits.request_timeout,
@@ -180,9 +201,11 @@ impl LocalService {
     pub async fn complete(&self, generation: Generation) -> Result<Completion, ServiceError> {
         let mut running = self.start(generation)?;
         let mut tokens = Vec::new();
+        let mut tool_calls = Vec::new();
         loop {
             match running.next().await? {
                 Step::Token(token) => tokens.push(token),
+                Step::ToolCalls(calls) => tool_calls = calls,
                 Step::Done(summary) => {
                     let text = tokens
                         .iter()
@@ -192,6 +215,7 @@ impl LocalService {
                     return Ok(Completion {
                         text,
                         tokens,
+                        tool_calls,
                         summary,
                     });
                 }
@@ -230,6 +254,7 @@ impl Drop for Admission {
 pub struct Completion {
     pub text: String,
     pub tokens: Vec<TokenEvent>,
+    pub tool_calls: Vec<ToolCall>,
     pub summary: Summary,
 }
 
@@ -237,6 +262,8 @@ pub struct Completion {
 #[derive(Debug)]
 pub enum Step {
     Token(TokenEvent),
+    /// The answer's tool calls, checked against the request's tools; the step before `Done`.
+    ToolCalls(Vec<ToolCall>),
     Done(Summary),
 }
 
@@ -246,6 +273,10 @@ pub struct Running {
     pub prompt_tokens: usize,
     json: bool,
     schema: Option<jsonschema::Validator>,
+    /// Tool turn: the text is held back, read as a turn at the end.
+    tools: Option<Box<ToolSet>>,
+    /// The summary that follows a `ToolCalls` step.
+    pending: Option<Box<Summary>>,
     text: String,
     deadline: Instant,
     timeout: Duration,
@@ -257,30 +288,81 @@ pub struct Running {
 impl Running {
     /// The next token, or the summary at the end. JSON output is checked when generation ends:
     /// it must parse, and match the schema when one was given (unless cut off by `max_tokens`).
+    /// A tool turn's text is held back (tokens carry their log probabilities, no text); at
+    /// the end it becomes a `ToolCalls` step, or the `Done` summary's tail text for a direct
+    /// answer.
     pub async fn next(&mut self) -> Result<Step, ServiceError> {
+        if let Some(summary) = self.pending.take() {
+            return Ok(Step::Done(*summary));
+        }
         let event = tokio::time::timeout_at(self.deadline.into(), self.events.recv())
             .await
             .map_err(|_| ServiceError::Timeout(self.timeout))?;
         match event {
-            Some(Event::Token(token)) => {
+            Some(Event::Token(mut token)) => {
                 if self.json {
                     self.text.push_str(&token.text);
+                } else if self.tools.is_some() {
+                    self.text.push_str(&std::mem::take(&mut token.text));
                 }
                 Ok(Step::Token(token))
             }
-            Some(Event::Done(summary)) => {
+            Some(Event::Done(mut summary)) => {
                 if self.json && summary.stop_reason != engine::StopReason::Length {
                     self.text.push_str(&summary.tail_text);
                     self.check_json()?;
                 }
+                let calls = match self.tools.take() {
+                    Some(tools) => self.read_turn(&tools, &mut summary)?,
+                    None => None,
+                };
                 self.metrics.record_generation(&summary);
                 self.metrics
                     .request_duration
                     .observe(self.started.elapsed().as_secs_f64());
-                Ok(Step::Done(summary))
+                match calls {
+                    Some(calls) => {
+                        self.pending = Some(Box::new(summary));
+                        Ok(Step::ToolCalls(calls))
+                    }
+                    None => Ok(Step::Done(summary)),
+                }
             }
             Some(Event::Failed(error)) => Err(error.into()),
             None => Err(EngineError::Stopped.into()),
+        }
+    }
+
+    /// Reads a finished tool turn: its calls, or (a direct answer) its content put in the
+    /// summary's tail text.
+    fn read_turn(
+        &mut self,
+        tools: &ToolSet,
+        summary: &mut Summary,
+    ) -> Result<Option<Vec<ToolCall>>, ServiceError> {
+        self.text.push_str(&std::mem::take(&mut summary.tail_text));
+        if summary.stop_reason == engine::StopReason::Length {
+            return Err(ServiceError::OutputInvalid(format!(
+                "max_tokens ended the tool turn after {} tokens, before it was complete",
+                summary.generated_tokens
+            )));
+        }
+        match tools.read_local(&self.text) {
+            Ok(Turn::Calls(calls)) => Ok(Some(calls)),
+            Ok(Turn::Content(Value::String(text))) => {
+                summary.tail_text = text;
+                Ok(None)
+            }
+            Ok(Turn::Content(value)) => {
+                if let Some(schema) = &self.schema
+                    && let Err(error) = schema.validate(&value)
+                {
+                    return Err(ServiceError::OutputInvalid(error.to_string()));
+                }
+                summary.tail_text = value.to_string();
+                Ok(None)
+            }
+            Err(message) => Err(ServiceError::OutputInvalid(message)),
         }
     }
 
@@ -293,5 +375,27 @@ impl Running {
             return Err(ServiceError::OutputInvalid(error.to_string()));
         }
         Ok(())
+    }
+}
+
+/// The grammar of a tool turn; a direct answer (`auto`) is text, or JSON when the request's
+/// `response_format` asks for it.
+fn tool_grammar(tools: &ToolSet, format: &OutputFormat) -> Result<String, ServiceError> {
+    let content = match format {
+        OutputFormat::Text => serde_json::json!({"type": "string"}),
+        OutputFormat::JsonObject => serde_json::json!({"type": "object"}),
+        OutputFormat::JsonSchema(schema) => schema.clone(),
+    };
+    engine::json_schema_text_grammar(&tools.turn_schema(&content))
+        .map_err(|e| ServiceError::InvalidTools(e.to_string()))
+}
+
+/// Tells the model about its tools: appended to the first system message, or one put first.
+fn with_instructions(messages: &mut Vec<ChatMessage>, instructions: &str) {
+    match messages.first_mut() {
+        Some(first) if first.role == "system" || first.role == "developer" => {
+            first.content = format!("{}\n\n{instructions}", first.content);
+        }
+        _ => messages.insert(0, ChatMessage::new("system", instructions)),
     }
 }

@@ -1,4 +1,7 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`: OpenAI's shapes, streaming included.
+//! An answer with tool calls has `message.tool_calls`, `content: null` and `finish_reason:
+//! "tool_calls"`; streamed, the calls come whole in one `delta.tool_calls` chunk once they are
+//! complete and checked.
 
 use std::convert::Infallible;
 
@@ -16,8 +19,9 @@ use super::error::ApiError;
 use super::json::ApiJson;
 use super::openai::{self, ChatRequest, CompletionRequest, Options};
 use super::routed::{meta_json, route_override, with_headers};
+use super::tools::{call_deltas, calls_json};
 use super::{AppState, RequestRecord, request_id, unix_now};
-use crate::engine::{Summary, TokenEvent};
+use crate::engine::{Summary, TokenEvent, ToolCall};
 use crate::route::RouteOverride;
 use crate::router::{Mode, Routed, Router};
 use crate::service::{Generation, Prompt, Step};
@@ -115,16 +119,27 @@ async fn respond(
         Shape::Chat => "chatcmpl-",
         Shape::Completion => "cmpl-",
     });
-    let finish = openai::finish_reason(&completion.summary.stop_reason);
+    let finish = match completion.tool_calls.is_empty() {
+        true => openai::finish_reason(&completion.summary.stop_reason),
+        false => "tool_calls",
+    };
     let body = match shape {
         Shape::Chat => {
             let logprobs = options
                 .logprobs
                 .then(|| json!({"content": completion.tokens.iter().map(openai::chat_logprob).collect::<Vec<_>>()}));
+            let mut message =
+                json!({"role": "assistant", "content": completion.text, "refusal": null});
+            if !completion.tool_calls.is_empty() {
+                message["tool_calls"] = calls_json(&completion.tool_calls);
+                if completion.text.is_empty() {
+                    message["content"] = Value::Null;
+                }
+            }
             json!({
                 "id": id, "object": "chat.completion", "created": unix_now(), "model": model,
                 "system_fingerprint": fingerprint(),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text, "refusal": null},
+                "choices": [{"index": 0, "message": message,
                              "logprobs": logprobs, "finish_reason": finish}],
                 "usage": openai::usage(&completion.summary),
             })
@@ -149,21 +164,25 @@ async fn respond(
 pub struct Collected {
     pub text: String,
     pub tokens: Vec<TokenEvent>,
+    pub tool_calls: Vec<ToolCall>,
     pub summary: Summary,
 }
 
 /// Runs a request to its end.
 pub async fn collect(mut running: Routed) -> Result<Collected, ApiError> {
     let mut tokens = Vec::new();
+    let mut tool_calls = Vec::new();
     loop {
         match running.next().await? {
             Step::Token(token) => tokens.push(token),
+            Step::ToolCalls(calls) => tool_calls = calls,
             Step::Done(summary) => {
                 let mut text: String = tokens.iter().map(|t| t.text.as_str()).collect();
                 text.push_str(&summary.tail_text);
                 return Ok(Collected {
                     text,
                     tokens,
+                    tool_calls,
                     summary,
                 });
             }
@@ -231,6 +250,7 @@ async fn stream(
             yield Ok::<_, Infallible>(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), None, None));
         }
         let mut step = Ok(first);
+        let mut called = false;
         loop {
             match step {
                 Ok(Step::Token(token)) => {
@@ -238,12 +258,17 @@ async fn stream(
                         yield Ok(chunk(token_choice(&token.text, Some(&token)), None, None));
                     }
                 }
+                Ok(Step::ToolCalls(calls)) => {
+                    called = !calls.is_empty();
+                    yield Ok(chunk(json!({"index": 0, "delta": {"tool_calls": call_deltas(&calls)},
+                                          "logprobs": null, "finish_reason": null}), None, None));
+                }
                 Ok(Step::Done(summary)) => {
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
                     if !summary.tail_text.is_empty() {
                         yield Ok(chunk(token_choice(&summary.tail_text, None), None, None));
                     }
-                    let finish = openai::finish_reason(&summary.stop_reason);
+                    let finish = if called { "tool_calls" } else { openai::finish_reason(&summary.stop_reason) };
                     let last = match shape {
                         Shape::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish}),
                         Shape::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish}),

@@ -104,6 +104,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::MaxTokensTooLarge { .. } => ApiError::invalid("max_tokens", message),
             ServiceError::InvalidSchema(_) => ApiError::invalid("response_format", message),
+            ServiceError::InvalidTools(_) => ApiError::invalid("tools", message),
             ServiceError::OutputInvalid(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
                     .with_code("invalid_output")
@@ -113,6 +114,13 @@ impl From<ServiceError> for ApiError {
                     .with_code("timeout")
             }
             ServiceError::Engine(engine) => engine_error(engine, message),
+            // The upstream's answer failed the request's tools or JSON schema: never passed on.
+            ServiceError::Upstream {
+                message: ref cause, ..
+            } if cause.starts_with(crate::upstream::INVALID_OUTPUT) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+                    .with_code("upstream_invalid_output")
+            }
             ServiceError::Upstream { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
                     .with_code("upstream_error")

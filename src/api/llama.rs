@@ -108,6 +108,7 @@ pub async fn completion(
         prompt: request.prompt.into_prompt()?,
         params,
         format,
+        tools: None,
     };
     let prompt_text = prompt_for_log(&generation.prompt);
     if state.config.log_prompts {
@@ -154,6 +155,8 @@ pub async fn completion(
                     }
                     yield Ok::<_, Infallible>(SseEvent::default().data(body.to_string()));
                 }
+                // llama.cpp's API offers no tools.
+                Ok(Step::ToolCalls(_)) => {}
                 Ok(Step::Done(summary)) => {
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
                     let mut body = final_object(&model, &summary, &summary.tail_text);

@@ -15,6 +15,7 @@ mod responses;
 mod routed;
 mod system;
 mod telemetry;
+mod tools;
 
 use std::sync::Arc;
 

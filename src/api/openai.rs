@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::tools::{self, ToolCallIn, ToolChoiceIn, ToolIn};
 use crate::engine::{ChatMessage, SamplingParams, TokenEvent};
 use crate::service::{Generation, OutputFormat, Prompt};
 
@@ -110,6 +111,10 @@ impl Content {
 pub struct MessageIn {
     pub role: String,
     pub content: Option<Content>,
+    /// An assistant message's calls (its `content` may then be null).
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
 }
 
 const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
@@ -135,9 +140,27 @@ fn messages_to_chat(messages: Vec<MessageIn>, param: &str) -> Result<Vec<ChatMes
                 Some(content) => content.into_text(&format!("{param}[{i}].content"))?,
                 None => String::new(),
             };
+            let tool_calls = match m.tool_calls {
+                Some(_) if m.role != "assistant" => {
+                    return Err(ApiError::invalid(
+                        &format!("{param}[{i}].tool_calls"),
+                        "only assistant messages carry tool_calls",
+                    ));
+                }
+                Some(calls) => tools::history_calls(calls, &format!("{param}[{i}].tool_calls"))?,
+                None => Vec::new(),
+            };
+            if m.role == "tool" && m.tool_call_id.is_none() {
+                return Err(ApiError::invalid(
+                    &format!("{param}[{i}].tool_call_id"),
+                    "a tool message needs the tool_call_id it answers",
+                ));
+            }
             Ok(ChatMessage {
                 role: m.role,
                 content,
+                tool_calls,
+                tool_call_id: m.tool_call_id,
             })
         })
         .collect()
@@ -269,6 +292,9 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<usize>,
     pub response_format: Option<ResponseFormat>,
+    pub tools: Option<Vec<ToolIn>>,
+    pub tool_choice: Option<ToolChoiceIn>,
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// What a chat or completion handler needs besides the generation itself.
@@ -301,6 +327,7 @@ impl ChatRequest {
             .response_format
             .map_or(Ok(OutputFormat::Text), ResponseFormat::into_output_format)?;
         let prompt = Prompt::Chat(messages_to_chat(self.messages, "messages")?);
+        let tools = tools::tool_set(self.tools, self.tool_choice, self.parallel_tool_calls)?;
         let options = Options {
             stream: self.stream.unwrap_or(false),
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
@@ -311,6 +338,7 @@ impl ChatRequest {
                 prompt,
                 params,
                 format,
+                tools,
             },
             options,
         ))
@@ -406,6 +434,7 @@ impl CompletionRequest {
                 prompt: self.prompt.into_prompt()?,
                 params,
                 format,
+                tools: None,
             },
             options,
         ))
@@ -450,10 +479,18 @@ pub struct ResponsesRequest {
     pub top_p: Option<f32>,
     pub stream: Option<bool>,
     pub text: Option<ResponsesText>,
+    /// Tool calling is served on `/v1/chat/completions` only; a request with tools is refused.
+    pub tools: Option<Vec<Value>>,
 }
 
 impl ResponsesRequest {
     pub fn into_generation(self) -> Result<(Generation, bool), ApiError> {
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(ApiError::invalid(
+                "tools",
+                "tool calling is supported on /v1/chat/completions; /v1/responses is text-only",
+            ));
+        }
         let mut messages = Vec::new();
         if let Some(instructions) = self.instructions {
             messages.push(ChatMessage::new("system", &instructions));
@@ -494,6 +531,7 @@ impl ResponsesRequest {
                 prompt: Prompt::Chat(messages),
                 params,
                 format,
+                tools: None,
             },
             self.stream.unwrap_or(false),
         ))

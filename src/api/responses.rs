@@ -78,6 +78,8 @@ pub async fn create(
                         yield event("response.output_text.delta", json!({"item_id": ids.message, "output_index": 0, "content_index": 0, "delta": token.text, "logprobs": []}));
                     }
                 }
+                // Requests with tools are refused here, so no tier is asked for calls.
+                Ok(Step::ToolCalls(_)) => {}
                 Ok(Step::Done(summary)) => {
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
                     if !summary.tail_text.is_empty() {

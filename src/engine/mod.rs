@@ -16,7 +16,7 @@ mod worker;
 
 pub use config::{EngineConfig, KvType};
 pub use memory::{BufferSizes, ProcessMemory};
-pub use template::{ChatMessage, TemplateKind, apply_plain};
+pub use template::{ChatMessage, TemplateKind, ToolCall, apply_plain};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -433,6 +433,11 @@ number ::= "-"? ([0-9] | [1-9] [0-9]*) ("." [0-9]+)? ([eE] [-+]? [0-9]+)?
 
 /// Compiles a JSON schema to a GBNF grammar with llama.cpp's own converter.
 pub fn json_schema_grammar(schema: &serde_json::Value) -> Result<String, EngineError> {
-    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
-        .map_err(|e| EngineError::Grammar(e.to_string()))
+    json_schema_text_grammar(&schema.to_string())
+}
+
+/// [`json_schema_grammar`] for a schema already written as text (its key order is kept: the
+/// grammar produces an object's properties in the order the schema lists them).
+pub fn json_schema_text_grammar(schema: &str) -> Result<String, EngineError> {
+    llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| EngineError::Grammar(e.to_string()))
 }

@@ -72,6 +72,7 @@ impl Provider for LlamaClient {
             .ok_or_else(|| UpstreamError::Protocol("no content in the answer".into()))?;
         Ok(UpstreamAnswer {
             text: text.to_string(),
+            tool_calls: Vec::new(),
             stop_reason: stop_reason(&body),
             usage: usage(&body),
         })

@@ -3,8 +3,15 @@
 //!
 //! Errors say whether the request may have reached the upstream: only [`UpstreamError::Connect`]
 //! (nothing was sent) is safe to retry, since anything later may already have been billed.
+//!
+//! Every answer passes the same check as local output before the router sees it
+//! ([`check`]): tool calls against the request's tools, JSON output against its schema. An
+//! answer that fails is [`UpstreamError::InvalidOutput`], so the router moves on to the next
+//! tier as for any other remote failure. Streamed answers that must be checked (tools or JSON)
+//! are held until complete.
 
 mod chat;
+mod check;
 mod llama;
 mod responses;
 mod sse;
@@ -14,8 +21,9 @@ use std::time::Duration;
 
 use futures::Stream;
 
-use crate::engine::{ChatMessage, StopReason};
+use crate::engine::{ChatMessage, StopReason, ToolCall};
 use crate::route::{RemoteApi, RemoteTier};
+use crate::tools::{ToolChoice, ToolSet};
 
 pub use chat::ChatClient;
 pub use llama::LlamaClient;
@@ -32,12 +40,15 @@ pub struct UpstreamRequest {
     pub seed: Option<u32>,
     /// `Some(schema)` for JSON output (`Value::Null`: any JSON object).
     pub json: Option<serde_json::Value>,
+    /// The tools the model may call.
+    pub tools: Option<ToolSet>,
 }
 
 /// A whole answer.
 #[derive(Debug, Clone)]
 pub struct UpstreamAnswer {
     pub text: String,
+    pub tool_calls: Vec<ToolCall>,
     pub stop_reason: StopReason,
     pub usage: Usage,
 }
@@ -48,10 +59,11 @@ pub struct Usage {
     pub output_tokens: usize,
 }
 
-/// One event of a streamed answer: text deltas, then `Done`.
+/// One event of a streamed answer: text deltas, the tool calls (whole), then `Done`.
 #[derive(Debug, Clone)]
 pub enum UpstreamEvent {
     Delta(String),
+    ToolCalls(Vec<ToolCall>),
     Done {
         stop_reason: StopReason,
         usage: Usage,
@@ -74,7 +86,13 @@ pub enum UpstreamError {
     Transport(String),
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// The answer arrived but fails the request's tools or JSON schema.
+    #[error("{INVALID_OUTPUT}: {0}")]
+    InvalidOutput(String),
 }
+
+/// How an [`UpstreamError::InvalidOutput`]'s message starts.
+pub const INVALID_OUTPUT: &str = "invalid output";
 
 impl UpstreamError {
     /// The `kind` label of the upstream-error metric.
@@ -86,6 +104,7 @@ impl UpstreamError {
             UpstreamError::Status { .. } => "status_4xx",
             UpstreamError::Transport(_) => "transport",
             UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::InvalidOutput(_) => "invalid_output",
         }
     }
 
@@ -153,19 +172,30 @@ impl Upstream {
 
 impl Provider for Upstream {
     async fn infer(&self, request: &UpstreamRequest) -> Result<UpstreamAnswer, UpstreamError> {
-        match self {
+        let answer = match self {
             Upstream::Chat(c) => c.infer(request).await,
             Upstream::Responses(c) => c.infer(request).await,
             Upstream::Llama(c) => c.infer(request).await,
-        }
+        }?;
+        check::answer(
+            request,
+            &answer.text,
+            &answer.tool_calls,
+            &answer.stop_reason,
+        )?;
+        Ok(answer)
     }
 
     async fn infer_stream(&self, request: &UpstreamRequest) -> Result<EventStream, UpstreamError> {
-        match self {
+        let events = match self {
             Upstream::Chat(c) => c.infer_stream(request).await,
             Upstream::Responses(c) => c.infer_stream(request).await,
             Upstream::Llama(c) => c.infer_stream(request).await,
+        }?;
+        if request.tools.is_some() || request.json.is_some() {
+            return check::held(request, events).await;
         }
+        Ok(check::without_calls(events))
     }
 }
 
@@ -262,5 +292,15 @@ fn stop_reason(finish: &str) -> StopReason {
     match finish {
         "length" | "max_output_tokens" | "max_tokens" => StopReason::Length,
         _ => StopReason::EndOfGeneration,
+    }
+}
+
+/// `tool_choice` as both OpenAI APIs spell its string forms.
+fn choice_str(choice: &ToolChoice) -> Option<&'static str> {
+    match choice {
+        ToolChoice::None => Some("none"),
+        ToolChoice::Auto => Some("auto"),
+        ToolChoice::Required => Some("required"),
+        ToolChoice::Function(_) => None,
     }
 }

@@ -9,4 +9,5 @@ mod run_cli;
 mod serve;
 mod server;
 mod support;
+mod tools;
 mod upstream_stub;

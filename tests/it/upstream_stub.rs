@@ -1,6 +1,7 @@
 //! A stand-in upstream: a real HTTP server on 127.0.0.1 speaking OpenAI Chat Completions and
 //! Responses (whole and streamed), which can be told to fail, stall, trickle, reset or answer
-//! slowly, and records every request it receives.
+//! slowly, to answer with a tool call (valid or not) or with text that is not JSON, and records
+//! every request it receives.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,12 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 pub const ANSWER: &str = "Hello from upstream.";
+/// The call [`Mode::ToolCall`] answers with.
+pub const CALL_NAME: &str = "get_weather";
+pub const CALL_ARGUMENTS: &str = r#"{"city":"Oslo","unit":"c"}"#;
+pub const CALL_ID: &str = "call_stub1";
+/// Arguments that do not match `get_weather`'s parameters (no `city`, a bad `unit`).
+const BAD_ARGUMENTS: &str = r#"{"town":"Oslo","unit":"kelvin"}"#;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
@@ -28,6 +35,19 @@ pub enum Mode {
     Reset,
     /// Answers after a delay.
     Slow(Duration),
+    /// Answers with one call of `get_weather` ([`CALL_ARGUMENTS`]).
+    ToolCall,
+    /// Answers with a call of `get_weather` whose arguments do not match its parameters.
+    BadToolCall,
+    /// Answers with text that is not JSON.
+    NotJson,
+}
+
+/// What an answering mode says.
+#[derive(Clone, Copy)]
+enum Reply {
+    Text(&'static str),
+    Call(&'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +184,7 @@ async fn answer(shared: Arc<Shared>, path: &str, body: Bytes) -> Response {
         Mode::Reset => panic!("stub: dropping the connection"),
         Mode::Trickle => {
             let first = if stream {
-                sse_parts(chat).remove(0)
+                sse_parts(chat, Reply::Text(ANSWER)).remove(0)
             } else {
                 "{\"id\": \"partial".to_string()
             };
@@ -180,12 +200,18 @@ async fn answer(shared: Arc<Shared>, path: &str, body: Bytes) -> Response {
             };
             ([("content-type", content_type)], Body::from_stream(chunks)).into_response()
         }
-        Mode::Ok | Mode::Slow(_) => {
+        Mode::Ok | Mode::Slow(_) | Mode::ToolCall | Mode::BadToolCall | Mode::NotJson => {
             if let Mode::Slow(delay) = mode {
                 tokio::time::sleep(delay).await;
             }
+            let reply = match mode {
+                Mode::ToolCall => Reply::Call(CALL_ARGUMENTS),
+                Mode::BadToolCall => Reply::Call(BAD_ARGUMENTS),
+                Mode::NotJson => Reply::Text("certainly not JSON"),
+                _ => Reply::Text(ANSWER),
+            };
             if stream {
-                let parts = sse_parts(chat);
+                let parts = sse_parts(chat, reply);
                 let chunks = futures::stream::iter(
                     parts
                         .into_iter()
@@ -197,61 +223,147 @@ async fn answer(shared: Arc<Shared>, path: &str, body: Bytes) -> Response {
                 )
                     .into_response()
             } else if chat {
-                axum::Json(json!({"id": "chatcmpl-stub", "object": "chat.completion", "model": "big",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}}))
+                let (message, finish) = match reply {
+                    Reply::Text(text) => (json!({"role": "assistant", "content": text}), "stop"),
+                    Reply::Call(arguments) => (
+                        json!({"role": "assistant", "content": null, "tool_calls": [{"id": CALL_ID, "type": "function",
+                               "function": {"name": CALL_NAME, "arguments": arguments}}]}),
+                        "tool_calls",
+                    ),
+                };
+                axum::Json(
+                    json!({"id": "chatcmpl-stub", "object": "chat.completion", "model": "big",
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}}),
+                )
                 .into_response()
             } else {
-                axum::Json(response_object()).into_response()
+                axum::Json(response_object(reply)).into_response()
             }
         }
     }
 }
 
-fn response_object() -> Value {
+fn response_object(reply: Reply) -> Value {
+    let item = match reply {
+        Reply::Text(text) => json!({"type": "message", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]}),
+        Reply::Call(arguments) => {
+            json!({"type": "function_call", "id": "fc_stub", "call_id": CALL_ID,
+                    "name": CALL_NAME, "arguments": arguments, "status": "completed"})
+        }
+    };
     json!({"id": "resp_stub", "object": "response", "status": "completed", "model": "big",
-        "output": [{"type": "message", "role": "assistant",
-                    "content": [{"type": "output_text", "text": ANSWER, "annotations": []}]}],
+        "output": [item],
         "usage": {"input_tokens": 7, "output_tokens": 4, "total_tokens": 11}})
 }
 
-/// The SSE messages of a streamed answer, in order.
-fn sse_parts(chat: bool) -> Vec<String> {
-    let (first, second) = ANSWER.split_at(6);
-    if chat {
-        let delta = |text: &str| {
-            format!(
-                "data: {}\n\n",
-                json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
-            )
-        };
-        vec![
-            delta(first),
-            delta(second),
-            format!(
-                "data: {}\n\n",
-                json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-            ),
-            format!(
-                "data: {}\n\n",
-                json!({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 4}})
-            ),
-            "data: [DONE]\n\n".to_string(),
-        ]
-    } else {
-        let delta = |text: &str| {
-            format!(
-                "event: response.output_text.delta\ndata: {}\n\n",
-                json!({"type": "response.output_text.delta", "delta": text})
-            )
-        };
-        vec![
-            delta(first),
-            delta(second),
-            format!(
-                "event: response.completed\ndata: {}\n\n",
-                json!({"type": "response.completed", "response": response_object()})
-            ),
-        ]
+/// The SSE messages of a streamed answer, in order: text in two deltas, or a tool call whose
+/// arguments come in two fragments.
+fn sse_parts(chat: bool, reply: Reply) -> Vec<String> {
+    let (text, arguments) = match reply {
+        Reply::Text(text) => (text, None),
+        Reply::Call(arguments) => ("", Some(arguments)),
+    };
+    let (first, second) = text.split_at(text.len().min(6));
+    match (chat, arguments) {
+        (true, Some(arguments)) => chat_call_parts(arguments),
+        (false, Some(arguments)) => responses_call_parts(reply, arguments),
+        (true, None) => chat_text_parts(first, second),
+        (false, None) => responses_text_parts(reply, first, second),
     }
+}
+
+fn chat_call_parts(arguments: &str) -> Vec<String> {
+    let (a, b) = arguments.split_at(9);
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    vec![
+        chunk(json!({"role": "assistant", "content": null}), Value::Null),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": CALL_ID, "type": "function", "function": {"name": CALL_NAME, "arguments": ""}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}),
+            Value::Null,
+        ),
+        chunk(json!({}), json!("tool_calls")),
+        "data: [DONE]\n\n".to_string(),
+    ]
+}
+
+fn responses_call_parts(reply: Reply, arguments: &str) -> Vec<String> {
+    let (a, b) = arguments.split_at(9);
+    let event = |kind: &str, body: Value| {
+        let mut body = body;
+        body["type"] = json!(kind);
+        format!("event: {kind}\ndata: {body}\n\n")
+    };
+    vec![
+        event(
+            "response.output_item.added",
+            json!({"output_index": 0,
+            "item": {"type": "function_call", "id": "fc_stub", "call_id": CALL_ID, "name": CALL_NAME, "arguments": ""}}),
+        ),
+        event(
+            "response.function_call_arguments.delta",
+            json!({"item_id": "fc_stub", "output_index": 0, "delta": a}),
+        ),
+        event(
+            "response.function_call_arguments.delta",
+            json!({"item_id": "fc_stub", "output_index": 0, "delta": b}),
+        ),
+        event(
+            "response.completed",
+            json!({"response": response_object(reply)}),
+        ),
+    ]
+}
+
+fn chat_text_parts(first: &str, second: &str) -> Vec<String> {
+    let delta = |text: &str| {
+        format!(
+            "data: {}\n\n",
+            json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+        )
+    };
+    vec![
+        delta(first),
+        delta(second),
+        format!(
+            "data: {}\n\n",
+            json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        ),
+        format!(
+            "data: {}\n\n",
+            json!({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 4}})
+        ),
+        "data: [DONE]\n\n".to_string(),
+    ]
+}
+
+fn responses_text_parts(reply: Reply, first: &str, second: &str) -> Vec<String> {
+    let delta = |text: &str| {
+        format!(
+            "event: response.output_text.delta\ndata: {}\n\n",
+            json!({"type": "response.output_text.delta", "delta": text})
+        )
+    };
+    vec![
+        delta(first),
+        delta(second),
+        format!(
+            "event: response.completed\ndata: {}\n\n",
+            json!({"type": "response.completed", "response": response_object(reply)})
+        ),
+    ]
 }

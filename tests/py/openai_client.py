@@ -107,6 +107,30 @@ chat = client.chat.completions.create(
 if chat.choices[0].finish_reason == "stop":
     assert isinstance(json.loads(chat.choices[0].message.content), dict)
 
+# Tool calling: a required call parses and names the tool; streamed, the SDK reassembles it
+weather = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                   "required": ["city"], "additionalProperties": False}}}
+chat = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "Weather in Oslo?"}], max_tokens=60, temperature=0,
+    tools=[weather], tool_choice="required", parallel_tool_calls=False,
+)
+assert chat.choices[0].finish_reason == "tool_calls", chat
+call = chat.choices[0].message.tool_calls[0]
+assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_"), call
+assert isinstance(json.loads(call.function.arguments)["city"], str), call
+streamed = {}
+for chunk in client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "Weather in Oslo?"}], max_tokens=60, temperature=0,
+    tools=[weather], tool_choice="required", parallel_tool_calls=False, stream=True,
+):
+    for choice in chunk.choices:
+        for fragment in choice.delta.tool_calls or []:
+            entry = streamed.setdefault(fragment.index, {"name": "", "arguments": ""})
+            entry["name"] += fragment.function.name or ""
+            entry["arguments"] += fragment.function.arguments or ""
+assert streamed[0]["name"] == "get_weather" and json.loads(streamed[0]["arguments"]), streamed
+
 # Responses API
 response = client.responses.create(model=model, input="Name a fieldbus.", instructions="Be brief.", max_output_tokens=10, temperature=0)
 assert response.status in ("completed", "incomplete"), response
