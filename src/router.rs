@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use crate::egress::{Admitted, EgressGuard, Settlement};
 use crate::engine::{EngineError, StopReason, Summary, TokenEvent};
+use crate::guard::redact::Restorer;
 use crate::metrics::Metrics;
 use crate::route::breaker::Breaker;
 use crate::route::deadline::{self, Progress};
@@ -66,6 +68,8 @@ pub struct Router {
     /// `Some` at the index of each remote tier.
     remotes: Vec<Option<Remote>>,
     metrics: Arc<Metrics>,
+    /// Every request for a tier off the device passes it; without one nothing leaves.
+    egress: Option<Arc<EgressGuard>>,
 }
 
 /// Why a tier did not answer.
@@ -129,6 +133,17 @@ struct Committed {
     source: Source,
     held: VecDeque<Step>,
     prompt_tokens: usize,
+    /// Local answered because the egress guard refused the tier it would have escalated to.
+    stayed: Option<Attempt>,
+    /// A remote stream's egress state: restore its text, settle it at the end.
+    egress: Option<StreamEgress>,
+}
+
+/// What a streamed remote answer carries until it ends.
+struct StreamEgress {
+    guard: Arc<EgressGuard>,
+    admitted: Admitted,
+    restorer: Restorer,
 }
 
 enum Source {
@@ -138,7 +153,12 @@ enum Source {
 }
 
 impl Router {
-    pub fn new(local: LocalService, policy: RoutingPolicy, metrics: Arc<Metrics>) -> Router {
+    pub fn new(
+        local: LocalService,
+        policy: RoutingPolicy,
+        metrics: Arc<Metrics>,
+        egress: Option<Arc<EgressGuard>>,
+    ) -> Router {
         let remotes = policy
             .tiers
             .iter()
@@ -160,7 +180,12 @@ impl Router {
             policy,
             remotes,
             metrics,
+            egress,
         }
+    }
+
+    pub fn egress(&self) -> Option<&Arc<EgressGuard>> {
+        self.egress.as_ref()
     }
 
     pub fn local(&self) -> &LocalService {
@@ -238,24 +263,29 @@ impl Router {
                 });
                 continue;
             }
-            let has_next = plan[position + 1..].iter().any(|e| e.1.is_none());
+            let rest = &plan[position + 1..];
+            let has_next = rest.iter().any(|e| e.1.is_none());
+            let why = attempts.last().map(|a: &Attempt| a.reason);
             let outcome = match &tier.kind {
                 TierKind::Local => {
                     let local_started = Instant::now();
-                    let outcome = self.try_local(&generation, mode, has_next).await;
+                    let outcome = self.try_local(&generation, mode, has_next, rest).await;
                     local_ms += local_started.elapsed().as_millis() as u64;
                     outcome
                 }
                 TierKind::Remote(_) if tier.on_device() => {
                     let local_started = Instant::now();
-                    let outcome = self.try_remote(index, &generation, mode).await;
+                    let outcome = self.try_remote(index, &generation, mode, why).await;
                     local_ms += local_started.elapsed().as_millis() as u64;
                     outcome
                 }
-                TierKind::Remote(_) => self.try_remote(index, &generation, mode).await,
+                TierKind::Remote(_) => self.try_remote(index, &generation, mode, why).await,
             };
             match outcome {
-                Ok(committed) => {
+                Ok(mut committed) => {
+                    if let Some(stayed) = committed.stayed.take() {
+                        attempts.push(stayed);
+                    }
                     let reason = match attempts.last() {
                         Some(attempt) => attempt.reason,
                         None if route != RouteOverride::Auto => Reason::Override,
@@ -277,6 +307,7 @@ impl Router {
                         prompt_tokens: committed.prompt_tokens,
                         held: committed.held,
                         source: committed.source,
+                        egress: committed.egress,
                         started,
                         remote,
                         metrics: self.metrics.clone(),
@@ -322,9 +353,12 @@ impl Router {
         &self,
         generation: &Generation,
         mode: Mode,
-        has_next: bool,
+        mut has_next: bool,
+        rest: &[(usize, Option<Reason>)],
     ) -> Result<Committed, Failure> {
         let triggers = &self.policy.triggers;
+        // Set when a trigger fired but the egress guard keeps the request here.
+        let mut stayed: Option<Attempt> = None;
         if has_next {
             let throttling = triggers.thermal_enabled().then(|| {
                 policy::throttling(triggers, &crate::thermal::read(&self.policy.sysfs_root))
@@ -347,7 +381,13 @@ impl Router {
                         signals.in_flight, signals.slots
                     ),
                 };
-                return Err(Failure::skip(reason, detail));
+                match self.escalation_refused(rest, generation).await {
+                    None => return Err(Failure::skip(reason, detail)),
+                    Some(refusal) => {
+                        stayed = Some(refusal);
+                        has_next = false;
+                    }
+                }
             }
         }
         let max_tokens = match generation.params.max_tokens {
@@ -383,18 +423,30 @@ impl Router {
                 None
             };
             let step = match wake {
-                Some(at) => tokio::time::timeout_at((started + at).into(), running.next())
-                    .await
-                    .map_err(|_| {
-                        Failure::skip(
-                            Reason::Deadline,
-                            format!(
-                                "{} tokens after {} ms",
-                                progress.tokens,
-                                started.elapsed().as_millis()
-                            ),
-                        )
-                    })?,
+                // `Running::next` is a channel receive: dropping it at the deadline loses nothing.
+                Some(at) => {
+                    match tokio::time::timeout_at((started + at).into(), running.next()).await {
+                        Ok(step) => step,
+                        Err(_) => {
+                            let failure = Failure::skip(
+                                Reason::Deadline,
+                                format!(
+                                    "{} tokens after {} ms",
+                                    progress.tokens,
+                                    started.elapsed().as_millis()
+                                ),
+                            );
+                            match self.escalation_refused(rest, generation).await {
+                                None => return Err(failure),
+                                Some(refusal) => {
+                                    stayed = Some(refusal);
+                                    has_next = false;
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                }
                 None => running.next().await,
             }
             .map_err(Failure::local)?;
@@ -406,7 +458,7 @@ impl Router {
                     logprobs.push(token.logprob);
                     held.push_back(Step::Token(token));
                     if has_next && deadline::missed(triggers, &progress) {
-                        return Err(Failure::skip(
+                        let failure = Failure::skip(
                             Reason::Deadline,
                             format!(
                                 "{} tokens in {} ms cannot finish {} tokens in time",
@@ -414,7 +466,14 @@ impl Router {
                                 progress.elapsed.as_millis(),
                                 max_tokens
                             ),
-                        ));
+                        );
+                        match self.escalation_refused(rest, generation).await {
+                            None => return Err(failure),
+                            Some(refusal) => {
+                                stayed = Some(refusal);
+                                has_next = false;
+                            }
+                        }
                     }
                 }
                 Step::ToolCalls(calls) => held.push_back(Step::ToolCalls(calls)),
@@ -426,16 +485,21 @@ impl Router {
             }
         }
         if check_confidence
+            && has_next
             && let Some(score) = confidence::score(&logprobs, triggers.confidence_window)
             && confidence::is_low(triggers, &score)
         {
-            return Err(Failure::skip(
+            let failure = Failure::skip(
                 Reason::LowConfidence,
                 format!(
                     "mean logprob {:.2}, lowest window {:.2} over {} tokens",
                     score.mean, score.window_min, score.tokens
                 ),
-            ));
+            );
+            match self.escalation_refused(rest, generation).await {
+                None => return Err(failure),
+                Some(refusal) => stayed = Some(refusal),
+            }
         }
         Ok(Committed {
             source: if finished {
@@ -445,7 +509,53 @@ impl Router {
             },
             held,
             prompt_tokens,
+            stayed,
+            egress: None,
         })
+    }
+
+    /// Before leaving a local answer it could still give: `None` when some later tier would take
+    /// the request, else the first later tier's refusal by the egress guard (the request then
+    /// stays local, and that refusal is its reason).
+    async fn escalation_refused(
+        &self,
+        rest: &[(usize, Option<Reason>)],
+        generation: &Generation,
+    ) -> Option<Attempt> {
+        let mut first = None;
+        for &(index, skip) in rest {
+            if skip.is_some() {
+                continue;
+            }
+            let tier = &self.policy.tiers[index];
+            let (TierKind::Remote(config), false) = (&tier.kind, tier.on_device()) else {
+                return None;
+            };
+            let refusal = match (
+                &self.egress,
+                upstream_request(generation, config.max_tokens),
+            ) {
+                (_, None) => return None,
+                (None, Some(_)) => crate::egress::Refusal {
+                    reason: Reason::Policy,
+                    label: "no_guard",
+                    detail: "no egress guard (ledger) is configured".into(),
+                },
+                (Some(guard), Some(request)) => {
+                    let default_max = self.local.limits().max_tokens;
+                    match guard.precheck(config, &request, default_max).await {
+                        Ok(()) => return None,
+                        Err(refusal) => refusal,
+                    }
+                }
+            };
+            first.get_or_insert(Attempt {
+                tier: tier.name.clone(),
+                reason: refusal.reason,
+                detail: refusal.detail,
+            });
+        }
+        first
     }
 
     async fn try_remote(
@@ -453,6 +563,7 @@ impl Router {
         index: usize,
         generation: &Generation,
         mode: Mode,
+        why: Option<Reason>,
     ) -> Result<Committed, Failure> {
         let name = &self.policy.tiers[index].name;
         let Some(remote) = &self.remotes[index] else {
@@ -482,6 +593,31 @@ impl Router {
                 ),
             ));
         }
+        let tier = &self.policy.tiers[index];
+        // Off the device, the egress guard decides what may leave; without one nothing does.
+        let admitted = match (&tier.kind, tier.on_device()) {
+            (_, true) => None,
+            (TierKind::Remote(config), false) => {
+                let guard = self.egress.as_ref().ok_or_else(|| {
+                    Failure::skip(
+                        Reason::Policy,
+                        "no egress guard (ledger) is configured: nothing leaves the device",
+                    )
+                })?;
+                let default_max = self.local.limits().max_tokens;
+                let why = why.unwrap_or(Reason::Default);
+                let admitted = guard
+                    .admit(name, config, request.clone(), why, default_max)
+                    .await
+                    .map_err(|refusal| Failure::skip(refusal.reason, refusal.detail))?;
+                Some((guard.clone(), admitted))
+            }
+            (TierKind::Local, false) => None,
+        };
+        let request = match &admitted {
+            Some((_, admitted)) => admitted.request.clone(),
+            None => request,
+        };
         let result = self.call(name, upstream, &request, mode).await;
         if let Ok(mut breaker) = remote.breaker.lock() {
             match &result {
@@ -489,7 +625,73 @@ impl Router {
                 Err(_) => breaker.failure(Instant::now()),
             }
         }
-        result.map_err(|e| Failure::remote(name, e))
+        let Some((guard, admitted)) = admitted else {
+            return result.map_err(|e| Failure::remote(name, e));
+        };
+        let mut committed = match result {
+            Ok(committed) => committed,
+            Err(error) => {
+                guard.settle(admitted, Settlement::from_error(&error)).await;
+                return Err(Failure::remote(name, error));
+            }
+        };
+        // Put the redacted values back before the caller sees anything.
+        match mode {
+            Mode::Whole => {
+                let mut usage = Usage::default();
+                for step in &mut committed.held {
+                    restore_step(step, |text| admitted.restore(text));
+                    if let Step::Done(summary) = step {
+                        usage = Usage {
+                            input_tokens: summary.prompt_tokens,
+                            output_tokens: summary.generated_tokens,
+                        };
+                    }
+                }
+                // Durable before the answer is returned.
+                guard.settle(admitted, Settlement::Answered(usage)).await;
+            }
+            Mode::Stream => {
+                let mut restorer = admitted.restorer();
+                let mut held = VecDeque::new();
+                let mut done = None;
+                for mut step in committed.held.drain(..) {
+                    match &mut step {
+                        Step::Token(token) => {
+                            let text = restorer.push(&token.text);
+                            if !text.is_empty() {
+                                held.push_back(Step::Token(remote_token(text)));
+                            }
+                            continue;
+                        }
+                        Step::Done(summary) => {
+                            done = Some(Usage {
+                                input_tokens: summary.prompt_tokens,
+                                output_tokens: summary.generated_tokens,
+                            });
+                            let rest = restorer.finish();
+                            if !rest.is_empty() {
+                                held.push_back(Step::Token(remote_token(rest)));
+                            }
+                        }
+                        other => restore_step(other, |text| admitted.restore(text)),
+                    }
+                    held.push_back(step);
+                }
+                committed.held = held;
+                match done {
+                    Some(usage) => guard.settle(admitted, Settlement::Answered(usage)).await,
+                    None => {
+                        committed.egress = Some(StreamEgress {
+                            guard,
+                            admitted,
+                            restorer,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(committed)
     }
 
     /// Calls a remote tier, retrying (with jittered backoff) only failures that sent nothing.
@@ -507,6 +709,8 @@ impl Router {
                     source: Source::Finished,
                     prompt_tokens: answer.usage.input_tokens,
                     held: remote_steps(answer),
+                    stayed: None,
+                    egress: None,
                 }),
                 Mode::Stream => match upstream.infer_stream(request).await {
                     // Wait for the first event: a failure before it can still fall back.
@@ -518,6 +722,8 @@ impl Router {
                                 events,
                             },
                             prompt_tokens: 0,
+                            stayed: None,
+                            egress: None,
                         }),
                         Some(Err(e)) => Err(e),
                         None => Err(UpstreamError::Transport("empty stream".into())),
@@ -607,6 +813,23 @@ fn remote_steps(answer: UpstreamAnswer) -> VecDeque<Step> {
     steps
 }
 
+/// Restores placeholders in a step's text and tool-call arguments (inside their JSON strings,
+/// so a restored value with quotes or newlines stays valid JSON).
+fn restore_step(step: &mut Step, restore: impl Fn(&str) -> String) {
+    match step {
+        Step::Token(token) => {
+            token.text = restore(&token.text);
+            token.piece = token.text.as_bytes().to_vec();
+        }
+        Step::ToolCalls(calls) => {
+            for call in calls {
+                call.arguments = crate::egress::map_json_strings(&call.arguments, &restore);
+            }
+        }
+        Step::Done(_) => {}
+    }
+}
+
 fn remote_step(event: UpstreamEvent) -> Step {
     match event {
         UpstreamEvent::Delta(text) => Step::Token(remote_token(text)),
@@ -624,6 +847,7 @@ pub struct Routed {
     pub prompt_tokens: usize,
     held: VecDeque<Step>,
     source: Source,
+    egress: Option<StreamEgress>,
     started: Instant,
     remote: bool,
     metrics: Arc<Metrics>,
@@ -635,19 +859,53 @@ impl Routed {
             Some(step) => Ok(step),
             None => match &mut self.source {
                 Source::Local(running) => running.next().await,
-                Source::Remote { tier, events } => match events.next().await {
-                    Some(Ok(event)) => Ok(remote_step(event)),
-                    Some(Err(error)) => {
-                        self.metrics.count_upstream_error(tier, error.kind());
-                        Err(ServiceError::Upstream {
-                            tier: tier.clone(),
-                            message: error.to_string(),
-                        })
+                Source::Remote { tier, events } => loop {
+                    let event = events.next().await;
+                    let Some(egress) = self.egress.as_mut() else {
+                        break remote_event(&self.metrics, tier, event);
+                    };
+                    match event {
+                        Some(Ok(UpstreamEvent::Delta(text))) => {
+                            let text = egress.restorer.push(&text);
+                            if !text.is_empty() {
+                                break Ok(Step::Token(remote_token(text)));
+                            }
+                        }
+                        Some(Ok(UpstreamEvent::ToolCalls(mut calls))) => {
+                            for call in &mut calls {
+                                call.arguments =
+                                    crate::egress::map_json_strings(&call.arguments, |text| {
+                                        egress.admitted.restore(text)
+                                    });
+                            }
+                            break Ok(Step::ToolCalls(calls));
+                        }
+                        Some(Ok(UpstreamEvent::Done { stop_reason, usage })) => {
+                            let rest = egress.restorer.finish();
+                            if let Some(egress) = self.egress.take() {
+                                egress
+                                    .guard
+                                    .settle(egress.admitted, Settlement::Answered(usage))
+                                    .await;
+                            }
+                            let done = Step::Done(remote_summary(usage, stop_reason));
+                            if rest.is_empty() {
+                                break Ok(done);
+                            }
+                            self.held.push_back(done);
+                            break Ok(Step::Token(remote_token(rest)));
+                        }
+                        failed => {
+                            let settlement = match &failed {
+                                Some(Err(error)) => Settlement::from_error(error),
+                                _ => Settlement::Failed("transport"),
+                            };
+                            if let Some(egress) = self.egress.take() {
+                                egress.guard.settle(egress.admitted, settlement).await;
+                            }
+                            break remote_event(&self.metrics, tier, failed);
+                        }
                     }
-                    None => Err(ServiceError::Upstream {
-                        tier: tier.clone(),
-                        message: "the stream ended before the answer did".into(),
-                    }),
                 },
                 Source::Finished => Err(EngineError::Stopped.into()),
             },
@@ -664,5 +922,39 @@ impl Routed {
             }
         }
         step
+    }
+}
+
+/// A remote stream's next event as a step (no egress guard between).
+fn remote_event(
+    metrics: &Metrics,
+    tier: &str,
+    event: Option<Result<UpstreamEvent, UpstreamError>>,
+) -> Result<Step, ServiceError> {
+    match event {
+        Some(Ok(event)) => Ok(remote_step(event)),
+        Some(Err(error)) => {
+            metrics.count_upstream_error(tier, error.kind());
+            Err(ServiceError::Upstream {
+                tier: tier.to_string(),
+                message: error.to_string(),
+            })
+        }
+        None => Err(ServiceError::Upstream {
+            tier: tier.to_string(),
+            message: "the stream ended before the answer did".into(),
+        }),
+    }
+}
+
+impl Drop for Routed {
+    /// A caller that leaves mid-stream: the upstream may have billed it all, so the
+    /// reservation is settled at its reserved amount.
+    fn drop(&mut self) {
+        if let Some(egress) = self.egress.take() {
+            egress
+                .guard
+                .settle_later(egress.admitted, Settlement::Abandoned);
+        }
     }
 }

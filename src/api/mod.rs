@@ -52,10 +52,17 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     // The routing walk (tiers, breakers) is built once per app from the validated config.
+    let egress = state.ledger.as_ref().map(|ledger| {
+        Arc::new(crate::egress::EgressGuard::new(
+            state.config.egress.clone(),
+            ledger.clone(),
+        ))
+    });
     let router = Arc::new(crate::router::Router::new(
         state.service.clone(),
         state.config.routing.clone(),
         state.metrics.clone(),
+        egress,
     ));
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))

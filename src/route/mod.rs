@@ -41,10 +41,15 @@ pub enum Reason {
     Unsupported,
     /// The remote tier failed (connection, status, timeout, protocol).
     UpstreamError,
+    /// The egress guard kept the request on the device: opt-in, network, a redaction policy
+    /// that blocks, or a guard that could not decide (fail closed).
+    Policy,
+    /// Today's remote budget is spent.
+    Budget,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Default,
         Reason::Override,
         Reason::LocalError,
@@ -56,6 +61,8 @@ impl Reason {
         Reason::BreakerOpen,
         Reason::Unsupported,
         Reason::UpstreamError,
+        Reason::Policy,
+        Reason::Budget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +78,8 @@ impl Reason {
             Reason::BreakerOpen => "breaker_open",
             Reason::Unsupported => "unsupported",
             Reason::UpstreamError => "upstream_error",
+            Reason::Policy => "policy",
+            Reason::Budget => "budget",
         }
     }
 
@@ -184,7 +193,9 @@ pub fn escalates(triggers: &Triggers, reason: Reason) -> bool {
         | Reason::Override
         | Reason::BreakerOpen
         | Reason::Unsupported
-        | Reason::UpstreamError => true,
+        | Reason::UpstreamError
+        | Reason::Policy
+        | Reason::Budget => true,
     }
 }
 

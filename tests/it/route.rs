@@ -7,6 +7,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::server::Server;
+use crate::support::network_opt_in;
 use crate::upstream_stub::{ANSWER, Mode, Stub};
 
 fn client() -> reqwest::Client {
@@ -31,6 +32,7 @@ fn tiers_config(extra: &str, remotes: &[(&str, &str, &str)]) -> String {
             "[[tiers]]\nname = \"{name}\"\ntype = \"{kind}\"\nurl = \"{url}\"\nmodel = \"big\"\ntimeout_secs = 2\nconnect_timeout_ms = 500\n"
         ));
     }
+    text.push_str(&network_opt_in());
     text
 }
 
@@ -685,12 +687,19 @@ async fn local_error_model_not_loaded_escalates_whole_and_streamed() {
         1,
         metrics.clone(),
     );
+    let data = tempfile::tempdir().unwrap();
+    let ledger = edgellm::ledger::Ledger::open_in(
+        data.path(),
+        edgellm::ledger::LedgerOptions::from_budget(&config.egress.budget),
+        jiff::Timestamp::now(),
+    )
+    .unwrap();
     let router = app(AppState {
         service,
         config,
         metrics,
         started_unix: 0,
-        ledger: None,
+        ledger: Some(Arc::new(ledger)),
     });
     for stream in [false, true] {
         let request = axum::http::Request::post("/v1/chat/completions")
@@ -715,8 +724,9 @@ async fn https_upstream_with_a_private_ca() {
     let stub = Stub::start_tls(Mode::Ok, &ca);
     let tier = |ca_line: &str| {
         format!(
-            "[[tiers]]\nname = \"cloud\"\ntype = \"openai_chat\"\nurl = \"{}\"\nmodel = \"big\"\ntimeout_secs = 5\n{ca_line}\n",
-            stub.base
+            "[[tiers]]\nname = \"cloud\"\ntype = \"openai_chat\"\nurl = \"{}\"\nmodel = \"big\"\ntimeout_secs = 5\n{ca_line}\n{}",
+            stub.base,
+            network_opt_in()
         )
     };
     let trusted =
@@ -777,8 +787,9 @@ async fn local_server_tier_by_url_counts_as_local() {
         };
         let toml = format!(
             "[[tiers]]\nname = \"device\"\ntype = \"local\"\nurl = \"{url}\"\napi = \"{api}\"\ntimeout_secs = 60\n\
-             [[tiers]]\nname = \"cloud\"\ntype = \"openai_chat\"\nurl = \"{}\"\nmodel = \"big\"\n",
-            stub.base
+             [[tiers]]\nname = \"cloud\"\ntype = \"openai_chat\"\nurl = \"{}\"\nmodel = \"big\"\n{}",
+            stub.base,
+            network_opt_in()
         );
         let gateway = Server::start_with_config(Some(&toml), &[]);
         for stream in [false, true] {

@@ -1,6 +1,6 @@
 //! Shared helpers: the default model, a shared engine, running the CLI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use edgellm::engine::{
@@ -79,4 +79,45 @@ pub fn text_of(tokens: &[TokenEvent], summary: &Summary) -> String {
 
 pub fn edgellm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_edgellm"))
+}
+
+/// A fake `/proc` + `/sys` pair whose default route is on `iface`, a link of `kind`
+/// ("ethernet", "wifi", "cellular") that is `up`; `None` for `iface`: no default route.
+pub fn fake_network(dir: &Path, iface: Option<&str>, kind: &str, up: bool) {
+    let proc_net = dir.join("proc/net");
+    std::fs::create_dir_all(&proc_net).unwrap();
+    let mut route = String::from(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n",
+    );
+    if let Some(iface) = iface {
+        route.push_str(&format!(
+            "{iface}\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        ));
+        let sys = dir.join("sys/class/net").join(iface);
+        std::fs::create_dir_all(&sys).unwrap();
+        std::fs::write(sys.join("operstate"), if up { "up\n" } else { "down\n" }).unwrap();
+        let link_type = if kind == "cellular" { "519" } else { "1" };
+        std::fs::write(sys.join("type"), format!("{link_type}\n")).unwrap();
+        if kind == "wifi" {
+            std::fs::create_dir_all(sys.join("wireless")).unwrap();
+        }
+    }
+    std::fs::create_dir_all(dir.join("sys/class/net")).unwrap();
+    std::fs::write(proc_net.join("route"), route).unwrap();
+}
+
+/// A `[network]` section that lets requests leave (opt-in, a wired default route), read from a
+/// fake tree made once per test process: tests do not depend on this machine's network.
+pub fn network_opt_in() -> String {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("edgellm-it-net-{}", std::process::id()));
+        fake_network(&dir, Some("eth0"), "ethernet", true);
+        dir
+    });
+    format!(
+        "\n[network]\nopt_in = true\nsys_root = \"{}\"\nproc_root = \"{}\"\n",
+        root.join("sys").display(),
+        root.join("proc").display()
+    )
 }

@@ -302,6 +302,7 @@ async fn in_process(path: &str, body: Value) -> (u16, Value) {
         config,
         metrics,
         started_unix: 0,
+        ledger: None,
     });
     let request = Request::post(path)
         .header("content-type", "application/json")
@@ -393,6 +394,7 @@ fn remote_config(chat: &Stub, responses: Option<&Stub>) -> String {
     if let Some(stub) = responses {
         text.push_str(&tier("resp", "openai_responses", &stub.base));
     }
+    text.push_str(&crate::support::network_opt_in());
     text
 }
 
