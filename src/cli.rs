@@ -30,6 +30,10 @@ pub enum Command {
     Bench(Box<crate::bench::BenchArgs>),
     /// Ask a running server how it stands: model, slots, queue, each tier and its breaker.
     Status(crate::status::StatusArgs),
+    /// Today's remote spend against each budget cap, from the ledger.
+    Usage(crate::usage::UsageArgs),
+    /// List or export (--json: JSON lines) the audit log by time range, from the ledger.
+    Audit(crate::usage::AuditArgs),
 }
 
 /// Engine settings shared by the commands that load a model.

@@ -189,6 +189,38 @@ impl EgressGuard {
     /// could still give.
     pub async fn precheck(
         &self,
+        tier_name: &str,
+        tier: &RemoteTier,
+        request: &UpstreamRequest,
+        default_max: u32,
+    ) -> Result<(), Refusal> {
+        let refusal = match self.precheck_inner(tier, request, default_max).await {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        // The request wanted to leave and stays: counted and audited like a refused admission.
+        self.metrics.count_refused(refusal.label);
+        self.write_audit(AuditRecord {
+            time: Timestamp::now(),
+            kind: AuditKind::Egress,
+            request_id: format!("egress-{}", uuid::Uuid::new_v4().simple()),
+            tier: Some(tier_name.to_string()),
+            model: Some(tier.model.clone()),
+            reason: "escalation".to_string(),
+            redactions: BTreeMap::new(),
+            bytes_sent: 0,
+            tokens_sent: 0,
+            tokens_received: 0,
+            cost_micros: 0,
+            outcome: Outcome::Blocked(refusal.reason.as_str().to_string()),
+            detail: Some(refusal.label.to_string()),
+        })
+        .await;
+        Err(refusal)
+    }
+
+    async fn precheck_inner(
+        &self,
         tier: &RemoteTier,
         request: &UpstreamRequest,
         default_max: u32,

@@ -27,3 +27,4 @@ pub mod tasks;
 pub mod thermal;
 pub mod tools;
 pub mod upstream;
+pub mod usage;

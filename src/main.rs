@@ -13,6 +13,8 @@ fn main() -> std::process::ExitCode {
         Command::Plan(args) => edgellm::plan::run(args, &edgellm::paths::default_model()),
         Command::Bench(args) => edgellm::bench::run(args, &edgellm::paths::default_model()),
         Command::Status(args) => edgellm::status::run(args),
+        Command::Usage(args) => edgellm::usage::usage(args),
+        Command::Audit(args) => edgellm::usage::audit(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -318,6 +318,103 @@ impl Metrics {
     }
 }
 
+/// The egress guard's metrics: redactions by category, refusals by what refused, and today's
+/// spend against each cap (from the ledger).
+pub fn render_egress(
+    egress: &crate::egress::EgressMetrics,
+    usage: Option<&crate::ledger::DayUsage>,
+    caps: &crate::guard::budget::Caps,
+) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP edgellm_egress_requests_total Requests the egress guard let leave the device.\n# TYPE edgellm_egress_requests_total counter\n");
+    let _ = writeln!(
+        out,
+        "edgellm_egress_requests_total {}",
+        egress.admitted.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP edgellm_redactions_total Values redacted before leaving the device, by category.\n# TYPE edgellm_redactions_total counter\n");
+    if let Ok(counts) = egress.redactions.lock() {
+        for (category, count) in counts.iter() {
+            let _ = writeln!(
+                out,
+                "edgellm_redactions_total{{category=\"{category}\"}} {count}"
+            );
+        }
+    }
+    out.push_str("# HELP edgellm_egress_blocked_total Requests kept on the device by the egress guard, by what refused them.\n# TYPE edgellm_egress_blocked_total counter\n");
+    if let Ok(refused) = egress.refused.lock() {
+        for (reason, count) in refused.iter() {
+            let _ = writeln!(
+                out,
+                "edgellm_egress_blocked_total{{reason=\"{reason}\"}} {count}"
+            );
+        }
+    }
+    let Some(usage) = usage else {
+        return out;
+    };
+    out.push_str("# HELP edgellm_budget_used Today's remote use as the caps count it (settled, pending and in doubt).\n# TYPE edgellm_budget_used gauge\n");
+    let used = &usage.counted;
+    let rows = [
+        (
+            "requests",
+            used.requests,
+            caps.max_requests,
+            usage.remaining.requests,
+        ),
+        (
+            "input_tokens",
+            used.input_tokens,
+            caps.max_input_tokens,
+            usage.remaining.input_tokens,
+        ),
+        (
+            "output_tokens",
+            used.output_tokens,
+            caps.max_output_tokens,
+            usage.remaining.output_tokens,
+        ),
+        (
+            "cost_usd",
+            used.cost_micros,
+            caps.max_cost_micros,
+            usage.remaining.cost_micros,
+        ),
+    ];
+    let scale = |kind: &str, v: u64| {
+        if kind == "cost_usd" {
+            v as f64 / 1e6
+        } else {
+            v as f64
+        }
+    };
+    for (kind, value, _, _) in rows {
+        let _ = writeln!(
+            out,
+            "edgellm_budget_used{{kind=\"{kind}\"}} {}",
+            scale(kind, value)
+        );
+    }
+    out.push_str("# HELP edgellm_budget_remaining What today's caps leave (only capped kinds).\n# TYPE edgellm_budget_remaining gauge\n");
+    for (kind, _, cap, remaining) in rows {
+        if cap.is_some()
+            && let Some(remaining) = remaining
+        {
+            let _ = writeln!(
+                out,
+                "edgellm_budget_remaining{{kind=\"{kind}\"}} {}",
+                scale(kind, remaining)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP edgellm_budget_in_doubt_requests Reservations left unsettled by a crash, counted at their reserved amount.\n# TYPE edgellm_budget_in_doubt_requests gauge\nedgellm_budget_in_doubt_requests {}",
+        usage.in_doubt.requests
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

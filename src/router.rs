@@ -543,7 +543,10 @@ impl Router {
                 },
                 (Some(guard), Some(request)) => {
                     let default_max = self.local.limits().max_tokens;
-                    match guard.precheck(config, &request, default_max).await {
+                    match guard
+                        .precheck(&tier.name, config, &request, default_max)
+                        .await
+                    {
                         Ok(()) => return None,
                         Err(refusal) => refusal,
                     }

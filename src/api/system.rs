@@ -29,6 +29,21 @@ pub async fn metrics(
         .metrics
         .render(engine.map(|e| e.load()), state.config.engine.slots);
     text.push_str(&state.metrics.render_breakers(&router.breaker_states()));
+    if let Some(guard) = router.egress() {
+        let ledger = guard.ledger().clone();
+        let caps = *guard.caps();
+        let usage = tokio::task::spawn_blocking(move || {
+            ledger.usage_at(jiff::Timestamp::now(), &caps).ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        text.push_str(&crate::metrics::render_egress(
+            &guard.metrics,
+            usage.as_ref(),
+            &caps,
+        ));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -2,6 +2,7 @@
 
 mod api;
 mod bench;
+mod egress;
 mod engine;
 mod plan;
 mod route;

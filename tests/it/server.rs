@@ -50,27 +50,35 @@ impl Server {
             // Each server its own ledger (one owner per ledger file).
             .env("EDGELLM_DATA_DIR", data_dir.path())
             .stdout(Stdio::null())
-            .stderr(match log {
-                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-                None => Stdio::null(),
-            });
+            .stderr(Stdio::from(
+                std::fs::File::create(match log {
+                    Some(path) => path.to_path_buf(),
+                    None => data_dir.path().join("server.log"),
+                })
+                .unwrap(),
+            ));
         if let Some(file) = &config {
             command.args(["--config", file.path().to_str().unwrap()]);
         }
         let child = command.spawn().expect("edgellm serve starts");
-        let server = Server {
+        let log = log.map_or_else(|| data_dir.path().join("server.log"), |p| p.to_path_buf());
+        let mut server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             _config: config,
             data_dir,
         };
-        server.wait_healthy();
+        server.wait_healthy(&log);
         server
     }
 
-    fn wait_healthy(&self) {
+    fn wait_healthy(&mut self, log: &std::path::Path) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(120) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("edgellm serve exited ({status}):\n{log}");
+            }
             if let Ok(mut stream) =
                 std::net::TcpStream::connect(self.base.trim_start_matches("http://"))
             {

@@ -41,6 +41,25 @@ pub enum Mode {
     BadToolCall,
     /// Answers with text that is not JSON.
     NotJson,
+    /// Answers (chat only) with every text it received (message contents and tool-call
+    /// arguments, joined by " | "), streamed in 3-character pieces.
+    Echo,
+}
+
+/// What [`Mode::Echo`] answers for `messages`.
+pub fn echo_text(messages: &Value) -> String {
+    let mut parts = Vec::new();
+    for message in messages.as_array().into_iter().flatten() {
+        if let Some(content) = message["content"].as_str() {
+            parts.push(content.to_string());
+        }
+        for call in message["tool_calls"].as_array().into_iter().flatten() {
+            if let Some(arguments) = call["function"]["arguments"].as_str() {
+                parts.push(arguments.to_string());
+            }
+        }
+    }
+    parts.join(" | ")
 }
 
 /// What an answering mode says.
@@ -59,6 +78,8 @@ pub struct Received {
 struct Shared {
     mode: Mutex<Mode>,
     received: Mutex<Vec<Received>>,
+    /// Every header value and body byte received, in order.
+    bytes: Mutex<Vec<u8>>,
 }
 
 pub struct Stub {
@@ -100,6 +121,7 @@ impl Stub {
         let shared = Arc::new(Shared {
             mode: Mutex::new(mode),
             received: Mutex::new(Vec::new()),
+            bytes: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -152,19 +174,47 @@ impl Stub {
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
     }
+
+    /// Every byte that reached the stub: header values and bodies.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.shared.bytes.lock().unwrap().clone()
+    }
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn chat(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    record_bytes(&shared, &headers, &body);
     answer(shared, "/v1/chat/completions", body).await
 }
 
-async fn responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn responses(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    record_bytes(&shared, &headers, &body);
     answer(shared, "/v1/responses", body).await
+}
+
+fn record_bytes(shared: &Shared, headers: &axum::http::HeaderMap, body: &[u8]) {
+    let mut bytes = shared.bytes.lock().unwrap();
+    for (name, value) in headers {
+        bytes.extend_from_slice(name.as_str().as_bytes());
+        bytes.extend_from_slice(b": ");
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(b'\n');
+    }
+    bytes.extend_from_slice(body);
+    bytes.push(b'\n');
 }
 
 async fn answer(shared: Arc<Shared>, path: &str, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let stream = body["stream"] == true;
+    let body_messages = body["messages"].clone();
     shared.received.lock().unwrap().push(Received {
         path: path.to_string(),
         body,
@@ -172,6 +222,41 @@ async fn answer(shared: Arc<Shared>, path: &str, body: Bytes) -> Response {
     let mode = *shared.mode.lock().unwrap();
     let chat = path.ends_with("chat/completions");
     match mode {
+        Mode::Echo => {
+            let text = echo_text(&body_messages);
+            if !stream {
+                return axum::Json(json!({"id": "chatcmpl-echo", "object": "chat.completion", "model": "big",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}}))
+                .into_response();
+            }
+            let chars: Vec<char> = text.chars().collect();
+            let mut parts: Vec<String> = chars
+                .chunks(3)
+                .map(|piece| {
+                    let piece: String = piece.iter().collect();
+                    format!(
+                        "data: {}\n\n",
+                        json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})
+                    )
+                })
+                .collect();
+            parts.push(format!(
+                "data: {}\n\n",
+                json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 7, "completion_tokens": 4}})
+            ));
+            parts.push("data: [DONE]\n\n".to_string());
+            let chunks = futures::stream::iter(
+                parts
+                    .into_iter()
+                    .map(|p| Ok::<_, Infallible>(Bytes::from(p))),
+            );
+            (
+                [("content-type", "text/event-stream")],
+                Body::from_stream(chunks),
+            )
+                .into_response()
+        }
         Mode::Fail => (
             StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(json!({"error": {"message": "stub failure", "type": "server_error"}})),
