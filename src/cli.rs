@@ -30,6 +30,27 @@ pub enum Command {
     Bench(Box<crate::bench::BenchArgs>),
     /// Ask a running server how it stands: model, slots, queue, each tier and its breaker.
     Status(crate::status::StatusArgs),
+    /// Run one configured task on an input, in-process, and print the result as JSON.
+    Task(Box<TaskArgs>),
+}
+
+/// `edgellm task NAME --input FILE`: the serve configuration (file, flags, environment) is
+/// loaded as `serve` loads it; actions run and are audited in the same ledger.
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// The task's name (a [[tasks]] entry of the config)
+    pub name: String,
+    /// The input (untrusted data); `-` reads stdin
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Validate the model's action calls, execute none
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the outcome as one line of JSON (default: indented)
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Engine settings shared by the commands that load a model.

@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
         Command::Plan(args) => edgellm::plan::run(args, &edgellm::paths::default_model()),
         Command::Bench(args) => edgellm::bench::run(args, &edgellm::paths::default_model()),
         Command::Status(args) => edgellm::status::run(args),
+        Command::Task(args) => edgellm::task_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
