@@ -3,10 +3,12 @@
 mod api;
 mod bench;
 mod engine;
+mod mosquitto;
 mod plan;
 mod route;
 mod run_cli;
 mod serve;
 mod server;
 mod support;
+mod tasks;
 mod upstream_stub;
