@@ -32,7 +32,11 @@ pub fn run(args: &TaskArgs) -> anyhow::Result<()> {
         config.engine.slots,
         metrics.clone(),
     );
-    let router = Arc::new(Router::new(service, config.routing.clone(), metrics.clone()));
+    let router = Arc::new(Router::new(
+        service,
+        config.routing.clone(),
+        metrics.clone(),
+    ));
     let tasks = TaskRuntime::new(&config, router, ledger, metrics)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -32,10 +32,7 @@ pub struct LedgerAuditSink {
 
 impl LedgerAuditSink {
     /// `known`: the configured action names (anything else is recorded as `unknown`).
-    pub fn start(
-        ledger: Arc<Ledger>,
-        known: BTreeSet<String>,
-    ) -> std::io::Result<LedgerAuditSink> {
+    pub fn start(ledger: Arc<Ledger>, known: BTreeSet<String>) -> std::io::Result<LedgerAuditSink> {
         let (tx, rx) = mpsc::channel::<AuditRow>();
         let writer = std::thread::Builder::new()
             .name("edgellm-audit".into())
@@ -66,8 +63,10 @@ impl LedgerAuditSink {
 impl AuditSink for LedgerAuditSink {
     fn record(&self, record: AuditRecord) {
         let row = audit_row(&record, &self.known);
-        let sent = lock(&self.queue).as_ref().map(|tx| tx.send(row));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = lock(&self.queue)
+            .as_ref()
+            .is_some_and(|tx| tx.send(row).is_ok());
+        if !sent {
             tracing::warn!(request_id = %record.request_id, "action audit record after shutdown: dropped");
         }
     }
@@ -197,7 +196,10 @@ mod tests {
             assert_eq!(row.reason, "task:triage");
             assert_eq!(row.bytes_sent, bytes);
             let detail = row.detail.unwrap();
-            assert!(detail.contains(&format!("args_sha256={}", "ab".repeat(32))), "{detail}");
+            assert!(
+                detail.contains(&format!("args_sha256={}", "ab".repeat(32))),
+                "{detail}"
+            );
         }
     }
 
@@ -218,8 +220,7 @@ mod tests {
         let ledger = Arc::new(
             Ledger::open_in(dir.path(), Default::default(), jiff::Timestamp::now()).unwrap(),
         );
-        let sink =
-            LedgerAuditSink::start(ledger.clone(), ["notify".to_string()].into()).unwrap();
+        let sink = LedgerAuditSink::start(ledger.clone(), ["notify".to_string()].into()).unwrap();
         for _ in 0..200 {
             sink.record(record("notify", "executed", None));
         }

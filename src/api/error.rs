@@ -154,16 +154,14 @@ impl From<RunError> for ApiError {
             }
             // The gateway's model fails with the routing walk's own errors: same statuses as
             // a chat request, except that output failing the schema is the model's fault.
-            RunError::Task(TaskError::Model(failure)) => {
-                match failure.downcast::<ServiceError>() {
-                    Ok(service) => match *service {
-                        ServiceError::OutputInvalid(_) => invalid_output(message),
-                        other => ApiError::from(other),
-                    },
-                    Err(_) => ApiError::new(StatusCode::BAD_GATEWAY, "server_error", message)
-                        .with_code("model_error"),
-                }
-            }
+            RunError::Task(TaskError::Model(failure)) => match failure.downcast::<ServiceError>() {
+                Ok(service) => match *service {
+                    ServiceError::OutputInvalid(_) => invalid_output(message),
+                    other => ApiError::from(other),
+                },
+                Err(_) => ApiError::new(StatusCode::BAD_GATEWAY, "server_error", message)
+                    .with_code("model_error"),
+            },
             RunError::Task(TaskError::Config { .. } | TaskError::Schema(_)) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
             }

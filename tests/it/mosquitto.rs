@@ -87,16 +87,18 @@ impl WebhookReceiver {
     pub async fn start() -> WebhookReceiver {
         let hits: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
         let recorded = hits.clone();
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, body: axum::body::Bytes| {
+        let app =
+            axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
                 let recorded = recorded.clone();
                 async move {
                     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                    recorded.lock().unwrap().push((uri.path().to_string(), body));
+                    recorded
+                        .lock()
+                        .unwrap()
+                        .push((uri.path().to_string(), body));
                     axum::http::StatusCode::OK
                 }
-            },
-        );
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {

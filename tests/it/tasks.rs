@@ -220,15 +220,15 @@ async fn mqtt_log_batch_gets_a_schema_valid_reply_and_exactly_one_webhook_call()
     assert!(validator(NOTIFY_SCHEMA).is_valid(&hits[0].1), "{hits:?}");
 
     // Bad input is counted and dropped, never fatal: not UTF-8, blank, over max_message_bytes.
-    publisher.publish("site/north/logs", vec![0xff, 0xfe, 0x00]).await;
+    publisher
+        .publish("site/north/logs", vec![0xff, 0xfe, 0x00])
+        .await;
     publisher.publish("site/north/logs", "   ").await;
     publisher.publish("site/north/logs", "x".repeat(600)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = metrics(&server).await;
-        if sample(&text, "edgellm_mqtt_received_total") == Some(6.0)
-            || Instant::now() > deadline
-        {
+        if sample(&text, "edgellm_mqtt_received_total") == Some(6.0) || Instant::now() > deadline {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -319,12 +319,18 @@ async fn task_endpoint_result_validates_and_dry_run_and_narrowing_hold() {
     );
     let text = metrics(&server).await;
     assert_eq!(
-        sample(&text, "edgellm_task_runs_total{task=\"triage\",outcome=\"ok\"}"),
+        sample(
+            &text,
+            "edgellm_task_runs_total{task=\"triage\",outcome=\"ok\"}"
+        ),
         Some(3.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "edgellm_actions_total{action=\"notify\",outcome=\"dry_run\"}"),
+        sample(
+            &text,
+            "edgellm_actions_total{action=\"notify\",outcome=\"dry_run\"}"
+        ),
         Some(1.0)
     );
 }
@@ -382,7 +388,10 @@ async fn injection_corpus_through_the_real_model_runs_only_allowed_valid_calls()
     assert_eq!(hits.len(), executed, "{hits:?}");
     for (path, body) in &hits {
         assert_eq!(path, "/alerts");
-        assert!(notify_schema.is_valid(body), "invalid arguments executed: {body}");
+        assert!(
+            notify_schema.is_valid(body),
+            "invalid arguments executed: {body}"
+        );
     }
     assert!(!marker.exists(), "wipe_disk ran");
 
@@ -468,12 +477,9 @@ async fn task_cli_runs_from_an_input_file_and_from_stdin() {
     assert_eq!(body["actions"][0]["status"], "executed", "{body}");
     assert_eq!(webhook.hits().len(), 1);
 
-    let output = run(
-        common(&["triage", "--input", "-", "--dry-run"]),
-        Some(LOGS),
-    )
-    .await
-    .unwrap();
+    let output = run(common(&["triage", "--input", "-", "--dry-run"]), Some(LOGS))
+        .await
+        .unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -489,7 +495,10 @@ async fn task_cli_runs_from_an_input_file_and_from_stdin() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains("nope"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("nope"),
+        "{stderr}"
+    );
 
     let rows = audit_rows(&data_dir, 2).await;
     let outcomes: Vec<String> = rows.iter().map(outcome_of).collect();
