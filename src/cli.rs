@@ -34,6 +34,27 @@ pub enum Command {
     Usage(crate::usage::UsageArgs),
     /// List or export (--json: JSON lines) the audit log by time range, from the ledger.
     Audit(crate::usage::AuditArgs),
+    /// Run one configured task on an input, in-process, and print the result as JSON.
+    Task(Box<TaskArgs>),
+}
+
+/// `edgellm task NAME --input FILE`: the serve configuration (file, flags, environment) is
+/// loaded as `serve` loads it; actions run and are audited in the same ledger.
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// The task's name (a [[tasks]] entry of the config)
+    pub name: String,
+    /// The input (untrusted data); `-` reads stdin
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Validate the model's action calls, execute none
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the outcome as one line of JSON (default: indented)
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Engine settings shared by the commands that load a model.

@@ -23,6 +23,7 @@ pub mod run;
 pub mod serve;
 pub mod service;
 pub mod status;
+pub mod task_cli;
 pub mod tasks;
 pub mod thermal;
 pub mod tools;

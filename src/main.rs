@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => edgellm::status::run(args),
         Command::Usage(args) => edgellm::usage::usage(args),
         Command::Audit(args) => edgellm::usage::audit(args),
+        Command::Task(args) => edgellm::task_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

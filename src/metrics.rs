@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::engine::EngineLoad;
 
@@ -93,6 +93,12 @@ pub struct Metrics {
     /// Time from routing to the end of the answer, by where it was answered.
     pub local_latency: Histogram,
     pub remote_latency: Histogram,
+    /// Task runs (HTTP and CLI) by task and outcome.
+    task_runs: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Action attempts by action (configured name or `unknown`) and outcome.
+    actions: Mutex<BTreeMap<(String, String), u64>>,
+    /// The MQTT bridge's counters, once it runs.
+    mqtt: OnceLock<Arc<crate::mqtt::MqttCounters>>,
 }
 
 impl Default for Metrics {
@@ -112,6 +118,9 @@ impl Default for Metrics {
             upstream_errors: Mutex::new(BTreeMap::new()),
             local_latency: Histogram::new(SECONDS),
             remote_latency: Histogram::new(SECONDS),
+            task_runs: Mutex::new(BTreeMap::new()),
+            actions: Mutex::new(BTreeMap::new()),
+            mqtt: OnceLock::new(),
         }
     }
 }
@@ -211,6 +220,57 @@ impl Metrics {
             "edgellm_remote_latency_seconds",
             "Time to answer a request on a remote tier (routing included).",
         );
+    }
+
+    /// One task run; `outcome` is `ok`, `input_too_large`, `model_error`, `invalid_output`, ...
+    pub fn count_task_run(&self, task: &str, outcome: &'static str) {
+        if let Ok(mut runs) = self.task_runs.lock() {
+            *runs.entry((task.to_string(), outcome)).or_default() += 1;
+        }
+    }
+
+    /// One action attempt; `outcome` is `executed`, `failed` or the refusal reason. `action` must
+    /// be a configured name (or `unknown`), never text the model made up.
+    pub fn count_action(&self, action: &str, outcome: &str) {
+        if let Ok(mut actions) = self.actions.lock() {
+            *actions
+                .entry((action.to_string(), outcome.to_string()))
+                .or_default() += 1;
+        }
+    }
+
+    /// Renders the MQTT bridge's counters as `edgellm_mqtt_<name>_total` from now on.
+    pub fn set_mqtt_counters(&self, counters: Arc<crate::mqtt::MqttCounters>) {
+        let _ = self.mqtt.set(counters);
+    }
+
+    fn render_tasks(&self, out: &mut String) {
+        out.push_str("# HELP edgellm_task_runs_total Task runs over HTTP and the CLI, by task and outcome.\n# TYPE edgellm_task_runs_total counter\n");
+        if let Ok(runs) = self.task_runs.lock() {
+            for ((task, outcome), count) in runs.iter() {
+                let _ = writeln!(
+                    out,
+                    "edgellm_task_runs_total{{task=\"{task}\",outcome=\"{outcome}\"}} {count}"
+                );
+            }
+        }
+        out.push_str("# HELP edgellm_actions_total Action attempts, by action and outcome (executed, failed or the refusal reason).\n# TYPE edgellm_actions_total counter\n");
+        if let Ok(actions) = self.actions.lock() {
+            for ((action, outcome), count) in actions.iter() {
+                let _ = writeln!(
+                    out,
+                    "edgellm_actions_total{{action=\"{action}\",outcome=\"{outcome}\"}} {count}"
+                );
+            }
+        }
+        if let Some(mqtt) = self.mqtt.get() {
+            for (name, value) in mqtt.snapshot().pairs() {
+                let _ = writeln!(
+                    out,
+                    "# HELP edgellm_mqtt_{name}_total MQTT bridge: {name} (see docs/actions.md).\n# TYPE edgellm_mqtt_{name}_total counter\nedgellm_mqtt_{name}_total {value}"
+                );
+            }
+        }
     }
 
     pub fn set_model_load_time(&self, time: std::time::Duration) {
@@ -314,6 +374,7 @@ impl Metrics {
             self.model_load_micros.load(Ordering::Relaxed) as f64 / 1e6,
         );
         self.render_routing(&mut out);
+        self.render_tasks(&mut out);
         out
     }
 }
@@ -448,5 +509,26 @@ mod tests {
                 "edgellm_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1\n"
             )
         );
+    }
+
+    #[test]
+    fn task_action_and_mqtt_counters() {
+        let metrics = Metrics::default();
+        metrics.count_task_run("triage", "ok");
+        metrics.count_action("notify", "executed");
+        metrics.count_action("notify", "dry_run");
+        let mqtt = Arc::new(crate::mqtt::MqttCounters::default());
+        mqtt.malformed.fetch_add(2, Ordering::Relaxed);
+        metrics.set_mqtt_counters(mqtt);
+        let text = metrics.render(None, 1);
+        for line in [
+            "edgellm_task_runs_total{task=\"triage\",outcome=\"ok\"} 1\n",
+            "edgellm_actions_total{action=\"notify\",outcome=\"executed\"} 1\n",
+            "edgellm_actions_total{action=\"notify\",outcome=\"dry_run\"} 1\n",
+            "edgellm_mqtt_malformed_total 2\n",
+            "edgellm_mqtt_received_total 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
     }
 }

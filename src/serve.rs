@@ -1,7 +1,9 @@
 //! `edgellm serve`: configuration, model loading, the HTTP listener and graceful shutdown.
 //!
 //! The listener starts before the model is loaded, so `/health` answers 503 while it loads (what
-//! orchestrators and llama-server clients expect), then 200.
+//! orchestrators and llama-server clients expect), then 200. With `[mqtt]` configured the MQTT
+//! bridge runs beside the listener; on shutdown it is cancelled with the listener, awaited
+//! briefly, and then the audit records still queued are written.
 
 use std::sync::{Arc, OnceLock};
 
@@ -13,7 +15,9 @@ use crate::config::{RawConfig, ServeConfig};
 use crate::engine::Engine;
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::metrics::Metrics;
+use crate::mqtt::MqttBridge;
 use crate::service::LocalService;
+use tokio_util::sync::CancellationToken;
 
 /// Reads the config file, lays flags and environment over it, and validates the result.
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -54,7 +58,7 @@ fn init_logging(json: bool) {
 /// The ledger, when anything can leave the device (a remote tier) or act (an action). It is
 /// opened before the first request: an unsettled reservation from an earlier run becomes
 /// in doubt here, counted and never re-sent.
-fn open_ledger(config: &ServeConfig) -> anyhow::Result<Option<Arc<Ledger>>> {
+pub fn open_ledger(config: &ServeConfig) -> anyhow::Result<Option<Arc<Ledger>>> {
     let needed = config.routing.tiers.iter().any(|t| !t.on_device()) || !config.actions.is_empty();
     if !needed {
         return Ok(None);
@@ -88,6 +92,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         started_unix: api::unix_now(),
         ledger,
     };
+    let gateway = api::gateway(state).context("cannot set up tasks and actions")?;
+    // Batches that arrive while the model loads fail (counted in task_errors).
+    let bridge = start_bridge(&config, &gateway, &metrics)?;
 
     // Load the model on a blocking thread while the listener already answers /health with 503.
     let engine_config = config.engine.clone();
@@ -114,7 +121,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let grace = config.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, api::app(state)).with_graceful_shutdown({
+    let server = axum::serve(listener, gateway.app).with_graceful_shutdown({
         let mut rx = shutdown_rx.clone();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -131,7 +138,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     }
     let _ = shutdown_tx.send(true);
-    match tokio::time::timeout(grace, server).await {
+    let bridge = bridge.map(|bridge| {
+        bridge.stop.cancel();
+        bridge.task
+    });
+    let served = tokio::time::timeout(grace, server).await;
+    if let Some(bridge) = bridge
+        && tokio::time::timeout(BRIDGE_STOP, bridge).await.is_err()
+    {
+        tracing::warn!("the MQTT bridge did not stop in time");
+    }
+    // Every action has run (or been cancelled): write the audit records still queued.
+    let tasks = gateway.tasks.clone();
+    let _ = tokio::task::spawn_blocking(move || tasks.close()).await;
+    match served {
         Ok(result) => {
             result
                 .context("server task failed")?
@@ -141,6 +161,40 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("grace period over: cancelling the requests still running"),
     }
     Ok(())
+}
+
+/// How long the MQTT bridge gets to send DISCONNECT after shutdown starts.
+const BRIDGE_STOP: std::time::Duration = std::time::Duration::from_secs(2);
+
+struct RunningBridge {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the MQTT bridge when `[mqtt]` is configured; its counters go into `/metrics`. It
+/// shares the HTTP side's routing walk and action registry (one model, shared rate limits).
+fn start_bridge(
+    config: &ServeConfig,
+    gateway: &api::Gateway,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<RunningBridge>> {
+    let Some(mqtt) = &config.mqtt else {
+        return Ok(None);
+    };
+    let tasks = &gateway.tasks;
+    let bridge = MqttBridge::new(
+        mqtt.clone(),
+        &tasks.tasks(),
+        tasks.model(),
+        tasks.registry(),
+        false,
+    )
+    .context("cannot start the MQTT bridge")?;
+    metrics.set_mqtt_counters(bridge.counters());
+    tracing::info!(broker = %format!("{}:{}", mqtt.host, mqtt.port), subscriptions = mqtt.subscriptions.len(), "mqtt bridge starting");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(bridge.run(stop.clone()));
+    Ok(Some(RunningBridge { stop, task }))
 }
 
 async fn shutdown_signal() -> &'static str {

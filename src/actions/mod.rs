@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod ledger_sink;
 mod mqtt_publish;
 mod program;
 pub mod rate;
@@ -28,6 +29,7 @@ use serde_json::Value;
 
 pub use audit::{AuditRecord, AuditSink, MemoryAuditSink, fingerprint};
 pub use config::{ActionSpec, Executor, RawAction, validate_actions};
+pub use ledger_sink::LedgerAuditSink;
 use rate::RateWindow;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum ActionError {
     Config { action: String, message: String },
     #[error("cannot build the HTTP client for webhooks: {0}")]
     HttpClient(String),
+    #[error("cannot start the audit writer: {0}")]
+    AuditWriter(String),
 }
 
 /// What the model asked for: an action name and its arguments.

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::engine::EngineError;
 use crate::service::ServiceError;
+use crate::tasks::{RunError, TaskError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -134,6 +135,44 @@ impl From<ServiceError> for ApiError {
                 )
                 .with_code("all_tiers_failed")
             },
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(error: RunError) -> Self {
+        let message = error.to_string();
+        let invalid_output = |message: String| {
+            ApiError::new(StatusCode::BAD_GATEWAY, "server_error", message)
+                .with_code("invalid_model_output")
+        };
+        match error {
+            RunError::UnknownTask(name) => ApiError::not_found(&format!("task {name:?}")),
+            RunError::Task(TaskError::InputTooLarge { .. }) => ApiError {
+                param: Some("input".into()),
+                ..ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    message,
+                )
+                .with_code("input_too_large")
+            },
+            RunError::Task(TaskError::OutputNotJson(_) | TaskError::OutputInvalid(_)) => {
+                invalid_output(message)
+            }
+            // The gateway's model fails with the routing walk's own errors: same statuses as
+            // a chat request, except that output failing the schema is the model's fault.
+            RunError::Task(TaskError::Model(failure)) => match failure.downcast::<ServiceError>() {
+                Ok(service) => match *service {
+                    ServiceError::OutputInvalid(_) => invalid_output(message),
+                    other => ApiError::from(other),
+                },
+                Err(_) => ApiError::new(StatusCode::BAD_GATEWAY, "server_error", message)
+                    .with_code("model_error"),
+            },
+            RunError::Task(TaskError::Config { .. } | TaskError::Schema(_)) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+            }
         }
     }
 }

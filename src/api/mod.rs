@@ -14,6 +14,7 @@ pub mod openai;
 mod responses;
 mod routed;
 mod system;
+mod tasks;
 mod telemetry;
 mod tools;
 
@@ -26,8 +27,10 @@ use axum::routing::{get, post};
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::service::LocalService;
+use crate::tasks::TaskRuntime;
 
 pub use error::ApiError;
+pub use tasks::task_json;
 pub use telemetry::RequestRecord;
 
 /// Shared state of the handlers.
@@ -49,21 +52,69 @@ impl AppState {
     }
 }
 
+/// The HTTP app and the parts `serve` shares with the MQTT bridge, built once per server.
+pub struct Gateway {
+    pub app: Router,
+    /// The routing walk (tiers, breakers) the handlers use.
+    pub router: Arc<crate::router::Router>,
+    /// Tasks, the action registry (audited to the ledger) and the model of task runs.
+    pub tasks: Arc<TaskRuntime>,
+}
+
+/// The app; when tasks cannot be set up (the audit writer or the webhook client cannot start)
+/// the error is logged and `/v1/tasks/*` answers 503. `serve` uses [`gateway`], which fails.
 pub fn app(state: AppState) -> Router {
-    let body_limit = state.config.limits.max_body_bytes;
-    // The routing walk (tiers, breakers) is built once per app from the validated config.
+    let router = routing_walk(&state);
+    match task_runtime(&state, &router) {
+        Ok(tasks) => routes(state, router, Some(Arc::new(tasks))),
+        Err(error) => {
+            tracing::error!(%error, "tasks and actions are unavailable");
+            routes(state, router, None)
+        }
+    }
+}
+
+/// The app and its shared parts, or why tasks and actions cannot be set up.
+pub fn gateway(state: AppState) -> Result<Gateway, crate::actions::ActionError> {
+    let router = routing_walk(&state);
+    let tasks = Arc::new(task_runtime(&state, &router)?);
+    Ok(Gateway {
+        app: routes(state, router.clone(), Some(tasks.clone())),
+        router,
+        tasks,
+    })
+}
+
+/// The routing walk (tiers, breakers), built once per app from the validated config.
+fn routing_walk(state: &AppState) -> Arc<crate::router::Router> {
     let egress = state.ledger.as_ref().map(|ledger| {
         Arc::new(crate::egress::EgressGuard::new(
             state.config.egress.clone(),
             ledger.clone(),
         ))
     });
-    let router = Arc::new(crate::router::Router::new(
+    Arc::new(crate::router::Router::new(
         state.service.clone(),
         state.config.routing.clone(),
         state.metrics.clone(),
         egress,
-    ));
+    ))
+}
+
+fn task_runtime(
+    state: &AppState,
+    router: &Arc<crate::router::Router>,
+) -> Result<TaskRuntime, crate::actions::ActionError> {
+    TaskRuntime::new(
+        &state.config,
+        router.clone(),
+        state.ledger.clone(),
+        state.metrics.clone(),
+    )
+}
+
+fn routes(state: AppState, router: Arc<crate::router::Router>, tasks: tasks::Tasks) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/chat/completions", post(chat::chat_completions))
@@ -77,8 +128,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/v1/plan", get(system::plan))
         .route("/v1/status", get(system::status))
+        .route("/v1/tasks/{name}", post(tasks::run))
         .fallback(system::not_found)
         .layer(axum::Extension(router))
+        .layer(axum::Extension(tasks))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -26,7 +26,9 @@ impl TaskModel for FakeModel {
     fn generate(
         &self,
         request: TaskRequest,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<TaskGeneration, String>> + Send + '_>> {
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<TaskGeneration, crate::tasks::ModelFailure>> + Send + '_>,
+    > {
         Box::pin(async move {
             let lines: Vec<&str> = request.user.lines().collect();
             let data = lines[1..lines.len() - 1].join("|");

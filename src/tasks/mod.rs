@@ -8,7 +8,9 @@
 //! request's; model output that does not parse or validate is an error, never a result; the
 //! input never appears outside the DATA block.
 
+mod model;
 pub mod prompt;
+pub mod runtime;
 pub mod schema;
 
 #[cfg(test)]
@@ -23,7 +25,9 @@ use serde_json::Value;
 
 use crate::actions::config::{check_schema_subset, schema_value};
 use crate::actions::{ActionCall, ActionOutcome, ActionRegistry, CallContext};
+pub use model::RouterModel;
 use prompt::DataBoundary;
+pub use runtime::{RunError, TaskRuntime};
 
 /// Default generation budget of a task run.
 pub const DEFAULT_MAX_TOKENS: u32 = 512;
@@ -34,6 +38,10 @@ pub const DEFAULT_MAX_ACTIONS: usize = 4;
 /// Hard cap on `max_actions`.
 pub const MAX_ACTIONS_LIMIT: usize = 32;
 
+/// Why a [`TaskModel`] failed; the gateway's model returns a
+/// [`ServiceError`](crate::service::ServiceError) here, which the API maps to its status.
+pub type ModelFailure = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     #[error("task {task}: {message}")]
@@ -41,7 +49,7 @@ pub enum TaskError {
     #[error("input is {bytes} bytes, over the task's max_input_bytes of {limit}")]
     InputTooLarge { bytes: usize, limit: usize },
     #[error("the model failed: {0}")]
-    Model(String),
+    Model(ModelFailure),
     #[error("the model's output is not JSON: {0}")]
     OutputNotJson(String),
     #[error("the model's output does not match the run schema: {0}")]
@@ -66,6 +74,9 @@ pub struct RawTask {
     pub max_input_bytes: Option<usize>,
     /// Cap on calls per run (the run schema's `maxItems`).
     pub max_actions: Option<usize>,
+    /// Calls a run must request (the run schema's `minItems`) while any action is allowed;
+    /// default 0. With `min_actions = max_actions = 1` a constrained model makes exactly one.
+    pub min_actions: Option<usize>,
 }
 
 /// A validated task.
@@ -78,6 +89,7 @@ pub struct Task {
     pub max_tokens: u32,
     pub max_input_bytes: usize,
     pub max_actions: usize,
+    pub min_actions: usize,
 }
 
 impl RawTask {
@@ -110,6 +122,10 @@ impl RawTask {
                 "max_actions must be at most {MAX_ACTIONS_LIMIT}"
             )));
         }
+        let min_actions = self.min_actions.unwrap_or(0);
+        if min_actions > max_actions {
+            return Err(err("min_actions must be at most max_actions".into()));
+        }
         let max_tokens = self.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         let max_input_bytes = self.max_input_bytes.unwrap_or(DEFAULT_MAX_INPUT_BYTES);
         if max_tokens == 0 || max_input_bytes == 0 {
@@ -123,6 +139,7 @@ impl RawTask {
             max_tokens,
             max_input_bytes,
             max_actions,
+            min_actions,
         })
     }
 }
@@ -150,7 +167,7 @@ pub trait TaskModel: Send + Sync {
     fn generate(
         &self,
         request: TaskRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<TaskGeneration, String>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<TaskGeneration, ModelFailure>> + Send + '_>>;
 }
 
 #[derive(Debug, Clone, PartialEq)]

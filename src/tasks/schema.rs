@@ -3,7 +3,8 @@
 //! ```text
 //! {"result": <task output schema>,
 //!  "actions": [ anyOf over the allowed actions only:
-//!               {"name": {"const": "<action>"}, "arguments": <its parameters schema>} ]}
+//!               {"name": {"const": "<action>"}, "arguments": <its parameters schema>} ],
+//!               maxItems: max_actions, minItems: min_actions (when > 0) }
 //! ```
 //!
 //! A constrained local decoder cannot even spell a call to an action outside this run's
@@ -41,11 +42,17 @@ pub fn run_schema(
     let actions_schema = if variants.is_empty() || task.max_actions == 0 {
         json!({"type": "array", "maxItems": 0})
     } else {
-        json!({
+        let mut schema = json!({
             "type": "array",
             "items": {"anyOf": variants},
             "maxItems": task.max_actions,
-        })
+        });
+        // Only while something is allowed: a request that narrows the allowlist to nothing
+        // gets `maxItems: 0` above, never an unsatisfiable schema.
+        if task.min_actions > 0 {
+            schema["minItems"] = json!(task.min_actions);
+        }
+        schema
     };
     Ok(json!({
         "type": "object",

@@ -148,7 +148,8 @@ impl TaskModel for Scripted {
     fn generate(
         &self,
         request: TaskRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<TaskGeneration, String>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<TaskGeneration, crate::tasks::ModelFailure>> + Send + '_>>
+    {
         self.seen.lock().unwrap().push(request);
         let text = self.text.clone();
         Box::pin(async move {
@@ -262,7 +263,8 @@ impl TaskModel for Adversary {
     fn generate(
         &self,
         request: TaskRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<TaskGeneration, String>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<TaskGeneration, crate::tasks::ModelFailure>> + Send + '_>>
+    {
         let data = data_lines(&request.user);
         let mut calls: Vec<ActionCall> = data.iter().flat_map(|l| adversarial_calls(l)).collect();
         if self.decoder == Decoder::Constrained {

@@ -35,16 +35,18 @@ impl Server {
         });
         let data_dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(edgellm_bin());
+        command.args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "-m",
+            default_model().to_str().unwrap(),
+        ]);
+        // Two threads unless the caller chose (the flag may be given once).
+        if !args.iter().any(|a| *a == "-t" || *a == "--threads") {
+            command.args(["-t", "2"]);
+        }
         command
-            .args([
-                "serve",
-                "--port",
-                &port.to_string(),
-                "-m",
-                default_model().to_str().unwrap(),
-                "-t",
-                "2",
-            ])
             .args(args)
             .env_remove("EDGELLM_API_KEY")
             // Each server its own ledger (one owner per ledger file).

@@ -1,0 +1,82 @@
+//! `edgellm task NAME --input FILE`: one task run from the shell, in-process. The configuration
+//! is loaded as `serve` loads it; the engine, the routing walk, the action registry and its
+//! ledger audit are the same as the server's. Prints the outcome in the HTTP endpoint's shape.
+
+use std::io::Read;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+
+use crate::cli::TaskArgs;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::serve::{load_config, open_ledger};
+use crate::service::LocalService;
+use crate::tasks::{RunOptions, TaskRuntime};
+
+pub fn run(args: &TaskArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.serve)?;
+    if !config.tasks.iter().any(|t| t.name == args.name) {
+        anyhow::bail!("no task named {:?} in the configuration", args.name);
+    }
+    let input = read_input(&args.input)?;
+    let ledger = open_ledger(&config)?;
+    let engine = Engine::start(config.engine.clone()).context("cannot load the model")?;
+    let metrics = Arc::new(Metrics::default());
+    let cell = Arc::new(OnceLock::new());
+    let _ = cell.set(engine);
+    let service = LocalService::new(
+        cell,
+        config.limits.clone(),
+        config.engine.slots,
+        metrics.clone(),
+    );
+    // Remote tiers pass the same egress guard as in `serve`.
+    let egress = ledger.as_ref().map(|ledger| {
+        Arc::new(crate::egress::EgressGuard::new(
+            config.egress.clone(),
+            ledger.clone(),
+        ))
+    });
+    let router = Arc::new(Router::new(
+        service,
+        config.routing.clone(),
+        metrics.clone(),
+        egress,
+    ));
+    let tasks = TaskRuntime::new(&config, router, ledger, metrics)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let options = RunOptions {
+        dry_run: args.dry_run,
+        allowlist: None,
+        request_id: Some(crate::api::request_id("task-")),
+    };
+    let outcome = runtime.block_on(tasks.run(&args.name, &input, &options));
+    // Whatever happened, the audit records of the calls that ran are written before exiting.
+    tasks.close();
+    let outcome = outcome?;
+    let body = crate::api::task_json(&args.name, &outcome);
+    let text = if args.json {
+        body.to_string()
+    } else {
+        serde_json::to_string_pretty(&body)?
+    };
+    println!("{text}");
+    Ok(())
+}
+
+fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the input from stdin")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the input file {}", path.display()))
+}
