@@ -118,6 +118,12 @@ cat > "$OUT/edgellm.toml" <<EOF
 # The only tier is the remote one: every request is forwarded to the stand-in upstream.
 [server]
 api_keys = ["$EDGE_KEY"]
+data_dir = "$OUT/edgellm-data"
+
+# The egress guard stays on (as in the field): opt-in, the machine's own default route,
+# redaction of every request, a reservation and a settlement in the ledger, an audit row.
+[network]
+opt_in = true
 
 [[tiers]]
 name = "upstream"

@@ -47,7 +47,9 @@ fn init_logging(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in journald or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         let _ = builder.json().try_init();
     } else {
@@ -85,6 +87,23 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let ledger = open_ledger(&config)?;
+    if let Some(ledger) = &ledger {
+        // Retention: expired audit and prompt-log rows go hourly, not only at start-up.
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+            hourly.tick().await;
+            loop {
+                hourly.tick().await;
+                let ledger = ledger.clone();
+                let purged =
+                    tokio::task::spawn_blocking(move || ledger.purge(jiff::Timestamp::now())).await;
+                if !matches!(purged, Ok(Ok(_))) {
+                    tracing::warn!("cannot purge expired ledger rows");
+                }
+            }
+        });
+    }
     let state = AppState {
         service,
         config: config.clone(),

@@ -69,6 +69,8 @@ pub async fn request_log(
         started,
         record,
         log_prompts: state.config.log_prompts,
+        redactor: state.config.egress.redactor.clone(),
+        ledger: state.ledger.clone(),
     };
     let (parts, body) = response.into_parts();
     Response::from_parts(
@@ -87,6 +89,8 @@ struct LogLine {
     started: Instant,
     record: RequestRecord,
     log_prompts: bool,
+    redactor: crate::guard::redact::Redactor,
+    ledger: Option<std::sync::Arc<crate::ledger::Ledger>>,
 }
 
 impl LogLine {
@@ -98,11 +102,26 @@ impl LogLine {
             .map(|mut f| std::mem::take(&mut *f))
             .unwrap_or_default();
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let prompt = if self.log_prompts {
-            fields.prompt_text
-        } else {
-            None
+        // Logged prompts never hold what the egress guard would redact: the log line and the
+        // ledger's prompt log (its own retention, `[budget] prompt_log`) get the redacted text.
+        let prompt = match (self.log_prompts, fields.prompt_text) {
+            (true, Some(text)) => Some(
+                self.redactor
+                    .session()
+                    .redact(&text)
+                    .unwrap_or_else(|_| "[not logged: redaction failed]".to_string()),
+            ),
+            _ => None,
         };
+        if let (Some(text), Some(ledger)) = (&prompt, &self.ledger) {
+            let id = format!("log-{}", uuid::Uuid::new_v4().simple());
+            let _ = ledger.log_prompt(
+                &id,
+                crate::ledger::PromptDirection::Prompt,
+                text,
+                jiff::Timestamp::now(),
+            );
+        }
         tracing::info!(
             method = %self.method,
             route = %self.route,

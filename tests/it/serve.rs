@@ -567,3 +567,31 @@ async fn one_log_line_per_request_without_prompt_text() {
     assert!(requests[0]["fields"]["latency_ms"].is_string());
     assert_eq!(requests[1]["fields"]["status"], 400);
 }
+
+#[tokio::test]
+async fn logged_prompts_are_redacted() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let server = Server::start_with(None, &["--log-json", "--log-prompts"], Some(log.path()));
+    let content = "Mail ops@plant-7.example.com, key AKIAIOSFODNN7EXAMPLE, about valve 3";
+    let (status, _) = post(
+        &server,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": content}], "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    drop(server);
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        text.contains("about valve 3"),
+        "the prompt is logged:\n{text}"
+    );
+    assert!(
+        text.contains("<EMAIL_1>") && text.contains("<API_KEY_1>"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ops@plant-7.example.com") && !text.contains("AKIAIOSFODNN7EXAMPLE"),
+        "{text}"
+    );
+}
