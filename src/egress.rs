@@ -383,21 +383,28 @@ impl EgressGuard {
         record.outcome = outcome.clone();
         record.time = Timestamp::now();
         let ledger = self.ledger.clone();
-        let result = tokio::task::spawn_blocking(move || match actual {
-            Some(amount) => ledger
-                .settle(&reservation, &amount, &outcome, Timestamp::now())
-                .map(|_| ()),
-            None => ledger.release(&reservation, Timestamp::now()).map(|_| ()),
+        // One trip to the blocking pool: the settlement first (what the caps count), then the
+        // audit row.
+        let result = tokio::task::spawn_blocking(move || {
+            let settled = match actual {
+                Some(amount) => ledger
+                    .settle(&reservation, &amount, &outcome, Timestamp::now())
+                    .map(|_| ()),
+                None => ledger.release(&reservation, Timestamp::now()).map(|_| ()),
+            };
+            let audited = ledger.record_audit(&record).map(|_| ());
+            settled.and(audited)
         })
         .await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot settle a reservation; it stays counted")
+                tracing::error!(error = %e, "cannot settle or audit an egress; the reservation stays counted")
             }
-            Err(e) => tracing::error!(error = %e, "cannot settle a reservation; it stays counted"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot settle or audit an egress; the reservation stays counted")
+            }
         }
-        self.write_audit(record).await;
     }
 
     /// Settles from a place that cannot wait (a dropped stream): on the runtime, in the background.

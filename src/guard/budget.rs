@@ -42,6 +42,9 @@ pub struct BudgetConfig {
     pub prompt_log: bool,
     /// Days prompt-log rows are kept (default: `retention_days`).
     pub prompt_log_retention_days: Option<u32>,
+    /// `"normal"` (default): each commit is durable against a crash of the process (kill -9,
+    /// OOM); `"full"`: also against a power cut, at one fsync per commit.
+    pub ledger_sync: Option<String>,
 }
 
 /// The validated budget: what the ledger and the router use.
@@ -52,6 +55,8 @@ pub struct Budget {
     pub retention_days: u32,
     /// `Some(retention in days)` when prompt logging is on.
     pub prompt_log_retention_days: Option<u32>,
+    /// Sync the ledger's WAL on every commit (`ledger_sync = "full"`).
+    pub full_sync: bool,
 }
 
 /// Limits for one device and one calendar day, plus the per-request output cap.
@@ -134,6 +139,8 @@ pub enum BudgetConfigError {
     NotANonNegativeNumber { field: &'static str, value: f64 },
     #[error("budget.{field} must be at least 1 day")]
     ZeroRetention { field: &'static str },
+    #[error("budget.ledger_sync must be \"normal\" or \"full\", not {0:?}")]
+    LedgerSync(String),
 }
 
 impl Cap {
@@ -176,7 +183,13 @@ impl BudgetConfig {
                 field: "prompt_log_retention_days",
             });
         }
+        let full_sync = match self.ledger_sync.as_deref() {
+            None | Some("normal") => false,
+            Some("full") => true,
+            Some(other) => return Err(BudgetConfigError::LedgerSync(other.to_string())),
+        };
         Ok(Budget {
+            full_sync,
             caps: Caps {
                 max_requests: self.max_requests_per_day,
                 max_input_tokens: self.max_input_tokens_per_day,

@@ -14,7 +14,11 @@ use super::LedgerError;
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, LedgerError> {
+pub(super) fn connect(
+    path: &Path,
+    flags: OpenFlags,
+    full_sync: bool,
+) -> Result<Connection, LedgerError> {
     let open_error = |source| LedgerError::Open {
         path: path.to_path_buf(),
         source,
@@ -29,7 +33,10 @@ pub(super) fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, Ledge
             tracing::warn!(path = %path.display(), mode, "ledger: WAL not available");
         }
     }
-    conn.pragma_update(None, "synchronous", "FULL")
+    // In WAL mode NORMAL keeps every commit across a crash of the process (the WAL is written
+    // before the commit returns; only the fsync waits for a checkpoint); FULL adds a power cut.
+    let sync = if full_sync { "FULL" } else { "NORMAL" };
+    conn.pragma_update(None, "synchronous", sync)
         .map_err(open_error)?;
     Ok(conn)
 }
@@ -79,4 +86,35 @@ pub(super) fn start_boot(conn: &mut Connection, now: Timestamp) -> Result<i64, L
         );
     }
     Ok(boot)
+}
+
+/// How often the owner's WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// A thread with its own connection that checkpoints the WAL (`PASSIVE`: it never blocks the
+/// writer) every second, until the returned sender is dropped; then one last time.
+pub(super) fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, LedgerError> {
+    let conn = connect(path, OpenFlags::default(), false)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("ledger-checkpoint".into())
+        .spawn(move || {
+            loop {
+                let last = !matches!(
+                    stopped.recv_timeout(CHECKPOINT_EVERY),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                );
+                if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::warn!(%error, "ledger: checkpoint failed");
+                }
+                if last {
+                    break;
+                }
+            }
+        })
+        .map_err(|source| LedgerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(stop)
 }

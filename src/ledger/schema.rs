@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::LedgerError;
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1. Amounts are integers (tokens, micro-dollars); times are Unix milliseconds; `day`
 /// is the budget day (`YYYY-MM-DD` in the configured zone) fixed when the row was reserved.
@@ -65,6 +65,45 @@ CREATE INDEX prompt_log_time ON prompt_log(time_ms);
 ";
 
 /// Brings the database to [`SCHEMA_VERSION`].
+const V2: &str = "
+CREATE TABLE day_total (
+    day TEXT PRIMARY KEY,
+    requests INTEGER NOT NULL DEFAULT 0,
+    input INTEGER NOT NULL DEFAULT 0,
+    output INTEGER NOT NULL DEFAULT 0,
+    cost INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER reservation_counted_insert AFTER INSERT ON reservation BEGIN
+    INSERT INTO day_total (day) VALUES (NEW.day) ON CONFLICT (day) DO NOTHING;
+    UPDATE day_total SET
+        requests = requests + (NEW.state != 'released'),
+        input = input + (CASE NEW.state WHEN 'settled' THEN COALESCE(NEW.actual_input, 0) WHEN 'released' THEN 0 ELSE NEW.reserved_input END),
+        output = output + (CASE NEW.state WHEN 'settled' THEN COALESCE(NEW.actual_output, 0) WHEN 'released' THEN 0 ELSE NEW.reserved_output END),
+        cost = cost + (CASE NEW.state WHEN 'settled' THEN COALESCE(NEW.actual_cost, 0) WHEN 'released' THEN 0 ELSE NEW.reserved_cost END)
+    WHERE day = NEW.day;
+END;
+CREATE TRIGGER reservation_counted_update AFTER UPDATE ON reservation BEGIN
+    UPDATE day_total SET
+        requests = requests - (OLD.state != 'released') + (NEW.state != 'released'),
+        input = input - (CASE OLD.state WHEN 'settled' THEN COALESCE(OLD.actual_input, 0) WHEN 'released' THEN 0 ELSE OLD.reserved_input END) + (CASE NEW.state WHEN 'settled' THEN COALESCE(NEW.actual_input, 0) WHEN 'released' THEN 0 ELSE NEW.reserved_input END),
+        output = output - (CASE OLD.state WHEN 'settled' THEN COALESCE(OLD.actual_output, 0) WHEN 'released' THEN 0 ELSE OLD.reserved_output END) + (CASE NEW.state WHEN 'settled' THEN COALESCE(NEW.actual_output, 0) WHEN 'released' THEN 0 ELSE NEW.reserved_output END),
+        cost = cost - (CASE OLD.state WHEN 'settled' THEN COALESCE(OLD.actual_cost, 0) WHEN 'released' THEN 0 ELSE OLD.reserved_cost END) + (CASE NEW.state WHEN 'settled' THEN COALESCE(NEW.actual_cost, 0) WHEN 'released' THEN 0 ELSE NEW.reserved_cost END)
+    WHERE day = NEW.day;
+END;
+CREATE TRIGGER reservation_counted_delete AFTER DELETE ON reservation BEGIN
+    UPDATE day_total SET
+        requests = requests - (OLD.state != 'released'),
+        input = input - (CASE OLD.state WHEN 'settled' THEN COALESCE(OLD.actual_input, 0) WHEN 'released' THEN 0 ELSE OLD.reserved_input END),
+        output = output - (CASE OLD.state WHEN 'settled' THEN COALESCE(OLD.actual_output, 0) WHEN 'released' THEN 0 ELSE OLD.reserved_output END),
+        cost = cost - (CASE OLD.state WHEN 'settled' THEN COALESCE(OLD.actual_cost, 0) WHEN 'released' THEN 0 ELSE OLD.reserved_cost END)
+    WHERE day = OLD.day;
+END;
+INSERT INTO day_total (day, requests, input, output, cost)
+    SELECT day, SUM((reservation.state != 'released')), SUM((CASE reservation.state WHEN 'settled' THEN COALESCE(reservation.actual_input, 0) WHEN 'released' THEN 0 ELSE reservation.reserved_input END)),
+           SUM((CASE reservation.state WHEN 'settled' THEN COALESCE(reservation.actual_output, 0) WHEN 'released' THEN 0 ELSE reservation.reserved_output END)), SUM((CASE reservation.state WHEN 'settled' THEN COALESCE(reservation.actual_cost, 0) WHEN 'released' THEN 0 ELSE reservation.reserved_cost END))
+    FROM reservation GROUP BY day;
+";
+
 pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -77,7 +116,11 @@ pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     if found < 1 {
         tx.execute_batch(V1)?;
     }
-    // Later versions: `if found < 2 { tx.execute_batch(V2)?; }` and so on.
+    if found < 2 {
+        // What each day counts against the caps, kept by triggers in the same transaction as
+        // every reservation change: `reserve` reads one row instead of summing the day.
+        tx.execute_batch(V2)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())

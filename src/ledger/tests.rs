@@ -803,3 +803,43 @@ fn kill_9_never_loses_a_settled_record() {
         expected_in_doubt.requests
     );
 }
+
+#[test]
+fn the_day_total_kept_by_triggers_equals_the_sum_of_the_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let caps = Caps::default();
+    let check = |ledger: &Ledger| {
+        let day = ledger.day_of(ts(NOW)).to_string();
+        let conn = lock(&ledger.conn);
+        let kept = day_counted(&conn, &day).expect("day total");
+        let summed = counted_totals(&conn, &day).expect("sum").counted();
+        assert_eq!(kept, summed);
+        kept
+    };
+    {
+        let ledger = open(dir.path(), LedgerOptions::default(), NOW);
+        for i in 0..12u64 {
+            let id = format!("r{i}");
+            let reservation = ledger
+                .reserve(&request(&id, amount(10 + i, 20, 30 + i)), &caps, ts(NOW))
+                .expect("reserve");
+            match i % 3 {
+                0 => {
+                    ledger
+                        .settle(&reservation, &amount(1, 2, 3), &Outcome::Ok, ts(NOW))
+                        .expect("settle");
+                }
+                1 => {
+                    ledger.release(&reservation, ts(NOW)).expect("release");
+                }
+                _ => {} // left pending: in doubt after the restart
+            }
+            check(&ledger);
+        }
+    }
+    let reopened = open(dir.path(), LedgerOptions::default(), NOW);
+    let kept = check(&reopened);
+    // 4 settled at (1, 2, 3), 4 in doubt at their reserved amounts, 4 released (nothing).
+    assert_eq!(kept.requests, 8);
+    assert_eq!(kept.output_tokens, 4 * 2 + 4 * 20);
+}
