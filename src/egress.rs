@@ -109,6 +109,12 @@ impl EgressGuard {
         }
     }
 
+    /// The guard when there is a ledger to record in; without one no tier off the device is
+    /// ever called (the router refuses it with reason `policy`).
+    pub fn for_ledger(config: &Egress, ledger: Option<&Arc<Ledger>>) -> Option<Arc<EgressGuard>> {
+        ledger.map(|ledger| Arc::new(EgressGuard::new(config.clone(), ledger.clone())))
+    }
+
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
     }

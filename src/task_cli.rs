@@ -33,12 +33,7 @@ pub fn run(args: &TaskArgs) -> anyhow::Result<()> {
         metrics.clone(),
     );
     // Remote tiers pass the same egress guard as in `serve`.
-    let egress = ledger.as_ref().map(|ledger| {
-        Arc::new(crate::egress::EgressGuard::new(
-            config.egress.clone(),
-            ledger.clone(),
-        ))
-    });
+    let egress = crate::egress::EgressGuard::for_ledger(&config.egress, ledger.as_ref());
     let router = Arc::new(Router::new(
         service,
         config.routing.clone(),

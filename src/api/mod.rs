@@ -87,12 +87,8 @@ pub fn gateway(state: AppState) -> Result<Gateway, crate::actions::ActionError> 
 
 /// The routing walk (tiers, breakers), built once per app from the validated config.
 fn routing_walk(state: &AppState) -> Arc<crate::router::Router> {
-    let egress = state.ledger.as_ref().map(|ledger| {
-        Arc::new(crate::egress::EgressGuard::new(
-            state.config.egress.clone(),
-            ledger.clone(),
-        ))
-    });
+    let egress =
+        crate::egress::EgressGuard::for_ledger(&state.config.egress, state.ledger.as_ref());
     Arc::new(crate::router::Router::new(
         state.service.clone(),
         state.config.routing.clone(),
