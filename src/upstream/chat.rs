@@ -27,21 +27,7 @@ impl ChatClient {
         if stream {
             body["stream_options"] = json!({"include_usage": true});
         }
-        if let Some(n) = request.max_tokens {
-            body["max_tokens"] = json!(n);
-        }
-        if let Some(t) = request.temperature {
-            body["temperature"] = json!(t);
-        }
-        if let Some(p) = request.top_p {
-            body["top_p"] = json!(p);
-        }
-        if !request.stop.is_empty() {
-            body["stop"] = json!(request.stop);
-        }
-        if let Some(seed) = request.seed {
-            body["seed"] = json!(seed);
-        }
+        super::put_sampling(&mut body, request, "max_tokens", true);
         match &request.json {
             Some(Value::Null) => body["response_format"] = json!({"type": "json_object"}),
             Some(schema) => {

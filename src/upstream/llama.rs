@@ -21,21 +21,7 @@ impl LlamaClient {
     fn body(&self, request: &UpstreamRequest, stream: bool) -> Value {
         let prompt = crate::engine::apply_plain(&request.messages);
         let mut body = json!({"prompt": prompt, "stream": stream, "cache_prompt": true});
-        if let Some(n) = request.max_tokens {
-            body["n_predict"] = json!(n);
-        }
-        if let Some(t) = request.temperature {
-            body["temperature"] = json!(t);
-        }
-        if let Some(p) = request.top_p {
-            body["top_p"] = json!(p);
-        }
-        if !request.stop.is_empty() {
-            body["stop"] = json!(request.stop);
-        }
-        if let Some(seed) = request.seed {
-            body["seed"] = json!(seed);
-        }
+        super::put_sampling(&mut body, request, "n_predict", true);
         match &request.json {
             Some(Value::Null) => body["json_schema"] = json!({"type": "object"}),
             Some(schema) => body["json_schema"] = schema.clone(),

@@ -288,6 +288,32 @@ pub fn install_crypto_provider() {
     });
 }
 
+/// The sampling fields the wire APIs share: `max_tokens_key` is each API's name for the output
+/// cap; `stop_and_seed` whether it takes `stop` and `seed` (the Responses API does not).
+fn put_sampling(
+    body: &mut serde_json::Value,
+    request: &UpstreamRequest,
+    max_tokens_key: &str,
+    stop_and_seed: bool,
+) {
+    use serde_json::json;
+    if let Some(n) = request.max_tokens {
+        body[max_tokens_key] = json!(n);
+    }
+    if let Some(t) = request.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(p) = request.top_p {
+        body["top_p"] = json!(p);
+    }
+    if stop_and_seed && !request.stop.is_empty() {
+        body["stop"] = json!(request.stop);
+    }
+    if let (true, Some(seed)) = (stop_and_seed, request.seed) {
+        body["seed"] = json!(seed);
+    }
+}
+
 fn stop_reason(finish: &str) -> StopReason {
     match finish {
         "length" | "max_output_tokens" | "max_tokens" => StopReason::Length,

@@ -28,15 +28,7 @@ impl ResponsesClient {
         if let Some(tools) = &request.tools {
             add_tools(&mut body, tools);
         }
-        if let Some(n) = request.max_tokens {
-            body["max_output_tokens"] = json!(n);
-        }
-        if let Some(t) = request.temperature {
-            body["temperature"] = json!(t);
-        }
-        if let Some(p) = request.top_p {
-            body["top_p"] = json!(p);
-        }
+        super::put_sampling(&mut body, request, "max_output_tokens", false);
         match &request.json {
             Some(Value::Null) => body["text"] = json!({"format": {"type": "json_object"}}),
             Some(schema) => {

@@ -231,14 +231,7 @@ async fn planted_values_never_leave_and_answers_come_back_restored() {
     }
     assert!(contains(&sent, b"<EMAIL_1>") && contains(&sent, b"<API_KEY_1>"));
     // Counted by category in /metrics and the audit log, never as text in the ledger file.
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("edgellm_redactions_total{category=\"email\"}"),
         "{metrics}"
@@ -355,14 +348,7 @@ async fn opt_in_and_network_gates_from_supplied_sysfs() {
         ("local", "policy")
     );
     assert!(reply.text.contains("opt_in"), "{}", reply.text);
-    let metrics = client()
-        .get(off.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = off.metrics().await;
     assert!(metrics.contains("edgellm_egress_blocked_total{reason=\"opt_in\"} 1"));
     assert_eq!(stub.received().len(), 4, "only the approved networks sent");
 }
@@ -449,14 +435,7 @@ async fn budget_caps_hold_under_50_concurrent_requests() {
         .count();
     assert_eq!((ok, blocked), (20, 31), "{audit}");
     assert!(rows.iter().all(|r| r["kind"] == "egress"));
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("edgellm_budget_remaining{kind=\"requests\"} 0"),
         "{metrics}"

@@ -537,14 +537,7 @@ async fn connect_failures_are_retried_then_fall_through() {
         "{}",
         answer.text
     );
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("edgellm_upstream_errors_total{tier=\"onprem\",kind=\"connect\"} 3\n"),
         "{metrics}"
@@ -573,16 +566,7 @@ async fn breaker_opens_and_recovers() {
         .await;
         assert_eq!(answer.status, 502);
     }
-    let metrics = || async {
-        client()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || async { server.metrics().await };
     assert!(
         metrics()
             .await

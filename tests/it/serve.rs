@@ -25,11 +25,6 @@ async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn metrics_text(server: &Server) -> String {
-    let response = client().get(server.url("/metrics")).send().await.unwrap();
-    response.text().await.unwrap()
-}
-
 fn assert_openai_error(body: &Value, param: Option<&str>) {
     let error = &body["error"];
     assert!(
@@ -349,7 +344,7 @@ async fn disconnect_mid_stream_frees_the_slot() {
     )
     .await;
     assert_eq!(status, 200);
-    let metrics = metrics_text(&server).await;
+    let metrics = server.metrics().await;
     assert!(metrics.contains("edgellm_slots_busy 0\n"), "{metrics}");
 }
 
@@ -363,7 +358,7 @@ async fn metrics_in_prometheus_format() {
     )
     .await;
     assert_eq!(status, 200);
-    let text = metrics_text(&server).await;
+    let text = server.metrics().await;
     for line in [
         "edgellm_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 1",
         "# TYPE edgellm_time_to_first_token_seconds histogram",
@@ -475,7 +470,7 @@ async fn request_timeout_cancels_long_requests() {
     // request: under a loaded test run, even a short one may exceed this server's 1 s timeout.)
     let mut busy = String::new();
     for _ in 0..100 {
-        let metrics = metrics_text(&server).await;
+        let metrics = server.metrics().await;
         busy = metrics
             .lines()
             .find(|l| l.starts_with("edgellm_slots_busy "))

@@ -101,6 +101,17 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        edgellm::upstream::install_crypto_provider();
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

@@ -132,14 +132,7 @@ async fn post_task(server: &Server, task: &str, body: Value) -> (u16, Value) {
 }
 
 async fn metrics(server: &Server) -> String {
-    client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    server.metrics().await
 }
 
 /// The value of the sample named exactly `series` (name and labels).
