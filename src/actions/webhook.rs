@@ -21,10 +21,12 @@ pub async fn call(
     for (name, value) in &spec.headers {
         request = request.header(name.clone(), value.clone());
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| (format!("webhook request failed: {}", one_line(&e)), None))?;
+    let response = request.send().await.map_err(|e| {
+        (
+            format!("webhook request failed: {}", crate::upstream::chain(&e)),
+            None,
+        )
+    })?;
     let status = response.status();
     let execution = Execution::Webhook {
         http_status: status.as_u16(),
@@ -42,15 +44,4 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-}
-
-fn one_line(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

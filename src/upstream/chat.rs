@@ -175,9 +175,9 @@ impl Provider for ChatClient {
                     finished = true;
                     break;
                 }
-                let chunk: Value = match serde_json::from_str(&message.data) {
+                let chunk = match message.json() {
                     Ok(v) => v,
-                    Err(e) => { yield Err(UpstreamError::Protocol(e.to_string())); return; }
+                    Err(e) => { yield Err(e); return; }
                 };
                 if chunk.get("error").is_some() {
                     yield Err(UpstreamError::Protocol(chunk["error"].to_string()));

@@ -76,9 +76,9 @@ impl Provider for LlamaClient {
                     Ok(m) => m,
                     Err(e) => { yield Err(e); return; }
                 };
-                let chunk: Value = match serde_json::from_str(&message.data) {
+                let chunk = match message.json() {
                     Ok(v) => v,
-                    Err(e) => { yield Err(UpstreamError::Protocol(e.to_string())); return; }
+                    Err(e) => { yield Err(e); return; }
                 };
                 if chunk.get("error").is_some() {
                     yield Err(UpstreamError::Protocol(chunk["error"].to_string()));

@@ -126,7 +126,8 @@ impl UpstreamError {
     }
 }
 
-fn chain(error: &dyn std::error::Error) -> String {
+/// An error with its chain of causes, on one line.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -141,9 +141,9 @@ impl Provider for ResponsesClient {
                     Ok(m) => m,
                     Err(e) => { yield Err(e); return; }
                 };
-                let event: Value = match serde_json::from_str(&message.data) {
+                let event = match message.json() {
                     Ok(v) => v,
-                    Err(e) => { yield Err(UpstreamError::Protocol(e.to_string())); return; }
+                    Err(e) => { yield Err(e); return; }
                 };
                 let kind = message.event.as_deref().or(event["type"].as_str()).unwrap_or("");
                 match kind {

@@ -12,6 +12,13 @@ pub struct Message {
     pub data: String,
 }
 
+impl Message {
+    /// The message's data as JSON; anything else is a protocol error.
+    pub fn json(&self) -> Result<serde_json::Value, UpstreamError> {
+        serde_json::from_str(&self.data).map_err(|e| UpstreamError::Protocol(e.to_string()))
+    }
+}
+
 pub fn messages<S, E, F>(
     bytes: S,
     error: F,
