@@ -19,7 +19,9 @@ use crate::config::Egress;
 use crate::guard::budget::{self, Amount, Prices};
 use crate::guard::network;
 use crate::guard::redact::{Refused as RedactRefused, Restorer, Session};
-use crate::ledger::{AuditKind, AuditRecord, Ledger, LedgerError, Outcome, Reservation};
+use crate::ledger::{
+    AuditKind, AuditRecord, Ledger, LedgerError, Outcome, Reservation, Write, Written,
+};
 use crate::route::{Reason, RemoteTier};
 use crate::upstream::{UpstreamError, UpstreamRequest, Usage};
 
@@ -323,24 +325,19 @@ impl EgressGuard {
             .map(|m| m.content.len() as u64)
             .sum();
         record.tokens_sent = estimate.input_tokens;
-        let ledger = self.ledger.clone();
-        let caps = *self.caps();
-        let (request_id, tier_model) = (record.request_id.clone(), tier.model.clone());
-        let tier_name = record.tier.clone().unwrap_or_default();
-        let reserved = tokio::task::spawn_blocking(move || {
-            ledger.reserve(
-                &crate::ledger::ReserveRequest {
-                    request_id: &request_id,
-                    tier: &tier_name,
-                    model: &tier_model,
-                    estimate,
-                },
-                &caps,
-                Timestamp::now(),
-            )
-        })
-        .await
-        .map_err(|e| ledger_refusal(&e.to_string()))?;
+        let reserve = Write::Reserve {
+            request_id: record.request_id.clone(),
+            tier: record.tier.clone().unwrap_or_default(),
+            model: tier.model.clone(),
+            estimate,
+            caps: *self.caps(),
+            now: Timestamp::now(),
+        };
+        let reserved = match self.ledger.commit(vec![reserve]).await.pop() {
+            Some(Ok(Written::Reserved(reservation))) => Ok(reservation),
+            Some(Err(error)) => Err(error),
+            _ => Err(LedgerError::Commit("no reservation came back".into())),
+        };
         match reserved {
             Ok(reservation) => Ok((session, reservation)),
             Err(LedgerError::Budget(exceeded)) => Err(Refusal {
@@ -388,27 +385,22 @@ impl EgressGuard {
         }
         record.outcome = outcome.clone();
         record.time = Timestamp::now();
-        let ledger = self.ledger.clone();
-        // One trip to the blocking pool: the settlement first (what the caps count), then the
-        // audit row.
-        let result = tokio::task::spawn_blocking(move || {
-            let settled = match actual {
-                Some(amount) => ledger
-                    .settle(&reservation, &amount, &outcome, Timestamp::now())
-                    .map(|_| ()),
-                None => ledger.release(&reservation, Timestamp::now()).map(|_| ()),
-            };
-            let audited = ledger.record_audit(&record).map(|_| ());
-            settled.and(audited)
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot settle or audit an egress; the reservation stays counted")
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot settle or audit an egress; the reservation stays counted")
+        // One transaction: the settlement (what the caps count), then the audit row.
+        let close = match actual {
+            Some(actual) => Write::Settle {
+                reservation,
+                actual,
+                outcome,
+                now: Timestamp::now(),
+            },
+            None => Write::Release {
+                reservation,
+                now: Timestamp::now(),
+            },
+        };
+        for result in self.ledger.commit(vec![close, Write::Audit(record)]).await {
+            if let Err(error) = result {
+                tracing::error!(%error, "cannot settle or audit an egress; the reservation stays counted");
             }
         }
     }
@@ -422,10 +414,10 @@ impl EgressGuard {
     }
 
     async fn write_audit(&self, record: AuditRecord) {
-        let ledger = self.ledger.clone();
-        let written = tokio::task::spawn_blocking(move || ledger.record_audit(&record)).await;
-        if !matches!(written, Ok(Ok(_))) {
-            tracing::error!("cannot write an egress audit record");
+        for result in self.ledger.commit(vec![Write::Audit(record)]).await {
+            if let Err(error) = result {
+                tracing::error!(%error, "cannot write an egress audit record");
+            }
         }
     }
 }

@@ -23,9 +23,12 @@
 //! which survives a power cut too, at one fsync per commit: on this development VM that caps a
 //! gateway at ~400 remote requests/s with >1 ms added per request (docs/budgets.md).
 //!
-//! **Blocking.** rusqlite is synchronous (and with `full` sync a commit waits for an fsync). [`Ledger`] is `Send + Sync` (a `Mutex<Connection>`); async callers share an
-//! `Arc<Ledger>` and call it through `tokio::task::spawn_blocking`. An async wrapper would only
-//! hide that one line and add a second API to keep in step.
+//! **Blocking and group commit.** rusqlite is synchronous (and with `full` sync a commit waits
+//! for an fsync). The owner's request-path writes go through [`Ledger::commit`], an async call
+//! that hands them to the writer thread (`ledger/writer.rs`), which commits all writes queued
+//! meanwhile in one transaction; the synchronous methods ([`Ledger::reserve`], ...) do the same
+//! writes on the calling thread, one transaction each, for the CLIs, the action audit sink and
+//! tests. Both lock the one connection, so they never interleave inside a transaction.
 //!
 //! **Days.** A reservation belongs to the budget day (in the configured zone) on which it was
 //! reserved, and stays there when it settles after midnight.
@@ -38,13 +41,15 @@ mod audit;
 mod open;
 #[path = "ledger/schema.rs"]
 mod schema;
+#[path = "ledger/writer.rs"]
+mod writer;
 #[cfg(test)]
 #[path = "ledger/tests.rs"]
 mod tests;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -58,20 +63,26 @@ use crate::guard::budget::{
 
 pub use audit::{AuditEntry, AuditKind, AuditRecord, Outcome, PromptDirection, PromptLogEntry};
 pub use schema::SCHEMA_VERSION;
+pub use writer::{Write, Written};
 
 /// The ledger's file name inside the data directory.
 pub const FILE_NAME: &str = "ledger.sqlite3";
 
 /// The durable store. See the module doc.
 pub struct Ledger {
-    conn: Mutex<Connection>,
+    // Dropped in this order: the writer finishes its queue, the checkpointer its last pass,
+    // then the connection closes and the owner lock goes last.
+    /// The owner's writer thread ([`Ledger::commit`]); `None` for a reader.
+    writer: Option<writer::Writer>,
+    /// Dropping it stops the owner's checkpoint thread.
+    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
+    /// Shared with the writer thread; everything else locks it for one call.
+    conn: Arc<Mutex<Connection>>,
     /// This process's boot id; `None` for a reader, which refuses to write.
     boot: Option<i64>,
     options: LedgerOptions,
     /// Held for the ledger's life: one owning process per file.
     _owner_lock: Option<File>,
-    /// Dropping it stops the owner's checkpoint thread.
-    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// What the ledger needs from the `[budget]` configuration.
@@ -182,6 +193,9 @@ pub enum LedgerError {
     UnknownReservation { id: i64 },
     #[error("ledger was opened read-only")]
     ReadOnly,
+    /// The transaction holding this write failed as a whole; nothing of it is in the file.
+    #[error("ledger commit failed: {0}")]
+    Commit(String),
     #[error("ledger: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("ledger JSON: {0}")]
@@ -263,13 +277,28 @@ impl Ledger {
         // Checkpoints (copying the WAL into the database, with its fsync) run on their own
         // connection and thread, never inside a request's commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", writer::WAL_LIMIT_BYTES as i64)?;
         let checkpointer = open::spawn_checkpointer(path)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let writer = writer::Writer::spawn(writer::WriterState {
+            conn: conn.clone(),
+            boot,
+            timezone: options.timezone.clone(),
+            wal_path: PathBuf::from(wal_path),
+        }, !options.full_sync)
+        .map_err(|source| LedgerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let ledger = Ledger {
-            conn: Mutex::new(conn),
+            writer: Some(writer),
+            _checkpointer: Some(checkpointer),
+            conn,
             boot: Some(boot),
             options,
             _owner_lock: Some(owner_lock),
-            _checkpointer: Some(checkpointer),
         };
         ledger.purge(now)?;
         Ok(ledger)
@@ -295,11 +324,12 @@ impl Ledger {
             _ => {}
         }
         Ok(Ledger {
-            conn: Mutex::new(conn),
+            writer: None,
+            _checkpointer: None,
+            conn: Arc::new(Mutex::new(conn)),
             boot: None,
             options,
             _owner_lock: None,
-            _checkpointer: None,
         })
     }
 
@@ -322,35 +352,11 @@ impl Ledger {
     ) -> Result<Reservation, LedgerError> {
         let boot = self.writable()?;
         let day = self.day_of(now);
-        let day_key = day.to_string();
         let mut conn = lock(&self.conn);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let used = day_counted(&tx, &day_key)?;
-        budget::check_caps(&used, &request.estimate, caps)?;
-        tx.execute(
-            "INSERT INTO reservation (request_id, day, created_ms, tier, model, state, boot,
-                 reserved_input, reserved_output, reserved_cost)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9)",
-            params![
-                request.request_id,
-                day_key,
-                now.as_millisecond(),
-                request.tier,
-                request.model,
-                boot,
-                to_sql_int(request.estimate.input_tokens),
-                to_sql_int(request.estimate.output_tokens),
-                to_sql_int(request.estimate.cost_micros),
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
+        let reservation = reserve_in(&tx, boot, day, request, caps, now)?;
         tx.commit()?;
-        Ok(Reservation {
-            id,
-            request_id: request.request_id.to_string(),
-            day,
-            reserved: request.estimate,
-        })
+        Ok(reservation)
     }
 
     /// Records the actual usage of a sent request. Settling again changes nothing and returns
@@ -363,22 +369,7 @@ impl Ledger {
         now: Timestamp,
     ) -> Result<Closed, LedgerError> {
         let boot = self.writable()?;
-        let conn = lock(&self.conn);
-        let changed = conn.execute(
-            "UPDATE reservation SET state = 'settled', actual_input = ?1, actual_output = ?2,
-                 actual_cost = ?3, outcome = ?4, closed_ms = ?5
-             WHERE id = ?6 AND boot = ?7 AND state = 'pending'",
-            params![
-                to_sql_int(actual.input_tokens),
-                to_sql_int(actual.output_tokens),
-                to_sql_int(actual.cost_micros),
-                outcome.to_string(),
-                now.as_millisecond(),
-                reservation.id,
-                boot,
-            ],
-        )?;
-        closed_or_state(&conn, reservation.id, changed, ReservationState::Settled)
+        settle_in(&lock(&self.conn), boot, reservation, actual, outcome, now)
     }
 
     /// The request provably never left the device: the reservation counts for nothing.
@@ -388,13 +379,7 @@ impl Ledger {
         now: Timestamp,
     ) -> Result<Closed, LedgerError> {
         let boot = self.writable()?;
-        let conn = lock(&self.conn);
-        let changed = conn.execute(
-            "UPDATE reservation SET state = 'released', closed_ms = ?1
-             WHERE id = ?2 AND boot = ?3 AND state = 'pending'",
-            params![now.as_millisecond(), reservation.id, boot],
-        )?;
-        closed_or_state(&conn, reservation.id, changed, ReservationState::Released)
+        release_in(&lock(&self.conn), boot, reservation, now)
     }
 
     /// The spend of `day`, and what `caps` leave of it.
@@ -496,6 +481,83 @@ impl Ledger {
     fn writable(&self) -> Result<i64, LedgerError> {
         self.boot.ok_or(LedgerError::ReadOnly)
     }
+}
+
+/// [`Ledger::reserve`] inside the caller's (`BEGIN IMMEDIATE`) transaction `conn`.
+fn reserve_in(
+    conn: &Connection,
+    boot: i64,
+    day: Date,
+    request: &ReserveRequest<'_>,
+    caps: &Caps,
+    now: Timestamp,
+) -> Result<Reservation, LedgerError> {
+    let day_key = day.to_string();
+    let used = day_counted(conn, &day_key)?;
+    budget::check_caps(&used, &request.estimate, caps)?;
+    conn.prepare_cached(
+        "INSERT INTO reservation (request_id, day, created_ms, tier, model, state, boot,
+             reserved_input, reserved_output, reserved_cost)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        request.request_id,
+        day_key,
+        now.as_millisecond(),
+        request.tier,
+        request.model,
+        boot,
+        to_sql_int(request.estimate.input_tokens),
+        to_sql_int(request.estimate.output_tokens),
+        to_sql_int(request.estimate.cost_micros),
+    ])?;
+    Ok(Reservation {
+        id: conn.last_insert_rowid(),
+        request_id: request.request_id.to_string(),
+        day,
+        reserved: request.estimate,
+    })
+}
+
+fn settle_in(
+    conn: &Connection,
+    boot: i64,
+    reservation: &Reservation,
+    actual: &Amount,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> Result<Closed, LedgerError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE reservation SET state = 'settled', actual_input = ?1, actual_output = ?2,
+                 actual_cost = ?3, outcome = ?4, closed_ms = ?5
+             WHERE id = ?6 AND boot = ?7 AND state = 'pending'",
+        )?
+        .execute(params![
+            to_sql_int(actual.input_tokens),
+            to_sql_int(actual.output_tokens),
+            to_sql_int(actual.cost_micros),
+            outcome.to_string(),
+            now.as_millisecond(),
+            reservation.id,
+            boot,
+        ])?;
+    closed_or_state(conn, reservation.id, changed, ReservationState::Settled)
+}
+
+fn release_in(
+    conn: &Connection,
+    boot: i64,
+    reservation: &Reservation,
+    now: Timestamp,
+) -> Result<Closed, LedgerError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE reservation SET state = 'released', closed_ms = ?1
+             WHERE id = ?2 AND boot = ?3 AND state = 'pending'",
+        )?
+        .execute(params![now.as_millisecond(), reservation.id, boot])?;
+    closed_or_state(conn, reservation.id, changed, ReservationState::Released)
 }
 
 /// Per-state sums of one day, as the caps count them.

@@ -144,29 +144,7 @@ impl Ledger {
     /// Appends one audit row; returns its id.
     pub fn record_audit(&self, record: &AuditRecord) -> Result<i64, LedgerError> {
         self.writable()?;
-        let redactions = serde_json::to_string(&record.redactions)?;
-        let conn = lock(&self.conn);
-        conn.execute(
-            "INSERT INTO audit (time_ms, kind, request_id, tier, model, reason, redactions,
-                 bytes_sent, tokens_sent, tokens_received, cost_micros, outcome, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                record.time.as_millisecond(),
-                record.kind.name(),
-                record.request_id,
-                record.tier,
-                record.model,
-                record.reason,
-                redactions,
-                to_sql_int(record.bytes_sent),
-                to_sql_int(record.tokens_sent),
-                to_sql_int(record.tokens_received),
-                to_sql_int(record.cost_micros),
-                record.outcome.to_string(),
-                record.detail,
-            ],
-        )?;
-        Ok(conn.last_insert_rowid())
+        insert_audit(&lock(&self.conn), record)
     }
 
     /// Audit rows with `from <= time < to`, oldest first, at most `limit`.
@@ -275,6 +253,32 @@ impl Ledger {
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Appends `record` on `conn` (alone, or inside the writer's transaction); returns its id.
+pub(super) fn insert_audit(conn: &Connection, record: &AuditRecord) -> Result<i64, LedgerError> {
+    let redactions = serde_json::to_string(&record.redactions)?;
+    conn.prepare_cached(
+        "INSERT INTO audit (time_ms, kind, request_id, tier, model, reason, redactions,
+             bytes_sent, tokens_sent, tokens_received, cost_micros, outcome, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        record.time.as_millisecond(),
+        record.kind.name(),
+        record.request_id,
+        record.tier,
+        record.model,
+        record.reason,
+        redactions,
+        to_sql_int(record.bytes_sent),
+        to_sql_int(record.tokens_sent),
+        to_sql_int(record.tokens_received),
+        to_sql_int(record.cost_micros),
+        record.outcome.to_string(),
+        record.detail,
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// Rows after the cursor `(time_ms, id)` (inclusive) and before `to_ms`.
