@@ -41,11 +41,11 @@ mod audit;
 mod open;
 #[path = "ledger/schema.rs"]
 mod schema;
-#[path = "ledger/writer.rs"]
-mod writer;
 #[cfg(test)]
 #[path = "ledger/tests.rs"]
 mod tests;
+#[path = "ledger/writer.rs"]
+mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -282,12 +282,15 @@ impl Ledger {
         let conn = Arc::new(Mutex::new(conn));
         let mut wal_path = path.as_os_str().to_owned();
         wal_path.push("-wal");
-        let writer = writer::Writer::spawn(writer::WriterState {
-            conn: conn.clone(),
-            boot,
-            timezone: options.timezone.clone(),
-            wal_path: PathBuf::from(wal_path),
-        }, !options.full_sync)
+        let writer = writer::Writer::spawn(
+            writer::WriterState {
+                conn: conn.clone(),
+                boot,
+                timezone: options.timezone.clone(),
+                wal_path: PathBuf::from(wal_path),
+            },
+            !options.full_sync,
+        )
         .map_err(|source| LedgerError::Io {
             path: path.to_path_buf(),
             source,

@@ -96,24 +96,48 @@ pub(super) fn start_boot(conn: &mut Connection, now: Timestamp) -> Result<i64, L
     Ok(boot)
 }
 
-/// How often the owner's WAL is checkpointed into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// How often the owner's WAL is checkpointed into the database file while it is being
+/// written: often, so that each pass (and its fsync of the WAL) is small and the writer's own
+/// catch-up (`writer.rs`) rarely has anything left to do.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(50);
+
+/// ... and while nothing was written since the last pass (an idle device wakes once a second).
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
 
 /// A thread with its own connection that checkpoints the WAL (`PASSIVE`: it never blocks the
-/// writer) every `CHECKPOINT_EVERY`, until the returned sender is dropped; then one last time.
+/// writer) every [`CHECKPOINT_BUSY`] while there are writes, every [`CHECKPOINT_IDLE`] while
+/// there are none, until the returned sender is dropped; then one last time.
 pub(super) fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, LedgerError> {
     let conn = connect(path, OpenFlags::default(), false)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("ledger-checkpoint".into())
         .spawn(move || {
+            // (busy, frames in the WAL, frames checkpointed) of the last pass.
+            let mut last_pass = None;
+            let mut wait = CHECKPOINT_IDLE;
             loop {
                 let last = !matches!(
-                    stopped.recv_timeout(CHECKPOINT_EVERY),
+                    stopped.recv_timeout(wait),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout)
                 );
-                if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                    tracing::warn!(%error, "ledger: checkpoint failed");
+                let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                });
+                match pass {
+                    Ok(pass) => {
+                        wait = if last_pass == Some(pass) {
+                            CHECKPOINT_IDLE
+                        } else {
+                            CHECKPOINT_BUSY
+                        };
+                        last_pass = Some(pass);
+                    }
+                    Err(error) => tracing::warn!(%error, "ledger: checkpoint failed"),
                 }
                 if last {
                     break;

@@ -267,8 +267,9 @@ impl WriterState {
                 actual,
                 outcome,
                 now,
-            } => settle_in(conn, self.boot, reservation, actual, outcome, *now)
-                .map(Written::Closed),
+            } => {
+                settle_in(conn, self.boot, reservation, actual, outcome, *now).map(Written::Closed)
+            }
             Write::Release { reservation, now } => {
                 release_in(conn, self.boot, reservation, *now).map(Written::Closed)
             }
@@ -290,3 +291,7 @@ impl WriterState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;
