@@ -99,6 +99,7 @@ impl EgressMetrics {
 pub struct EgressGuard {
     config: Egress,
     ledger: Arc<Ledger>,
+    kinds: crate::netstate::KindCache,
     pub metrics: EgressMetrics,
 }
 
@@ -107,6 +108,7 @@ impl EgressGuard {
         EgressGuard {
             config,
             ledger,
+            kinds: Default::default(),
             metrics: EgressMetrics::default(),
         }
     }
@@ -128,7 +130,7 @@ impl EgressGuard {
     /// Opt-in and the network the default route is on.
     fn gates(&self) -> Result<(), Refusal> {
         let policy = &self.config.network;
-        let state = crate::netstate::read(&policy.proc_root, &policy.sys_root);
+        let state = crate::netstate::read_cached(&policy.proc_root, &policy.sys_root, &self.kinds);
         network::check(policy, &state).map_err(|refusal| Refusal {
             reason: Reason::Policy,
             label: refusal.reason(),

@@ -1,7 +1,9 @@
 //! Reads which interface carries the default route, and what kind of link it is, from procfs
 //! and sysfs (both roots configurable so tests supply their own trees). Whatever is missing or
 //! unreadable makes the answer more cautious, never an error: no readable route table means no
-//! default route. `crate::guard::network::check` judges the result.
+//! default route. `crate::guard::network::check` judges the result. On the request path
+//! ([`read_cached`]) the route and the link state are read for every request, the kind of
+//! link once per [`KIND_TTL`] per interface.
 //!
 //! - The default route is the IPv4 entry of `<proc>/net/route` with destination and mask
 //!   `00000000`, flag `RTF_UP`, and the lowest metric. Only when there is none is
@@ -15,7 +17,10 @@
 //!   USB tethering through a phone (`usb0`, RNDIS) looks like ethernet: name it in
 //!   `network.metered_interfaces` if it is metered.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::guard::network::{Interface, InterfaceKind, NetState};
 
@@ -29,42 +34,104 @@ const CELLULAR_NAME_PREFIXES: [&str; 4] = ["wwan", "ppp", "rmnet", "ccmni"];
 
 /// The network as seen through `proc_root` and `sys_root`.
 pub fn read(proc_root: &Path, sys_root: &Path) -> NetState {
-    let route = std::fs::read_to_string(proc_root.join("net/route"))
+    NetState {
+        default_route: default_route(proc_root).map(|name| read_interface(sys_root, &name)),
+    }
+}
+
+/// How long [`KindCache`] keeps an interface's kind before reading it again.
+pub const KIND_TTL: Duration = Duration::from_secs(10);
+
+/// Interface kinds already read, for the request path: [`read_cached`] reads the route and the
+/// link state every time, and what kind of link an interface is (five more files) only once per
+/// [`KIND_TTL`]. A name that comes back as another kind of link (a modem re-enumerated as
+/// `usb0`) is seen within that time.
+#[derive(Debug, Default)]
+pub struct KindCache {
+    kinds: Mutex<HashMap<String, (Instant, InterfaceKind)>>,
+}
+
+/// [`read`], with the interface's kind from `cache` while it is fresh.
+pub fn read_cached(proc_root: &Path, sys_root: &Path, cache: &KindCache) -> NetState {
+    read_cached_at(proc_root, sys_root, cache, Instant::now())
+}
+
+fn read_cached_at(proc_root: &Path, sys_root: &Path, cache: &KindCache, now: Instant) -> NetState {
+    let Some(name) = default_route(proc_root) else {
+        return NetState {
+            default_route: None,
+        };
+    };
+    let dir = sys_root.join("class/net").join(&name);
+    let cached = cache.kinds.lock().ok().and_then(|kinds| {
+        kinds
+            .get(&name)
+            .filter(|(read_at, _)| now.duration_since(*read_at) < KIND_TTL)
+            .map(|&(_, kind)| kind)
+    });
+    let kind = cached.unwrap_or_else(|| {
+        let kind = link_kind(&dir, &name);
+        if let Ok(mut kinds) = cache.kinds.lock() {
+            kinds.insert(name.clone(), (now, kind));
+        }
+        kind
+    });
+    NetState {
+        default_route: Some(Interface {
+            up: link_up(&dir),
+            kind,
+            name,
+        }),
+    }
+}
+
+/// The interface carrying the default route (see the module doc).
+fn default_route(proc_root: &Path) -> Option<String> {
+    std::fs::read_to_string(proc_root.join("net/route"))
         .ok()
         .and_then(|text| default_route_v4(&text))
         .or_else(|| {
             std::fs::read_to_string(proc_root.join("net/ipv6_route"))
                 .ok()
                 .and_then(|text| default_route_v6(&text))
-        });
-    NetState {
-        default_route: route.map(|name| read_interface(sys_root, &name)),
-    }
+        })
 }
 
 /// `<sys_root>/class/net/<name>/` as an [`Interface`].
 pub fn read_interface(sys_root: &Path, name: &str) -> Interface {
     let dir = sys_root.join("class/net").join(name);
-    let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-    let operstate = read("operstate");
-    let flags = parse_hex(read("flags").trim().trim_start_matches("0x")).unwrap_or(0);
-    let up = match operstate.trim() {
+    Interface {
+        name: name.to_string(),
+        kind: link_kind(&dir, name),
+        up: link_up(&dir),
+    }
+}
+
+fn read_file(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
+}
+
+/// `operstate` `up`, or `unknown` with `IFF_UP` in `flags`.
+fn link_up(dir: &Path) -> bool {
+    match read_file(dir, "operstate").trim() {
         "up" => true,
-        "unknown" => flags & IFF_UP != 0,
+        "unknown" => {
+            let flags = read_file(dir, "flags");
+            parse_hex(flags.trim().trim_start_matches("0x")).unwrap_or(0) & IFF_UP != 0
+        }
         _ => false,
-    };
-    let link_type = read("type").trim().parse::<u32>().ok();
-    let uevent = read("uevent");
+    }
+}
+
+fn link_kind(dir: &Path, name: &str) -> InterfaceKind {
+    let link_type = read_file(dir, "type").trim().parse::<u32>().ok();
+    let uevent = read_file(dir, "uevent");
     let devtype = uevent
         .lines()
         .find_map(|line| line.strip_prefix("DEVTYPE="))
         .map(str::trim);
     let wireless_dir = dir.join("wireless").is_dir() || dir.join("phy80211").exists();
-    Interface {
-        name: name.to_string(),
-        kind: classify(name, link_type, devtype, wireless_dir),
-        up,
-    }
+    classify(name, link_type, devtype, wireless_dir)
 }
 
 /// The kind of link, from what sysfs says about it (see the module doc for the rules).
@@ -416,5 +483,51 @@ mod tests {
                 "{name} {devtype:?}"
             );
         }
+    }
+
+    /// The request path's read: the route and the link state are fresh on every call, the
+    /// kind of link is read again only after `KIND_TTL`.
+    #[test]
+    fn cached_read_keeps_the_kind_for_its_ttl_and_nothing_else() {
+        let tree = Tree::new();
+        let cache = KindCache::default();
+        let start = Instant::now();
+        let read = |at: Duration| {
+            read_cached_at(&tree.proc_root(), &tree.sys_root(), &cache, start + at).default_route
+        };
+        tree.routes(&[route_line("usb0", "00000000", "0003", 100)])
+            .iface(
+                "usb0",
+                &[("operstate", Some("up\n")), ("type", Some("1\n"))],
+            );
+        assert_eq!(
+            read(Duration::ZERO),
+            iface("usb0", InterfaceKind::Ethernet, true)
+        );
+        // Re-enumerated as a cellular modem under the same name, and down.
+        tree.iface(
+            "usb0",
+            &[("operstate", Some("down\n")), ("type", Some("519\n"))],
+        );
+        let second = Duration::from_secs(1);
+        assert_eq!(read(second), iface("usb0", InterfaceKind::Ethernet, false));
+        assert_eq!(
+            read(KIND_TTL),
+            iface("usb0", InterfaceKind::Cellular, false)
+        );
+        // A change of route is seen at once.
+        tree.routes(&[]);
+        assert_eq!(read(KIND_TTL + second), None);
+        tree.routes(&[route_line("wlan0", "00000000", "0003", 600)])
+            .iface("wlan0", &[("operstate", Some("up")), ("wireless", None)]);
+        assert_eq!(
+            read(KIND_TTL + second),
+            iface("wlan0", InterfaceKind::Wifi, true)
+        );
+        // The uncached read agrees.
+        assert_eq!(
+            tree.read().default_route,
+            iface("wlan0", InterfaceKind::Wifi, true)
+        );
     }
 }
