@@ -278,16 +278,16 @@ impl Ledger {
         // connection and thread, never inside a request's commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", writer::WAL_LIMIT_BYTES as i64)?;
+        // After `wal_autocheckpoint`, which replaces any WAL hook.
+        let wal_bytes = writer::watch_wal(&mut conn)?;
         let checkpointer = open::spawn_checkpointer(path)?;
         let conn = Arc::new(Mutex::new(conn));
-        let mut wal_path = path.as_os_str().to_owned();
-        wal_path.push("-wal");
         let writer = writer::Writer::spawn(
             writer::WriterState {
                 conn: conn.clone(),
                 boot,
                 timezone: options.timezone.clone(),
-                wal_path: PathBuf::from(wal_path),
+                wal_bytes,
             },
             !options.full_sync,
         )

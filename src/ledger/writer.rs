@@ -16,14 +16,14 @@
 //! **The WAL stays bounded.** The checkpointer thread (`open.rs`) copies the WAL into the
 //! database without blocking this one; under sustained load it may never catch up with a
 //! writer that writes between its passes, and SQLite only restarts the WAL from its start
-//! after a checkpoint that caught up. So when the WAL file grows past [`WAL_LIMIT_BYTES`] the
+//! after a checkpoint that caught up. So when the WAL grows past [`WAL_LIMIT_BYTES`] the
 //! writer itself checkpoints between two batches, where no write can come between (`PASSIVE`:
 //! it waits for nobody; what the checkpointer already copied is not copied again), the next
 //! write restarts the WAL, and `journal_size_limit` cuts the file back to that size.
 
+use std::ffi::c_int;
 use std::fmt::Display;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -107,7 +107,23 @@ pub(super) struct WriterState {
     pub conn: Arc<Mutex<Connection>>,
     pub boot: i64,
     pub timezone: TimeZone,
-    pub wal_path: PathBuf,
+    /// The WAL's size after the last commit, from [`watch_wal`].
+    pub wal_bytes: Arc<AtomicU64>,
+}
+
+/// Keeps the size of `conn`'s WAL after each of its commits (SQLite's WAL hook tells the
+/// frames; no file is looked at), for [`WriterState::bound_wal`].
+pub(super) fn watch_wal(conn: &mut Connection) -> Result<Arc<AtomicU64>, LedgerError> {
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    let frame_bytes = u64::try_from(page_size).unwrap_or(0);
+    let wal_bytes = Arc::new(AtomicU64::new(0));
+    let seen = wal_bytes.clone();
+    conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames: c_int| {
+        let frames = u64::try_from(frames).unwrap_or(0);
+        seen.store(frames.saturating_mul(frame_bytes), Ordering::Relaxed);
+        Ok(())
+    }))?;
+    Ok(wal_bytes)
 }
 
 impl Writer {
@@ -279,8 +295,7 @@ impl WriterState {
 
     /// Checkpoints the WAL when it outgrew [`WAL_LIMIT_BYTES`] (see the module doc).
     fn bound_wal(&self) {
-        let size = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
-        if size <= WAL_LIMIT_BYTES {
+        if self.wal_bytes.load(Ordering::Relaxed) <= WAL_LIMIT_BYTES {
             return;
         }
         // Busy (the checkpointer is in a pass of its own) is not an error: the next batch

@@ -61,6 +61,12 @@ fn settle(reservation: Reservation) -> Write {
     }
 }
 
+/// The jobs `batch` as the writer thread would commit them, in one transaction.
+fn commit_one_batch(ledger: &Ledger, batch: &[&[Write]]) -> Vec<Results> {
+    let state = &ledger.writer.as_ref().expect("owner").state;
+    state.commit_batch(&mut lock(&state.conn), batch)
+}
+
 fn open(dir: &std::path::Path) -> Arc<Ledger> {
     Arc::new(Ledger::open_in(dir, LedgerOptions::default(), now()).expect("open ledger"))
 }
@@ -135,7 +141,6 @@ async fn concurrent_commits_keep_the_cap_exact_and_each_result_their_own() {
 fn a_write_that_fails_fails_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = open(dir.path());
-    let state = ledger.writer.as_ref().expect("owner").state.clone();
     let unknown = Reservation {
         id: 999,
         request_id: "ghost".into(),
@@ -144,7 +149,7 @@ fn a_write_that_fails_fails_alone() {
     };
     let first = [settle(unknown), audit("ghost")];
     let second = [reserve("real", Caps::default())];
-    let results = state.commit_batch(&mut lock(&state.conn), &[&first, &second]);
+    let results = commit_one_batch(&ledger, &[&first, &second]);
     assert!(
         matches!(
             results[0].as_slice(),
@@ -176,11 +181,10 @@ fn a_failed_transaction_fails_every_write_in_it() {
              BEGIN SELECT RAISE(ROLLBACK, 'poisoned'); END;",
         )
         .expect("trigger");
-    let state = ledger.writer.as_ref().expect("owner").state.clone();
     let first = [reserve("a", Caps::default())];
     let second = [audit("poison")];
     let third = [reserve("b", Caps::default())];
-    let results = state.commit_batch(&mut lock(&state.conn), &[&first, &second, &third]);
+    let results = commit_one_batch(&ledger, &[&first, &second, &third]);
     let flat: Vec<_> = results.iter().flatten().collect();
     assert_eq!(flat.len(), 3);
     assert!(
@@ -195,7 +199,7 @@ fn a_failed_transaction_fails_every_write_in_it() {
             .is_empty()
     );
     // The connection is fine afterwards.
-    let again = state.commit_batch(&mut lock(&state.conn), &[&first]);
+    let again = commit_one_batch(&ledger, &[&first]);
     assert!(matches!(again[0].as_slice(), [Ok(Written::Reserved(_))]));
 }
 
