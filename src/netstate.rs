@@ -32,11 +32,9 @@ const ARPHRD_ETHER: u32 = 1;
 const CELLULAR_LINK_TYPES: [u32; 5] = [512, 519, 820, 821, 822];
 const CELLULAR_NAME_PREFIXES: [&str; 4] = ["wwan", "ppp", "rmnet", "ccmni"];
 
-/// The network as seen through `proc_root` and `sys_root`.
+/// The network as seen through `proc_root` and `sys_root`, every file read now.
 pub fn read(proc_root: &Path, sys_root: &Path) -> NetState {
-    NetState {
-        default_route: default_route(proc_root).map(|name| read_interface(sys_root, &name)),
-    }
+    read_cached(proc_root, sys_root, &KindCache::default())
 }
 
 /// How long [`KindCache`] keeps an interface's kind before reading it again.
@@ -95,16 +93,6 @@ fn default_route(proc_root: &Path) -> Option<String> {
                 .ok()
                 .and_then(|text| default_route_v6(&text))
         })
-}
-
-/// `<sys_root>/class/net/<name>/` as an [`Interface`].
-pub fn read_interface(sys_root: &Path, name: &str) -> Interface {
-    let dir = sys_root.join("class/net").join(name);
-    Interface {
-        name: name.to_string(),
-        kind: link_kind(&dir, name),
-        up: link_up(&dir),
-    }
 }
 
 fn read_file(dir: &Path, file: &str) -> String {
