@@ -199,6 +199,11 @@ pub struct ServeArgs {
     /// KV-cache type [default: f16]
     #[arg(long = "kv-type", value_enum, env = "EDGELLM_KV_TYPE")]
     pub kv_type: Option<KvType>,
+    /// Tokens a schema or grammar forces skip sampling and are decoded together: `exact` (only
+    /// the one token the mask allows; output unchanged), `canonical` (every forced byte, split
+    /// by the tokenizer; faster, output may differ) or `off` [default: exact]
+    #[arg(long, value_enum, env = "EDGELLM_JUMP_FORWARD")]
+    pub jump_forward: Option<crate::constraint::JumpForward>,
     /// Accepted API key (repeatable); with any key set, every endpoint but /health needs one
     #[arg(long = "api-key", env = "EDGELLM_API_KEY", value_delimiter = ',')]
     pub api_keys: Vec<String>,
@@ -265,6 +270,7 @@ impl ServeArgs {
         set(&mut raw.model.batch_size, &self.batch_size);
         set(&mut raw.model.ubatch_size, &self.ubatch_size);
         set(&mut raw.model.kv_type, &self.kv_type);
+        set(&mut raw.model.jump_forward, &self.jump_forward);
         set(&mut raw.limits.max_body_bytes, &self.max_body_bytes);
         set(&mut raw.limits.max_prompt_tokens, &self.max_prompt_tokens);
         set(&mut raw.limits.max_tokens, &self.max_tokens);

@@ -88,6 +88,8 @@ pub struct RawModel {
     pub batch_size: Option<u32>,
     pub ubatch_size: Option<u32>,
     pub kv_type: Option<KvType>,
+    /// How tokens a schema or grammar forces are appended: exact, canonical, off [default: exact].
+    pub jump_forward: Option<crate::constraint::JumpForward>,
     pub slots: Option<u32>,
 }
 
@@ -270,6 +272,7 @@ impl ServeConfig {
             .ubatch_size
             .unwrap_or(EngineConfig::DEFAULT_N_UBATCH);
         engine.kv_type = raw.model.kv_type.unwrap_or(KvType::F16);
+        engine.jump_forward = raw.model.jump_forward.unwrap_or_default();
         engine.validate().map_err(|e| invalid(e.to_string()))?;
         let model_alias = raw.model.alias.unwrap_or_else(|| {
             let name = engine

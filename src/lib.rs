@@ -8,6 +8,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod constraint;
 pub mod egress;
 pub mod engine;
 pub mod guard;

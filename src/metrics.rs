@@ -72,6 +72,10 @@ impl Histogram {
 const SECONDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Mask computations are tens of microseconds to a few milliseconds.
+const MASK_SECONDS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+];
 const TOKENS_PER_SECOND: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 25.0, 50.0, 100.0, 200.0, 400.0];
 
 /// The server's metrics.
@@ -85,6 +89,12 @@ pub struct Metrics {
     pub time_to_first_token: Histogram,
     pub decode_tokens_per_second: Histogram,
     pub request_duration: Histogram,
+    /// Compiling a request's schema or grammar.
+    pub constraint_compile: Histogram,
+    /// Computing one constrained token's mask.
+    pub constraint_mask: Histogram,
+    /// Tokens appended by a constraint without sampling (jump-forward).
+    pub forced_tokens: AtomicU64,
     model_load_micros: AtomicU64,
     /// Answered requests by the tier that answered and the reason it did.
     routed: Mutex<BTreeMap<(String, &'static str), u64>>,
@@ -112,6 +122,9 @@ impl Default for Metrics {
             time_to_first_token: Histogram::new(SECONDS),
             decode_tokens_per_second: Histogram::new(TOKENS_PER_SECOND),
             request_duration: Histogram::new(SECONDS),
+            constraint_compile: Histogram::new(SECONDS),
+            constraint_mask: Histogram::new(MASK_SECONDS),
+            forced_tokens: AtomicU64::new(0),
             model_load_micros: AtomicU64::new(0),
             routed: Mutex::new(BTreeMap::new()),
             fallbacks: AtomicU64::new(0),
@@ -146,6 +159,15 @@ impl Metrics {
         if summary.generated_tokens > 1 {
             self.decode_tokens_per_second
                 .observe(summary.decode_tokens_per_second());
+        }
+    }
+
+    /// A constrained token: its mask time, or that it was forced.
+    pub fn record_constrained_token(&self, token: &crate::engine::TokenEvent) {
+        if token.forced {
+            self.forced_tokens.fetch_add(1, Ordering::Relaxed);
+        } else if !token.mask_time.is_zero() {
+            self.constraint_mask.observe(token.mask_time.as_secs_f64());
         }
     }
 
@@ -340,6 +362,21 @@ impl Metrics {
             &mut out,
             "edgellm_request_duration_seconds",
             "Time to answer a generation request.",
+        );
+        self.constraint_compile.render(
+            &mut out,
+            "edgellm_constraint_compile_seconds",
+            "Time to check and compile a request's JSON schema, JSON mode, tools or grammar.",
+        );
+        self.constraint_mask.render(
+            &mut out,
+            "edgellm_constraint_mask_seconds",
+            "Time to compute the allowed-token mask of one constrained token.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP edgellm_constraint_forced_tokens_total Tokens a constraint forced (appended without sampling).\n# TYPE edgellm_constraint_forced_tokens_total counter\nedgellm_constraint_forced_tokens_total {}",
+            self.forced_tokens.load(Ordering::Relaxed)
         );
         let busy = load.map_or(0, |l| l.busy_slots.load(Ordering::Relaxed));
         let queued = load.map_or(0, |l| l.queued.load(Ordering::Relaxed));

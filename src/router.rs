@@ -100,10 +100,12 @@ impl Failure {
             | ServiceError::Engine(EngineError::ContextOverflow { .. }) => Some(Reason::Context),
             ServiceError::Timeout(_) => Some(Reason::Deadline),
             ServiceError::InvalidSchema(_)
+            | ServiceError::InvalidConstraint { .. }
+            | ServiceError::TokenOutOfRange { .. }
             | ServiceError::Engine(
                 EngineError::EmptyPrompt
                 | EngineError::InvalidParameter(_)
-                | EngineError::Grammar(_),
+                | EngineError::Constraint(_),
             ) => None,
             _ => Some(Reason::LocalError),
         };
@@ -398,6 +400,7 @@ impl Router {
         let mut running = self
             .local
             .start(generation.clone())
+            .await
             .map_err(Failure::local)?;
         let prompt_tokens = running.prompt_tokens;
         let hold = match mode {
@@ -455,7 +458,11 @@ impl Router {
                     progress.tokens += 1;
                     progress.elapsed = started.elapsed();
                     progress.first_token_at.get_or_insert(progress.elapsed);
-                    logprobs.push(token.logprob);
+                    // Forced tokens were certain under the constraint: they say nothing of
+                    // the model's confidence.
+                    if !token.forced {
+                        logprobs.push(token.logprob);
+                    }
                     held.push_back(Step::Token(token));
                     if has_next && deadline::missed(triggers, &progress) {
                         let failure = Failure::skip(
@@ -579,7 +586,7 @@ impl Router {
         let request = upstream_request(generation, remote.max_tokens).ok_or_else(|| {
             Failure::skip(
                 Reason::Unsupported,
-                "token-id prompts cannot be sent to a remote API",
+                "token-id prompts and GBNF grammars are answered on the device only",
             )
         })?;
         if !remote
@@ -761,6 +768,10 @@ fn upstream_request(generation: &Generation, cap: Option<u32>) -> Option<Upstrea
         Prompt::Text(text) => vec![crate::engine::ChatMessage::new("user", text)],
         Prompt::Tokens(_) => return None,
     };
+    if let OutputFormat::Grammar(_) = generation.format {
+        // No remote API can be held to a GBNF grammar: never sent (and never silently dropped).
+        return None;
+    }
     let params = &generation.params;
     let max_tokens = match (params.max_tokens, cap) {
         (0, cap) => cap,
@@ -775,7 +786,7 @@ fn upstream_request(generation: &Generation, cap: Option<u32>) -> Option<Upstrea
         stop: params.stop.clone(),
         seed: params.seed,
         json: match &generation.format {
-            OutputFormat::Text => None,
+            OutputFormat::Text | OutputFormat::Grammar(_) => None,
             OutputFormat::JsonObject => Some(serde_json::Value::Null),
             OutputFormat::JsonSchema(schema) => Some(schema.clone()),
         },
@@ -790,6 +801,8 @@ fn remote_token(text: String) -> TokenEvent {
         text,
         logprob: 0.0,
         top: Vec::new(),
+        forced: false,
+        mask_time: Duration::ZERO,
     }
 }
 

@@ -51,10 +51,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         prompt_tokens.truncate(n);
     }
-    let mut events = engine.submit(GenerateRequest {
-        prompt_tokens,
-        params,
-    })?;
+    let mut events = engine.submit(GenerateRequest::new(prompt_tokens, params))?;
 
     let mut text = String::new();
     let mut stdout = std::io::stdout().lock();

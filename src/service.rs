@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::config::Limits;
+use crate::constraint::{Constraint, Spec};
 use crate::engine::{
     self, ChatMessage, Engine, EngineError, Event, GenerateRequest, SamplingParams, Summary,
     TokenEvent,
@@ -29,10 +30,19 @@ pub enum ServiceError {
     Overloaded { slots: u32, queued: usize },
     #[error("prompt has {tokens} tokens, more than the limit of {limit}")]
     PromptTooLong { tokens: usize, limit: usize },
+    #[error("token id {token} is outside the vocabulary (0..{n_vocab})")]
+    TokenOutOfRange { token: i64, n_vocab: usize },
     #[error("max_tokens {requested} exceeds the limit of {limit}")]
     MaxTokensTooLarge { requested: u32, limit: u32 },
     #[error("invalid JSON schema: {0}")]
     InvalidSchema(String),
+    /// The request's schema or grammar cannot constrain decoding; `field` names where it came
+    /// from (`response_format`, `grammar`, `tools`, ...).
+    #[error("{error}")]
+    InvalidConstraint {
+        field: &'static str,
+        error: crate::constraint::ConstraintError,
+    },
     /// The tools' schemas could not become a grammar for the local model.
     #[error("the tools cannot constrain the local model: {0}")]
     InvalidTools(String),
@@ -65,6 +75,9 @@ pub enum OutputFormat {
     Text,
     JsonObject,
     JsonSchema(serde_json::Value),
+    /// A GBNF grammar (llama.cpp's `grammar`): answered on the device only, since no remote
+    /// API can be held to it.
+    Grammar(String),
 }
 
 /// One request, in the service's terms. `params.max_tokens == 0` means "as many as allowed".
@@ -84,6 +97,8 @@ pub struct LocalService {
     limits: Limits,
     slots: u32,
     in_flight: Arc<AtomicUsize>,
+    /// Compiles run off the runtime, a few at a time.
+    compiling: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -99,6 +114,7 @@ impl LocalService {
             limits,
             slots,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            compiling: Arc::new(tokio::sync::Semaphore::new(COMPILES_AT_ONCE)),
             metrics,
         }
     }
@@ -120,36 +136,42 @@ impl LocalService {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Admits and starts a request. Fails fast (before any decoding) on every limit.
-    pub fn start(&self, generation: Generation) -> Result<Running, ServiceError> {
+    /// Admits and starts a request. Fails fast (before any decoding) on every limit; a schema
+    /// or grammar is checked and compiled off the runtime's threads, within the request's
+    /// timeout.
+    pub async fn start(&self, generation: Generation) -> Result<Running, ServiceError> {
         let engine = self.engine.get().ok_or(ServiceError::Loading)?;
         let admission = self.admit()?;
+        let started = Instant::now();
+        let deadline = started + self.limits.request_timeout;
         let mut params = generation.params;
-        let schema = match &generation.format {
-            OutputFormat::Text => None,
-            OutputFormat::JsonObject => {
-                params.grammar = Some(engine::JSON_OBJECT_GRAMMAR.to_string());
-                None
-            }
-            OutputFormat::JsonSchema(schema) => {
-                let validator = jsonschema::validator_for(schema)
-                    .map_err(|e| ServiceError::InvalidSchema(e.to_string()))?;
-                params.grammar = Some(
-                    engine::json_schema_grammar(schema)
-                        .map_err(|e| ServiceError::InvalidSchema(e.to_string()))?,
-                );
-                Some(validator)
-            }
-        };
         let tools = generation.tools.filter(ToolSet::active);
-        if let Some(tools) = &tools {
-            params.grammar = Some(tool_grammar(tools, &generation.format)?);
-            // A stop string could cut the JSON the grammar guarantees.
-            params.stop.clear();
-        }
+        let schema = match &generation.format {
+            OutputFormat::JsonSchema(schema) => Some(
+                jsonschema::validator_for(schema)
+                    .map_err(|e| ServiceError::InvalidSchema(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let spec = match (&tools, &generation.format) {
+            (Some(tools), format) => {
+                // A stop string could cut the JSON the constraint guarantees.
+                params.stop.clear();
+                Some(("tools", tool_spec(tools, format)?))
+            }
+            (None, OutputFormat::Text) => None,
+            (None, OutputFormat::JsonObject) => Some(("response_format", Spec::JsonObject)),
+            (None, OutputFormat::JsonSchema(schema)) => {
+                Some(("response_format", Spec::JsonSchema(schema.clone())))
+            }
+            (None, OutputFormat::Grammar(text)) => Some(("grammar", Spec::Gbnf(text.clone()))),
+        };
         let prompt_tokens = match generation.prompt {
             Prompt::Text(text) => engine.tokenize(&text),
-            Prompt::Tokens(tokens) => tokens,
+            Prompt::Tokens(tokens) => {
+                check_token_ids(&tokens, engine.info().n_vocab)?;
+                tokens
+            }
             Prompt::Chat(mut messages) => {
                 if let Some(tools) = &tools {
                     with_instructions(&mut messages, &tools.instructions());
@@ -176,30 +198,79 @@ impl LocalService {
                 .saturating_sub(prompt_tokens.len() as u32);
             params.max_tokens = self.limits.max_tokens.min(room).max(1);
         }
+        params.validate()?;
+        engine.check_fits(prompt_tokens.len(), params.max_tokens)?;
+        let constraint_field = spec.as_ref().map_or("response_format", |(field, _)| *field);
+        let constraint = match spec {
+            Some((field, spec)) => Some(self.compile(engine, field, spec, deadline).await?),
+            None => None,
+        };
         let prompt_len = prompt_tokens.len();
         let events = engine.submit(GenerateRequest {
             prompt_tokens,
             params,
+            constraint,
         })?;
         Ok(Running {
             events,
             prompt_tokens: prompt_len,
-            json: tools.is_none() && !matches!(generation.format, OutputFormat::Text),
+            json: tools.is_none()
+                && matches!(
+                    generation.format,
+                    OutputFormat::JsonObject | OutputFormat::JsonSchema(_)
+                ),
             schema,
+            constraint_field,
             tools: tools.map(Box::new),
             pending: None,
             text: String::new(),
-            deadline: Instant::now() + self.limits.request_timeout,
+            deadline,
             timeout: self.limits.request_timeout,
-            started: Instant::now(),
+            started,
             metrics: self.metrics.clone(),
             _admission: admission,
         })
     }
 
+    /// Compiles a constraint on a blocking thread; a compile still running at the deadline is
+    /// abandoned (llguidance's fuel limits end it soon after).
+    async fn compile(
+        &self,
+        engine: &Engine,
+        field: &'static str,
+        spec: Spec,
+        deadline: Instant,
+    ) -> Result<Box<Constraint>, ServiceError> {
+        let timeout = self.limits.request_timeout;
+        let work = async {
+            let _permit = self
+                .compiling
+                .acquire()
+                .await
+                .map_err(|_| EngineError::Stopped)?;
+            let engine = engine.clone();
+            let started = Instant::now();
+            let compiled = tokio::task::spawn_blocking(move || {
+                let compiler = engine.compiler()?;
+                compiler
+                    .compile(&spec)
+                    .map_err(|error| ServiceError::InvalidConstraint { field, error })
+            })
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+            self.metrics
+                .constraint_compile
+                .observe(started.elapsed().as_secs_f64());
+            compiled.map(Box::new)
+        };
+        tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .map_err(|_| ServiceError::Timeout(timeout))?
+    }
+
     /// Runs a request to the end.
     pub async fn complete(&self, generation: Generation) -> Result<Completion, ServiceError> {
-        let mut running = self.start(generation)?;
+        let mut running = self.start(generation).await?;
         let mut tokens = Vec::new();
         let mut tool_calls = Vec::new();
         loop {
@@ -273,6 +344,8 @@ pub struct Running {
     pub prompt_tokens: usize,
     json: bool,
     schema: Option<jsonschema::Validator>,
+    /// The request field a constraint failing mid-generation is reported against.
+    constraint_field: &'static str,
     /// Tool turn: the text is held back, read as a turn at the end.
     tools: Option<Box<ToolSet>>,
     /// The summary that follows a `ToolCalls` step.
@@ -300,6 +373,7 @@ impl Running {
             .map_err(|_| ServiceError::Timeout(self.timeout))?;
         match event {
             Some(Event::Token(mut token)) => {
+                self.metrics.record_constrained_token(&token);
                 if self.json {
                     self.text.push_str(&token.text);
                 } else if self.tools.is_some() {
@@ -328,6 +402,12 @@ impl Running {
                     None => Ok(Step::Done(summary)),
                 }
             }
+            Some(Event::Failed(EngineError::Constraint(error))) => {
+                Err(ServiceError::InvalidConstraint {
+                    field: self.constraint_field,
+                    error,
+                })
+            }
             Some(Event::Failed(error)) => Err(error.into()),
             None => Err(EngineError::Stopped.into()),
         }
@@ -342,10 +422,10 @@ impl Running {
     ) -> Result<Option<Vec<ToolCall>>, ServiceError> {
         self.text.push_str(&std::mem::take(&mut summary.tail_text));
         if summary.stop_reason == engine::StopReason::Length {
-            return Err(ServiceError::OutputInvalid(format!(
-                "max_tokens ended the tool turn after {} tokens, before it was complete",
-                summary.generated_tokens
-            )));
+            // Cut by max_tokens, as OpenAI answers it: finish_reason "length", the partial
+            // turn as content, no tool calls.
+            summary.tail_text = std::mem::take(&mut self.text);
+            return Ok(None);
         }
         match tools.read_local(&self.text) {
             Ok(Turn::Calls(calls)) => Ok(Some(calls)),
@@ -378,16 +458,38 @@ impl Running {
     }
 }
 
-/// The grammar of a tool turn; a direct answer (`auto`) is text, or JSON when the request's
-/// `response_format` asks for it.
-fn tool_grammar(tools: &ToolSet, format: &OutputFormat) -> Result<String, ServiceError> {
+/// How many constraints compile at once (each on a blocking thread).
+const COMPILES_AT_ONCE: usize = 2;
+
+/// The constraint of a tool turn; a direct answer (`auto`) is text, or JSON when the
+/// request's `response_format` asks for it.
+fn tool_spec(tools: &ToolSet, format: &OutputFormat) -> Result<Spec, ServiceError> {
     let content = match format {
         OutputFormat::Text => serde_json::json!({"type": "string"}),
         OutputFormat::JsonObject => serde_json::json!({"type": "object"}),
         OutputFormat::JsonSchema(schema) => schema.clone(),
+        OutputFormat::Grammar(_) => {
+            return Err(ServiceError::InvalidTools(
+                "a grammar cannot be combined with tools".into(),
+            ));
+        }
     };
-    engine::json_schema_text_grammar(&tools.turn_schema(&content))
+    // The turn schema is written as text to keep each call's `name` before its `arguments`;
+    // serde_json keeps that order (preserve_order).
+    serde_json::from_str(&tools.turn_schema(&content))
+        .map(Spec::JsonSchema)
         .map_err(|e| ServiceError::InvalidTools(e.to_string()))
+}
+
+/// Token-id prompts must name tokens of the vocabulary.
+fn check_token_ids(tokens: &[i32], n_vocab: usize) -> Result<(), ServiceError> {
+    match tokens.iter().find(|&&t| t < 0 || t as usize >= n_vocab) {
+        Some(bad) => Err(ServiceError::TokenOutOfRange {
+            token: i64::from(*bad),
+            n_vocab,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Tells the model about its tools: appended to the first system message, or one put first.

@@ -105,6 +105,17 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::MaxTokensTooLarge { .. } => ApiError::invalid("max_tokens", message),
             ServiceError::InvalidSchema(_) => ApiError::invalid("response_format", message),
+            ServiceError::InvalidConstraint { field, ref error } => {
+                let code = match error {
+                    crate::constraint::ConstraintError::Grammar(_) => "invalid_grammar",
+                    _ if field == "grammar" => "invalid_grammar",
+                    _ => "invalid_schema",
+                };
+                ApiError::invalid(field, message).with_code(code)
+            }
+            ServiceError::TokenOutOfRange { .. } => {
+                ApiError::invalid("prompt", message).with_code("invalid_token")
+            }
             ServiceError::InvalidTools(_) => ApiError::invalid("tools", message),
             ServiceError::OutputInvalid(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
@@ -187,7 +198,9 @@ fn engine_error(error: EngineError, message: String) -> ApiError {
             let param = parameter_named_in(&message).to_string();
             ApiError::invalid(&param, message)
         }
-        EngineError::Grammar(_) => ApiError::invalid("response_format", message),
+        EngineError::Constraint(_) => {
+            ApiError::invalid("response_format", message).with_code("constraint_failed")
+        }
         _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message),
     }
 }

@@ -39,7 +39,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize(&mut deserializer) {
-        Ok(value) => Ok(value),
+        Ok(value) => match deserializer.end() {
+            Ok(()) => Ok(value),
+            // `{"prompt":"hi"}x`, a trailing NUL: not one JSON value.
+            Err(error) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("malformed JSON body: {error}"),
+            )),
+        },
         Err(error) => {
             let path = error.path().to_string();
             let inner = error.into_inner();

@@ -91,18 +91,23 @@ pub async fn completion(
     }
     .into_params()?;
     params.stop_at_eog = !request.ignore_eos.unwrap_or(false);
-    if let Some(grammar) = request.grammar.filter(|g| !g.trim().is_empty()) {
-        params.grammar = Some(grammar);
-    }
-    let format = match request.json_schema {
-        Some(schema) if schema.is_object() => OutputFormat::JsonSchema(schema),
-        Some(_) => {
+    let grammar = request.grammar.filter(|g| !g.trim().is_empty());
+    let format = match (request.json_schema, grammar) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "grammar",
+                "grammar and json_schema cannot both be given",
+            ));
+        }
+        (None, Some(grammar)) => OutputFormat::Grammar(grammar),
+        (Some(schema), None) if schema.is_object() => OutputFormat::JsonSchema(schema),
+        (Some(_), None) => {
             return Err(ApiError::invalid(
                 "json_schema",
                 "json_schema must be an object",
             ));
         }
-        None => OutputFormat::Text,
+        (None, None) => OutputFormat::Text,
     };
     let generation = Generation {
         prompt: request.prompt.into_prompt()?,

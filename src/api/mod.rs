@@ -126,6 +126,7 @@ fn routes(state: AppState, router: Arc<crate::router::Router>, tasks: tasks::Tas
         .route("/v1/status", get(system::status))
         .route("/v1/tasks/{name}", post(tasks::run))
         .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
         .layer(axum::Extension(router))
         .layer(axum::Extension(tasks))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -146,3 +146,13 @@ pub async fn plan(
 pub async fn not_found() -> ApiError {
     ApiError::not_found("endpoint")
 }
+
+/// A known path with the wrong method: 405 in OpenAI's error shape.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .with_code("method_not_allowed")
+}

@@ -164,10 +164,7 @@ async fn engine_request(
         stop_at_eog: false,
         ..SamplingParams::default()
     };
-    let mut events = engine.submit(GenerateRequest {
-        prompt_tokens,
-        params,
-    })?;
+    let mut events = engine.submit(GenerateRequest::new(prompt_tokens, params))?;
     let mut first = None;
     loop {
         match events.recv().await {

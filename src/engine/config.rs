@@ -47,6 +47,8 @@ pub struct EngineConfig {
     pub slots: u32,
     /// Forward llama.cpp's own log lines to stderr (they are captured and parsed either way).
     pub verbose_llama_logs: bool,
+    /// How the tokens a constraint forces are appended (jump-forward).
+    pub jump_forward: crate::constraint::JumpForward,
 }
 
 impl EngineConfig {
@@ -66,6 +68,7 @@ impl EngineConfig {
             kv_type: KvType::F16,
             slots: 1,
             verbose_llama_logs: false,
+            jump_forward: crate::constraint::JumpForward::Exact,
         }
     }
 

@@ -12,6 +12,7 @@ mod memory;
 mod sampling;
 mod template;
 pub mod text;
+mod vocab;
 mod worker;
 
 pub use config::{EngineConfig, KvType};
@@ -21,12 +22,15 @@ pub use template::{ChatMessage, TemplateKind, ToolCall, apply_plain};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc as SyncArc, OnceLock};
 use std::time::Duration;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use tokio::sync::mpsc;
+
+use crate::constraint::{Compiler, Constraint};
 
 /// Errors of the engine, each one line a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +55,9 @@ pub enum EngineError {
     EmptyPrompt,
     #[error("invalid sampling parameter: {0}")]
     InvalidParameter(String),
-    #[error("invalid grammar or JSON schema: {0}")]
-    Grammar(String),
+    /// The request's constraint (schema, grammar) is unusable, or failed mid-generation.
+    #[error(transparent)]
+    Constraint(#[from] crate::constraint::ConstraintError),
     #[error("chat template failed: {0}")]
     Template(String),
     #[error("llama.cpp decode failed: {0}")]
@@ -79,8 +84,6 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// How many most likely alternatives to report with each token (0 for none).
     pub top_logprobs: usize,
-    /// A GBNF grammar that constrains decoding (JSON mode and JSON schemas compile to one).
-    pub grammar: Option<String>,
     /// Stop at end-of-generation tokens (false only for benchmarks that must run exactly N tokens).
     pub stop_at_eog: bool,
 }
@@ -100,7 +103,6 @@ impl Default for SamplingParams {
             max_tokens: 128,
             stop: Vec::new(),
             top_logprobs: 0,
-            grammar: None,
             stop_at_eog: true,
         }
     }
@@ -140,6 +142,19 @@ impl SamplingParams {
 pub struct GenerateRequest {
     pub prompt_tokens: Vec<i32>,
     pub params: SamplingParams,
+    /// Restricts every sampled token to what the constraint allows, and appends the tokens it
+    /// forces without sampling them (compiled by [`Engine::compiler`], off this thread).
+    pub constraint: Option<Box<Constraint>>,
+}
+
+impl GenerateRequest {
+    pub fn new(prompt_tokens: Vec<i32>, params: SamplingParams) -> Self {
+        GenerateRequest {
+            prompt_tokens,
+            params,
+            constraint: None,
+        }
+    }
 }
 
 /// One of the most likely tokens at a position.
@@ -159,9 +174,15 @@ pub struct TokenEvent {
     /// Text released to the client by this token: assembled UTF-8 with stop strings held back.
     /// May be empty (held) or hold text of earlier tokens.
     pub text: String,
-    /// Natural log of the probability the model gave this token (from the raw logits).
+    /// Natural log of the probability the model gave this token (from the raw logits); 0 for
+    /// a token the constraint forced (no logits were computed for it: it was certain).
     pub logprob: f32,
     pub top: Vec<TopLogprob>,
+    /// Appended by the constraint without sampling (jump-forward).
+    pub forced: bool,
+    /// Time the constraint took to compute this token's mask (zero when unconstrained or
+    /// forced).
+    pub mask_time: Duration,
 }
 
 /// Why generation ended.
@@ -266,7 +287,11 @@ pub struct Engine {
     info: Arc<ModelInfo>,
     commands: std::sync::mpsc::Sender<worker::Command>,
     load: Arc<EngineLoad>,
+    compiler: CompilerCell,
 }
+
+/// The constraint compiler of the model's vocabulary, built on a thread of its own at start.
+type CompilerCell = SyncArc<OnceLock<Result<SyncArc<Compiler>, String>>>;
 
 impl Engine {
     /// Loads the model and starts the worker. Blocks until the model is loaded (seconds).
@@ -321,12 +346,31 @@ impl Engine {
         // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
         unsafe { libc::malloc_trim(0) };
         info.resident.after_context = ProcessMemory::read().resident_bytes;
+        let compiler = CompilerCell::default();
+        let (cell, vocab_model) = (compiler.clone(), model.clone());
+        let limits = crate::constraint::Limits::default();
+        let _ = std::thread::Builder::new()
+            .name("edgellm-vocab".into())
+            .spawn(move || {
+                cell.get_or_init(|| build_compiler(vocab_model, limits));
+            });
         Ok(Engine {
             model,
             info: Arc::new(info),
             commands,
             load,
+            compiler,
         })
+    }
+
+    /// The constraint compiler; blocks while it is still being built (call it off the
+    /// runtime's threads).
+    pub fn compiler(&self) -> Result<SyncArc<Compiler>, EngineError> {
+        let (model, limits) = (self.model.clone(), crate::constraint::Limits::default());
+        self.compiler
+            .get_or_init(|| build_compiler(model, limits))
+            .clone()
+            .map_err(EngineError::ContextFailed)
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -390,11 +434,38 @@ impl Engine {
     }
 }
 
+fn build_compiler(
+    model: Arc<LlamaModel>,
+    limits: crate::constraint::Limits,
+) -> Result<SyncArc<Compiler>, String> {
+    Compiler::new(vocab::tok_env(model), limits).map(SyncArc::new)
+}
+
 /// Checks the file before llama.cpp sees it: it must exist and have a sound GGUF header. llama.cpp
 /// aborts the process on some malformed files; the header reader refuses them with a clear error.
 fn check_model_file(path: &std::path::Path) -> Result<(), EngineError> {
-    if !path.is_file() {
-        return Err(EngineError::ModelNotFound(path.to_path_buf()));
+    let invalid = |reason: &str| EngineError::InvalidModel {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Err(invalid("it is a directory, not a GGUF file")),
+        Ok(meta) if !meta.is_file() => return Err(invalid("it is not a regular file")),
+        Ok(_) => {}
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(invalid(
+                "too many levels of symbolic links (a symlink loop)",
+            ));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(invalid(
+                    "it is a symbolic link to a file that does not exist",
+                ));
+            }
+            return Err(EngineError::ModelNotFound(path.to_path_buf()));
+        }
+        Err(error) => return Err(invalid(&error.to_string())),
     }
     crate::plan::gguf::read_header(path)
         .map(|_| ())
@@ -419,25 +490,4 @@ fn model_id(path: &std::path::Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     name.strip_suffix(".gguf").unwrap_or(&name).to_string()
-}
-
-/// GBNF for "any JSON object" (`response_format: json_object`): compact JSON, no control
-/// characters inside strings, so the output always parses.
-pub const JSON_OBJECT_GRAMMAR: &str = r#"root   ::= object
-value  ::= object | array | string | number | ("true" | "false" | "null")
-object ::= "{" ( string ":" value ("," string ":" value)* )? "}"
-array  ::= "[" ( value ("," value)* )? "]"
-string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F]) )* "\""
-number ::= "-"? ([0-9] | [1-9] [0-9]*) ("." [0-9]+)? ([eE] [-+]? [0-9]+)?
-"#;
-
-/// Compiles a JSON schema to a GBNF grammar with llama.cpp's own converter.
-pub fn json_schema_grammar(schema: &serde_json::Value) -> Result<String, EngineError> {
-    json_schema_text_grammar(&schema.to_string())
-}
-
-/// [`json_schema_grammar`] for a schema already written as text (its key order is kept: the
-/// grammar produces an object's properties in the order the schema lists them).
-pub fn json_schema_text_grammar(schema: &str) -> Result<String, EngineError> {
-    llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| EngineError::Grammar(e.to_string()))
 }

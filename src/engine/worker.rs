@@ -11,14 +11,17 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::constraint::{Constraint, ConstraintError, JumpForward};
 
 use super::memory::{self, BufferSizes};
 use super::sampling::TokenSampler;
@@ -126,10 +129,12 @@ struct Active {
     cached: usize,
     params: super::SamplingParams,
     sampler: TokenSampler,
+    constraint: Option<Box<Constraint>>,
     text: TextAssembler,
     generated: usize,
-    /// The token sampled last step, to be decoded this step.
-    next_token: Option<i32>,
+    /// Tokens to decode next: the one sampled last step and any the constraint forced after it
+    /// (the last of them gets logits).
+    next_tokens: Vec<i32>,
     /// Index of this slot's logits in the current batch.
     output_index: Option<i32>,
     /// Whether the current batch holds tokens of this slot.
@@ -157,6 +162,7 @@ struct Worker<'m> {
     pending: VecDeque<(GenerateRequest, UnboundedSender<Event>, Instant)>,
     load: Arc<EngineLoad>,
     piece: Vec<u8>,
+    jump_forward: JumpForward,
 }
 
 impl<'m> Worker<'m> {
@@ -191,6 +197,7 @@ impl<'m> Worker<'m> {
             pending: VecDeque::new(),
             load,
             piece: Vec::with_capacity(32),
+            jump_forward: config.jump_forward,
         }
     }
 
@@ -272,13 +279,7 @@ impl<'m> Worker<'m> {
                 return;
             };
             self.load.queued.fetch_sub(1, Ordering::Relaxed);
-            let sampler = match TokenSampler::new(self.model, &request.params) {
-                Ok(sampler) => sampler,
-                Err(error) => {
-                    let _ = events.send(Event::Failed(error));
-                    continue;
-                }
-            };
+            let sampler = TokenSampler::new(self.model, &request.params);
             let reused = self.reuse_prefix(index, &request.prompt_tokens);
             self.load.busy_slots.fetch_add(1, Ordering::Relaxed);
             let text = TextAssembler::new(request.params.stop.clone());
@@ -289,9 +290,10 @@ impl<'m> Worker<'m> {
                 cached: reused,
                 params: request.params,
                 sampler,
+                constraint: request.constraint,
                 text,
                 generated: 0,
-                next_token: None,
+                next_tokens: Vec::new(),
                 output_index: None,
                 in_batch: false,
                 queue_time: queued_at.elapsed(),
@@ -342,19 +344,29 @@ impl<'m> Worker<'m> {
     /// Builds this step's batch; false if there is nothing to decode.
     fn fill_batch(&mut self) -> bool {
         self.batch.clear();
-        // Generating slots first: one token each, with logits.
+        // Generating slots first: their next token (plus any forced after it), the last with
+        // logits. Forced runs longer than the room left go on in the next step, without logits
+        // until their last token is in.
         for slot in &mut self.slots {
             let Some(active) = slot.active.as_mut() else {
                 continue;
             };
             active.output_index = None;
             active.in_batch = false;
-            if let Some(token) = active.next_token.take() {
-                active.in_batch = true;
+            let room = self.n_batch - self.batch.n_tokens() as usize;
+            let take = active.next_tokens.len().min(room);
+            if take == 0 {
+                continue;
+            }
+            active.in_batch = true;
+            let complete = take == active.next_tokens.len();
+            for (i, token) in active.next_tokens.drain(..take).enumerate() {
+                let last = complete && i + 1 == take;
+                if last {
+                    active.output_index = Some(self.batch.n_tokens());
+                }
                 let pos = slot.cache.len() as i32;
-                active.output_index = Some(self.batch.n_tokens());
-                // Capacity: at most one token per slot here, and slots <= n_batch is checked at start.
-                let _ = self.batch.add(LlamaToken(token), pos, &[slot.seq], true);
+                let _ = self.batch.add(LlamaToken(token), pos, &[slot.seq], last);
                 slot.cache.push(token);
             }
         }
@@ -368,7 +380,7 @@ impl<'m> Worker<'m> {
                 break;
             }
             let remaining = active.prompt.len() - active.prompt_done;
-            if remaining == 0 || active.output_index.is_some() {
+            if remaining == 0 || active.output_index.is_some() || !active.next_tokens.is_empty() {
                 continue;
             }
             let take = remaining.min(room);
@@ -421,61 +433,175 @@ impl<'m> Worker<'m> {
             let Some(index) = active.output_index else {
                 continue;
             };
-            let now = Instant::now();
-            let token = active.sampler.sample(&self.context, index);
-            let logits = self.context.get_logits_ith(index);
-            let lse = logprob::log_sum_exp(logits);
-            let chosen = logits
-                .get(token.0 as usize)
-                .map_or(f32::NEG_INFINITY, |&x| x - lse);
-            let top = logprob::top_n(logits, active.params.top_logprobs, lse)
-                .into_iter()
-                .map(|(id, logprob)| TopLogprob {
-                    token: id as i32,
-                    bytes: vocab.token_to_piece(LlamaToken(id as i32), false, None),
-                    logprob,
-                })
-                .collect();
-            active.first_token_at.get_or_insert(now);
-            active.last_token_at = Some(now);
-
-            let finish = if active.params.stop_at_eog && vocab.is_eog(token) {
-                Some(StopReason::EndOfGeneration)
-            } else {
-                active.generated += 1;
-                self.piece.clear();
-                vocab.token_to_piece_into(token, &mut self.piece, false, None);
-                let scan = active.text.push(&self.piece);
-                let event = TokenEvent {
-                    token: token.0,
-                    piece: self.piece.clone(),
-                    text: scan.release,
-                    logprob: chosen,
-                    top,
-                };
-                if active.events.send(Event::Token(event)).is_err() {
-                    // Receiver gone: cancelled. Freed by drop_cancelled next step.
-                    continue;
-                }
-                match scan.stopped {
-                    Some(stop) => Some(StopReason::StopString(stop)),
-                    None if active.generated >= active.params.max_tokens as usize => {
-                        Some(StopReason::Length)
-                    }
-                    None => {
-                        active.next_token = Some(token.0);
-                        None
-                    }
-                }
+            let Some(end) = step(
+                active,
+                &self.context,
+                &vocab,
+                &mut self.piece,
+                index,
+                self.jump_forward,
+            ) else {
+                continue;
             };
-            if let Some(reason) = finish
-                && let Some(active) = slot.active.take()
-            {
+            if let Some(active) = slot.active.take() {
                 // Counted free before the caller hears it is done.
                 self.load.busy_slots.fetch_sub(1, Ordering::Relaxed);
-                finish_request(active, reason);
+                match end {
+                    End::Stop(reason) => finish_request(active, reason),
+                    End::Fail(error) => {
+                        let _ = active.events.send(Event::Failed(error));
+                    }
+                }
             }
         }
+    }
+}
+
+/// How a slot's request ends after a step.
+enum End {
+    Stop(StopReason),
+    Fail(EngineError),
+}
+
+/// What sending one token's event decided.
+enum Sent {
+    Continue,
+    Stopped(String),
+    /// The receiver is gone: cancelled, freed by `drop_cancelled` next step.
+    Cancelled,
+}
+
+/// Samples the slot's next token from output `index` (among the constraint's allowed tokens,
+/// when it has one), sends it, then the tokens the constraint forces after it. Returns how the
+/// request ends, or `None` to go on (`next_tokens` then holds what to decode next).
+fn step(
+    active: &mut Active,
+    context: &LlamaContext<'_>,
+    vocab: &LlamaVocab<'_>,
+    piece: &mut Vec<u8>,
+    index: i32,
+    jump_forward: JumpForward,
+) -> Option<End> {
+    let now = Instant::now();
+    let (token, mask_time) = match active.constraint.as_mut() {
+        None => (active.sampler.sample(context, index), Duration::ZERO),
+        Some(constraint) => {
+            let mask = match constraint.mask() {
+                Ok(mask) => mask,
+                Err(error) => return Some(End::Fail(error.into())),
+            };
+            match active.sampler.sample_masked(context, index, mask) {
+                Some(token) => (token, constraint.mask_time()),
+                None => {
+                    return Some(End::Fail(EngineError::Constraint(ConstraintError::Step(
+                        "no token of the vocabulary can continue".into(),
+                    ))));
+                }
+            }
+        }
+    };
+    let logits = context.get_logits_ith(index);
+    let lse = logprob::log_sum_exp(logits);
+    let chosen = logits
+        .get(token.0 as usize)
+        .map_or(f32::NEG_INFINITY, |&x| x - lse);
+    let top = logprob::top_n(logits, active.params.top_logprobs, lse)
+        .into_iter()
+        .map(|(id, logprob)| TopLogprob {
+            token: id as i32,
+            bytes: vocab.token_to_piece(LlamaToken(id as i32), false, None),
+            logprob,
+        })
+        .collect();
+    active.first_token_at.get_or_insert(now);
+    active.last_token_at = Some(now);
+    if active.params.stop_at_eog && vocab.is_eog(token) {
+        return Some(End::Stop(StopReason::EndOfGeneration));
+    }
+    match send(active, vocab, piece, token.0, chosen, top, false, mask_time) {
+        Sent::Continue => {}
+        Sent::Stopped(stop) => return Some(End::Stop(StopReason::StopString(stop))),
+        Sent::Cancelled => return None,
+    }
+    let mut next = vec![token.0];
+    if let Some(constraint) = active.constraint.as_mut() {
+        if let Err(error) = constraint.accept(token.0 as u32) {
+            return Some(End::Fail(error.into()));
+        }
+        if constraint.finished() {
+            return Some(End::Stop(StopReason::EndOfGeneration));
+        }
+    }
+    let budget = (active.params.max_tokens as usize).saturating_sub(active.generated);
+    if budget == 0 {
+        return Some(End::Stop(StopReason::Length));
+    }
+    if let Some(constraint) = active.constraint.as_mut() {
+        let forced = match constraint.forced(budget, jump_forward) {
+            Ok(forced) => forced,
+            Err(error) => return Some(End::Fail(error.into())),
+        };
+        let finished = constraint.finished();
+        for token in forced {
+            let token = token as i32;
+            active.sampler.accept(LlamaToken(token));
+            let top = if active.params.top_logprobs > 0 {
+                vec![TopLogprob {
+                    token,
+                    bytes: vocab.token_to_piece(LlamaToken(token), false, None),
+                    logprob: 0.0,
+                }]
+            } else {
+                Vec::new()
+            };
+            match send(active, vocab, piece, token, 0.0, top, true, Duration::ZERO) {
+                Sent::Continue => next.push(token),
+                Sent::Stopped(stop) => return Some(End::Stop(StopReason::StopString(stop))),
+                Sent::Cancelled => return None,
+            }
+        }
+        if finished {
+            return Some(End::Stop(StopReason::EndOfGeneration));
+        }
+        if active.generated >= active.params.max_tokens as usize {
+            return Some(End::Stop(StopReason::Length));
+        }
+    }
+    active.next_tokens = next;
+    None
+}
+
+/// Counts a generated token and sends its event (text assembled, stop strings checked).
+#[allow(clippy::too_many_arguments)]
+fn send(
+    active: &mut Active,
+    vocab: &LlamaVocab<'_>,
+    piece: &mut Vec<u8>,
+    token: i32,
+    logprob: f32,
+    top: Vec<TopLogprob>,
+    forced: bool,
+    mask_time: Duration,
+) -> Sent {
+    active.generated += 1;
+    piece.clear();
+    vocab.token_to_piece_into(LlamaToken(token), piece, false, None);
+    let scan = active.text.push(piece);
+    let event = TokenEvent {
+        token,
+        piece: piece.clone(),
+        text: scan.release,
+        logprob,
+        top,
+        forced,
+        mask_time,
+    };
+    if active.events.send(Event::Token(event)).is_err() {
+        return Sent::Cancelled;
+    }
+    match scan.stopped {
+        Some(stop) => Sent::Stopped(stop),
+        None => Sent::Continue,
     }
 }
 

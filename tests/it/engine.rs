@@ -124,10 +124,7 @@ fn context_overflow_is_refused_with_the_numbers() {
     let prompt_tokens = engine.tokenize(&"sensor reading ok. ".repeat(200));
     let count = prompt_tokens.len();
     let error = engine
-        .submit(GenerateRequest {
-            prompt_tokens,
-            params: greedy(n_ctx),
-        })
+        .submit(GenerateRequest::new(prompt_tokens, greedy(n_ctx)))
         .unwrap_err();
     assert!(matches!(error, EngineError::ContextOverflow { .. }));
     let message = error.to_string();
@@ -147,10 +144,7 @@ fn cancellation_frees_the_slot() {
         ..greedy(900)
     };
     let mut events = engine
-        .submit(GenerateRequest {
-            prompt_tokens: prompt_tokens.clone(),
-            params,
-        })
+        .submit(GenerateRequest::new(prompt_tokens.clone(), params))
         .unwrap();
     for _ in 0..3 {
         assert!(matches!(events.blocking_recv(), Some(Event::Token(_))));

@@ -2,6 +2,7 @@
 
 mod api;
 mod bench;
+mod constrained;
 mod egress;
 mod engine;
 mod mosquitto;

@@ -418,6 +418,34 @@ async fn low_confidence_whole_and_held_stream() {
     assert_eq!(answer.route(), ("local", "default"));
 }
 
+/// No remote API can be held to a GBNF grammar: a grammar request is never sent (the stand-in
+/// records nothing), never answered remotely with the grammar dropped.
+#[tokio::test]
+async fn a_gbnf_grammar_never_goes_to_a_remote_tier() {
+    let stub = Stub::start(Mode::Ok);
+    let server = Server::start_with_config(Some(&config(&stub, "")), &[]);
+    let body = json!({"prompt": "Answer yes or no:", "n_predict": 4, "grammar": "root ::= \"yes\" | \"no\""});
+    let remote = send(
+        &server,
+        "/completion",
+        body.clone(),
+        &[("x-edgellm-route", "remote")],
+    )
+    .await;
+    assert_ne!(remote.status, 200, "{}", remote.text);
+    assert!(
+        remote.text.contains("answered on the device only"),
+        "{}",
+        remote.text
+    );
+    let local = send(&server, "/completion", body, &[]).await;
+    assert_eq!(local.status, 200, "{}", local.text);
+    assert_eq!(local.route().0, "local");
+    let content = local.json()["content"].as_str().unwrap().to_string();
+    assert!(content == "yes" || content == "no", "{content}");
+    assert!(stub.received().is_empty());
+}
+
 #[tokio::test]
 async fn overrides_force_local_remote_or_no_fallback() {
     let stub = Stub::start(Mode::Ok);

@@ -106,6 +106,28 @@ fn missing_model_file() {
 }
 
 #[test]
+fn a_directory_or_a_symlink_loop_as_model_path_gets_its_own_message() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_clean_refusal(
+        &edgellm(&["run", "-m", dir.path().to_str().unwrap(), "-p", "hi"]),
+        "it is a directory",
+    );
+    let (a, b) = (dir.path().join("a.gguf"), dir.path().join("b.gguf"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    assert_clean_refusal(
+        &edgellm(&["run", "-m", a.to_str().unwrap(), "-p", "hi"]),
+        "symlink loop",
+    );
+    let dangling = dir.path().join("dangling.gguf");
+    std::os::unix::fs::symlink(dir.path().join("gone.gguf"), &dangling).unwrap();
+    assert_clean_refusal(
+        &edgellm(&["run", "-m", dangling.to_str().unwrap(), "-p", "hi"]),
+        "symbolic link to a file that does not exist",
+    );
+}
+
+#[test]
 fn not_a_gguf_file() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(b"this is a text file, not a model\n")

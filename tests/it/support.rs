@@ -56,10 +56,7 @@ pub fn generate(
 ) -> (Vec<TokenEvent>, Summary) {
     let prompt_tokens = engine.tokenize(prompt);
     let mut events = engine
-        .submit(GenerateRequest {
-            prompt_tokens,
-            params,
-        })
+        .submit(GenerateRequest::new(prompt_tokens, params))
         .expect("request accepted");
     let mut tokens = Vec::new();
     loop {
