@@ -199,9 +199,9 @@ pub struct ServeArgs {
     /// KV-cache type [default: f16]
     #[arg(long = "kv-type", value_enum, env = "EDGELLM_KV_TYPE")]
     pub kv_type: Option<KvType>,
-    /// Tokens a schema or grammar forces skip sampling and are decoded together: `exact` (only
-    /// the one token the mask allows; output unchanged), `canonical` (every forced byte, split
-    /// by the tokenizer; faster, output may differ) or `off` [default: exact]
+    /// Tokens a schema or grammar forces skip sampling and are decoded together: `exact` (while
+    /// the mask allows one token only), `canonical` (llguidance's fast-forward: all forced bytes
+    /// tokenized at once) or `off` [default: exact]
     #[arg(long, value_enum, env = "EDGELLM_JUMP_FORWARD")]
     pub jump_forward: Option<crate::constraint::JumpForward>,
     /// Accepted API key (repeatable); with any key set, every endpoint but /health needs one

@@ -227,8 +227,8 @@ pub fn schema_value(value: &Value) -> Result<Value, String> {
     }
 }
 
-/// The keywords a schema may use: what llama.cpp's JSON-schema-to-GBNF converter turns into a
-/// grammar faithfully, so that constrained decoding and validation agree. `$ref`, `oneOf`,
+/// The keywords a schema may use: a small subset every tier reads alike (the local constraint
+/// engine, remote APIs' structured output) and the validator checks exactly. `$ref`, `oneOf`,
 /// `pattern`, `not`, `if` and friends are refused.
 const ALLOWED_KEYWORDS: &[&str] = &[
     "type",

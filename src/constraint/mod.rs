@@ -78,10 +78,10 @@ impl Default for Limits {
 pub enum JumpForward {
     /// Every token is sampled.
     Off,
-    /// Tokens that are the only one the mask allows skip sampling: output is unchanged.
+    /// While the mask allows one token only, it skips sampling: the tokens sampling picks.
     #[default]
     Exact,
-    /// The model tokenizer's split of all bytes the grammar forces: faster, output may differ.
+    /// llguidance's fast-forward: all bytes the grammar forces, tokenized at once.
     Canonical,
 }
 
@@ -269,11 +269,10 @@ impl Constraint {
             .map_err(|e| ConstraintError::Step(first_line(&e.to_string())))
     }
 
-    /// The tokens forced from here (at most `max`), already accepted. `Exact`: while the mask
-    /// allows one token only (what any sampler would pick, so output is unchanged);
-    /// `Canonical`: the model tokenizer's split of every byte the grammar forces (llguidance's
-    /// fast-forward; more tokens skip sampling, but the split can differ from the model's own
-    /// choice, and so can what it writes next).
+    /// The tokens forced from here (at most `max`), already accepted. Where the grammar forces
+    /// bytes, llguidance's mask allows only the tokenizer's split of them. `Exact`: while the
+    /// mask allows one token only (what any sampler would pick); `Canonical`: llguidance's
+    /// fast-forward, all forced bytes tokenized at once (no mask per token).
     pub fn forced(&mut self, max: usize, mode: JumpForward) -> Result<Vec<u32>, ConstraintError> {
         if max == 0 || self.matcher.is_stopped() {
             return Ok(Vec::new());

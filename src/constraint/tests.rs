@@ -235,17 +235,19 @@ fn forced_tokens_are_what_the_grammar_forces() {
         constraint.forced(2, JumpForward::Canonical).unwrap().len(),
         2
     );
-    // Exact: only where one token is possible. `{"` is a piece here, so `{` alone is not
-    // forced; nothing is appended until the sampler has chosen.
+    // Exact: while the mask allows one token. Where the grammar forces bytes, llguidance's mask
+    // allows only the tokenizer's split of them (`{"`, not `{`), so exact forcing appends the
+    // same tokens here, one mask at a time.
+    let mut constraint = compiler()
+        .compile(&Spec::JsonSchema(schema.clone()))
+        .unwrap();
+    assert_eq!(constraint.forced(100, JumpForward::Exact).unwrap(), forced);
     let mut constraint = compiler().compile(&Spec::JsonSchema(schema)).unwrap();
-    assert_eq!(
-        constraint.forced(100, JumpForward::Exact).unwrap(),
-        Vec::<u32>::new()
-    );
     assert_eq!(
         constraint.forced(100, JumpForward::Off).unwrap(),
         Vec::<u32>::new()
     );
+    assert_eq!(constraint.mask().unwrap().to_list(), vec![forced[0]]);
 }
 
 #[test]

@@ -4,19 +4,13 @@
 //! 500 random valid schemas whose output always validates, and forced tokens (jump-forward)
 //! giving the same bytes as sampling every token.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::server::Server;
 
 fn client() -> reqwest::Client {
-    edgellm::upstream::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
+    crate::support::http_client()
 }
 
 /// Sends raw bytes as a JSON body; the status and the parsed answer (Null if not JSON).

@@ -15,11 +15,7 @@ use crate::upstream_stub::{Mode, Stub, echo_text};
 const CORPUS_SERIAL_PATTERN: &str = r#"(?i:\b(?:s/n|sn|serial(?: number| no\.?)?)["']?[:#]?[ ]*["']?)([A-Z0-9][A-Z0-9-]{6,20}[A-Z0-9])\b"#;
 
 fn client() -> reqwest::Client {
-    edgellm::upstream::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
+    crate::support::http_client()
 }
 
 /// Local then `cloud` on the stub; `routing` and `rest` are extra TOML for `[routing]` and

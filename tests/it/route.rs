@@ -11,11 +11,7 @@ use crate::support::network_opt_in;
 use crate::upstream_stub::{ANSWER, Mode, Stub};
 
 fn client() -> reqwest::Client {
-    edgellm::upstream::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
+    crate::support::http_client()
 }
 
 /// `[routing]` lines, then a local tier and a remote `cloud` tier on the stub.

@@ -7,11 +7,7 @@ use serde_json::{Value, json};
 use crate::server::Server;
 
 fn client() -> reqwest::Client {
-    edgellm::upstream::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
+    crate::support::http_client()
 }
 
 async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {

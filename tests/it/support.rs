@@ -7,6 +7,15 @@ use edgellm::engine::{
     Engine, EngineConfig, Event, GenerateRequest, SamplingParams, Summary, TokenEvent,
 };
 
+/// An HTTP client for the tests' servers: rustls installed, two minutes per request.
+pub fn http_client() -> reqwest::Client {
+    edgellm::upstream::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
 /// The default model, installed by `scripts/install-model.sh` (the README's test command runs it).
 pub fn default_model() -> PathBuf {
     let path = edgellm::paths::default_model();
