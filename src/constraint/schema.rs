@@ -130,9 +130,10 @@ pub fn check(schema: &Value, limits: &SchemaLimits) -> Result<(), SchemaError> {
 pub const MAX_NUMBER: f64 = 1e15;
 
 /// The schema handed to the constraint compiler: every `number` without bounds gets
-/// `±MAX_NUMBER`, and every place that admits any JSON value (a missing or `true`
-/// `additionalProperties` or `items`, a `{}` or `true` subschema) admits only JSON whose
-/// numbers are bounded too. Call after [`check`] (which bounds the depth this recursion
+/// `±MAX_NUMBER`; an object that lists `properties` and says nothing of
+/// `additionalProperties` generates only those; every other place that admits any JSON value
+/// (`additionalProperties: true`, a missing or `true` `items`, a `{}` or `true` subschema)
+/// admits only JSON whose numbers are bounded too. Output stays within what the schema allows. Call after [`check`] (which bounds the depth this recursion
 /// follows).
 pub fn with_representable_numbers(mut schema: Value) -> Value {
     if schema.as_bool() == Some(true) {
@@ -192,11 +193,19 @@ fn bound_numbers(node: &mut Value) {
         }
     }
     let open = |object: &Map<String, Value>, key: &str| object.get(key).is_none_or(is_any);
-    if is_object
-        && !object.contains_key("patternProperties")
-        && open(object, "additionalProperties")
-    {
-        object.insert("additionalProperties".into(), any_ref());
+    if is_object && !object.contains_key("patternProperties") {
+        match object.get("additionalProperties") {
+            // As llama.cpp's converter generates: an object that lists its properties gets
+            // only those, unless it says otherwise (the output still validates: it is a
+            // subset of what the schema allows); the model does not invent fields.
+            None if object.contains_key("properties") => {
+                object.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            _ if open(object, "additionalProperties") => {
+                object.insert("additionalProperties".into(), any_ref());
+            }
+            _ => {}
+        }
     }
     if is_array && !object.contains_key("prefixItems") && open(object, "items") {
         object.insert("items".into(), any_ref());
