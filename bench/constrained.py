@@ -3,7 +3,7 @@
 Measures, each round on both servers in turn (which goes first alternates):
   1. decode tokens/s of the same prompt, 64 tokens, without a schema and with a JSON schema that
      keeps the output going past 64 tokens (both cut by n_predict), from each answer's timings;
-  2. the triage task end to end: a log batch in, the task's JSON out, as a client sees it:
+  2. the triage task end to end: a new log batch in, the task's JSON out, as a client sees it:
      edgellm's POST /v1/tasks/triage and /completion with the run schema, llama-server's
      /completion with the same prompt text and json_schema;
 then edgellm's mask time per constrained token (p50, p99) from its /metrics histogram.
@@ -48,9 +48,7 @@ LOGS = "\n".join([
 ])
 INSTRUCTIONS = ("You triage gateway logs. Rate the overall severity and summarise in one sentence. "
                 "Answer with JSON only.")
-# Gemma's chat template, as edgellm applies it from the GGUF.
-TRIAGE_PROMPT = (f"<start_of_turn>user\n{INSTRUCTIONS}\n\n<<<DATA 5f0c>>>\n{LOGS}\n<<<END DATA 5f0c>>>"
-                 "<end_of_turn>\n<start_of_turn>model\n")
+# Gemma's chat template, as edgellm applies it from the GGUF (triage_prompt below).
 
 
 def post(url, body):
@@ -71,16 +69,31 @@ def decode_rate(base, schema):
     return timings["predicted_per_second"], timings["predicted_n"]
 
 
+BATCH = [0]
+
+
+def next_logs():
+    """A new log batch each request, as a gateway sends them: both servers reuse the cached
+    instructions and prefill the new logs (cache_prompt left at its default, true)."""
+    BATCH[0] += 1
+    return LOGS + f"\nJan 10 12:0{BATCH[0] % 10}:44 gw1 watchdog[77]: heartbeat {BATCH[0]} late by {BATCH[0] * 37 % 900} ms"
+
+
+def triage_prompt(logs):
+    return (f"<start_of_turn>user\n{INSTRUCTIONS}\n\n<<<DATA 5f0c>>>\n{logs}\n<<<END DATA 5f0c>>>"
+            "<end_of_turn>\n<start_of_turn>model\n")
+
+
 def triage_completion(base):
-    body = {"prompt": TRIAGE_PROMPT, "n_predict": 512, "temperature": 0, "json_schema": RUN_SCHEMA,
-            "cache_prompt": False}
+    body = {"prompt": triage_prompt(next_logs()), "n_predict": 512, "temperature": 0,
+            "json_schema": RUN_SCHEMA}
     answer, seconds = post(base + "/completion", body)
     json.loads(answer["content"])  # the output parses, on both
     return seconds, answer["timings"]["predicted_n"]
 
 
 def triage_task(base):
-    answer, seconds = post(base + "/v1/tasks/triage", {"input": LOGS, "actions": [], "dry_run": True})
+    answer, seconds = post(base + "/v1/tasks/triage", {"input": next_logs(), "actions": [], "dry_run": True})
     assert answer["result"]["severity"] in ("info", "warning", "critical"), answer
     return seconds
 
@@ -147,6 +160,11 @@ for name, r in results.items():
         summary[name]["task_ms"] = 1000 * statistics.median(r["task_s"])
 per_round = sorted(p / e for e, p in zip(results["edgellm"]["triage_s"], results["llama-server"]["triage_s"]))
 task_round = sorted(p / e for e, p in zip(results["edgellm"]["task_s"], results["llama-server"]["triage_s"]))
+per_token = sorted((p / pt) / (e / et) for e, et, p, pt in zip(
+    results["edgellm"]["triage_s"], results["edgellm"]["triage_tokens"],
+    results["llama-server"]["triage_s"], results["llama-server"]["triage_tokens"]))
+summary["triage_per_token_speedup"] = statistics.median(per_token)
+summary["triage_per_token_speedup_range"] = [per_token[0], per_token[-1]]
 summary["triage_speedup"] = statistics.median(per_round)
 summary["triage_speedup_range"] = [per_round[0], per_round[-1]]
 summary["task_speedup"] = statistics.median(task_round)

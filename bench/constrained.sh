@@ -64,6 +64,8 @@ print(f"| triage, edgellm POST /v1/tasks/triage (ms) | | {e['task_ms']:.0f} | |"
 lo, hi = s["triage_speedup_range"]; tlo, thi = s["task_speedup_range"]
 print(f"| llama-server time / edgellm time, /completion | | {s['triage_speedup']:.2f} ({lo:.2f} .. {hi:.2f}) | >= 2 |")
 print(f"| llama-server /completion time / edgellm task time | | {s['task_speedup']:.2f} ({tlo:.2f} .. {thi:.2f}) | >= 2 |")
+plo, phi = s["triage_per_token_speedup_range"]
+print(f"| the same per output token (end-to-end time / tokens; the outputs differ in length) | | {s['triage_per_token_speedup']:.2f} ({plo:.2f} .. {phi:.2f}) | |")
 m = s["mask"]
 print(f"\nedgellm mask per constrained token ({m['count']:.0f} tokens): p50 {m['p50_us']:.0f} us, p99 {m['p99_us']:.0f} us, mean {m['mean_us']:.0f} us (from the edgellm_constraint_mask_seconds histogram); forced tokens: {s.get('forced_tokens', 0):.0f}")
 PY
