@@ -427,14 +427,11 @@ fn valid_schema(g: &mut Gen, depth: usize) -> Value {
     json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
 }
 
-async fn constrained_content(
-    client: &reqwest::Client,
-    server: &Server,
-    schema: &Value,
-) -> (String, String) {
+/// The first choice of a greedy chat answer constrained by `schema` (with log probabilities).
+async fn constrained_choice(client: &reqwest::Client, server: &Server, schema: &Value) -> Value {
     let body = json!({
         "messages": [{"role": "user", "content": "Fill in the record as JSON."}],
-        "max_tokens": 160, "temperature": 0,
+        "max_tokens": 160, "temperature": 0, "logprobs": true,
         "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
     });
     let (status, answer) = send(
@@ -445,7 +442,16 @@ async fn constrained_content(
     )
     .await;
     assert_eq!(status, 200, "{schema}: {answer}");
-    let choice = &answer["choices"][0];
+    answer["choices"][0].clone()
+}
+
+/// The answer's content and finish reason.
+async fn constrained_content(
+    client: &reqwest::Client,
+    server: &Server,
+    schema: &Value,
+) -> (String, String) {
+    let choice = constrained_choice(client, server, schema).await;
     (
         choice["message"]["content"]
             .as_str()
@@ -504,20 +510,7 @@ async fn constrained_tokens(
     server: &Server,
     schema: &Value,
 ) -> (Vec<(String, bool)>, String) {
-    let body = json!({
-        "messages": [{"role": "user", "content": "Fill in the record as JSON."}],
-        "max_tokens": 160, "temperature": 0, "logprobs": true,
-        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
-    });
-    let (status, answer) = send(
-        client,
-        server,
-        "/v1/chat/completions",
-        body.to_string().into_bytes(),
-    )
-    .await;
-    assert_eq!(status, 200, "{schema}: {answer}");
-    let choice = &answer["choices"][0];
+    let choice = constrained_choice(client, server, schema).await;
     let tokens = choice["logprobs"]["content"]
         .as_array()
         .unwrap()
