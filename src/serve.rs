@@ -131,6 +131,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 template = info.template.as_str(), "model loaded"
             );
             metrics.set_model_load_time(info.load_time);
+            engine.prepare_constraints();
             let _ = engine_cell.set(engine);
         }
         Err(error) => {

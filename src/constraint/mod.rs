@@ -323,7 +323,7 @@ impl Constraint {
     }
 }
 
-/// A shared compiler, built in the background at engine start.
+/// A shared compiler (one per vocabulary).
 pub type SharedCompiler = Arc<Compiler>;
 
 #[cfg(test)]

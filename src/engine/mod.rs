@@ -290,7 +290,8 @@ pub struct Engine {
     compiler: CompilerCell,
 }
 
-/// The constraint compiler of the model's vocabulary, built on a thread of its own at start.
+/// The constraint compiler of the model's vocabulary, built on first use or by
+/// [`Engine::prepare_constraints`].
 type CompilerCell = SyncArc<OnceLock<Result<SyncArc<Compiler>, String>>>;
 
 impl Engine {
@@ -346,21 +347,25 @@ impl Engine {
         // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
         unsafe { libc::malloc_trim(0) };
         info.resident.after_context = ProcessMemory::read().resident_bytes;
-        let compiler = CompilerCell::default();
-        let (cell, vocab_model) = (compiler.clone(), model.clone());
-        let limits = crate::constraint::Limits::default();
-        let _ = std::thread::Builder::new()
-            .name("edgellm-vocab".into())
-            .spawn(move || {
-                cell.get_or_init(|| build_compiler(vocab_model, limits));
-            });
         Ok(Engine {
             model,
             info: Arc::new(info),
             commands,
             load,
-            compiler,
+            compiler: CompilerCell::default(),
         })
+    }
+
+    /// Builds the constraint compiler on a thread of its own now (a server calls this once the
+    /// model is loaded, so its first constrained request does not wait; `run` and `bench`
+    /// never pay for it).
+    pub fn prepare_constraints(&self) {
+        let engine = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("edgellm-vocab".into())
+            .spawn(move || {
+                let _ = engine.compiler();
+            });
     }
 
     /// The constraint compiler; blocks while it is still being built (call it off the
