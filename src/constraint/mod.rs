@@ -14,7 +14,6 @@ pub mod gbnf;
 pub mod schema;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use llguidance::api::{ParserLimits, TopLevelGrammar};
@@ -125,10 +124,6 @@ impl Compiler {
             limits,
             vocab_size,
         })
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 
     /// Checks and compiles `spec`; the first mask is computed here too, so a grammar that
@@ -322,9 +317,6 @@ impl Constraint {
         self.matcher.is_stopped()
     }
 }
-
-/// A shared compiler (one per vocabulary).
-pub type SharedCompiler = Arc<Compiler>;
 
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,15 @@ async fn send(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+async fn send_json(
+    client: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    send(client, server, path, body.to_string().into_bytes()).await
+}
+
 fn assert_error_shape(body: &Value, context: &str) {
     let error = &body["error"];
     assert!(
@@ -65,13 +74,7 @@ fn assert_alive(server: &mut Server) {
 /// An ordinary request answers with text.
 async fn ordinary_request_answers(client: &reqwest::Client, server: &Server) {
     let body = json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0});
-    let (status, answer) = send(
-        client,
-        server,
-        "/v1/completions",
-        body.to_string().into_bytes(),
-    )
-    .await;
+    let (status, answer) = send_json(client, server, "/v1/completions", &body).await;
     assert_eq!(status, 200, "{answer}");
     assert!(
         answer["choices"][0]["text"]
@@ -88,17 +91,11 @@ async fn warm_up(client: &reqwest::Client, server: &Server) {
         json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "response_format": {"type": "json_object"}}),
         json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}}),
     ] {
-        let (status, answer) = send(
-            client,
-            server,
-            "/v1/chat/completions",
-            body.to_string().into_bytes(),
-        )
-        .await;
+        let (status, answer) = send_json(client, server, "/v1/chat/completions", &body).await;
         assert_eq!(status, 200, "{answer}");
     }
     let body = json!({"prompt": "hi", "n_predict": 3, "grammar": "root ::= [a-z]+"});
-    let (status, answer) = send(client, server, "/completion", body.to_string().into_bytes()).await;
+    let (status, answer) = send_json(client, server, "/completion", &body).await;
     assert_eq!(status, 200, "{answer}");
 }
 
@@ -357,8 +354,7 @@ async fn generated_schema_and_grammar_mutations_are_answered_or_refused() {
                 let client = client.clone();
                 let server = &server;
                 async move {
-                    let (status, answer) =
-                        send(&client, server, path, body.to_string().into_bytes()).await;
+                    let (status, answer) = send_json(&client, server, path, &body).await;
                     (i, status, answer)
                 }
             })
@@ -434,13 +430,7 @@ async fn constrained_choice(client: &reqwest::Client, server: &Server, schema: &
         "max_tokens": 160, "temperature": 0, "logprobs": true,
         "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
     });
-    let (status, answer) = send(
-        client,
-        server,
-        "/v1/chat/completions",
-        body.to_string().into_bytes(),
-    )
-    .await;
+    let (status, answer) = send_json(client, server, "/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{schema}: {answer}");
     answer["choices"][0].clone()
 }
@@ -596,26 +586,14 @@ async fn cut_by_max_tokens_is_finish_reason_length() {
     let schema = json!({"type": "object", "properties": {"summary": {"type": "string", "minLength": 200}}, "required": ["summary"]});
     let body = json!({"messages": [{"role": "user", "content": "Summarise."}], "max_tokens": 6,
                       "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}});
-    let (status, answer) = send(
-        &client,
-        &server,
-        "/v1/chat/completions",
-        body.to_string().into_bytes(),
-    )
-    .await;
+    let (status, answer) = send_json(&client, &server, "/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["choices"][0]["finish_reason"], "length", "{answer}");
     let tools = json!([{"type": "function", "function": {"name": "note", "parameters": {"type": "object",
         "properties": {"text": {"type": "string", "minLength": 100}}, "required": ["text"]}}}]);
     let body = json!({"messages": [{"role": "user", "content": "Take a note."}], "max_tokens": 5,
                       "tools": tools, "tool_choice": "required"});
-    let (status, answer) = send(
-        &client,
-        &server,
-        "/v1/chat/completions",
-        body.to_string().into_bytes(),
-    )
-    .await;
+    let (status, answer) = send_json(&client, &server, "/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["choices"][0]["finish_reason"], "length", "{answer}");
     assert!(
