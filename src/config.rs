@@ -109,7 +109,7 @@ pub struct RawLimits {
 pub struct RawRouting {
     /// Reasons that may escalate (default: all of local_error, context, deadline,
     /// low_confidence, overloaded, thermal).
-    pub escalate_on: Option<Vec<String>>,
+    pub escalate_on: Option<Vec<Reason>>,
     pub first_token_deadline_ms: Option<u64>,
     pub total_deadline_ms: Option<u64>,
     pub min_mean_logprob: Option<f32>,
@@ -399,17 +399,13 @@ fn routing_policy(raw: RawRouting, tiers: Vec<RawTier>) -> Result<RoutingPolicy,
             Reason::Overloaded,
             Reason::Thermal,
         ];
-        let mut on = Vec::new();
-        for name in &reasons {
-            match Reason::parse(name).filter(|r| escalatable.contains(r)) {
-                Some(reason) => on.push(reason),
-                None => {
-                    return Err(invalid(format!(
-                        "routing.escalate_on: unknown reason {name:?} (one of local_error, context, deadline, low_confidence, overloaded, thermal)"
-                    )));
-                }
-            }
+        if let Some(other) = reasons.iter().find(|r| !escalatable.contains(r)) {
+            return Err(invalid(format!(
+                "routing.escalate_on: {:?} is not a reason that escalates (one of local_error, context, deadline, low_confidence, overloaded, thermal)",
+                other.as_str()
+            )));
         }
+        let on = reasons;
         t.local_error = on.contains(&Reason::LocalError);
         t.context = on.contains(&Reason::Context);
         t.deadline = on.contains(&Reason::Deadline);
@@ -511,8 +507,7 @@ fn validate_tier(raw: RawTier) -> Result<Tier, ConfigError> {
         Some(p) if !(p >= 0.0 && p.is_finite()) => Err(invalid("prices must be 0 or more")),
         p => Ok(p.unwrap_or(0.0)),
     };
-    Ok(Tier {
-        kind: TierKind::Remote(RemoteTier {
+    let endpoint = RemoteTier {
             api,
             url,
             model,
@@ -523,8 +518,13 @@ fn validate_tier(raw: RawTier) -> Result<Tier, ConfigError> {
             price_input_per_mtok: price(raw.price_input_per_mtok)?,
             price_output_per_mtok: price(raw.price_output_per_mtok)?,
             ca_pem,
-            on_device,
-        }),
+    };
+    Ok(Tier {
+        kind: if on_device {
+            TierKind::LocalServer(endpoint)
+        } else {
+            TierKind::Remote(endpoint)
+        },
         name,
     })
 }
@@ -545,6 +545,7 @@ mod tests {
                 "api_key",
             ),
             ("[[tiers]]\nname = \"c\"\ntype = \"grpc\"\n", "grpc"),
+            ("[routing]\nescalate_on = [\"mood\"]\n", "mood"),
         ];
         for (text, key) in cases {
             let error = RawConfig::from_toml(text).unwrap_err();
@@ -604,7 +605,7 @@ mod tests {
                 "[[tiers]]\nname = \"c\"\ntype = \"openai_chat\"\nurl = \"http://x\"\nmodel = \"m\"\napi_key_env = \"EDGELLM_TEST_UNSET_KEY_VAR\"\n",
                 "EDGELLM_TEST_UNSET_KEY_VAR",
             ),
-            ("[routing]\nescalate_on = [\"mood\"]\n", "mood"),
+            ("[routing]\nescalate_on = [\"budget\"]\n", "budget"),
         ];
         for (text, want) in cases {
             let error = ServeConfig::from_raw(RawConfig::from_toml(text).unwrap())

@@ -20,6 +20,7 @@ use crate::engine::{
     TokenEvent,
 };
 use crate::metrics::Metrics;
+use crate::route::LocalFailure;
 use crate::tools::{ToolCall, ToolSet, Turn};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,12 +53,37 @@ pub enum ServiceError {
     Timeout(Duration),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// A remote tier failed after its answer had started.
-    #[error("tier {tier} failed: {message}")]
-    Upstream { tier: String, message: String },
+    /// A remote tier failed (after its answer had started, or as the only tier tried).
+    #[error("tier {tier} failed: {error}")]
+    Upstream {
+        tier: String,
+        error: crate::upstream::UpstreamError,
+    },
     /// Every tier was tried or skipped; the message lists each one's reason.
     #[error("no tier could answer: {0}")]
     AllTiersFailed(String),
+}
+
+impl ServiceError {
+    /// The error's kind, for the routing decision (`route::local_failure`).
+    pub fn failure(&self) -> LocalFailure {
+        match self {
+            ServiceError::Overloaded { .. } => LocalFailure::Overloaded,
+            ServiceError::PromptTooLong { .. }
+            | ServiceError::MaxTokensTooLarge { .. }
+            | ServiceError::Engine(EngineError::ContextOverflow { .. }) => LocalFailure::Context,
+            ServiceError::Timeout(_) => LocalFailure::Timeout,
+            ServiceError::InvalidSchema(_)
+            | ServiceError::InvalidConstraint { .. }
+            | ServiceError::TokenOutOfRange { .. }
+            | ServiceError::Engine(
+                EngineError::EmptyPrompt
+                | EngineError::InvalidParameter(_)
+                | EngineError::Constraint(_),
+            ) => LocalFailure::Invalid,
+            _ => LocalFailure::Error,
+        }
+    }
 }
 
 /// What to generate from.

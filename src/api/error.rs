@@ -128,8 +128,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Engine(engine) => engine_error(engine, message),
             // The upstream's answer failed the request's tools or JSON schema: never passed on.
             ServiceError::Upstream {
-                message: ref cause, ..
-            } if cause.starts_with(crate::upstream::INVALID_OUTPUT) => {
+                error: crate::upstream::UpstreamError::InvalidOutput(_),
+                ..
+            } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
                     .with_code("upstream_invalid_output")
             }

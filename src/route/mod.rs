@@ -6,6 +6,12 @@
 //! a [`breaker::Breaker`]. Every skip or escalation is a named [`Reason`]. The IO (engine, HTTP,
 //! sysfs, clocks) lives in `crate::router`, `crate::upstream` and `crate::thermal`, which feed
 //! these functions plain values.
+//!
+//! Where each [`Reason`] is decided, all here: [`local_pre_decision`] (thermal, overloaded),
+//! [`local_failure`] (what a local error means), [`deadline`] and [`confidence`] (while local
+//! generates), [`breaker`] (breaker_open), [`remote_skip`] (unsupported, upstream_error, policy
+//! when no guard exists), [`escalates`] (which reasons may go on). The egress guard's refusals
+//! are `Reason::Policy` or `Reason::Budget` from `guard/` (`crate::egress` does their IO).
 
 pub mod breaker;
 pub mod confidence;
@@ -16,8 +22,10 @@ use std::time::Duration;
 
 pub use policy::{RemoteApi, RemoteTier, RoutingPolicy, Tier, TierKind, Triggers};
 
-/// Why a tier answered, or why it was left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Why a tier answered, or why it was left. `[routing] escalate_on` names them as
+/// [`Reason::as_str`] writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The first tier answered; nothing escalated.
     Default,
@@ -177,6 +185,59 @@ pub fn local_pre_decision(triggers: &Triggers, signals: &LocalSignals) -> Option
         }
     }
     None
+}
+
+/// What went wrong on the local tier, as the service classifies its own errors
+/// (`ServiceError::failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalFailure {
+    /// Every slot is busy and the queue is full.
+    Overloaded,
+    /// Prompt + max tokens do not fit the local context.
+    Context,
+    /// The request's timeout passed.
+    Timeout,
+    /// The request itself is wrong (schema, grammar, parameter, token id): no tier would do
+    /// better.
+    Invalid,
+    /// Anything else: the model is not loaded, the engine failed, the output failed its check.
+    Error,
+}
+
+/// Why the local tier is left after `failure`; `None` when the failure is the request's own and
+/// goes back to the caller as it is.
+pub fn local_failure(failure: LocalFailure) -> Option<Reason> {
+    match failure {
+        LocalFailure::Overloaded => Some(Reason::Overloaded),
+        LocalFailure::Context => Some(Reason::Context),
+        LocalFailure::Timeout => Some(Reason::Deadline),
+        LocalFailure::Invalid => None,
+        LocalFailure::Error => Some(Reason::LocalError),
+    }
+}
+
+/// Why a tier reached over HTTP is not called at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteSkip {
+    /// Its client could not be built (a bad URL or certificate).
+    NotUsable,
+    /// The request cannot be put in its API's terms (token-id prompts, GBNF grammars).
+    Unsupported,
+    /// Its circuit breaker is open.
+    BreakerOpen,
+    /// Off the device with no egress guard (no ledger): nothing leaves.
+    NoGuard,
+}
+
+/// The reason a tier is left for `skip`; a tier that was called and failed is always
+/// `Reason::UpstreamError`.
+pub fn remote_skip(skip: RemoteSkip) -> Reason {
+    match skip {
+        RemoteSkip::NotUsable => Reason::UpstreamError,
+        RemoteSkip::Unsupported => Reason::Unsupported,
+        RemoteSkip::BreakerOpen => Reason::BreakerOpen,
+        RemoteSkip::NoGuard => Reason::Policy,
+    }
 }
 
 /// Whether leaving a tier for `reason` may go on to the next tier (each trigger can be turned

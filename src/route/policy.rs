@@ -54,17 +54,27 @@ impl Tier {
     /// On this device: the embedded engine or a local server. Nothing sent to it leaves the
     /// device, so the egress guard does not apply.
     pub fn on_device(&self) -> bool {
+        !matches!(self.kind, TierKind::Remote(_))
+    }
+
+    /// The endpoint of a tier reached over HTTP (a local server or a remote tier).
+    pub fn endpoint(&self) -> Option<&RemoteTier> {
         match &self.kind {
-            TierKind::Local => true,
-            TierKind::Remote(remote) => remote.on_device,
+            TierKind::Local => None,
+            TierKind::LocalServer(endpoint) | TierKind::Remote(endpoint) => Some(endpoint),
         }
     }
 }
 
+/// What a tier is, and so where it runs.
 #[derive(Debug, Clone)]
 pub enum TierKind {
     /// The embedded engine.
     Local,
+    /// A server on this device (llama-server, Ollama): it counts as local for overrides and
+    /// metrics, and nothing sent to it leaves the device (the egress guard does not apply).
+    LocalServer(RemoteTier),
+    /// On-prem or cloud: off the device, every request passes the egress guard.
     Remote(RemoteTier),
 }
 
@@ -98,9 +108,6 @@ pub struct RemoteTier {
     /// Extra trusted root certificates (PEM) for an `https://` endpoint with a private CA; the
     /// system's roots are trusted as well.
     pub ca_pem: Option<Vec<u8>>,
-    /// A server on this device (llama-server, Ollama) rather than on-prem or cloud: it counts as
-    /// local for overrides and metrics, and nothing sent to it leaves the device.
-    pub on_device: bool,
 }
 
 /// When the local tier is left for the next one. Each trigger can be turned off; thresholds that

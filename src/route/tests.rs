@@ -13,9 +13,7 @@ fn ms(n: u64) -> Duration {
 }
 
 fn remote(name: &str) -> Tier {
-    Tier {
-        name: name.into(),
-        kind: TierKind::Remote(RemoteTier {
+    let endpoint = RemoteTier {
             api: RemoteApi::ChatCompletions,
             url: "http://127.0.0.1:1/v1".into(),
             model: "m".into(),
@@ -26,8 +24,14 @@ fn remote(name: &str) -> Tier {
             price_input_per_mtok: 0.0,
             price_output_per_mtok: 0.0,
             ca_pem: None,
-            on_device: name == "lan",
-        }),
+    };
+    Tier {
+        name: name.into(),
+        kind: if name == "lan" {
+            TierKind::LocalServer(endpoint)
+        } else {
+            TierKind::Remote(endpoint)
+        },
     }
 }
 

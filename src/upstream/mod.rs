@@ -87,12 +87,12 @@ pub enum UpstreamError {
     #[error("unexpected answer: {0}")]
     Protocol(String),
     /// The answer arrived but fails the request's tools or JSON schema.
-    #[error("{INVALID_OUTPUT}: {0}")]
+    #[error("invalid output: {0}")]
     InvalidOutput(String),
+    /// A stream ended before its last event.
+    #[error("the stream ended before the answer did")]
+    Truncated,
 }
-
-/// How an [`UpstreamError::InvalidOutput`]'s message starts.
-pub const INVALID_OUTPUT: &str = "invalid output";
 
 impl UpstreamError {
     /// The `kind` label of the upstream-error metric.
@@ -102,10 +102,16 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Status { status, .. } if *status >= 500 => "status_5xx",
             UpstreamError::Status { .. } => "status_4xx",
-            UpstreamError::Transport(_) => "transport",
+            UpstreamError::Transport(_) | UpstreamError::Truncated => "transport",
             UpstreamError::Protocol(_) => "protocol",
             UpstreamError::InvalidOutput(_) => "invalid_output",
         }
+    }
+
+    /// Whether the upstream may bill it: it may have read the request and not refused it (an
+    /// error status is not billed; a request never sent is not either).
+    pub fn billed(&self) -> bool {
+        !matches!(self, UpstreamError::Connect(_) | UpstreamError::Status { .. })
     }
 
     /// Safe to send again: the upstream never saw the request.

@@ -8,6 +8,15 @@
 //! detector fault, the ledger unreadable) nothing is sent. `settle` records the real usage and
 //! one audit row (counts and sizes, never text). The decisions themselves are the pure
 //! functions of `guard/`; this module does their IO.
+//!
+//! The guard also owns what comes back: [`EgressGuard::finish`] takes the result of the call an
+//! admission let out and restores the placeholders in a whole answer (then settles), settles a
+//! failure, or wraps a stream in an [`EgressStream`] that yields only restored text and settles
+//! when it ends or is dropped. The router never restores or settles anything.
+
+mod stream;
+
+pub use stream::{EgressStream, RemoteAnswer};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,9 +72,9 @@ pub enum Settlement {
     Answered(Usage),
     /// It failed in a way that proves nothing was sent (connection refused): released.
     NotSent(&'static str),
-    /// It failed after it may have reached the upstream: settled at the reserved amount unless
-    /// the upstream answered with an error status (not billed).
-    Failed(&'static str),
+    /// It failed after it may have reached the upstream: settled at the reserved amount when it
+    /// may be `billed`, at zero when the upstream answered with an error status.
+    Failed { kind: &'static str, billed: bool },
     /// The caller went away mid-answer: settled at the reserved amount.
     Abandoned,
 }
@@ -75,7 +84,10 @@ impl Settlement {
         if error.retryable() {
             Settlement::NotSent(error.kind())
         } else {
-            Settlement::Failed(error.kind())
+            Settlement::Failed {
+                kind: error.kind(),
+                billed: error.billed(),
+            }
         }
     }
 }
@@ -370,10 +382,13 @@ impl EgressGuard {
             ),
             Settlement::Answered(_) => (Some(reserved), Outcome::Ok),
             Settlement::NotSent(kind) => (None, Outcome::Error((*kind).to_string())),
-            Settlement::Failed(kind) if kind.starts_with("status_") => {
-                (Some(Amount::default()), Outcome::Error((*kind).to_string()))
+            Settlement::Failed {
+                kind,
+                billed: false,
+            } => (Some(Amount::default()), Outcome::Error((*kind).to_string())),
+            Settlement::Failed { kind, billed: true } => {
+                (Some(reserved), Outcome::Error((*kind).to_string()))
             }
-            Settlement::Failed(kind) => (Some(reserved), Outcome::Error((*kind).to_string())),
             Settlement::Abandoned => (Some(reserved), Outcome::Error("abandoned".into())),
         };
         if let Some(amount) = actual {
@@ -412,6 +427,35 @@ impl EgressGuard {
         let guard = self.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move { guard.settle(admitted, settlement).await });
+        }
+    }
+
+    /// How the call `admitted` let out ended, as the caller may see it: a whole answer with its
+    /// placeholders put back (settled before it is returned), a stream that restores and
+    /// settles as it goes, or the error (settled).
+    pub async fn finish(
+        self: &Arc<Self>,
+        admitted: Admitted,
+        result: Result<RemoteAnswer, UpstreamError>,
+    ) -> Result<RemoteAnswer, UpstreamError> {
+        match result {
+            Err(error) => {
+                self.settle(admitted, Settlement::from_error(&error)).await;
+                Err(error)
+            }
+            Ok(RemoteAnswer::Whole(mut answer)) => {
+                answer.text = admitted.restore(&answer.text);
+                for call in &mut answer.tool_calls {
+                    call.arguments = map_json_strings(&call.arguments, |t| admitted.restore(t));
+                }
+                // Durable before the answer is returned.
+                self.settle(admitted, Settlement::Answered(answer.usage))
+                    .await;
+                Ok(RemoteAnswer::Whole(answer))
+            }
+            Ok(RemoteAnswer::Stream(stream)) => {
+                Ok(RemoteAnswer::Stream(stream.guarded(self.clone(), admitted)))
+            }
         }
     }
 
