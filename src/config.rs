@@ -508,16 +508,16 @@ fn validate_tier(raw: RawTier) -> Result<Tier, ConfigError> {
         p => Ok(p.unwrap_or(0.0)),
     };
     let endpoint = RemoteTier {
-            api,
-            url,
-            model,
-            api_key,
-            connect_timeout: Duration::from_millis(raw.connect_timeout_ms.unwrap_or(2000)),
-            timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(120).max(1)),
-            max_tokens: raw.max_tokens,
-            price_input_per_mtok: price(raw.price_input_per_mtok)?,
-            price_output_per_mtok: price(raw.price_output_per_mtok)?,
-            ca_pem,
+        api,
+        url,
+        model,
+        api_key,
+        connect_timeout: Duration::from_millis(raw.connect_timeout_ms.unwrap_or(2000)),
+        timeout: Duration::from_secs(raw.timeout_secs.unwrap_or(120).max(1)),
+        max_tokens: raw.max_tokens,
+        price_input_per_mtok: price(raw.price_input_per_mtok)?,
+        price_output_per_mtok: price(raw.price_output_per_mtok)?,
+        ca_pem,
     };
     Ok(Tier {
         kind: if on_device {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod constraint;
 pub mod egress;
 pub mod engine;
+pub mod gateway;
 pub mod guard;
 pub mod ledger;
 pub mod metrics;

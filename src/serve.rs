@@ -9,14 +9,14 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 
-use crate::api::{self, AppState};
+use crate::api;
 use crate::cli::ServeArgs;
 use crate::config::{RawConfig, ServeConfig};
 use crate::engine::Engine;
+use crate::gateway::Gateway;
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::metrics::Metrics;
 use crate::mqtt::MqttBridge;
-use crate::service::LocalService;
 use tokio_util::sync::CancellationToken;
 
 /// Reads the config file, lays flags and environment over it, and validates the result.
@@ -80,12 +80,6 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let engine_cell = Arc::new(OnceLock::new());
     let metrics = Arc::new(Metrics::default());
     let config = Arc::new(config);
-    let service = LocalService::new(
-        engine_cell.clone(),
-        config.limits.clone(),
-        config.engine.slots,
-        metrics.clone(),
-    );
     let ledger = open_ledger(&config)?;
     if let Some(ledger) = &ledger {
         // Retention: expired audit and prompt-log rows go hourly, not only at start-up.
@@ -104,14 +98,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             }
         });
     }
-    let state = AppState {
-        service,
-        config: config.clone(),
-        metrics: metrics.clone(),
-        started_unix: api::unix_now(),
-        ledger,
-    };
-    let gateway = api::gateway(state).context("cannot set up tasks and actions")?;
+    let gateway = Arc::new(
+        Gateway::new(config.clone(), engine_cell.clone(), ledger, metrics.clone())
+            .context("cannot set up tasks and actions")?,
+    );
     // Batches that arrive while the model loads fail (counted in task_errors).
     let bridge = start_bridge(&config, &gateway, &metrics)?;
 
@@ -141,7 +131,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let grace = config.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, gateway.app).with_graceful_shutdown({
+    let server = axum::serve(listener, api::app(gateway.clone())).with_graceful_shutdown({
         let mut rx = shutdown_rx.clone();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -195,7 +185,7 @@ struct RunningBridge {
 /// shares the HTTP side's routing walk and action registry (one model, shared rate limits).
 fn start_bridge(
     config: &ServeConfig,
-    gateway: &api::Gateway,
+    gateway: &Gateway,
     metrics: &Metrics,
 ) -> anyhow::Result<Option<RunningBridge>> {
     let Some(mqtt) = &config.mqtt else {

@@ -9,11 +9,10 @@ use anyhow::Context;
 
 use crate::cli::TaskArgs;
 use crate::engine::Engine;
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::router::Router;
 use crate::serve::{load_config, open_ledger};
-use crate::service::LocalService;
-use crate::tasks::{RunOptions, TaskRuntime};
+use crate::tasks::RunOptions;
 
 pub fn run(args: &TaskArgs) -> anyhow::Result<()> {
     let config = load_config(&args.serve)?;
@@ -23,24 +22,11 @@ pub fn run(args: &TaskArgs) -> anyhow::Result<()> {
     let input = read_input(&args.input)?;
     let ledger = open_ledger(&config)?;
     let engine = Engine::start(config.engine.clone()).context("cannot load the model")?;
-    let metrics = Arc::new(Metrics::default());
     let cell = Arc::new(OnceLock::new());
     let _ = cell.set(engine);
-    let service = LocalService::new(
-        cell,
-        config.limits.clone(),
-        config.engine.slots,
-        metrics.clone(),
-    );
-    // Remote tiers pass the same egress guard as in `serve`.
-    let egress = crate::egress::EgressGuard::for_ledger(&config.egress, ledger.as_ref());
-    let router = Arc::new(Router::new(
-        service,
-        config.routing.clone(),
-        metrics.clone(),
-        egress,
-    ));
-    let tasks = TaskRuntime::new(&config, router, ledger, metrics)?;
+    // Wired as `serve` wires it: remote tiers pass the same egress guard.
+    let gateway = Gateway::new(Arc::new(config), cell, ledger, Arc::new(Metrics::default()))?;
+    let tasks = &gateway.tasks;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,8 +5,6 @@
 
 use std::convert::Infallible;
 
-use std::sync::Arc;
-
 use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -23,49 +21,29 @@ use super::tools::{call_deltas, calls_json};
 use super::{AppState, RequestRecord, request_id, unix_now};
 use crate::engine::{Summary, TokenEvent, ToolCall};
 use crate::route::RouteOverride;
-use crate::router::{Mode, Routed, Router};
+use crate::router::{Mode, Routed};
 use crate::service::{Generation, Prompt, Step};
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(record): Extension<RequestRecord>,
-    Extension(router): Extension<Arc<Router>>,
     headers: HeaderMap,
     ApiJson(mut request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let route = route_override(&headers, request.edgellm.take())?;
     let (generation, options) = request.into_generation()?;
-    respond(
-        state,
-        record,
-        &router,
-        route,
-        generation,
-        options,
-        Shape::Chat,
-    )
-    .await
+    respond(state, record, route, generation, options, Shape::Chat).await
 }
 
 pub async fn completions(
     State(state): State<AppState>,
     Extension(record): Extension<RequestRecord>,
-    Extension(router): Extension<Arc<Router>>,
     headers: HeaderMap,
     ApiJson(mut request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let route = route_override(&headers, request.edgellm.take())?;
     let (generation, options) = request.into_generation()?;
-    respond(
-        state,
-        record,
-        &router,
-        route,
-        generation,
-        options,
-        Shape::Completion,
-    )
-    .await
+    respond(state, record, route, generation, options, Shape::Completion).await
 }
 
 pub fn mode(stream: bool) -> Mode {
@@ -90,7 +68,6 @@ enum Shape {
 async fn respond(
     state: AppState,
     record: RequestRecord,
-    router: &Router,
     route: RouteOverride,
     generation: Generation,
     options: Options,
@@ -99,7 +76,8 @@ async fn respond(
     if state.config.log_prompts {
         record.prompt_text(prompt_for_log(&generation.prompt));
     }
-    let running = router
+    let running = state
+        .router
         .start(generation, route, mode(options.stream))
         .await?;
     let model = answered_model(&state, &running);

@@ -130,10 +130,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Upstream {
                 error: crate::upstream::UpstreamError::InvalidOutput(_),
                 ..
-            } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
-                    .with_code("upstream_invalid_output")
-            }
+            } => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+                .with_code("upstream_invalid_output"),
             ServiceError::Upstream { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
                     .with_code("upstream_error")

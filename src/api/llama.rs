@@ -4,8 +4,6 @@
 
 use std::convert::Infallible;
 
-use std::sync::Arc;
-
 use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -21,7 +19,6 @@ use super::openai::{PromptField, Sampling, StopField, token_string};
 use super::routed::{meta_json, route_override, with_headers};
 use super::{AppState, RequestRecord};
 use crate::engine::{StopReason, Summary, TokenEvent};
-use crate::router::Router;
 use crate::service::{Generation, OutputFormat, Step};
 
 #[derive(Debug, Deserialize)]
@@ -54,7 +51,6 @@ pub struct CompletionRequest {
 pub async fn completion(
     State(state): State<AppState>,
     Extension(record): Extension<RequestRecord>,
-    Extension(router): Extension<Arc<Router>>,
     headers: HeaderMap,
     ApiJson(mut request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
@@ -120,7 +116,7 @@ pub async fn completion(
         record.prompt_text(prompt_text.clone());
     }
     let stream = request.stream.unwrap_or(false);
-    let mut running = router.start(generation, route, mode(stream)).await?;
+    let mut running = state.router.start(generation, route, mode(stream)).await?;
     let model = answered_model(&state, &running);
     let meta = running.meta.clone();
     let edgellm = meta_json(&meta);

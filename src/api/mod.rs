@@ -1,6 +1,6 @@
 //! HTTP: the OpenAI- and llama.cpp-compatible API. Only this module knows wire formats.
 //!
-//! [`app`] builds the router. The layers, outermost first, and why each sits where it does:
+//! [`app`] builds the router over one [`crate::gateway::Gateway`]. The layers, outermost first, and why each sits where it does:
 //! 1. `request_log`: one log line and one metric per request, so it must see every response,
 //!    including auth failures and rejected bodies.
 //! 2. `auth`: before any body is read or work is done; `/health` stays open for probes.
@@ -24,92 +24,20 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use crate::config::ServeConfig;
-use crate::metrics::Metrics;
-use crate::service::LocalService;
-use crate::tasks::TaskRuntime;
-
+pub use crate::gateway::unix_now;
 pub use error::ApiError;
 pub use tasks::task_json;
 pub use telemetry::RequestRecord;
 
-/// Shared state of the handlers.
-#[derive(Clone)]
-pub struct AppState {
-    pub service: LocalService,
-    pub config: Arc<ServeConfig>,
-    pub metrics: Arc<Metrics>,
-    /// Unix time the server started (the `created` of the model list).
-    pub started_unix: u64,
-    /// The spend and audit store; open when anything can leave the device or act (remote tiers,
-    /// actions), `None` otherwise.
-    pub ledger: Option<Arc<crate::ledger::Ledger>>,
+/// Shared state of the handlers: the one gateway (`crate::gateway`).
+pub type AppState = Arc<crate::gateway::Gateway>;
+
+/// The HTTP app of `gateway`.
+pub fn app(gateway: AppState) -> Router {
+    routes(gateway)
 }
 
-impl AppState {
-    pub fn model_name(&self) -> &str {
-        &self.config.model_alias
-    }
-}
-
-/// The HTTP app and the parts `serve` shares with the MQTT bridge, built once per server.
-pub struct Gateway {
-    pub app: Router,
-    /// The routing walk (tiers, breakers) the handlers use.
-    pub router: Arc<crate::router::Router>,
-    /// Tasks, the action registry (audited to the ledger) and the model of task runs.
-    pub tasks: Arc<TaskRuntime>,
-}
-
-/// The app; when tasks cannot be set up (the audit writer or the webhook client cannot start)
-/// the error is logged and `/v1/tasks/*` answers 503. `serve` uses [`gateway`], which fails.
-pub fn app(state: AppState) -> Router {
-    let router = routing_walk(&state);
-    match task_runtime(&state, &router) {
-        Ok(tasks) => routes(state, router, Some(Arc::new(tasks))),
-        Err(error) => {
-            tracing::error!(%error, "tasks and actions are unavailable");
-            routes(state, router, None)
-        }
-    }
-}
-
-/// The app and its shared parts, or why tasks and actions cannot be set up.
-pub fn gateway(state: AppState) -> Result<Gateway, crate::actions::ActionError> {
-    let router = routing_walk(&state);
-    let tasks = Arc::new(task_runtime(&state, &router)?);
-    Ok(Gateway {
-        app: routes(state, router.clone(), Some(tasks.clone())),
-        router,
-        tasks,
-    })
-}
-
-/// The routing walk (tiers, breakers), built once per app from the validated config.
-fn routing_walk(state: &AppState) -> Arc<crate::router::Router> {
-    let egress =
-        crate::egress::EgressGuard::for_ledger(&state.config.egress, state.ledger.as_ref());
-    Arc::new(crate::router::Router::new(
-        state.service.clone(),
-        state.config.routing.clone(),
-        state.metrics.clone(),
-        egress,
-    ))
-}
-
-fn task_runtime(
-    state: &AppState,
-    router: &Arc<crate::router::Router>,
-) -> Result<TaskRuntime, crate::actions::ActionError> {
-    TaskRuntime::new(
-        &state.config,
-        router.clone(),
-        state.ledger.clone(),
-        state.metrics.clone(),
-    )
-}
-
-fn routes(state: AppState, router: Arc<crate::router::Router>, tasks: tasks::Tasks) -> Router {
+fn routes(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
@@ -127,8 +55,6 @@ fn routes(state: AppState, router: Arc<crate::router::Router>, tasks: tasks::Tas
         .route("/v1/tasks/{name}", post(tasks::run))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
-        .layer(axum::Extension(router))
-        .layer(axum::Extension(tasks))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -139,12 +65,6 @@ fn routes(state: AppState, router: Arc<crate::router::Router>, tasks: tasks::Tas
             telemetry::request_log,
         ))
         .with_state(state)
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 pub fn request_id(prefix: &str) -> String {

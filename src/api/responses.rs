@@ -2,8 +2,6 @@
 
 use std::convert::Infallible;
 
-use std::sync::Arc;
-
 use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -18,13 +16,11 @@ use super::openai::ResponsesRequest;
 use super::routed::{meta_json, route_override, with_headers};
 use super::{AppState, RequestRecord, request_id, unix_now};
 use crate::engine::{StopReason, Summary};
-use crate::router::Router;
 use crate::service::Step;
 
 pub async fn create(
     State(state): State<AppState>,
     Extension(record): Extension<RequestRecord>,
-    Extension(router): Extension<Arc<Router>>,
     headers: HeaderMap,
     ApiJson(mut request): ApiJson<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
@@ -33,7 +29,7 @@ pub async fn create(
     if state.config.log_prompts {
         record.prompt_text(prompt_for_log(&generation.prompt));
     }
-    let mut running = router.start(generation, route, mode(stream)).await?;
+    let mut running = state.router.start(generation, route, mode(stream)).await?;
     let meta = running.meta.clone();
     let edgellm = meta_json(&meta);
     let ids = Ids {

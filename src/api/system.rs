@@ -20,16 +20,17 @@ pub async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(
-    State(state): State<AppState>,
-    axum::Extension(router): axum::Extension<std::sync::Arc<crate::router::Router>>,
-) -> Response {
+pub async fn metrics(State(state): State<AppState>) -> Response {
     let engine = state.service.engine();
     let mut text = state
         .metrics
         .render(engine.map(|e| e.load()), state.config.engine.slots);
-    text.push_str(&state.metrics.render_breakers(&router.breaker_states()));
-    if let Some(guard) = router.egress() {
+    text.push_str(
+        &state
+            .metrics
+            .render_breakers(&state.router.breaker_states()),
+    );
+    if let Some(guard) = state.router.egress() {
         let ledger = guard.ledger().clone();
         let caps = *guard.caps();
         let usage = tokio::task::spawn_blocking(move || {
@@ -55,10 +56,7 @@ pub async fn metrics(
 }
 
 /// `GET /v1/status`: what `edgellm status` prints.
-pub async fn status(
-    State(state): State<AppState>,
-    axum::Extension(router): axum::Extension<std::sync::Arc<crate::router::Router>>,
-) -> Response {
+pub async fn status(State(state): State<AppState>) -> Response {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -72,7 +70,7 @@ pub async fn status(
         "model": {"id": state.model_name(), "loaded": service.engine().is_some()},
         "slots": {"total": slots, "busy": in_flight.min(slots)},
         "queued": in_flight.saturating_sub(slots),
-        "tiers": router.tier_status(),
+        "tiers": state.router.tier_status(),
     }))
     .into_response()
 }

@@ -1,18 +1,14 @@
 //! `POST /v1/tasks/{name}`: runs one configured task on untrusted input and answers
 //! `{"object": "edgellm.task", "id", "task", "result", "actions", "tier"}`.
 
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::Path;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::json::ApiJson;
-use super::request_id;
-use crate::tasks::{RunOptions, TaskOutcome, TaskRuntime};
+use super::{AppState, request_id};
+use crate::tasks::{RunOptions, TaskOutcome};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -27,27 +23,17 @@ pub struct TaskBody {
     pub dry_run: bool,
 }
 
-/// The tasks of this gateway; `None` when they could not be set up (the error was logged).
-pub type Tasks = Option<Arc<TaskRuntime>>;
-
 pub async fn run(
-    Extension(tasks): Extension<Tasks>,
+    State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<TaskBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let tasks = tasks.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable_error",
-            "tasks are unavailable on this server (see its log)",
-        )
-    })?;
     let options = RunOptions {
         dry_run: body.dry_run,
         allowlist: body.actions,
         request_id: Some(request_id("task-")),
     };
-    let outcome = tasks.run(&name, &body.input, &options).await?;
+    let outcome = state.tasks.run(&name, &body.input, &options).await?;
     Ok(axum::Json(task_json(&name, &outcome)))
 }
 

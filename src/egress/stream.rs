@@ -123,7 +123,8 @@ impl Drop for EgressStream {
     /// reservation is settled at its reserved amount.
     fn drop(&mut self) {
         if let Some(open) = self.open.take() {
-            open.guard.settle_later(open.admitted, Settlement::Abandoned);
+            open.guard
+                .settle_later(open.admitted, Settlement::Abandoned);
         }
     }
 }

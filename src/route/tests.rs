@@ -14,16 +14,16 @@ fn ms(n: u64) -> Duration {
 
 fn remote(name: &str) -> Tier {
     let endpoint = RemoteTier {
-            api: RemoteApi::ChatCompletions,
-            url: "http://127.0.0.1:1/v1".into(),
-            model: "m".into(),
-            api_key: None,
-            connect_timeout: ms(100),
-            timeout: ms(1000),
-            max_tokens: None,
-            price_input_per_mtok: 0.0,
-            price_output_per_mtok: 0.0,
-            ca_pem: None,
+        api: RemoteApi::ChatCompletions,
+        url: "http://127.0.0.1:1/v1".into(),
+        model: "m".into(),
+        api_key: None,
+        connect_timeout: ms(100),
+        timeout: ms(1000),
+        max_tokens: None,
+        price_input_per_mtok: 0.0,
+        price_output_per_mtok: 0.0,
+        ca_pem: None,
     };
     Tier {
         name: name.into(),

@@ -78,9 +78,9 @@ impl Router {
     /// Thermal or overloaded before any work, as `route::local_pre_decision` sees the signals.
     fn local_pre_decision(&self) -> Option<Failure> {
         let triggers = &self.policy.triggers;
-        let throttling = triggers.thermal_enabled().then(|| {
-            policy::throttling(triggers, &crate::thermal::read(&self.policy.sysfs_root))
-        });
+        let throttling = triggers
+            .thermal_enabled()
+            .then(|| policy::throttling(triggers, &crate::thermal::read(&self.policy.sysfs_root)));
         let signals = LocalSignals {
             in_flight: self.local.in_flight(),
             slots: self.local.slots(),

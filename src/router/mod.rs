@@ -52,7 +52,6 @@ pub struct Attempt {
     pub detail: String,
 }
 
-
 /// The service-level router; one per server.
 pub struct Router {
     local: LocalService,

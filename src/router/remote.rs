@@ -55,7 +55,10 @@ impl Router {
         let tier = &self.policy.tiers[index];
         let name = &tier.name;
         let Some(remote) = &self.remotes[index] else {
-            return Err(Failure::remote_skip(RemoteSkip::NotUsable, "not a remote tier"));
+            return Err(Failure::remote_skip(
+                RemoteSkip::NotUsable,
+                "not a remote tier",
+            ));
         };
         let upstream = remote
             .upstream
@@ -92,7 +95,13 @@ impl Router {
                 })?;
                 let default_max = self.local.limits().max_tokens;
                 let admitted = guard
-                    .admit(name, config, request, why.unwrap_or(Reason::Default), default_max)
+                    .admit(
+                        name,
+                        config,
+                        request,
+                        why.unwrap_or(Reason::Default),
+                        default_max,
+                    )
                     .await
                     .map_err(|refusal| Failure::skip(refusal.reason, refusal.detail))?;
                 let result = self.call(name, upstream, &admitted.request, mode).await;
@@ -148,9 +157,9 @@ impl Router {
                 Mode::Whole => upstream.infer(request).await.map(RemoteAnswer::Whole),
                 Mode::Stream => match upstream.infer_stream(request).await {
                     Ok(mut events) => match events.next().await {
-                        Some(Ok(first)) => Ok(RemoteAnswer::Stream(EgressStream::new(
-                            first, events,
-                        ))),
+                        Some(Ok(first)) => {
+                            Ok(RemoteAnswer::Stream(EgressStream::new(first, events)))
+                        }
                         Some(Err(e)) => Err(e),
                         None => Err(UpstreamError::Transport("empty stream".into())),
                     },
@@ -178,7 +187,10 @@ impl Router {
 }
 
 /// The request in a remote API's terms; `None` for prompts only the local model can read.
-pub(super) fn upstream_request(generation: &Generation, cap: Option<u32>) -> Option<UpstreamRequest> {
+pub(super) fn upstream_request(
+    generation: &Generation,
+    cap: Option<u32>,
+) -> Option<UpstreamRequest> {
     let messages = match &generation.prompt {
         Prompt::Chat(messages) => messages.clone(),
         Prompt::Text(text) => vec![crate::engine::ChatMessage::new("user", text)],

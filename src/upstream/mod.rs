@@ -111,7 +111,10 @@ impl UpstreamError {
     /// Whether the upstream may bill it: it may have read the request and not refused it (an
     /// error status is not billed; a request never sent is not either).
     pub fn billed(&self) -> bool {
-        !matches!(self, UpstreamError::Connect(_) | UpstreamError::Status { .. })
+        !matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::Status { .. }
+        )
     }
 
     /// Safe to send again: the upstream never saw the request.

@@ -5,10 +5,10 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use edgellm::api::{AppState, app};
+use edgellm::api::app;
 use edgellm::config::{RawConfig, ServeConfig};
+use edgellm::gateway::Gateway;
 use edgellm::metrics::Metrics;
-use edgellm::service::LocalService;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -17,19 +17,9 @@ fn loading_app() -> axum::Router {
     let config = Arc::new(ServeConfig::from_raw(RawConfig::default()).unwrap());
     let metrics = Arc::new(Metrics::default());
     // An engine cell that is never filled: the model is "still loading".
-    let service = LocalService::new(
-        Arc::new(OnceLock::new()),
-        config.limits.clone(),
-        4,
-        metrics.clone(),
-    );
-    app(AppState {
-        service,
-        config,
-        metrics,
-        started_unix: 0,
-        ledger: None,
-    })
+    app(Arc::new(
+        Gateway::new(config, Arc::new(OnceLock::new()), None, metrics).unwrap(),
+    ))
 }
 
 async fn call(request: Request<Body>) -> (StatusCode, Option<String>, Value) {

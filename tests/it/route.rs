@@ -677,10 +677,10 @@ async fn local_error_model_not_loaded_escalates_whole_and_streamed() {
     use std::sync::{Arc, OnceLock};
 
     use axum::body::Body;
-    use edgellm::api::{AppState, app};
+    use edgellm::api::app;
     use edgellm::config::{RawConfig, ServeConfig};
+    use edgellm::gateway::Gateway;
     use edgellm::metrics::Metrics;
-    use edgellm::service::LocalService;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
@@ -688,13 +688,6 @@ async fn local_error_model_not_loaded_escalates_whole_and_streamed() {
     let raw = RawConfig::from_toml(&config(&stub, "")).unwrap();
     let config = Arc::new(ServeConfig::from_raw(raw).unwrap());
     let metrics = Arc::new(Metrics::default());
-    // An engine cell that is never filled: the model is still loading.
-    let service = LocalService::new(
-        Arc::new(OnceLock::new()),
-        config.limits.clone(),
-        1,
-        metrics.clone(),
-    );
     let data = tempfile::tempdir().unwrap();
     let ledger = edgellm::ledger::Ledger::open_in(
         data.path(),
@@ -702,13 +695,16 @@ async fn local_error_model_not_loaded_escalates_whole_and_streamed() {
         jiff::Timestamp::now(),
     )
     .unwrap();
-    let router = app(AppState {
-        service,
-        config,
-        metrics,
-        started_unix: 0,
-        ledger: Some(Arc::new(ledger)),
-    });
+    // An engine cell that is never filled: the model is still loading.
+    let router = app(Arc::new(
+        Gateway::new(
+            config,
+            Arc::new(OnceLock::new()),
+            Some(Arc::new(ledger)),
+            metrics,
+        )
+        .unwrap(),
+    ));
     for stream in [false, true] {
         let request = axum::http::Request::post("/v1/chat/completions")
             .header("content-type", "application/json")

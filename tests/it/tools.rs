@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use edgellm::api::{AppState, app};
+use edgellm::api::app;
 use edgellm::config::{RawConfig, ServeConfig};
+use edgellm::gateway::Gateway;
 use edgellm::metrics::Metrics;
-use edgellm::service::LocalService;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -296,19 +296,9 @@ async fn local_multi_turn_with_tool_results_in_the_history() {
 async fn in_process(path: &str, body: Value) -> (u16, Value) {
     let config = Arc::new(ServeConfig::from_raw(RawConfig::default()).unwrap());
     let metrics = Arc::new(Metrics::default());
-    let service = LocalService::new(
-        Arc::new(OnceLock::new()),
-        config.limits.clone(),
-        4,
-        metrics.clone(),
-    );
-    let router = app(AppState {
-        service,
-        config,
-        metrics,
-        started_unix: 0,
-        ledger: None,
-    });
+    let router = app(Arc::new(
+        Gateway::new(config, Arc::new(OnceLock::new()), None, metrics).unwrap(),
+    ));
     let request = Request::post(path)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))

@@ -1,0 +1,84 @@
+//! One gateway, wired in one place: the validated configuration, the local service on the
+//! engine, the ledger, the egress guard, the routing walk and the task runtime (tasks, the
+//! action registry and its ledger audit). `serve`, `edgellm task` and the tests all build it
+//! with [`Gateway::new`]; the HTTP handlers get it as their one state.
+
+use std::sync::{Arc, OnceLock};
+
+use crate::actions::ActionError;
+use crate::config::ServeConfig;
+use crate::egress::EgressGuard;
+use crate::engine::Engine;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::service::LocalService;
+use crate::tasks::TaskRuntime;
+
+pub struct Gateway {
+    pub config: Arc<ServeConfig>,
+    pub metrics: Arc<Metrics>,
+    /// The embedded engine's service (the engine cell fills when the model has loaded).
+    pub service: LocalService,
+    /// The spend and audit store; open when anything can leave the device or act (remote tiers,
+    /// actions), `None` otherwise.
+    pub ledger: Option<Arc<Ledger>>,
+    /// The routing walk (tiers, breakers, the egress guard).
+    pub router: Arc<Router>,
+    /// Tasks, the action registry (audited to the ledger) and the model of task runs; shared
+    /// by the HTTP endpoint, the MQTT bridge and `edgellm task`.
+    pub tasks: Arc<TaskRuntime>,
+    /// Unix time the gateway was built (the `created` of the model list).
+    pub started_unix: u64,
+}
+
+impl Gateway {
+    /// Fails when tasks and actions cannot be set up (the audit writer or the webhook client
+    /// cannot start).
+    pub fn new(
+        config: Arc<ServeConfig>,
+        engine: Arc<OnceLock<Engine>>,
+        ledger: Option<Arc<Ledger>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Gateway, ActionError> {
+        let service = LocalService::new(
+            engine,
+            config.limits.clone(),
+            config.engine.slots,
+            metrics.clone(),
+        );
+        // Remote tiers pass the egress guard; without a ledger nothing leaves the device.
+        let egress = EgressGuard::for_ledger(&config.egress, ledger.as_ref());
+        let router = Arc::new(Router::new(
+            service.clone(),
+            config.routing.clone(),
+            metrics.clone(),
+            egress,
+        ));
+        let tasks = Arc::new(TaskRuntime::new(
+            &config,
+            router.clone(),
+            ledger.clone(),
+            metrics.clone(),
+        )?);
+        Ok(Gateway {
+            config,
+            metrics,
+            service,
+            ledger,
+            router,
+            tasks,
+            started_unix: unix_now(),
+        })
+    }
+
+    pub fn model_name(&self) -> &str {
+        &self.config.model_alias
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
