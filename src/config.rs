@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::egress::Egress;
 use crate::engine::{EngineConfig, KvType};
 use crate::route::{Reason, RemoteApi, RemoteTier, RoutingPolicy, Tier, TierKind};
+use crate::service::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -186,30 +188,6 @@ impl RawConfig {
     }
 }
 
-/// Explicit limits on what one request may ask for.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_prompt_tokens: usize,
-    /// Most tokens a request may generate (also the default when it does not say).
-    pub max_tokens: u32,
-    /// Requests waiting for a slot beyond the busy ones; more get 503 with Retry-After.
-    pub queue_depth: usize,
-    pub request_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: 1 << 20,
-            max_prompt_tokens: 8192,
-            max_tokens: 1024,
-            queue_depth: 16,
-            request_timeout: Duration::from_secs(300),
-        }
-    }
-}
-
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -228,14 +206,6 @@ pub struct ServeConfig {
     pub actions: Vec<crate::actions::ActionSpec>,
     pub tasks: Vec<crate::tasks::Task>,
     pub mqtt: Option<crate::mqtt::MqttConfig>,
-}
-
-/// The egress guard's validated settings.
-#[derive(Debug, Clone)]
-pub struct Egress {
-    pub redactor: crate::guard::redact::Redactor,
-    pub network: crate::guard::network::NetworkPolicy,
-    pub budget: crate::guard::budget::Budget,
 }
 
 impl ServeConfig {

@@ -56,7 +56,8 @@ impl Gateway {
             egress,
         ));
         let tasks = Arc::new(TaskRuntime::new(
-            &config,
+            &config.tasks,
+            &config.actions,
             router.clone(),
             ledger.clone(),
             metrics.clone(),

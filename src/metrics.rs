@@ -108,7 +108,7 @@ pub struct Metrics {
     /// Action attempts by action (configured name or `unknown`) and outcome.
     actions: Mutex<BTreeMap<(String, String), u64>>,
     /// The MQTT bridge's counters, once it runs.
-    mqtt: OnceLock<Arc<crate::mqtt::MqttCounters>>,
+    mqtt: OnceLock<Arc<MqttCounters>>,
 }
 
 impl Default for Metrics {
@@ -262,7 +262,7 @@ impl Metrics {
     }
 
     /// Renders the MQTT bridge's counters as `edgellm_mqtt_<name>_total` from now on.
-    pub fn set_mqtt_counters(&self, counters: Arc<crate::mqtt::MqttCounters>) {
+    pub fn set_mqtt_counters(&self, counters: Arc<MqttCounters>) {
         let _ = self.mqtt.set(counters);
     }
 
@@ -513,6 +513,70 @@ pub fn render_egress(
     out
 }
 
+/// The MQTT bridge's counters (`crate::mqtt` counts, `/metrics` renders): defined here so the
+/// metrics module depends on no feature module.
+#[derive(Debug, Default)]
+pub struct MqttCounters {
+    /// Every PUBLISH received on a subscription, before any check.
+    pub received: AtomicU64,
+    pub dropped_oversize: AtomicU64,
+    /// Messages in batches dropped because the backlog was full.
+    pub dropped_backlog: AtomicU64,
+    /// Not UTF-8, or empty.
+    pub malformed: AtomicU64,
+    pub tasks_run: AtomicU64,
+    pub task_errors: AtomicU64,
+    /// Replies acknowledged by the broker.
+    pub published: AtomicU64,
+    /// Successful reconnections after the first connection.
+    pub reconnects: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MqttCountersSnapshot {
+    pub received: u64,
+    pub dropped_oversize: u64,
+    pub dropped_backlog: u64,
+    pub malformed: u64,
+    pub tasks_run: u64,
+    pub task_errors: u64,
+    pub published: u64,
+    pub reconnects: u64,
+}
+
+impl MqttCounters {
+    pub fn snapshot(&self) -> MqttCountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MqttCountersSnapshot {
+            received: get(&self.received),
+            dropped_oversize: get(&self.dropped_oversize),
+            dropped_backlog: get(&self.dropped_backlog),
+            malformed: get(&self.malformed),
+            tasks_run: get(&self.tasks_run),
+            task_errors: get(&self.task_errors),
+            published: get(&self.published),
+            reconnects: get(&self.reconnects),
+        }
+    }
+}
+
+impl MqttCountersSnapshot {
+    /// `(name, value)` pairs, e.g. for `edgellm_mqtt_<name>_total`.
+    pub fn pairs(&self) -> [(&'static str, u64); 8] {
+        [
+            ("received", self.received),
+            ("dropped_oversize", self.dropped_oversize),
+            ("dropped_backlog", self.dropped_backlog),
+            ("malformed", self.malformed),
+            ("tasks_run", self.tasks_run),
+            ("task_errors", self.task_errors),
+            ("published", self.published),
+            ("reconnects", self.reconnects),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,7 +618,7 @@ mod tests {
         metrics.count_task_run("triage", "ok");
         metrics.count_action("notify", "executed");
         metrics.count_action("notify", "dry_run");
-        let mqtt = Arc::new(crate::mqtt::MqttCounters::default());
+        let mqtt = Arc::new(MqttCounters::default());
         mqtt.malformed.fetch_add(2, Ordering::Relaxed);
         metrics.set_mqtt_counters(mqtt);
         let text = metrics.render(None, 1);

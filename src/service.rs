@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::config::Limits;
 use crate::constraint::{Constraint, Spec};
 use crate::engine::{
     self, ChatMessage, Engine, EngineError, Event, GenerateRequest, SamplingParams, Summary,
@@ -82,6 +81,30 @@ impl ServiceError {
                 | EngineError::Constraint(_),
             ) => LocalFailure::Invalid,
             _ => LocalFailure::Error,
+        }
+    }
+}
+
+/// Explicit limits on what one request may ask for.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_prompt_tokens: usize,
+    /// Most tokens a request may generate (also the default when it does not say).
+    pub max_tokens: u32,
+    /// Requests waiting for a slot beyond the busy ones; more get 503 with Retry-After.
+    pub queue_depth: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_prompt_tokens: 8192,
+            max_tokens: 1024,
+            queue_depth: 16,
+            request_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -115,7 +115,8 @@ impl LogLine {
         };
         if let (Some(text), Some(ledger)) = (&prompt, &self.ledger) {
             let id = format!("log-{}", uuid::Uuid::new_v4().simple());
-            let _ = ledger.log_prompt(
+            // Queued for the ledger's writer thread: never a blocking insert on the runtime.
+            ledger.log_prompt_later(
                 &id,
                 crate::ledger::PromptDirection::Prompt,
                 text,

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 
-use crate::config::Egress;
 use crate::guard::budget::{self, Amount, Prices};
 use crate::guard::network;
 use crate::guard::redact::{Refused as RedactRefused, Restorer, Session};
@@ -33,6 +32,14 @@ use crate::ledger::{
 };
 use crate::route::{Reason, RemoteTier};
 use crate::upstream::{UpstreamError, UpstreamRequest, Usage};
+
+/// The egress guard's validated settings.
+#[derive(Debug, Clone)]
+pub struct Egress {
+    pub redactor: crate::guard::redact::Redactor,
+    pub network: crate::guard::network::NetworkPolicy,
+    pub budget: crate::guard::budget::Budget,
+}
 
 /// Why a request may not leave for a tier: `Reason::Policy` or `Reason::Budget`.
 #[derive(Debug, Clone)]

@@ -209,16 +209,7 @@ impl Ledger {
             return Ok(false);
         }
         let conn = lock(&self.conn);
-        conn.execute(
-            "INSERT INTO prompt_log (time_ms, request_id, direction, redacted_text)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![
-                now.as_millisecond(),
-                request_id,
-                direction.name(),
-                redacted_text
-            ],
-        )?;
+        insert_prompt(&conn, request_id, direction, redacted_text, now)?;
         Ok(true)
     }
 
@@ -333,4 +324,25 @@ pub(super) fn timestamp(ms: i64) -> Timestamp {
 
 fn limit_sql(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// One prompt-log row (the text already redacted).
+pub(super) fn insert_prompt(
+    conn: &Connection,
+    request_id: &str,
+    direction: PromptDirection,
+    redacted_text: &str,
+    now: Timestamp,
+) -> Result<(), LedgerError> {
+    conn.execute(
+        "INSERT INTO prompt_log (time_ms, request_id, direction, redacted_text)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![
+            now.as_millisecond(),
+            request_id,
+            direction.name(),
+            redacted_text
+        ],
+    )?;
+    Ok(())
 }

@@ -611,6 +611,38 @@ fn prompt_log_is_off_unless_configured() {
 }
 
 #[test]
+fn prompt_log_later_goes_through_the_writer_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(crate::ledger::FILE_NAME);
+    {
+        let ledger = open(dir.path(), LedgerOptions::default(), NOW);
+        ledger.log_prompt_later("off", PromptDirection::Prompt, "x", ts(NOW));
+    }
+    let options = LedgerOptions {
+        prompt_log_retention_days: Some(7),
+        ..LedgerOptions::default()
+    };
+    {
+        let ledger = open(dir.path(), options.clone(), NOW);
+        ledger.log_prompt_later("a", PromptDirection::Prompt, "hello [EMAIL]", ts(NOW));
+        ledger.log_prompt_later("b", PromptDirection::Answer, "hi", ts(NOW));
+        // Dropping the ledger lets the writer finish its queue.
+    }
+    assert!(path.exists());
+    let ledger = open(dir.path(), options, NOW);
+    let rows = ledger
+        .prompt_log_list(Timestamp::MIN, Timestamp::MAX, 10)
+        .expect("list");
+    let ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a", "b"],
+        "queued rows are written in order; nothing while off"
+    );
+    assert_eq!(rows[0].redacted_text, "hello [EMAIL]");
+}
+
+#[test]
 fn fifty_threads_never_overrun_a_cost_cap() {
     const THREADS: usize = 50;
     const COST: u64 = 300;

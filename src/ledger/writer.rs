@@ -32,7 +32,7 @@ use jiff::tz::TimeZone;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::audit::insert_audit;
+use super::audit::{PromptDirection, insert_audit, insert_prompt};
 use super::{
     AuditRecord, Closed, Ledger, LedgerError, Outcome, Reservation, ReserveRequest, lock,
     release_in, reserve_in, settle_in,
@@ -72,6 +72,13 @@ pub enum Write {
     },
     /// [`Ledger::record_audit`].
     Audit(AuditRecord),
+    /// [`Ledger::log_prompt`] (see [`Ledger::log_prompt_later`]).
+    Prompt {
+        request_id: String,
+        direction: PromptDirection,
+        redacted_text: String,
+        now: Timestamp,
+    },
 }
 
 /// What one [`Write`] did, in the order the writes were given.
@@ -80,6 +87,7 @@ pub enum Written {
     Reserved(Reservation),
     Closed(Closed),
     Audited(i64),
+    Logged,
 }
 
 type Results = Vec<Result<Written, LedgerError>>;
@@ -181,6 +189,32 @@ impl Drop for Writer {
 }
 
 impl Ledger {
+    /// Queues one prompt-log row for the writer thread and returns at once: for a caller that
+    /// must not block (a response body's drop on the async runtime). Nothing is queued when
+    /// prompt logging is off or the ledger is read-only. Same invariant as
+    /// [`Ledger::log_prompt`]: `redacted_text` has already been through the redaction guard.
+    pub fn log_prompt_later(
+        &self,
+        request_id: &str,
+        direction: PromptDirection,
+        redacted_text: &str,
+        now: Timestamp,
+    ) {
+        let Some(writer) = &self.writer else {
+            return;
+        };
+        if self.options.prompt_log_retention_days.is_none() {
+            return;
+        }
+        // The answer is not awaited: a failed insert is the writer's to log.
+        drop(writer.submit(vec![Write::Prompt {
+            request_id: request_id.to_string(),
+            direction,
+            redacted_text: redacted_text.to_string(),
+            now,
+        }]));
+    }
+
     /// Commits `writes` through the writer thread (group commit, see the module doc); the
     /// results come back in order once the transaction holding them is in the WAL.
     pub async fn commit(&self, writes: Vec<Write>) -> Results {
@@ -290,6 +324,13 @@ impl WriterState {
                 release_in(conn, self.boot, reservation, *now).map(Written::Closed)
             }
             Write::Audit(record) => insert_audit(conn, record).map(Written::Audited),
+            Write::Prompt {
+                request_id,
+                direction,
+                redacted_text,
+                now,
+            } => insert_prompt(conn, request_id, *direction, redacted_text, *now)
+                .map(|()| Written::Logged),
         }
     }
 

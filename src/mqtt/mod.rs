@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -240,68 +240,7 @@ impl RawSubscription {
     }
 }
 
-/// Bridge counters, shared with the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct MqttCounters {
-    /// Every PUBLISH received on a subscription, before any check.
-    pub received: AtomicU64,
-    pub dropped_oversize: AtomicU64,
-    /// Messages in batches dropped because the backlog was full.
-    pub dropped_backlog: AtomicU64,
-    /// Not UTF-8, or empty.
-    pub malformed: AtomicU64,
-    pub tasks_run: AtomicU64,
-    pub task_errors: AtomicU64,
-    /// Replies acknowledged by the broker.
-    pub published: AtomicU64,
-    /// Successful reconnections after the first connection.
-    pub reconnects: AtomicU64,
-}
-
-/// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct MqttCountersSnapshot {
-    pub received: u64,
-    pub dropped_oversize: u64,
-    pub dropped_backlog: u64,
-    pub malformed: u64,
-    pub tasks_run: u64,
-    pub task_errors: u64,
-    pub published: u64,
-    pub reconnects: u64,
-}
-
-impl MqttCounters {
-    pub fn snapshot(&self) -> MqttCountersSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        MqttCountersSnapshot {
-            received: get(&self.received),
-            dropped_oversize: get(&self.dropped_oversize),
-            dropped_backlog: get(&self.dropped_backlog),
-            malformed: get(&self.malformed),
-            tasks_run: get(&self.tasks_run),
-            task_errors: get(&self.task_errors),
-            published: get(&self.published),
-            reconnects: get(&self.reconnects),
-        }
-    }
-}
-
-impl MqttCountersSnapshot {
-    /// `(name, value)` pairs, e.g. for `edgellm_mqtt_<name>_total`.
-    pub fn pairs(&self) -> [(&'static str, u64); 8] {
-        [
-            ("received", self.received),
-            ("dropped_oversize", self.dropped_oversize),
-            ("dropped_backlog", self.dropped_backlog),
-            ("malformed", self.malformed),
-            ("tasks_run", self.tasks_run),
-            ("task_errors", self.task_errors),
-            ("published", self.published),
-            ("reconnects", self.reconnects),
-        ]
-    }
-}
+pub use crate::metrics::{MqttCounters, MqttCountersSnapshot};
 
 fn bump(counter: &AtomicU64, by: u64) {
     if by > 0 {

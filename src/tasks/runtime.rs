@@ -9,7 +9,6 @@ use std::sync::Arc;
 use super::{RouterModel, RunOptions, Task, TaskError, TaskModel, TaskOutcome, run_task};
 use crate::actions::ledger_sink::known_name;
 use crate::actions::{ActionError, ActionRegistry, AuditRecord, AuditSink, LedgerAuditSink};
-use crate::config::ServeConfig;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::router::Router;
@@ -36,12 +35,13 @@ impl TaskRuntime {
     /// Audit records go to `ledger` when there is one (there is whenever actions are
     /// configured, see `serve`); without actions nothing is ever recorded.
     pub fn new(
-        config: &ServeConfig,
+        tasks: &[Task],
+        actions: &[crate::actions::ActionSpec],
         router: Arc<Router>,
         ledger: Option<Arc<Ledger>>,
         metrics: Arc<Metrics>,
     ) -> Result<TaskRuntime, ActionError> {
-        let known: BTreeSet<String> = config.actions.iter().map(|a| a.name.clone()).collect();
+        let known: BTreeSet<String> = actions.iter().map(|a| a.name.clone()).collect();
         let ledger_sink = match ledger {
             Some(ledger) => Some(Arc::new(
                 LedgerAuditSink::start(ledger, known.clone())
@@ -54,13 +54,9 @@ impl TaskRuntime {
             metrics: metrics.clone(),
             known,
         };
-        let registry = ActionRegistry::new(config.actions.clone(), Arc::new(counting))?;
+        let registry = ActionRegistry::new(actions.to_vec(), Arc::new(counting))?;
         Ok(TaskRuntime {
-            tasks: config
-                .tasks
-                .iter()
-                .map(|t| (t.name.clone(), t.clone()))
-                .collect(),
+            tasks: tasks.iter().map(|t| (t.name.clone(), t.clone())).collect(),
             registry: Arc::new(registry),
             model: Arc::new(RouterModel::new(router)),
             ledger_sink,

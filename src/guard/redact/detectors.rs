@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use super::checks;
-use super::scan::{Detector, compile};
+use super::scan::{Check, Detector, Hit, compile};
 
 /// Built-in categories in priority order (earlier wins an overlap of equal standing), as
 /// `(name, placeholder label)`. User patterns slot in after `secret`.
@@ -33,16 +33,6 @@ pub(super) const PERSONAL_CATEGORIES: &[(&str, &str)] = &[
     ("phone", "PHONE"),
     ("deny_word", "DENY_WORD"),
 ];
-
-/// What a validator sees of one regex match.
-pub(super) struct Hit<'t> {
-    pub text: &'t str,
-    pub value: Range<usize>,
-    pub key: Option<Range<usize>>,
-}
-
-/// Accepts a hit (possibly trimming the value span) or rejects it.
-pub(super) type Check = fn(&Hit<'_>) -> Option<Range<usize>>;
 
 struct Spec {
     category: &'static str,

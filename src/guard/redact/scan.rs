@@ -5,7 +5,15 @@ use std::ops::Range;
 
 use regex::{Regex, RegexBuilder};
 
-use super::detectors::{Check, Hit};
+/// What a validator sees of one regex match.
+pub(super) struct Hit<'t> {
+    pub text: &'t str,
+    pub value: Range<usize>,
+    pub key: Option<Range<usize>>,
+}
+
+/// Accepts a hit (possibly trimming the value span) or rejects it.
+pub(super) type Check = fn(&Hit<'_>) -> Option<Range<usize>>;
 
 /// One compiled detector.
 pub(super) struct Detector {
