@@ -31,3 +31,4 @@ pub mod thermal;
 pub mod tools;
 pub mod upstream;
 pub mod usage;
+pub mod wire;

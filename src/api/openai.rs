@@ -575,12 +575,7 @@ pub fn completion_logprobs(tokens: &[TokenEvent], mut offset: usize) -> Value {
     })
 }
 
-pub fn finish_reason(stop: &crate::engine::StopReason) -> &'static str {
-    match stop {
-        crate::engine::StopReason::Length => "length",
-        _ => "stop",
-    }
-}
+pub use crate::wire::openai::finish_reason;
 
 pub fn usage(summary: &crate::engine::Summary) -> Value {
     json!({

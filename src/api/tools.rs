@@ -72,11 +72,10 @@ pub fn tool_set(
     let tools = tools.unwrap_or_default();
     let choice = match choice {
         None => ToolChoice::Auto,
-        Some(ToolChoiceIn::Mode(mode)) => match mode.as_str() {
-            "none" => ToolChoice::None,
-            "auto" => ToolChoice::Auto,
-            "required" => ToolChoice::Required,
-            other => {
+        Some(ToolChoiceIn::Mode(mode)) => match crate::wire::openai::parse_tool_choice(&mode) {
+            Some(choice) => choice,
+            None => {
+                let other = mode.as_str();
                 return Err(ApiError::invalid(
                     "tool_choice",
                     format!(
@@ -205,22 +204,12 @@ pub fn history_calls(calls: Vec<ToolCallIn>, param: &str) -> Result<Vec<ToolCall
 
 /// An answer's `message.tool_calls`.
 pub fn calls_json(calls: &[ToolCall]) -> Value {
-    calls
-        .iter()
-        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
-        .collect()
+    crate::wire::openai::tool_calls_json(calls)
 }
 
 /// A streamed answer's `delta.tool_calls`: each call whole, with its `index`.
 pub fn call_deltas(calls: &[ToolCall]) -> Value {
-    calls
-        .iter()
-        .enumerate()
-        .map(|(index, c)| {
-            json!({"index": index, "id": c.id, "type": "function",
-                                 "function": {"name": c.name, "arguments": c.arguments}})
-        })
-        .collect()
+    crate::wire::openai::tool_call_deltas(calls)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::wire::sse::SseReader;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("only plain http:// URLs are supported, got {0}")]
@@ -80,7 +82,7 @@ pub struct EventStream {
     /// Bytes left in the current chunk (chunked) or in the body (`Content-Length`).
     remaining: Option<usize>,
     done: bool,
-    parser: SseParser,
+    parser: SseReader,
     pending: std::collections::VecDeque<String>,
 }
 
@@ -221,7 +223,7 @@ async fn open(
             chunked,
             remaining: if chunked { Some(0) } else { length },
             done: !chunked && length == Some(0),
-            parser: SseParser::default(),
+            parser: SseReader::default(),
             pending: Default::default(),
         },
     })
@@ -235,8 +237,10 @@ impl EventStream {
                 return Ok(Some(event));
             }
             match self.read_body().await? {
-                Some(bytes) => self.pending.extend(self.parser.push(&bytes)),
-                None => return Ok(self.parser.finish()),
+                Some(bytes) => self
+                    .pending
+                    .extend(self.parser.push(&bytes).into_iter().filter_map(|m| m.data)),
+                None => return Ok(self.parser.finish().and_then(|m| m.data)),
             }
         }
     }
@@ -287,46 +291,6 @@ impl EventStream {
     }
 }
 
-/// Splits a server-sent-event byte stream into the `data` payloads of its events (multi-line
-/// data joined with `\n`; comments and other fields ignored).
-#[derive(Debug, Default)]
-pub struct SseParser {
-    buffer: Vec<u8>,
-    data: Option<String>,
-}
-
-impl SseParser {
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.buffer.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                events.extend(self.data.take());
-            } else if let Some(value) = line.strip_prefix("data:") {
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match &mut self.data {
-                    Some(data) => {
-                        data.push('\n');
-                        data.push_str(value);
-                    }
-                    None => self.data = Some(value.to_string()),
-                }
-            }
-        }
-        events
-    }
-
-    /// An event left without its closing blank line when the stream ended.
-    pub fn finish(&mut self) -> Option<String> {
-        let mut events = self.push(b"\n");
-        events.extend(self.data.take());
-        events.pop()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,16 +312,5 @@ mod tests {
                 .map(|b| (b.host.as_str(), b.port, b.prefix.as_str()));
             assert_eq!(parsed, expected, "{url}");
         }
-    }
-
-    #[test]
-    fn sse_events_split_across_reads() {
-        let mut parser = SseParser::default();
-        let mut events = parser.push(b"data: {\"a\":1}\n\nda");
-        events.extend(parser.push(b"ta: x\r\n"));
-        events.extend(parser.push(b"data: y\r\n\r\n: comment\n\nevent: e\ndata: [DONE]\n\n"));
-        events.extend(parser.push(b"data: tail"));
-        events.extend(parser.finish());
-        assert_eq!(events, ["{\"a\":1}", "x\ny", "[DONE]", "tail"]);
     }
 }

@@ -19,7 +19,7 @@ use crate::upstream::{EventStream, UpstreamAnswer, UpstreamError, UpstreamEvent}
 /// A tier's answer before the caller sees it.
 pub enum RemoteAnswer {
     Whole(UpstreamAnswer),
-    Stream(EgressStream),
+    Stream(Box<EgressStream>),
 }
 
 /// See the module doc.
@@ -51,7 +51,11 @@ impl EgressStream {
         }
     }
 
-    pub(super) fn guarded(mut self, guard: Arc<EgressGuard>, admitted: Admitted) -> Self {
+    pub(super) fn guarded(
+        mut self: Box<Self>,
+        guard: Arc<EgressGuard>,
+        admitted: Admitted,
+    ) -> Box<Self> {
         self.open = Some(Open {
             guard,
             restorer: admitted.restorer(),

@@ -125,7 +125,7 @@ enum Source {
     /// Restored and settled by the egress guard when the tier is off the device.
     Remote {
         tier: String,
-        events: EgressStream,
+        events: Box<EgressStream>,
     },
     Finished,
 }

@@ -157,9 +157,9 @@ impl Router {
                 Mode::Whole => upstream.infer(request).await.map(RemoteAnswer::Whole),
                 Mode::Stream => match upstream.infer_stream(request).await {
                     Ok(mut events) => match events.next().await {
-                        Some(Ok(first)) => {
-                            Ok(RemoteAnswer::Stream(EgressStream::new(first, events)))
-                        }
+                        Some(Ok(first)) => Ok(RemoteAnswer::Stream(Box::new(EgressStream::new(
+                            first, events,
+                        )))),
                         Some(Err(e)) => Err(e),
                         None => Err(UpstreamError::Transport("empty stream".into())),
                     },

@@ -43,11 +43,7 @@ impl ChatClient {
 fn message(m: &ChatMessage) -> Value {
     let mut out = json!({"role": m.role, "content": m.content});
     if !m.tool_calls.is_empty() {
-        out["tool_calls"] = m
-            .tool_calls
-            .iter()
-            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
-            .collect();
+        out["tool_calls"] = crate::wire::openai::tool_calls_json(&m.tool_calls);
         if m.content.is_empty() {
             out["content"] = Value::Null;
         }
@@ -81,22 +77,7 @@ fn add_tools(body: &mut Value, tools: &ToolSet) {
 
 /// The tool calls of a message (or of the fragments gathered from a stream).
 fn tool_calls(calls: &Value) -> Vec<ToolCall> {
-    calls
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| ToolCall {
-            id: c["id"].as_str().map_or_else(new_call_id, str::to_string),
-            name: c["function"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            arguments: c["function"]["arguments"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        })
-        .collect()
+    crate::wire::openai::read_tool_calls(calls, new_call_id)
 }
 
 /// Adds one chunk's `delta.tool_calls` fragments to the calls gathered so far (by `index`).

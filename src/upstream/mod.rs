@@ -23,7 +23,7 @@ use futures::Stream;
 
 use crate::engine::{ChatMessage, StopReason, ToolCall};
 use crate::route::{RemoteApi, RemoteTier};
-use crate::tools::{ToolChoice, ToolSet};
+use crate::tools::ToolSet;
 
 pub use chat::ChatClient;
 pub use llama::LlamaClient;
@@ -324,19 +324,4 @@ fn put_sampling(
     }
 }
 
-fn stop_reason(finish: &str) -> StopReason {
-    match finish {
-        "length" | "max_output_tokens" | "max_tokens" => StopReason::Length,
-        _ => StopReason::EndOfGeneration,
-    }
-}
-
-/// `tool_choice` as both OpenAI APIs spell its string forms.
-fn choice_str(choice: &ToolChoice) -> Option<&'static str> {
-    match choice {
-        ToolChoice::None => Some("none"),
-        ToolChoice::Auto => Some("auto"),
-        ToolChoice::Required => Some("required"),
-        ToolChoice::Function(_) => None,
-    }
-}
+use crate::wire::openai::{stop_reason, tool_choice_str as choice_str};

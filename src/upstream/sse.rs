@@ -1,10 +1,11 @@
-//! Server-sent events from an upstream's byte stream: `event:` and `data:` lines, one message per
-//! blank line.
+//! Server-sent events from an upstream's byte stream, read by the one SSE reader
+//! (`crate::wire::sse`).
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use super::UpstreamError;
+use crate::wire::sse::SseReader;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Message {
@@ -30,8 +31,7 @@ where
 {
     async_stream::stream! {
         let mut bytes = std::pin::pin!(bytes);
-        let mut buffer: Vec<u8> = Vec::new();
-        let mut message = Message::default();
+        let mut reader = SseReader::default();
         while let Some(chunk) = bytes.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
@@ -40,29 +40,25 @@ where
                     return;
                 }
             };
-            buffer.extend_from_slice(&chunk);
-            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\n', '\r']);
-                if line.is_empty() {
-                    if !message.data.is_empty() || message.event.is_some() {
-                        yield Ok(std::mem::take(&mut message));
-                    }
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    if !message.data.is_empty() {
-                        message.data.push('\n');
-                    }
-                    message.data.push_str(value.strip_prefix(' ').unwrap_or(value));
-                } else if let Some(value) = line.strip_prefix("event:") {
-                    message.event = Some(value.trim().to_string());
+            for message in reader.push(&chunk) {
+                if let Some(message) = upstream_message(message) {
+                    yield Ok(message);
                 }
             }
         }
-        if !message.data.is_empty() {
+        if let Some(message) = reader.finish().and_then(upstream_message) {
             yield Ok(message);
         }
     }
+}
+
+/// A message as the clients read it: empty data without an event name is nothing.
+fn upstream_message(message: crate::wire::sse::Message) -> Option<Message> {
+    let data = message.data.unwrap_or_default();
+    (!data.is_empty() || message.event.is_some()).then_some(Message {
+        event: message.event,
+        data,
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! The one integration-test binary: each module drives edgellm through its public surface.
 
+// Test code (helpers included) may unwrap and expect; the library may not (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api;
 mod bench;
 mod constrained;
