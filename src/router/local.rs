@@ -151,16 +151,7 @@ impl Router {
                     }
                     held.push_back(Step::Token(token));
                     if watch.has_next && deadline::missed(triggers, &progress) {
-                        let failure = Failure::skip(
-                            Reason::Deadline,
-                            format!(
-                                "{} tokens in {} ms cannot finish {} tokens in time",
-                                progress.tokens,
-                                progress.elapsed.as_millis(),
-                                progress.max_tokens
-                            ),
-                        );
-                        watch.leave(self, failure).await?;
+                        watch.leave(self, cannot_finish(&progress)).await?;
                     }
                 }
                 Step::ToolCalls(calls) => held.push_back(Step::ToolCalls(calls)),
@@ -171,9 +162,20 @@ impl Router {
                 }
             }
         }
-        if check_confidence
-            && watch.has_next
-            && let Some(score) = confidence::score(&logprobs, triggers.confidence_window)
+        if check_confidence && watch.has_next {
+            self.judge_confidence(watch, &logprobs).await?;
+        }
+        Ok((held, finished))
+    }
+
+    /// Low confidence over the held tokens: leave, unless the egress guard keeps the request.
+    async fn judge_confidence(
+        &self,
+        watch: &mut Watch<'_>,
+        logprobs: &[f32],
+    ) -> Result<(), Failure> {
+        let triggers = &self.policy.triggers;
+        if let Some(score) = confidence::score(logprobs, triggers.confidence_window)
             && confidence::is_low(triggers, &score)
         {
             let failure = Failure::skip(
@@ -185,7 +187,7 @@ impl Router {
             );
             watch.leave(self, failure).await?;
         }
-        Ok((held, finished))
+        Ok(())
     }
 
     /// The next local step, or `None` when the deadline passed first and the request stays
@@ -265,4 +267,17 @@ impl Router {
         }
         first
     }
+}
+
+/// The decode rate says the answer cannot finish before the total deadline.
+fn cannot_finish(progress: &Progress) -> Failure {
+    Failure::skip(
+        Reason::Deadline,
+        format!(
+            "{} tokens in {} ms cannot finish {} tokens in time",
+            progress.tokens,
+            progress.elapsed.as_millis(),
+            progress.max_tokens
+        ),
+    )
 }

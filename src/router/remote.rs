@@ -54,6 +54,45 @@ impl Router {
     ) -> Result<Committed, Failure> {
         let tier = &self.policy.tiers[index];
         let name = &tier.name;
+        let (remote, upstream, request) = self.callable(index, generation)?;
+        let result = match &tier.kind {
+            TierKind::Remote(config) => {
+                // Off the device, the egress guard decides what may leave; without one nothing does.
+                let guard = self.egress.as_ref().ok_or_else(|| {
+                    Failure::remote_skip(
+                        RemoteSkip::NoGuard,
+                        "no egress guard (ledger) is configured: nothing leaves the device",
+                    )
+                })?;
+                let default_max = self.local.limits().max_tokens;
+                let why = why.unwrap_or(Reason::Default);
+                let admitted = guard
+                    .admit(name, config, request, why, default_max)
+                    .await
+                    .map_err(|refusal| Failure::skip(refusal.reason, refusal.detail))?;
+                let result = self.call(name, upstream, &admitted.request, mode).await;
+                self.count_breaker(remote, result.is_ok());
+                guard.finish(admitted, result).await
+            }
+            _ => {
+                let result = self.call(name, upstream, &request, mode).await;
+                self.count_breaker(remote, result.is_ok());
+                result
+            }
+        };
+        Ok(committed(
+            name,
+            result.map_err(|e| Failure::remote(name, e))?,
+        ))
+    }
+
+    /// Tier `index`'s client and the request in its API's terms, or why it is skipped (no
+    /// usable client, a request it cannot take, an open breaker).
+    fn callable(
+        &self,
+        index: usize,
+        generation: &Generation,
+    ) -> Result<(&Remote, &Upstream, UpstreamRequest), Failure> {
         let Some(remote) = &self.remotes[index] else {
             return Err(Failure::remote_skip(
                 RemoteSkip::NotUsable,
@@ -70,12 +109,12 @@ impl Router {
                 "token-id prompts and GBNF grammars are answered on the device only",
             )
         })?;
-        if !remote
+        let allowed = remote
             .breaker
             .lock()
             .map(|mut b| b.allow(Instant::now()))
-            .unwrap_or(true)
-        {
+            .unwrap_or(true);
+        if !allowed {
             return Err(Failure::remote_skip(
                 RemoteSkip::BreakerOpen,
                 format!(
@@ -84,53 +123,7 @@ impl Router {
                 ),
             ));
         }
-        let result = match &tier.kind {
-            TierKind::Remote(config) => {
-                // Off the device, the egress guard decides what may leave; without one nothing does.
-                let guard = self.egress.as_ref().ok_or_else(|| {
-                    Failure::remote_skip(
-                        RemoteSkip::NoGuard,
-                        "no egress guard (ledger) is configured: nothing leaves the device",
-                    )
-                })?;
-                let default_max = self.local.limits().max_tokens;
-                let admitted = guard
-                    .admit(
-                        name,
-                        config,
-                        request,
-                        why.unwrap_or(Reason::Default),
-                        default_max,
-                    )
-                    .await
-                    .map_err(|refusal| Failure::skip(refusal.reason, refusal.detail))?;
-                let result = self.call(name, upstream, &admitted.request, mode).await;
-                self.count_breaker(remote, result.is_ok());
-                guard.finish(admitted, result).await
-            }
-            _ => {
-                let result = self.call(name, upstream, &request, mode).await;
-                self.count_breaker(remote, result.is_ok());
-                result
-            }
-        };
-        match result.map_err(|e| Failure::remote(name, e))? {
-            RemoteAnswer::Whole(answer) => Ok(Committed {
-                source: Source::Finished,
-                prompt_tokens: answer.usage.input_tokens,
-                held: whole_steps(answer),
-                stayed: None,
-            }),
-            RemoteAnswer::Stream(events) => Ok(Committed {
-                source: Source::Remote {
-                    tier: name.clone(),
-                    events,
-                },
-                held: VecDeque::new(),
-                prompt_tokens: 0,
-                stayed: None,
-            }),
-        }
+        Ok((remote, upstream, request))
     }
 
     fn count_breaker(&self, remote: &Remote, ok: bool) {
@@ -183,6 +176,27 @@ impl Router {
                 }
             }
         }
+    }
+}
+
+/// What the walk commits to: a whole answer as steps, or the stream.
+fn committed(tier: &str, answer: RemoteAnswer) -> Committed {
+    match answer {
+        RemoteAnswer::Whole(answer) => Committed {
+            source: Source::Finished,
+            prompt_tokens: answer.usage.input_tokens,
+            held: whole_steps(answer),
+            stayed: None,
+        },
+        RemoteAnswer::Stream(events) => Committed {
+            source: Source::Remote {
+                tier: tier.to_string(),
+                events,
+            },
+            held: VecDeque::new(),
+            prompt_tokens: 0,
+            stayed: None,
+        },
     }
 }
 
