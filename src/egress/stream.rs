@@ -217,6 +217,20 @@ mod tests {
         Box::pin(futures::stream::iter(events))
     }
 
+    /// The guard's stream over `first` then `rest`, for `admitted`.
+    async fn guarded(
+        setup: &Setup,
+        admitted: Admitted,
+        first: UpstreamEvent,
+        rest: Vec<Result<UpstreamEvent, UpstreamError>>,
+    ) -> Box<EgressStream> {
+        let answer = RemoteAnswer::Stream(Box::new(EgressStream::new(first, stream(rest))));
+        match setup.guard.finish(admitted, Ok(answer)).await {
+            Ok(RemoteAnswer::Stream(stream)) => stream,
+            _ => panic!("a stream stays a stream"),
+        }
+    }
+
     fn rows(setup: &Setup) -> Vec<ReservationRow> {
         let day = setup.ledger.day_of(jiff::Timestamp::now());
         setup.ledger.reservations(day).unwrap()
@@ -241,7 +255,7 @@ mod tests {
         let setup = setup();
         let (admitted, placeholder) = admit(&setup).await;
         let (head, tail) = placeholder.split_at(3);
-        let events = stream(vec![
+        let events = vec![
             Ok(UpstreamEvent::Delta(format!("write to {head}"))),
             Ok(UpstreamEvent::Delta(format!("{tail} today"))),
             Ok(UpstreamEvent::Done {
@@ -251,21 +265,9 @@ mod tests {
                     output_tokens: 5,
                 },
             }),
-        ]);
+        ];
         let first = UpstreamEvent::Delta(String::new());
-        let answer = setup
-            .guard
-            .finish(
-                admitted,
-                Ok(RemoteAnswer::Stream(Box::new(EgressStream::new(
-                    first, events,
-                )))),
-            )
-            .await
-            .unwrap();
-        let RemoteAnswer::Stream(mut stream) = answer else {
-            panic!("a stream stays a stream");
-        };
+        let mut stream = guarded(&setup, admitted, first, events).await;
         let (text, ends) = drain(&mut stream).await;
         assert_eq!(text, "write to ops@example.com today");
         assert_eq!(ends, [Ok(())]);
@@ -280,21 +282,9 @@ mod tests {
     async fn a_stream_dropped_unfinished_settles_at_the_reserved_amount() {
         let setup = setup();
         let (admitted, _) = admit(&setup).await;
-        let events = stream(vec![Ok(UpstreamEvent::Delta("more".into()))]);
-        let answer = setup
-            .guard
-            .finish(
-                admitted,
-                Ok(RemoteAnswer::Stream(Box::new(EgressStream::new(
-                    UpstreamEvent::Delta("some ".into()),
-                    events,
-                )))),
-            )
-            .await
-            .unwrap();
-        let RemoteAnswer::Stream(mut stream) = answer else {
-            panic!("a stream stays a stream");
-        };
+        let events = vec![Ok(UpstreamEvent::Delta("more".into()))];
+        let first = UpstreamEvent::Delta("some ".into());
+        let mut stream = guarded(&setup, admitted, first, events).await;
         assert!(matches!(
             stream.next().await,
             Some(Ok(UpstreamEvent::Delta(_)))
@@ -327,20 +317,8 @@ mod tests {
         };
         assert!(setup.guard.finish(admitted, Err(status)).await.is_err());
         let (admitted, _) = admit(&setup).await;
-        let answer = setup
-            .guard
-            .finish(
-                admitted,
-                Ok(RemoteAnswer::Stream(Box::new(EgressStream::new(
-                    UpstreamEvent::Delta("cut ".into()),
-                    stream(Vec::new()),
-                )))),
-            )
-            .await
-            .unwrap();
-        let RemoteAnswer::Stream(mut cut) = answer else {
-            panic!("a stream stays a stream");
-        };
+        let first = UpstreamEvent::Delta("cut ".into());
+        let mut cut = guarded(&setup, admitted, first, Vec::new()).await;
         let (text, ends) = drain(&mut cut).await;
         assert_eq!(text, "cut ");
         assert!(ends.is_empty(), "the stream ends without Done: {ends:?}");
