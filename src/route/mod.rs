@@ -25,7 +25,7 @@ pub use policy::{RemoteApi, RemoteTier, RoutingPolicy, Tier, TierKind, Triggers}
 /// Why a tier answered, or why it was left. `[routing] escalate_on` names them as
 /// [`Reason::as_str`] writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String")]
 pub enum Reason {
     /// The first tier answered; nothing escalated.
     Default,
@@ -93,6 +93,15 @@ impl Reason {
 
     pub fn parse(text: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+/// A reason read from configuration: the names [`Reason::as_str`] writes, and no others.
+impl TryFrom<String> for Reason {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Reason, String> {
+        Reason::parse(&text).ok_or_else(|| format!("unknown reason {text:?}"))
     }
 }
 

@@ -166,10 +166,6 @@ impl Router {
         self.egress.as_ref()
     }
 
-    pub fn local(&self) -> &LocalService {
-        &self.local
-    }
-
     /// Every tier as `GET /v1/status` shows it: kind, API, endpoint and breaker (never a key).
     pub fn tier_status(&self) -> Vec<serde_json::Value> {
         let now = Instant::now();
