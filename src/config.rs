@@ -27,6 +27,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "API key file {path} holds no key: refusing to start an open server (put one key per line, or remove api_key_file)"
+    )]
+    EmptyKeyFile { path: PathBuf },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -255,14 +259,17 @@ impl ServeConfig {
 
         let mut api_keys = raw.server.api_keys.unwrap_or_default();
         if let Some(path) = raw.server.api_key_file {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::KeyFile { path, source })?;
-            api_keys.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from),
-            );
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::KeyFile {
+                path: path.clone(),
+                source,
+            })?;
+            let keys = read_keys(&text);
+            // Fail closed: a key file that was meant to protect the server but holds no key
+            // (empty, only comments, truncated by a bad provisioning step) must not open it.
+            if keys.is_empty() {
+                return Err(ConfigError::EmptyKeyFile { path });
+            }
+            api_keys.extend(keys);
         }
         if api_keys.iter().any(|k| k.len() < 8) {
             return Err(invalid("API keys must be at least 8 characters".into()));
@@ -499,6 +506,15 @@ fn validate_tier(raw: RawTier) -> Result<Tier, ConfigError> {
     })
 }
 
+/// The keys in an API key file: one per line, blank lines and `#` comments ignored.
+fn read_keys(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +554,33 @@ mod tests {
         assert_eq!(config.engine.slots, 4);
         assert!(config.api_keys.is_empty());
         assert!(!config.log_prompts);
+    }
+
+    #[test]
+    fn a_key_file_without_keys_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("empty", ""),
+            ("blank", "\n  \n"),
+            ("comments", "# keys go here\n#\n"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let mut raw = RawConfig::default();
+            raw.server.api_key_file = Some(path.clone());
+            let error = ServeConfig::from_raw(raw).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::EmptyKeyFile { path: p } if *p == path),
+                "{name}: {error}"
+            );
+            assert!(error.to_string().contains(&path.display().to_string()));
+        }
+        let path = dir.path().join("one");
+        std::fs::write(&path, "# fleet key\nsecret-key-1\n").unwrap();
+        let mut raw = RawConfig::default();
+        raw.server.api_key_file = Some(path);
+        let config = ServeConfig::from_raw(raw).unwrap();
+        assert_eq!(config.api_keys, ["secret-key-1"]);
     }
 
     #[test]

@@ -170,18 +170,14 @@ impl Drop for LoggedBody {
     }
 }
 
-/// With API keys configured, every endpoint but `/health` needs `Authorization: Bearer KEY`.
+/// With API keys configured, every endpoint but `/health` needs `Authorization: Bearer KEY`
+/// (the scheme in any case, RFC 7235) or `x-api-key: KEY` (Anthropic's and llama-server's header).
 pub async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let keys = &state.config.api_keys;
     if keys.is_empty() || request.uri().path() == "/health" {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = presented_key(request.headers());
     let accepted = presented.is_some_and(|token| {
         // Compare against every key (no early exit) in constant time per key.
         keys.iter().fold(false, |ok, key| {
@@ -193,4 +189,18 @@ pub async fn auth(State(state): State<AppState>, request: Request, next: Next) -
     } else {
         ApiError::unauthorized().into_response()
     }
+}
+
+/// The key a request presents, if any: `Authorization: <bearer in any case> KEY`, else `x-api-key`.
+fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
 }

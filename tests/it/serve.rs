@@ -231,6 +231,10 @@ async fn auth_with_keys_and_without() {
     let models = server.url("/v1/models");
     let missing = client().get(&models).send().await.unwrap();
     assert_eq!(missing.status(), 401);
+    assert_eq!(
+        missing.headers()["www-authenticate"],
+        "Bearer realm=\"edgellm\""
+    );
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_api_key");
     let wrong = client()
@@ -247,6 +251,35 @@ async fn auth_with_keys_and_without() {
         .await
         .unwrap();
     assert_eq!(right.status(), 200);
+    // RFC 7235: the scheme is case-insensitive; x-api-key is the other header clients send.
+    for (name, value) in [
+        ("authorization", "bearer secret-key-1"),
+        ("authorization", "BEARER secret-key-1"),
+        ("x-api-key", "secret-key-1"),
+    ] {
+        let status = client()
+            .get(&models)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{name}: {value}");
+    }
+    for (name, value) in [
+        ("authorization", "Basic secret-key-1"),
+        ("authorization", "Bearersecret-key-1"),
+        ("x-api-key", "secret-key-2"),
+    ] {
+        let status = client()
+            .get(&models)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "{name}: {value}");
+    }
     let chat = client()
         .post(server.url("/v1/chat/completions"))
         .json(&json!({"messages": []}))
@@ -424,6 +457,23 @@ fn config_file_unknown_key_is_named_at_startup() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("threds"), "{stderr}");
+}
+
+#[test]
+fn an_api_key_file_without_keys_refuses_to_start() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, b"# provisioned later\n\n").unwrap();
+    let path = file.path().to_str().unwrap();
+    let output = std::process::Command::new(crate::support::edgellm_bin())
+        .args(["serve", "--port", "0", "--api-key-file", path])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(path) && stderr.contains("holds no key"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
