@@ -61,6 +61,13 @@ pub enum ServiceError {
     /// Every tier was tried or skipped; the message lists each one's reason.
     #[error("no tier could answer: {0}")]
     AllTiersFailed(String),
+    /// No tier answered and a tier off the device was refused because today's budget is spent:
+    /// retrying helps only once the budget day turns, `retry_after_secs` from now.
+    #[error("today's remote budget is spent: {detail}")]
+    BudgetSpent {
+        detail: String,
+        retry_after_secs: u64,
+    },
 }
 
 impl ServiceError {

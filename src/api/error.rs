@@ -143,6 +143,15 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
                     .with_code("upstream_error")
             }
+            // OpenAI's answer to a spent quota: 429 `insufficient_quota`, here with the time
+            // to the next budget day.
+            ServiceError::BudgetSpent {
+                retry_after_secs, ..
+            } => ApiError {
+                retry_after_secs: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
+                    .with_code("insufficient_quota")
+            },
             ServiceError::AllTiersFailed(_) => ApiError {
                 retry_after_secs: Some(1),
                 ..ApiError::new(

@@ -142,6 +142,11 @@ impl EgressGuard {
         &self.ledger
     }
 
+    /// Seconds until the budget day turns in the budget's zone (a `Retry-After` for a spent cap).
+    pub fn seconds_to_next_budget_day(&self) -> u64 {
+        budget::seconds_to_next_day(jiff::Timestamp::now(), &self.config.budget.timezone)
+    }
+
     pub fn caps(&self) -> &budget::Caps {
         &self.config.budget.caps
     }

@@ -261,6 +261,21 @@ pub fn day_of(now: Timestamp, tz: &TimeZone) -> Date {
     tz.to_datetime(now).date()
 }
 
+/// Whole seconds from `now` to the start of the next calendar day in `tz`, at least 1.
+pub fn seconds_to_next_day(now: Timestamp, tz: &TimeZone) -> u64 {
+    let next = day_of(now, tz)
+        .tomorrow()
+        .and_then(|day| tz.to_timestamp(day.to_datetime(jiff::civil::Time::midnight())));
+    match next {
+        Ok(start) => {
+            let secs = start.duration_since(now).as_secs();
+            u64::try_from(secs).unwrap_or(0).max(1)
+        }
+        // Only at the end of jiff's calendar (year 9999): say a day.
+        Err(_) => 86_400,
+    }
+}
+
 /// Input tokens a prompt of `bytes` bytes is estimated at: `ceil(bytes / 4)`.
 pub fn estimate_input_tokens(bytes: usize) -> u64 {
     (bytes as u64).div_ceil(BYTES_PER_INPUT_TOKEN)
@@ -442,6 +457,27 @@ mod tests {
         let parsed: Result<BudgetConfig, _> =
             serde_json::from_str(r#"{"max_requests_per_dya": 3}"#);
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn seconds_to_the_next_budget_day() {
+        let utc = TimeZone::UTC;
+        let plus2 = TimeZone::fixed(Offset::from_seconds(7200).unwrap());
+        let cases = [
+            ("2026-12-02T23:59:30Z", &utc, 30),
+            ("2026-12-02T00:00:00Z", &utc, 86_400),
+            ("2026-12-02T12:00:00Z", &utc, 43_200),
+            // 12:00 UTC is 14:00 at +02:00: ten hours to its midnight.
+            ("2026-12-02T12:00:00Z", &plus2, 36_000),
+            // 22:30 UTC is already 00:30 the next day at +02:00.
+            ("2026-12-02T22:30:00Z", &plus2, 84_600),
+            // Sub-second remainders round down, never to 0.
+            ("2026-12-02T23:59:59.5Z", &utc, 1),
+        ];
+        for (now, tz, want) in cases {
+            let now: Timestamp = now.parse().unwrap();
+            assert_eq!(seconds_to_next_day(now, tz), want, "{now}");
+        }
     }
 
     #[test]

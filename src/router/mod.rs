@@ -276,7 +276,7 @@ impl Router {
                 }
             }
         }
-        Err(no_tier_answered(walk))
+        Err(no_tier_answered(walk, self.egress.as_deref()))
     }
 
     /// The request committed to tier `index`: what the caller sees of where and why.
@@ -319,22 +319,29 @@ impl Router {
     }
 }
 
-/// No tier answered: the one tier's own error, or every tier's reason.
-fn no_tier_answered(walk: Walk) -> ServiceError {
+/// No tier answered: the one tier's own error, a spent budget when the guard refused a tier
+/// for it, or every tier's reason.
+fn no_tier_answered(walk: Walk, egress: Option<&EgressGuard>) -> ServiceError {
     let considered = walk
         .attempts
         .iter()
         .filter(|a| a.reason != Reason::Override)
         .count();
-    match walk.last_error {
-        Some(error) if considered == 1 => error,
-        _ => ServiceError::AllTiersFailed(
-            walk.attempts
-                .iter()
-                .map(|a| format!("{}: {} ({})", a.tier, a.reason.as_str(), a.detail))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
+    let detail = || {
+        walk.attempts
+            .iter()
+            .map(|a| format!("{}: {} ({})", a.tier, a.reason.as_str(), a.detail))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let budget_spent = walk.attempts.iter().any(|a| a.reason == Reason::Budget);
+    match (walk.last_error, egress) {
+        (Some(error), _) if considered == 1 && !budget_spent => error,
+        (_, Some(egress)) if budget_spent => ServiceError::BudgetSpent {
+            detail: detail(),
+            retry_after_secs: egress.seconds_to_next_budget_day(),
+        },
+        _ => ServiceError::AllTiersFailed(detail()),
     }
 }
 

@@ -38,6 +38,7 @@ struct Reply {
     status: u16,
     tier: String,
     reason: String,
+    retry_after: String,
     text: String,
 }
 
@@ -54,10 +55,12 @@ async fn post(server: &Server, path: &str, body: &Value, remote: bool) -> Reply 
             .map_or(String::new(), |v| v.to_str().unwrap_or("").to_string())
     };
     let (tier, reason) = (header("x-edgellm-tier"), header("x-edgellm-reason"));
+    let retry_after = header("retry-after");
     Reply {
         status: response.status().as_u16(),
         tier,
         reason,
+        retry_after,
         text: response.text().await.unwrap_or_default(),
     }
 }
@@ -371,8 +374,20 @@ async fn budget_caps_hold_under_50_concurrent_requests() {
     let answered = replies.iter().filter(|r| r.status == 200).count();
     assert_eq!(answered, 20, "exactly the cap's worth answered");
     for refused in replies.iter().filter(|r| r.status != 200) {
-        assert_eq!(refused.status, 503);
+        // OpenAI's spent-quota answer, retried once the budget day (UTC here) turns.
+        assert_eq!(refused.status, 429, "{}", refused.text);
+        let error: Value = serde_json::from_str(&refused.text).unwrap();
+        assert_eq!(error["error"]["type"], "insufficient_quota", "{error}");
+        assert_eq!(error["error"]["code"], "insufficient_quota", "{error}");
         assert!(refused.text.contains("budget"), "{}", refused.text);
+        let retry: u64 = refused.retry_after.parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let to_midnight = 86_400 - now % 86_400;
+        let off = retry.abs_diff(to_midnight);
+        assert!(off <= 5 || off >= 86_395, "{retry} vs {to_midnight}");
     }
     let received = stub.received();
     assert_eq!(received.len(), 20, "never past the cap");
