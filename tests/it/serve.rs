@@ -252,10 +252,13 @@ async fn auth_with_keys_and_without() {
         .unwrap();
     assert_eq!(right.status(), 200);
     // RFC 7235: the scheme is case-insensitive; x-api-key is the other header clients send.
-    for (name, value) in [
-        ("authorization", "bearer secret-key-1"),
-        ("authorization", "BEARER secret-key-1"),
-        ("x-api-key", "secret-key-1"),
+    for (name, value, want) in [
+        ("authorization", "bearer secret-key-1", 200),
+        ("authorization", "BEARER secret-key-1", 200),
+        ("x-api-key", "secret-key-1", 200),
+        ("authorization", "Basic secret-key-1", 401),
+        ("authorization", "Bearersecret-key-1", 401),
+        ("x-api-key", "secret-key-2", 401),
     ] {
         let status = client()
             .get(&models)
@@ -264,21 +267,7 @@ async fn auth_with_keys_and_without() {
             .await
             .unwrap()
             .status();
-        assert_eq!(status, 200, "{name}: {value}");
-    }
-    for (name, value) in [
-        ("authorization", "Basic secret-key-1"),
-        ("authorization", "Bearersecret-key-1"),
-        ("x-api-key", "secret-key-2"),
-    ] {
-        let status = client()
-            .get(&models)
-            .header(name, value)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 401, "{name}: {value}");
+        assert_eq!(status, want, "{name}: {value}");
     }
     let chat = client()
         .post(server.url("/v1/chat/completions"))
