@@ -263,7 +263,7 @@ pub struct ModelInfo {
 }
 
 /// Resident memory of the process at the steps of loading (bytes), to see what each step costs:
-/// the model step is llama.cpp's loader (tokenizer tables, repacked weights; the weights
+/// the model step is llama.cpp's loader (tokenizer tables and tensor metadata; the weights
 /// themselves are mapped and become resident when first used), the context step adds the KV
 /// cache, compute buffers and the warm-up decode that pages the weights in.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -309,7 +309,13 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let log_mark = memory::log_mark();
         let resident_before = ProcessMemory::read().resident_bytes;
-        let params = LlamaModelParams::default();
+        // No weight repacking (llama.cpp's extra buffer types): with it, a matmul over a batch of
+        // rows runs another kernel than over one row, so the logits after a batch of forced
+        // tokens differ in the last bits from decoding them one by one, and greedy output can
+        // change (jump-forward would not be exact). Without it every row's result is the same
+        // whatever it is batched with, and on this model it costs nothing measurable
+        // (docs/performance.md, "Batch invariance").
+        let params = LlamaModelParams::default().with_use_extra_bufts(false);
         let model =
             LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|_| {
                 EngineError::LoadFailed {

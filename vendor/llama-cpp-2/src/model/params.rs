@@ -532,6 +532,15 @@ impl LlamaModelParams {
         self
     }
 
+    /// sets `use_extra_bufts`: llama.cpp's extra buffer types, which repack weights at load for
+    /// the CPU's wide kernels (on by default). Off, every matmul goes through ggml's plain
+    /// `vec_dot` path, whose result for one row does not depend on the rows batched with it.
+    #[must_use]
+    pub fn with_use_extra_bufts(mut self, use_extra_bufts: bool) -> Self {
+        self.params.use_extra_bufts = use_extra_bufts;
+        self
+    }
+
     /// sets `vocab_only`
     #[must_use]
     pub fn with_vocab_only(mut self, vocab_only: bool) -> Self {
