@@ -95,6 +95,11 @@ pub struct Metrics {
     pub constraint_mask: Histogram,
     /// Tokens appended by a constraint without sampling (jump-forward).
     pub forced_tokens: AtomicU64,
+    /// Time spent on prompts and on generating, summed over local generations (µs), and the
+    /// longest request in tokens: llama-server's `llamacpp:*` throughput families.
+    prompt_micros: AtomicU64,
+    predicted_micros: AtomicU64,
+    tokens_max: AtomicU64,
     model_load_micros: AtomicU64,
     /// Answered requests by the tier that answered and the reason it did.
     routed: Mutex<BTreeMap<(String, &'static str), u64>>,
@@ -125,6 +130,9 @@ impl Default for Metrics {
             constraint_compile: Histogram::new(SECONDS),
             constraint_mask: Histogram::new(MASK_SECONDS),
             forced_tokens: AtomicU64::new(0),
+            prompt_micros: AtomicU64::new(0),
+            predicted_micros: AtomicU64::new(0),
+            tokens_max: AtomicU64::new(0),
             model_load_micros: AtomicU64::new(0),
             routed: Mutex::new(BTreeMap::new()),
             fallbacks: AtomicU64::new(0),
@@ -152,6 +160,14 @@ impl Metrics {
             .fetch_add(summary.cached_tokens as u64, Ordering::Relaxed);
         self.generated_tokens
             .fetch_add(summary.generated_tokens as u64, Ordering::Relaxed);
+        self.prompt_micros
+            .fetch_add(summary.prefill_time.as_micros() as u64, Ordering::Relaxed);
+        self.predicted_micros
+            .fetch_add(summary.decode_time.as_micros() as u64, Ordering::Relaxed);
+        self.tokens_max.fetch_max(
+            (summary.prompt_tokens + summary.generated_tokens) as u64,
+            Ordering::Relaxed,
+        );
         if summary.generated_tokens > 0 {
             self.time_to_first_token
                 .observe(summary.time_to_first_token().as_secs_f64());
@@ -388,7 +404,7 @@ impl Metrics {
         );
         gauge(
             &mut out,
-            "edgellm_slots_total",
+            "edgellm_slots",
             "Configured parallel slots.",
             f64::from(slots),
         );
@@ -412,7 +428,136 @@ impl Metrics {
         );
         self.render_routing(&mut out);
         self.render_tasks(&mut out);
+        self.render_llamacpp(&mut out, load);
         out
+    }
+
+    /// llama-server's own families (`llamacpp:*`, as its `/metrics` writes them), so its
+    /// dashboards and clients read edgellm unchanged. Local generations only; cached prompt
+    /// tokens are counted apart from processed ones, as llama-server counts them. edgellm does
+    /// no speculative decoding: those counters stay 0.
+    fn render_llamacpp(&self, out: &mut String, load: Option<&EngineLoad>) {
+        let prompt = self.prompt_tokens.load(Ordering::Relaxed);
+        let cached = self.cached_prompt_tokens.load(Ordering::Relaxed);
+        let processed = prompt.saturating_sub(cached);
+        let predicted = self.generated_tokens.load(Ordering::Relaxed);
+        let prompt_secs = self.prompt_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let predicted_secs = self.predicted_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let rate = |tokens: u64, secs: f64| {
+            if secs > 0.0 {
+                tokens as f64 / secs
+            } else {
+                0.0
+            }
+        };
+        let relaxed = |a: Option<&AtomicU64>| a.map_or(0, |a| a.load(Ordering::Relaxed));
+        let decodes = relaxed(load.map(|l| &l.decodes));
+        let sequences = relaxed(load.map(|l| &l.decoded_sequences));
+        let busy = load.map_or(0, |l| l.busy_slots.load(Ordering::Relaxed));
+        let queued = load.map_or(0, |l| l.queued.load(Ordering::Relaxed));
+        let per_decode = if decodes > 0 {
+            sequences as f64 / decodes as f64
+        } else {
+            0.0
+        };
+        let families: [(&str, &str, &str, f64); 15] = [
+            (
+                "prompt_tokens_total",
+                "counter",
+                "Number of prompt tokens processed.",
+                processed as f64,
+            ),
+            (
+                "prompt_tokens_cached_total",
+                "counter",
+                "Number of prompt tokens reused from the cache.",
+                cached as f64,
+            ),
+            (
+                "prompt_seconds_total",
+                "counter",
+                "Prompt process time",
+                prompt_secs,
+            ),
+            (
+                "tokens_predicted_total",
+                "counter",
+                "Number of generation tokens processed.",
+                predicted as f64,
+            ),
+            (
+                "tokens_predicted_seconds_total",
+                "counter",
+                "Predict process time",
+                predicted_secs,
+            ),
+            (
+                "n_decode_total",
+                "counter",
+                "Total number of llama_decode() calls",
+                decodes as f64,
+            ),
+            (
+                "n_tokens_max",
+                "counter",
+                "Largest observed n_tokens.",
+                self.tokens_max.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "spec_decode_num_draft_tokens_total",
+                "counter",
+                "Speculative decoding draft tokens (none: edgellm does not draft).",
+                0.0,
+            ),
+            (
+                "spec_decode_num_accepted_tokens_total",
+                "counter",
+                "Speculative decoding accepted tokens (none).",
+                0.0,
+            ),
+            (
+                "spec_decode_num_drafts_total",
+                "counter",
+                "Speculative decoding drafts (none).",
+                0.0,
+            ),
+            (
+                "prompt_tokens_seconds",
+                "gauge",
+                "Average prompt throughput in tokens/s.",
+                rate(processed, prompt_secs),
+            ),
+            (
+                "predicted_tokens_seconds",
+                "gauge",
+                "Average generation throughput in tokens/s.",
+                rate(predicted, predicted_secs),
+            ),
+            (
+                "requests_processing",
+                "gauge",
+                "Number of requests processing.",
+                busy as f64,
+            ),
+            (
+                "requests_deferred",
+                "gauge",
+                "Number of requests deferred.",
+                queued as f64,
+            ),
+            (
+                "n_busy_slots_per_decode",
+                "gauge",
+                "Average number of busy slots per llama_decode() call",
+                per_decode,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(
+                out,
+                "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} {kind}\nllamacpp:{name} {value}"
+            );
+        }
     }
 }
 

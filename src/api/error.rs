@@ -17,6 +17,8 @@ pub struct ApiError {
     pub param: Option<String>,
     pub code: Option<&'static str>,
     pub retry_after_secs: Option<u64>,
+    /// Numbers beside the message, as llama-server sends them (`n_prompt_tokens`, `n_ctx`).
+    pub extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             param: None,
             code: None,
             retry_after_secs: None,
+            extra: Vec::new(),
         }
     }
 
@@ -44,10 +47,12 @@ impl ApiError {
         self
     }
 
+    /// A 401. The type is llama-server's and Anthropic's (`authentication_error`); the code is
+    /// OpenAI's. The OpenAI SDKs raise `AuthenticationError` from the status alone.
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
+            "authentication_error",
             "Invalid or missing API key. Send it as 'Authorization: Bearer KEY'.",
         )
         .with_code("invalid_api_key")
@@ -62,8 +67,34 @@ impl ApiError {
         .with_code("not_found")
     }
 
+    /// The prompt and the answer it asks for do not fit: a 400 with OpenAI's code, llama-server's
+    /// type and numbers, and a message holding both servers' phrases (clients such as LiteLLM
+    /// match them to fall back to a model with a larger context).
+    pub fn context_exceeded(message: &str, prompt_tokens: usize, n_ctx: usize) -> Self {
+        ApiError {
+            param: Some("messages".to_string()),
+            code: Some("context_length_exceeded"),
+            extra: vec![
+                ("n_prompt_tokens", json!(prompt_tokens)),
+                ("n_ctx", json!(n_ctx)),
+            ],
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "exceed_context_size_error",
+                format!(
+                    "the request exceeds the available context size: {message} \
+                     (this model's maximum context length is {n_ctx} tokens)"
+                ),
+            )
+        }
+    }
+
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+        let mut error = json!({"message": self.message, "type": self.kind, "param": self.param, "code": self.code});
+        for (key, value) in &self.extra {
+            error[*key] = value.clone();
+        }
+        json!({ "error": error })
     }
 }
 
@@ -107,8 +138,8 @@ impl From<ServiceError> for ApiError {
                 )
                 .with_code("overloaded")
             },
-            ServiceError::PromptTooLong { .. } => {
-                ApiError::invalid("messages", message).with_code("context_length_exceeded")
+            ServiceError::PromptTooLong { tokens, limit } => {
+                ApiError::context_exceeded(&message, tokens, limit)
             }
             ServiceError::MaxTokensTooLarge { .. } => ApiError::invalid("max_tokens", message),
             ServiceError::InvalidSchema(_) => ApiError::invalid("response_format", message),
@@ -205,9 +236,11 @@ impl From<RunError> for ApiError {
 
 fn engine_error(error: EngineError, message: String) -> ApiError {
     match error {
-        EngineError::ContextOverflow { .. } => {
-            ApiError::invalid("messages", message).with_code("context_length_exceeded")
-        }
+        EngineError::ContextOverflow {
+            prompt_tokens,
+            n_ctx,
+            ..
+        } => ApiError::context_exceeded(&message, prompt_tokens, n_ctx as usize),
         EngineError::EmptyPrompt => ApiError::invalid("prompt", message),
         EngineError::InvalidParameter(_) => {
             let param = parameter_named_in(&message).to_string();

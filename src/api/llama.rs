@@ -26,6 +26,8 @@ pub struct CompletionRequest {
     pub prompt: PromptField,
     /// Tokens to predict; -1 (the default) means as many as the limits allow.
     pub n_predict: Option<i64>,
+    /// OpenAI's name for `n_predict`, which llama-server also takes here (`n_predict` wins).
+    pub max_tokens: Option<i64>,
     pub temperature: Option<f32>,
     pub top_k: Option<i32>,
     pub top_p: Option<f32>,
@@ -62,13 +64,17 @@ pub async fn completion(
             "n_probs must be between 0 and 20",
         ));
     }
-    let max_tokens = match request.n_predict {
+    let (field, n_predict) = match (request.n_predict, request.max_tokens) {
+        (None, Some(n)) => ("max_tokens", Some(n)),
+        (n, _) => ("n_predict", n),
+    };
+    let max_tokens = match n_predict {
         None | Some(-1) => None,
         Some(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
         Some(_) => {
             return Err(ApiError::invalid(
-                "n_predict",
-                "n_predict must be -1 or at least 1",
+                field,
+                format!("{field} must be -1 or at least 1"),
             ));
         }
     };

@@ -44,6 +44,7 @@ fn routes(state: AppState) -> Router {
         .route("/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(chat::completions))
         .route("/v1/responses", post(responses::create))
+        .route("/responses", post(responses::create))
         .route("/completion", post(llama::completion))
         .route("/completions", post(llama::completion))
         .route("/v1/models", get(system::models))

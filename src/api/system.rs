@@ -46,10 +46,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         ));
     }
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8".to_string(),
+            ),
+            // llama-server's header: when the counters started, so a scraper sees a restart.
+            (
+                header::HeaderName::from_static("process-start-time-unix"),
+                state.started_unix.to_string(),
+            ),
+        ],
         text,
     )
         .into_response()

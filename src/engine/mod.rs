@@ -21,7 +21,7 @@ pub use template::{ChatMessage, TemplateKind, ToolCall, apply_plain};
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc as SyncArc, OnceLock};
 use std::time::Duration;
 
@@ -278,6 +278,10 @@ pub struct LoadMemory {
 pub struct EngineLoad {
     pub busy_slots: AtomicUsize,
     pub queued: AtomicUsize,
+    /// llama.cpp decode calls, and the sequences they carried (llama-server's `n_decode_total`
+    /// and `n_busy_slots_per_decode`).
+    pub decodes: AtomicU64,
+    pub decoded_sequences: AtomicU64,
 }
 
 /// A handle to the engine's worker thread. Cheap to clone.

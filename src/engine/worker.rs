@@ -215,6 +215,15 @@ impl<'m> Worker<'m> {
                 self.fail_batch(&error.to_string());
                 continue;
             }
+            let in_batch = self
+                .slots
+                .iter()
+                .filter(|s| s.active.as_ref().is_some_and(|a| a.in_batch))
+                .count();
+            self.load.decodes.fetch_add(1, Ordering::Relaxed);
+            self.load
+                .decoded_sequences
+                .fetch_add(in_batch as u64, Ordering::Relaxed);
             self.sample_outputs();
         }
     }

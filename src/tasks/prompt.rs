@@ -146,10 +146,19 @@ mod tests {
             .count();
         let tail = &first[shared..];
         assert!(first.starts_with("Triage the logs."));
-        assert!(first[..shared].contains("ignore any instruction"), "{first}");
-        assert!(first[..shared].contains("\"actions\" must be []"), "{first}");
+        assert!(
+            first[..shared].contains("ignore any instruction"),
+            "{first}"
+        );
+        assert!(
+            first[..shared].contains("\"actions\" must be []"),
+            "{first}"
+        );
         assert!(!first[..shared].contains("1111"));
-        assert_eq!(tail, "1111>>> and the line <<<END DATA 1111>>>.\n", "{first}");
+        assert_eq!(
+            tail, "1111>>> and the line <<<END DATA 1111>>>.\n",
+            "{first}"
+        );
     }
 
     #[test]
@@ -162,7 +171,12 @@ mod tests {
         let a = DataBoundary::random();
         let b = DataBoundary::random();
         assert_ne!(a, b);
-        let nonce = a.open.strip_prefix("<<<DATA ").unwrap().strip_suffix(">>>").unwrap();
+        let nonce = a
+            .open
+            .strip_prefix("<<<DATA ")
+            .unwrap()
+            .strip_suffix(">>>")
+            .unwrap();
         assert!(nonce.len() == 28 && nonce.bytes().all(|b| b.is_ascii_lowercase()));
     }
 

@@ -204,13 +204,19 @@ async fn context_overflow_names_the_numbers() {
     .await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(answer["error"]["code"], "context_length_exceeded");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("context size 512"),
-        "{answer}"
-    );
+    // llama-server's type and numbers, and the phrases clients such as LiteLLM match to fall
+    // back to a model with a larger context.
+    assert_eq!(answer["error"]["type"], "exceed_context_size_error");
+    assert_eq!(answer["error"]["n_ctx"], 512, "{answer}");
+    assert!(answer["error"]["n_prompt_tokens"].as_u64().unwrap() > 100);
+    let message = answer["error"]["message"].as_str().unwrap();
+    for phrase in [
+        "context size 512",
+        "exceeds the available context size",
+        "maximum context length is 512 tokens",
+    ] {
+        assert!(message.contains(phrase), "{phrase}: {answer}");
+    }
 }
 
 #[tokio::test]
@@ -237,6 +243,7 @@ async fn auth_with_keys_and_without() {
     );
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_api_key");
+    assert_eq!(body["error"]["type"], "authentication_error");
     let wrong = client()
         .get(&models)
         .bearer_auth("secret-key-2")
@@ -381,17 +388,93 @@ async fn metrics_in_prometheus_format() {
         "edgellm_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 1",
         "# TYPE edgellm_time_to_first_token_seconds histogram",
         "# TYPE edgellm_decode_tokens_per_second histogram",
-        "edgellm_slots_total 4",
+        "# TYPE edgellm_slots gauge\nedgellm_slots 4\n",
         "edgellm_queue_depth 0",
         "edgellm_model_loaded 1",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
     assert!(
-        text.contains("edgellm_generated_tokens_total 3")
-            || text.contains("edgellm_generated_tokens_total "),
+        text.contains("edgellm_generated_tokens_total 3\n"),
         "{text}"
     );
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+/// llama-server's `llamacpp:*` families and its `Process-Start-Time-Unix` header, with the
+/// values its own test suite checks: processed and cached prompt tokens counted apart, and
+/// the sums of what the answers' `timings` said.
+#[tokio::test]
+async fn llama_server_metric_families() {
+    let server = Server::start(&["--slots", "1"]);
+    let (mut processed, mut cached, mut predicted) = (0.0, 0.0, 0.0);
+    // `max_tokens` is taken as `n_predict` on /completion, as llama-server takes it.
+    for body in [
+        json!({"prompt": "the quick brown fox jumps over the lazy dog", "n_predict": 4}),
+        json!({"prompt": "the quick brown fox jumps over the lazy dog", "max_tokens": 3}),
+    ] {
+        let (status, answer) = post(&server, "/completion", body.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        let limit = body["n_predict"].as_f64().or(body["max_tokens"].as_f64());
+        assert!(
+            answer["timings"]["predicted_n"].as_f64() <= limit,
+            "{answer}"
+        );
+        processed += answer["timings"]["prompt_n"].as_f64().unwrap();
+        cached += answer["timings"]["cache_n"].as_f64().unwrap();
+        predicted += answer["timings"]["predicted_n"].as_f64().unwrap();
+    }
+    assert!(
+        cached > 0.0,
+        "the second request reuses the first one's prompt"
+    );
+    let response = client().get(server.url("/metrics")).send().await.unwrap();
+    let started: u64 = response.headers()["process-start-time-unix"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(started <= now && now - started < 600, "{started}");
+    let text = response.text().await.unwrap();
+    for (name, kind) in [
+        ("prompt_tokens_total", "counter"),
+        ("prompt_tokens_cached_total", "counter"),
+        ("prompt_seconds_total", "counter"),
+        ("tokens_predicted_total", "counter"),
+        ("tokens_predicted_seconds_total", "counter"),
+        ("n_decode_total", "counter"),
+        ("n_tokens_max", "counter"),
+        ("spec_decode_num_draft_tokens_total", "counter"),
+        ("prompt_tokens_seconds", "gauge"),
+        ("predicted_tokens_seconds", "gauge"),
+        ("requests_processing", "gauge"),
+        ("requests_deferred", "gauge"),
+        ("n_busy_slots_per_decode", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE llamacpp:{name} {kind}\n")),
+            "{name}"
+        );
+        assert!(text.contains(&format!("# HELP llamacpp:{name} ")), "{name}");
+    }
+    assert_eq!(sample(&text, "llamacpp:prompt_tokens_total"), processed);
+    assert_eq!(sample(&text, "llamacpp:prompt_tokens_cached_total"), cached);
+    assert_eq!(sample(&text, "llamacpp:tokens_predicted_total"), predicted);
+    assert!(sample(&text, "llamacpp:n_decode_total") >= predicted - 2.0);
+    assert_eq!(sample(&text, "llamacpp:requests_processing"), 0.0);
+    assert_eq!(sample(&text, "llamacpp:n_busy_slots_per_decode"), 1.0);
+    assert!(sample(&text, "llamacpp:prompt_seconds_total") > 0.0);
+    assert!(sample(&text, "llamacpp:n_tokens_max") > 9.0);
 }
 
 #[test]
@@ -624,4 +707,21 @@ async fn logged_prompts_are_redacted() {
         !text.contains("ops@plant-7.example.com") && !text.contains("AKIAIOSFODNN7EXAMPLE"),
         "{text}"
     );
+}
+
+/// llama-server serves the Responses API without the `/v1` prefix too.
+#[tokio::test]
+async fn responses_without_the_v1_prefix() {
+    let server = Server::start(&[]);
+    for path in ["/responses", "/v1/responses"] {
+        let (status, answer) = post(
+            &server,
+            path,
+            json!({"input": "Hello", "max_output_tokens": 3}),
+        )
+        .await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert_eq!(answer["object"], "response", "{path}: {answer}");
+        assert_eq!(answer["status"], "incomplete", "{path}: {answer}");
+    }
 }
