@@ -231,6 +231,13 @@ pub struct ServeArgs {
     /// Where the ledger (spend and audit database) lives [default: $EDGELLM_HOME]
     #[arg(long, env = "EDGELLM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Browser origins that may call the gateway, comma-separated: "*", "localhost" (this
+    /// device's own pages) or origins such as https://ui.example:8443 [default: localhost]
+    #[arg(long, env = "EDGELLM_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Serve GET /slots (per-slot state, never prompts), as llama-server's --slots does
+    #[arg(long, env = "EDGELLM_SLOTS_ENDPOINT")]
+    pub slots_endpoint: bool,
     /// Include prompt text in the request log (off by default: prompts may hold personal data)
     #[arg(long, env = "EDGELLM_LOG_PROMPTS")]
     pub log_prompts: bool,
@@ -257,6 +264,12 @@ impl ServeArgs {
         }
         set(&mut raw.server.api_key_file, &self.api_key_file);
         set(&mut raw.server.shutdown_grace_secs, &self.shutdown_grace);
+        if self.slots_endpoint {
+            raw.server.slots_endpoint = Some(true);
+        }
+        if !self.cors_origins.is_empty() {
+            raw.server.cors_origins = Some(self.cors_origins.clone());
+        }
         set(&mut raw.server.data_dir, &self.data_dir);
         if self.log_prompts {
             raw.server.log_prompts = Some(true);

@@ -77,6 +77,11 @@ pub struct RawServer {
     pub api_keys: Option<Vec<String>>,
     pub api_key_file: Option<PathBuf>,
     pub log_prompts: Option<bool>,
+    /// Browser origins that may call the gateway: "*", "localhost", or origins
+    /// [default: ["localhost"]].
+    pub cors_origins: Option<Vec<String>>,
+    /// Serve `GET /slots` (llama-server's `--slots`) [default: false].
+    pub slots_endpoint: Option<bool>,
     pub shutdown_grace_secs: Option<u64>,
     /// Where the ledger (spend and audit database) lives [default: $EDGELLM_HOME].
     pub data_dir: Option<PathBuf>,
@@ -201,6 +206,8 @@ pub struct ServeConfig {
     /// Bearer tokens accepted; empty means no authentication.
     pub api_keys: Vec<String>,
     pub log_prompts: bool,
+    pub cors: crate::api::CorsPolicy,
+    pub slots_endpoint: bool,
     pub shutdown_grace: Duration,
     pub limits: Limits,
     pub routing: RoutingPolicy,
@@ -333,6 +340,10 @@ impl ServeConfig {
                     .map_err(|e| invalid(format!("[mqtt]: {e}")))?,
             ),
         };
+        let cors = match &raw.server.cors_origins {
+            Some(list) => crate::api::CorsPolicy::parse(list).map_err(ConfigError::Invalid)?,
+            None => crate::api::CorsPolicy::default(),
+        };
         Ok(ServeConfig {
             data_dir: raw.server.data_dir.unwrap_or_else(crate::paths::home),
             egress,
@@ -345,6 +356,8 @@ impl ServeConfig {
             model_alias,
             api_keys,
             log_prompts: raw.server.log_prompts.unwrap_or(false),
+            cors,
+            slots_endpoint: raw.server.slots_endpoint.unwrap_or(false),
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(10)),
             limits,
         })

@@ -7,6 +7,7 @@
 //! 3. the body limit: bodies over `limits.max_body_bytes` are refused while being read (413).
 
 mod chat;
+mod cors;
 pub mod error;
 mod json;
 mod llama;
@@ -16,6 +17,7 @@ mod routed;
 mod system;
 mod tasks;
 mod telemetry;
+mod tokens;
 mod tools;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 pub use crate::gateway::unix_now;
+pub use cors::CorsPolicy;
 pub use error::ApiError;
 pub use tasks::task_json;
 pub use telemetry::RequestRecord;
@@ -46,10 +49,15 @@ fn routes(state: AppState) -> Router {
         .route("/v1/responses", post(responses::create))
         .route("/responses", post(responses::create))
         .route("/completion", post(llama::completion))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize))
+        .route("/apply-template", post(tokens::apply_template))
         .route("/completions", post(llama::completion))
         .route("/v1/models", get(system::models))
         .route("/models", get(system::models))
         .route("/health", get(system::health))
+        .route("/props", get(system::props))
+        .route("/slots", get(system::slots))
         .route("/metrics", get(system::metrics))
         .route("/v1/plan", get(system::plan))
         .route("/v1/status", get(system::status))
@@ -64,6 +72,12 @@ fn routes(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             telemetry::request_log,
+        ))
+        // Outermost: a preflight is answered before authentication (browsers send it without
+        // credentials).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::layer,
         ))
         .with_state(state)
 }

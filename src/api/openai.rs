@@ -119,7 +119,10 @@ pub struct MessageIn {
 
 const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
-fn messages_to_chat(messages: Vec<MessageIn>, param: &str) -> Result<Vec<ChatMessage>, ApiError> {
+pub fn messages_to_chat(
+    messages: Vec<MessageIn>,
+    param: &str,
+) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid(
             param,

@@ -109,6 +109,80 @@ pub async fn models(State(state): State<AppState>) -> Response {
     axum::Json(json!({"object": "list", "data": [model]})).into_response()
 }
 
+/// llama.cpp's "random seed" value, which llama-server reports when no seed is set.
+const RANDOM_SEED: u32 = u32::MAX;
+
+/// The defaults a request gets for what it does not set, in llama-server's names.
+fn default_params() -> serde_json::Value {
+    let d = crate::engine::SamplingParams::default();
+    json!({
+        "seed": d.seed.unwrap_or(RANDOM_SEED),
+        "temperature": d.temperature,
+        "top_k": d.top_k,
+        "top_p": d.top_p,
+        "min_p": d.min_p,
+        "repeat_penalty": d.repeat_penalty,
+        "repeat_last_n": d.repeat_last_n,
+        "frequency_penalty": d.frequency_penalty,
+        "presence_penalty": d.presence_penalty,
+        "n_predict": -1,
+        "n_probs": 0,
+    })
+}
+
+/// `GET /props`: llama-server's server properties (model, slots, per-slot context, defaults,
+/// chat template). Read-only: edgellm does not take `POST /props`.
+pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let engine = state
+        .service
+        .engine()
+        .ok_or_else(|| ApiError::from(crate::service::ServiceError::Loading))?;
+    let info = engine.info();
+    Ok(axum::Json(json!({
+        "model_path": info.path,
+        "model_alias": state.model_name(),
+        "total_slots": info.slots,
+        "default_generation_settings": {
+            "id": 0,
+            "n_ctx": info.n_ctx_slot,
+            "is_processing": false,
+            "params": default_params(),
+        },
+        "chat_template": engine.chat_template_text().unwrap_or_default(),
+        "modalities": {"vision": false, "audio": false},
+        "build_info": format!("edgellm {}", env!("CARGO_PKG_VERSION")),
+        "is_sleeping": false,
+    }))
+    .into_response())
+}
+
+/// `GET /slots`: one entry per slot (id, context, whether it is decoding), never a prompt.
+/// Off unless `[server] slots_endpoint = true`, as llama-server's is off without `--slots`:
+/// then a 501 in OpenAI's shape.
+pub async fn slots(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.config.slots_endpoint {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_supported_error",
+            "This server does not serve /slots; start it with --slots-endpoint.",
+        ));
+    }
+    let engine = state
+        .service
+        .engine()
+        .ok_or_else(|| ApiError::from(crate::service::ServiceError::Loading))?;
+    let info = engine.info();
+    let busy = engine
+        .load()
+        .busy_slots
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // The worker counts busy slots, not which: the first `busy` are reported as processing.
+    let slots: Vec<_> = (0..info.slots as usize)
+        .map(|id| json!({"id": id, "n_ctx": info.n_ctx_slot, "is_processing": id < busy}))
+        .collect();
+    Ok(axum::Json(slots).into_response())
+}
+
 #[derive(Debug, serde::Deserialize)]
 pub struct PlanQuery {
     /// A device preset or device file; default: this machine (probed once, then cached).

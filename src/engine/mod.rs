@@ -408,6 +408,29 @@ impl Engine {
             .collect()
     }
 
+    /// Tokenizes text as llama-server's `/tokenize` does: BOS (and other special tokens the
+    /// vocabulary adds) only when `add_special`, control-token text parsed when `parse_special`.
+    pub fn tokenize_with(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<i32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), add_special, parse_special)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+
+    /// The bytes of one token (ids outside the vocabulary are the caller's to refuse first).
+    pub fn token_bytes(&self, token: i32) -> Vec<u8> {
+        self.model
+            .vocab()
+            .token_to_piece(llama_cpp_2::token::LlamaToken(token), true, None)
+    }
+
+    /// The chat template the GGUF carries (`tokenizer.chat_template`), if any.
+    pub fn chat_template_text(&self) -> Option<String> {
+        self.model.meta_val_str("tokenizer.chat_template").ok()
+    }
+
     /// Formats chat messages into a prompt with the model's chat template.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
         template::apply(&self.model, self.info.template, messages)

@@ -532,6 +532,20 @@ fn config_file_unknown_key_is_named_at_startup() {
 }
 
 #[test]
+fn a_malformed_cors_origin_refuses_to_start() {
+    let output = std::process::Command::new(crate::support::edgellm_bin())
+        .args(["serve", "--port", "0", "--cors-origins", "ui.example"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cors_origins") && stderr.contains("ui.example"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_api_key_file_without_keys_refuses_to_start() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut file, b"# provisioned later\n\n").unwrap();
@@ -724,4 +738,210 @@ async fn responses_without_the_v1_prefix() {
         assert_eq!(answer["object"], "response", "{path}: {answer}");
         assert_eq!(answer["status"], "incomplete", "{path}: {answer}");
     }
+}
+
+/// llama-server's tokenizer and server endpoints: `/tokenize` (ids, BOS on request, pieces as
+/// text or bytes), `/detokenize` (round trip; an id outside the vocabulary is a 400),
+/// `/apply-template`, `/props`, and `/slots` (501 unless enabled).
+#[tokio::test]
+async fn llama_server_tokenizer_and_props() {
+    let server = Server::start(&["-c", "2048", "--slots", "2"]);
+    let content = "What is the capital of France ?";
+    let (status, tokens) = post(&server, "/tokenize", json!({"content": content})).await;
+    assert_eq!(status, 200, "{tokens}");
+    let ids = tokens["tokens"].as_array().unwrap().clone();
+    assert!(ids.len() > 5, "{tokens}");
+    let (status, text) = post(&server, "/detokenize", json!({"tokens": ids})).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text["content"], content);
+    let (_, with_bos) = post(
+        &server,
+        "/tokenize",
+        json!({"content": content, "add_special": true}),
+    )
+    .await;
+    assert_eq!(with_bos["tokens"][0], 2, "Gemma's BOS first: {with_bos}");
+    assert_eq!(with_bos["tokens"].as_array().unwrap().len(), ids.len() + 1);
+    // A control token's text is its one token unless parse_special is off.
+    let (_, special) = post(&server, "/tokenize", json!({"content": "<start_of_turn>"})).await;
+    assert_eq!(special["tokens"].as_array().unwrap().len(), 1, "{special}");
+    let (_, literal) = post(
+        &server,
+        "/tokenize",
+        json!({"content": "<start_of_turn>", "parse_special": false}),
+    )
+    .await;
+    assert!(literal["tokens"].as_array().unwrap().len() > 1, "{literal}");
+    let unicode = "unicode 媽 and emoji 🤗";
+    let (status, pieces) = post(
+        &server,
+        "/tokenize",
+        json!({"content": unicode, "with_pieces": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{pieces}");
+    let mut bytes = Vec::new();
+    for token in pieces["tokens"].as_array().unwrap() {
+        assert!(token["id"].as_i64().unwrap() > 0, "{token}");
+        match &token["piece"] {
+            Value::String(text) => bytes.extend(text.as_bytes()),
+            Value::Array(raw) => bytes.extend(raw.iter().map(|b| b.as_u64().unwrap() as u8)),
+            other => panic!("piece {other}"),
+        }
+    }
+    assert_eq!(String::from_utf8(bytes).unwrap(), unicode);
+    for bad in [json!([-1]), json!([262_144]), json!([1, 99_999_999_999i64])] {
+        let (status, answer) = post(&server, "/detokenize", json!({"tokens": bad})).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_token", "{answer}");
+    }
+    let (status, answer) = post(&server, "/tokenize", json!({"content": 5})).await;
+    assert_eq!(status, 400, "{answer}");
+
+    let (status, prompt) = post(
+        &server,
+        "/apply-template",
+        json!({"messages": [{"role": "user", "content": "Hi there"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{prompt}");
+    // The default model's GGUF carries no chat template: edgellm's plain format, the prompt
+    // the chat routes give the model.
+    let models: Value = client()
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["meta"]["chat_template"], "plain");
+    assert_eq!(prompt["prompt"], "User: Hi there\nAssistant:");
+    let (status, _) = post(&server, "/apply-template", json!({"messages": []})).await;
+    assert_eq!(status, 400);
+
+    let props: Value = client()
+        .get(server.url("/props"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        props["model_path"].as_str().unwrap().ends_with(".gguf"),
+        "{props}"
+    );
+    assert_eq!(props["total_slots"], 2);
+    assert_eq!(props["default_generation_settings"]["n_ctx"], 1024);
+    assert_eq!(
+        props["chat_template"], "",
+        "no template in the GGUF: {props}"
+    );
+    assert_eq!(
+        props["default_generation_settings"]["params"]["seed"],
+        u32::MAX
+    );
+
+    let slots = client().get(server.url("/slots")).send().await.unwrap();
+    assert_eq!(slots.status(), 501);
+    let body: Value = slots.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "not_supported_error", "{body}");
+    drop(server);
+    let server = Server::start(&["-c", "2048", "--slots", "2", "--slots-endpoint"]);
+    let slots: Value = client()
+        .get(server.url("/slots"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(slots.as_array().unwrap().len(), 2, "{slots}");
+    assert_eq!(slots[0]["n_ctx"], 1024);
+    assert_eq!(slots[1]["is_processing"], false);
+    assert!(slots[0].get("params").is_none() && slots[0].get("prompt").is_none());
+}
+
+/// CORS: a preflight is answered 200 before authentication; the allow headers are there only
+/// for allowed origins (this device's own pages by default, or what `--cors-origins` lists),
+/// and answers to an allowed origin carry them too.
+#[tokio::test]
+async fn cors_preflight_and_origins() {
+    let preflight = |server: &Server, origin: &str| {
+        client()
+            .request(reqwest::Method::OPTIONS, server.url("/v1/chat/completions"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let server = Server::start(&["--api-key", "secret-key-1"]);
+    for origin in [
+        "http://localhost:8080",
+        "http://127.0.0.1",
+        "http://[::1]:3000",
+    ] {
+        let answer = preflight(&server, origin).await.unwrap();
+        assert_eq!(answer.status(), 200, "{origin}");
+        let headers = answer.headers();
+        assert_eq!(headers["access-control-allow-origin"], origin);
+        assert_eq!(headers["access-control-allow-credentials"], "true");
+        assert_eq!(
+            headers["access-control-allow-methods"],
+            "GET, POST, DELETE, OPTIONS"
+        );
+        assert_eq!(
+            headers["access-control-allow-headers"],
+            "authorization,content-type"
+        );
+    }
+    for origin in ["http://evil.com", "http://localhost.evil.com", "null"] {
+        let answer = preflight(&server, origin).await.unwrap();
+        assert_eq!(answer.status(), 200, "{origin}");
+        assert!(
+            !answer.headers().contains_key("access-control-allow-origin"),
+            "{origin}"
+        );
+    }
+    // The real request still needs the key; its answer carries the allow headers.
+    let models = client()
+        .get(server.url("/v1/models"))
+        .header("Origin", "http://localhost:8080")
+        .bearer_auth("secret-key-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    assert_eq!(
+        models.headers()["access-control-allow-origin"],
+        "http://localhost:8080"
+    );
+    let refused = client()
+        .get(server.url("/v1/models"))
+        .header("Origin", "http://localhost:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    drop(server);
+
+    let server = Server::start(&["--cors-origins", "https://ui.example:8443,localhost"]);
+    let answer = preflight(&server, "https://ui.example:8443").await.unwrap();
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "https://ui.example:8443"
+    );
+    let answer = preflight(&server, "https://other.example").await.unwrap();
+    assert!(!answer.headers().contains_key("access-control-allow-origin"));
+    drop(server);
+    let server = Server::start(&["--cors-origins", "*"]);
+    let answer = preflight(&server, "http://web.mydomain.fr").await.unwrap();
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "http://web.mydomain.fr"
+    );
 }
