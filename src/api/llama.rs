@@ -93,24 +93,8 @@ pub async fn completion(
     }
     .into_params()?;
     params.stop_at_eog = !request.ignore_eos.unwrap_or(false);
-    let grammar = request.grammar.filter(|g| !g.trim().is_empty());
-    let format = match (request.json_schema, grammar) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "grammar",
-                "grammar and json_schema cannot both be given",
-            ));
-        }
-        (None, Some(grammar)) => OutputFormat::Grammar(grammar),
-        (Some(schema), None) if schema.is_object() => OutputFormat::JsonSchema(schema),
-        (Some(_), None) => {
-            return Err(ApiError::invalid(
-                "json_schema",
-                "json_schema must be an object",
-            ));
-        }
-        (None, None) => OutputFormat::Text,
-    };
+    let format = super::openai::llama_format(request.json_schema, request.grammar)?
+        .unwrap_or(OutputFormat::Text);
     let generation = Generation {
         prompt: request.prompt.into_prompt()?,
         params,

@@ -270,6 +270,28 @@ fn check_top_logprobs(logprobs: bool, top: Option<usize>) -> Result<usize, ApiEr
     }
 }
 
+/// llama.cpp's own constraint fields (`json_schema`, `grammar`), as `/completion` takes them
+/// and llama-server also takes them on the OpenAI routes. An empty grammar is none.
+pub fn llama_format(
+    json_schema: Option<Value>,
+    grammar: Option<String>,
+) -> Result<Option<OutputFormat>, ApiError> {
+    let grammar = grammar.filter(|g| !g.trim().is_empty());
+    match (json_schema, grammar) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "grammar",
+            "grammar and json_schema cannot both be given",
+        )),
+        (None, Some(grammar)) => Ok(Some(OutputFormat::Grammar(grammar))),
+        (Some(schema), None) if schema.is_object() => Ok(Some(OutputFormat::JsonSchema(schema))),
+        (Some(_), None) => Err(ApiError::invalid(
+            "json_schema",
+            "json_schema must be an object",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
 // ---- Chat Completions ----
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +317,9 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<usize>,
     pub response_format: Option<ResponseFormat>,
+    /// llama-server's extensions: a JSON schema or a GBNF grammar for the answer.
+    pub json_schema: Option<Value>,
+    pub grammar: Option<String>,
     pub tools: Option<Vec<ToolIn>>,
     pub tool_choice: Option<ToolChoiceIn>,
     pub parallel_tool_calls: Option<bool>,
@@ -329,6 +354,22 @@ impl ChatRequest {
         let format = self
             .response_format
             .map_or(Ok(OutputFormat::Text), ResponseFormat::into_output_format)?;
+        let format = match (llama_format(self.json_schema, self.grammar)?, format) {
+            (None, format) => format,
+            (Some(llama), OutputFormat::Text) if self.tools.is_none() => llama,
+            (Some(_), OutputFormat::Text) => {
+                return Err(ApiError::invalid(
+                    "tools",
+                    "json_schema or grammar cannot be combined with tools",
+                ));
+            }
+            (Some(_), _) => {
+                return Err(ApiError::invalid(
+                    "response_format",
+                    "response_format cannot be combined with json_schema or grammar",
+                ));
+            }
+        };
         let prompt = Prompt::Chat(messages_to_chat(self.messages, "messages")?);
         let tools = tools::tool_set(self.tools, self.tool_choice, self.parallel_tool_calls)?;
         let options = Options {

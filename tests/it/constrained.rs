@@ -586,3 +586,53 @@ async fn cut_by_max_tokens_is_finish_reason_length() {
         "{answer}"
     );
 }
+
+/// llama-server's top-level `json_schema` and `grammar` on `/v1/chat/completions` constrain the
+/// answer (they were ignored before: unconstrained output with a 200); combined with each
+/// other, with `response_format` or with tools, they are a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_takes_llama_server_json_schema_and_grammar() {
+    let server = Server::start(&[]);
+    let client = client();
+    let messages = json!([{"role": "user", "content": "Is the pump running? Answer."}]);
+    let schema = json!({"type": "object", "properties": {"running": {"type": "boolean"}},
+                        "required": ["running"], "additionalProperties": false});
+    let body =
+        json!({"messages": messages, "max_tokens": 20, "temperature": 0, "json_schema": schema});
+    let (status, answer) = send_json(&client, &server, "/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    let value: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+    assert!(
+        value["running"].is_boolean() && value.as_object().unwrap().len() == 1,
+        "{value}"
+    );
+    let body =
+        json!({"messages": messages, "max_tokens": 8, "grammar": "root ::= \"yes\" | \"no\""});
+    let (status, answer) = send_json(&client, &server, "/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content == "yes" || content == "no", "{content}");
+    let tools =
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    for (extra, field) in [
+        (
+            json!({"json_schema": schema, "grammar": "root ::= \"a\""}),
+            "grammar",
+        ),
+        (
+            json!({"grammar": "root ::= \"a\"", "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (json!({"json_schema": schema, "tools": tools}), "tools"),
+        (json!({"json_schema": "not an object"}), "json_schema"),
+    ] {
+        let mut body = json!({"messages": messages, "max_tokens": 4});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, answer) = send_json(&client, &server, "/v1/chat/completions", &body).await;
+        assert_eq!(status, 400, "{extra}: {answer}");
+        assert_eq!(answer["error"]["param"], field, "{extra}: {answer}");
+    }
+}
