@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything edgellm needs to build, run and test on a fresh Debian/Ubuntu machine:
 # the build tools for llama.cpp (cmake, a C/C++ compiler, libclang for bindgen), the Python
-# packages the tests drive the server with (the official OpenAI client), and the default model.
+# packages the tests drive the server with (the official OpenAI and Ollama clients), and the default model.
 # Idempotent: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,11 +28,11 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
-  # The official OpenAI client drives the server in the tests. Debian's own python3 refuses
-  # pip installs into the system (PEP 668); fall back to its override there.
-  python3 -c "import openai" 2>/dev/null \
-    || python3 -m pip install --quiet openai \
-    || python3 -m pip install --quiet --break-system-packages openai
+  # The official OpenAI and Ollama clients drive the server in the tests. Debian's own python3
+  # refuses pip installs into the system (PEP 668); fall back to its override there.
+  python3 -c "import openai, ollama" 2>/dev/null \
+    || python3 -m pip install --quiet openai ollama \
+    || python3 -m pip install --quiet --break-system-packages openai ollama
 fi
 
 scripts/install-model.sh

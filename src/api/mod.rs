@@ -11,6 +11,7 @@ mod cors;
 pub mod error;
 mod json;
 mod llama;
+mod ollama;
 pub mod openai;
 mod responses;
 mod routed;
@@ -55,6 +56,12 @@ fn routes(state: AppState) -> Router {
         .route("/completions", post(llama::completion))
         .route("/v1/models", get(system::models))
         .route("/models", get(system::models))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/version", get(ollama::version))
         .route("/health", get(system::health))
         .route("/props", get(system::props))
         .route("/slots", get(system::slots))

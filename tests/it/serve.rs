@@ -49,6 +49,70 @@ fn official_openai_python_client() {
     );
 }
 
+/// Ollama's native API through the official `ollama` Python client (tests/py/ollama_client.py).
+#[test]
+fn official_ollama_python_client() {
+    let server = Server::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/ollama_client.py");
+    let output = std::process::Command::new("python3")
+        .args([script, &server.base])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "ollama client script failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Ollama's NDJSON stream, read as bytes: one JSON object a line, the `edgellm` routing object
+/// and the counters on the last; errors in Ollama's `{"error": "..."}` shape.
+#[tokio::test]
+async fn ollama_ndjson_stream_and_errors() {
+    let server = Server::start(&[]);
+    let response = client()
+        .post(server.url("/api/generate"))
+        .json(
+            &json!({"model": "any", "prompt": "Hello", "raw": true, "options": {"num_predict": 5}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    assert_eq!(response.headers()["x-edgellm-tier"], "local");
+    let text = response.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["done"], true, "{text}");
+    assert_eq!(last["done_reason"], "length", "{text}");
+    assert_eq!(last["eval_count"], 5);
+    assert_eq!(last["edgellm"]["tier"], "local");
+    assert!(lines[..lines.len() - 1].iter().all(|l| l["done"] == false));
+    let (status, loaded) = post(&server, "/api/generate", json!({"model": "any"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(loaded["done_reason"], "load");
+    for (path, body) in [
+        (
+            "/api/chat",
+            json!({"messages": [{"role": "wizard", "content": "x"}]}),
+        ),
+        ("/api/chat", json!({"messages": "x"})),
+        (
+            "/api/generate",
+            json!({"prompt": "x", "options": {"num_predict": 0}}),
+        ),
+    ] {
+        let (status, answer) = post(&server, path, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer["error"].is_string(), "{body}: {answer}");
+    }
+}
+
 #[tokio::test]
 async fn llama_server_style_completion() {
     let server = Server::start(&[]);
