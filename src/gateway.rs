@@ -73,6 +73,17 @@ impl Gateway {
         })
     }
 
+    /// Whether handlers report prompt and answer text to the request record: for the log line
+    /// (`server.log_prompts`) or for the ledger's prompt log (`[budget] prompt_log`). Both get
+    /// it redacted.
+    pub fn keeps_texts(&self) -> bool {
+        self.config.log_prompts
+            || self
+                .ledger
+                .as_ref()
+                .is_some_and(|l| l.options().prompt_log_retention_days.is_some())
+    }
+
     pub fn model_name(&self) -> &str {
         &self.config.model_alias
     }

@@ -57,11 +57,14 @@ fn init_logging(json: bool) {
     }
 }
 
-/// The ledger, when anything can leave the device (a remote tier) or act (an action). It is
-/// opened before the first request: an unsettled reservation from an earlier run becomes
-/// in doubt here, counted and never re-sent.
+/// The ledger, when anything can leave the device (a remote tier) or act (an action), or when
+/// `[budget] prompt_log` asks for prompts and answers to be kept. It is opened before the first
+/// request: an unsettled reservation from an earlier run becomes in doubt here, counted and
+/// never re-sent.
 pub fn open_ledger(config: &ServeConfig) -> anyhow::Result<Option<Arc<Ledger>>> {
-    let needed = config.routing.tiers.iter().any(|t| !t.on_device()) || !config.actions.is_empty();
+    let needed = config.routing.tiers.iter().any(|t| !t.on_device())
+        || !config.actions.is_empty()
+        || config.egress.budget.prompt_log_retention_days.is_some();
     if !needed {
         return Ok(None);
     }

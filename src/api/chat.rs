@@ -73,7 +73,7 @@ async fn respond(
     options: Options,
     shape: Shape,
 ) -> Result<Response, ApiError> {
-    if state.config.log_prompts {
+    if state.keeps_texts() {
         record.prompt_text(prompt_for_log(&generation.prompt));
     }
     let running = state
@@ -89,6 +89,7 @@ async fn respond(
         ));
     }
     let completion = collect(running).await?;
+    record.answer_part(&completion.text);
     record.tokens(
         completion.summary.prompt_tokens,
         completion.summary.generated_tokens,
@@ -232,6 +233,7 @@ async fn stream(
         loop {
             match step {
                 Ok(Step::Token(token)) => {
+                    record.answer_part(&token.text);
                     if !token.text.is_empty() || options.logprobs {
                         yield Ok(chunk(token_choice(&token.text, Some(&token)), None, None));
                     }
@@ -243,6 +245,7 @@ async fn stream(
                 }
                 Ok(Step::Done(summary)) => {
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
+                    record.answer_part(&summary.tail_text);
                     if !summary.tail_text.is_empty() {
                         yield Ok(chunk(token_choice(&summary.tail_text, None), None, None));
                     }

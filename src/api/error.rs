@@ -17,8 +17,9 @@ pub struct ApiError {
     pub param: Option<String>,
     pub code: Option<&'static str>,
     pub retry_after_secs: Option<u64>,
-    /// Numbers beside the message, as llama-server sends them (`n_prompt_tokens`, `n_ctx`).
-    pub extra: Vec<(&'static str, serde_json::Value)>,
+    /// Fields beside the message, as llama-server sends them (`n_prompt_tokens`, `n_ctx`);
+    /// boxed, so that results carrying an ApiError stay small.
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl ApiError {
@@ -30,7 +31,7 @@ impl ApiError {
             param: None,
             code: None,
             retry_after_secs: None,
-            extra: Vec::new(),
+            extra: None,
         }
     }
 
@@ -74,10 +75,10 @@ impl ApiError {
         ApiError {
             param: Some("messages".to_string()),
             code: Some("context_length_exceeded"),
-            extra: vec![
-                ("n_prompt_tokens", json!(prompt_tokens)),
-                ("n_ctx", json!(n_ctx)),
-            ],
+            extra: Some(Box::new(serde_json::Map::from_iter([
+                ("n_prompt_tokens".to_string(), json!(prompt_tokens)),
+                ("n_ctx".to_string(), json!(n_ctx)),
+            ]))),
             ..Self::new(
                 StatusCode::BAD_REQUEST,
                 "exceed_context_size_error",
@@ -91,8 +92,8 @@ impl ApiError {
 
     pub fn body(&self) -> serde_json::Value {
         let mut error = json!({"message": self.message, "type": self.kind, "param": self.param, "code": self.code});
-        for (key, value) in &self.extra {
-            error[*key] = value.clone();
+        for (key, value) in self.extra.iter().flat_map(|extra| extra.iter()) {
+            error[key] = value.clone();
         }
         json!({ "error": error })
     }

@@ -102,7 +102,7 @@ pub async fn completion(
         tools: None,
     };
     let prompt_text = prompt_for_log(&generation.prompt);
-    if state.config.log_prompts {
+    if state.keeps_texts() {
         record.prompt_text(prompt_text.clone());
     }
     let stream = request.stream.unwrap_or(false);
@@ -112,6 +112,7 @@ pub async fn completion(
     let edgellm = meta_json(&meta);
     if !stream {
         let collected = collect(running).await?;
+        record.answer_part(&collected.text);
         record.tokens(
             collected.summary.prompt_tokens,
             collected.summary.generated_tokens,
@@ -138,6 +139,7 @@ pub async fn completion(
         loop {
             match step {
                 Ok(Step::Token(token)) => {
+                    record.answer_part(&token.text);
                     predicted += 1;
                     let mut body = json!({"index": 0, "content": token.text, "tokens": [token.token], "stop": false,
                         "id_slot": -1, "tokens_predicted": predicted, "tokens_evaluated": running.prompt_tokens});
@@ -150,6 +152,7 @@ pub async fn completion(
                 Ok(Step::ToolCalls(_)) => {}
                 Ok(Step::Done(summary)) => {
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
+                    record.answer_part(&summary.tail_text);
                     let mut body = final_object(&model, &summary, &summary.tail_text);
                     body["tokens"] = json!([]);
                     body["edgellm"] = edgellm.clone();

@@ -247,7 +247,7 @@ async fn respond(
     stream: bool,
     shape: Shape,
 ) -> Result<Response, OllamaError> {
-    if state.config.log_prompts {
+    if state.keeps_texts() {
         record.prompt_text(prompt_for_log(&generation.prompt));
     }
     let started = Instant::now();
@@ -265,6 +265,7 @@ async fn respond(
         ));
     }
     let completion = collect(running).await?;
+    record.answer_part(&completion.text);
     record.tokens(
         completion.summary.prompt_tokens,
         completion.summary.generated_tokens,
@@ -295,6 +296,7 @@ async fn ndjson(
         loop {
             match step {
                 Ok(Step::Token(token)) => {
+                    record.answer_part(&token.text);
                     if !token.text.is_empty() {
                         yield line(body(shape, &model, &token.text));
                     }
@@ -302,6 +304,7 @@ async fn ndjson(
                 Ok(Step::ToolCalls(_)) => {}
                 Ok(Step::Done(summary)) => {
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
+                    record.answer_part(&summary.tail_text);
                     let mut last = body(shape, &model, &summary.tail_text);
                     finish(&mut last, &summary, started, &meta_json(&running.meta));
                     yield line(last);

@@ -26,7 +26,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let route = route_override(&headers, request.edgellm.take())?;
     let (generation, stream) = request.into_generation()?;
-    if state.config.log_prompts {
+    if state.keeps_texts() {
         record.prompt_text(prompt_for_log(&generation.prompt));
     }
     let mut running = state.router.start(generation, route, mode(stream)).await?;
@@ -40,6 +40,7 @@ pub async fn create(
     };
     if !stream {
         let collected = collect(running).await?;
+        record.answer_part(&collected.text);
         record.tokens(
             collected.summary.prompt_tokens,
             collected.summary.generated_tokens,
@@ -80,6 +81,9 @@ pub async fn create(
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
                     if !summary.tail_text.is_empty() {
                         text.push_str(&summary.tail_text);
+                    }
+                    record.answer_part(&text);
+                    if !summary.tail_text.is_empty() {
                         yield event("response.output_text.delta", json!({"item_id": ids.message, "output_index": 0, "content_index": 0, "delta": summary.tail_text, "logprobs": []}));
                     }
                     yield event("response.output_text.done", json!({"item_id": ids.message, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}));

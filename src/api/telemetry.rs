@@ -3,7 +3,8 @@
 //! `request_log` writes one line per request when its response body is finished (so a streamed
 //! answer is logged with its full latency): method, route, status, tokens, latency. Handlers
 //! report token counts through the [`RequestRecord`] extension; they never log themselves.
-//! Prompt text is logged only when `server.log_prompts` is on.
+//! Prompt text is in the log line only when `server.log_prompts` is on; prompts and answers go
+//! to the ledger's prompt log only when `[budget] prompt_log` is on. Both get redacted text.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,9 @@ struct Fields {
     prompt_tokens: Option<usize>,
     completion_tokens: Option<usize>,
     prompt_text: Option<String>,
+    answer_text: Option<String>,
+    /// Whether answer text is gathered at all (`Gateway::keeps_texts`).
+    keep_texts: bool,
 }
 
 /// Per-request facts the handler reports to the log line.
@@ -44,6 +48,23 @@ impl RequestRecord {
             fields.prompt_text = Some(text);
         }
     }
+
+    fn new(keep_texts: bool) -> RequestRecord {
+        RequestRecord(Arc::new(Mutex::new(Fields {
+            keep_texts,
+            ..Fields::default()
+        })))
+    }
+
+    /// Answer text as it is produced (a whole answer once, or a stream's pieces), for the
+    /// ledger's prompt log; nothing is kept unless the gateway keeps texts.
+    pub fn answer_part(&self, text: &str) {
+        if let Ok(mut fields) = self.0.lock()
+            && fields.keep_texts
+        {
+            fields.answer_text.get_or_insert_default().push_str(text);
+        }
+    }
 }
 
 pub async fn request_log(
@@ -57,7 +78,7 @@ pub async fn request_log(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let record = RequestRecord::default();
+    let record = RequestRecord::new(state.keeps_texts());
     request.extensions_mut().insert(record.clone());
     let response = next.run(request).await;
     let status = response.status().as_u16();
@@ -102,27 +123,29 @@ impl LogLine {
             .map(|mut f| std::mem::take(&mut *f))
             .unwrap_or_default();
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        // Logged prompts never hold what the egress guard would redact: the log line and the
+        // Logged texts never hold what the egress guard would redact: the log line and the
         // ledger's prompt log (its own retention, `[budget] prompt_log`) get the redacted text.
-        let prompt = match (self.log_prompts, fields.prompt_text) {
-            (true, Some(text)) => Some(
-                self.redactor
-                    .session()
-                    .redact(&text)
-                    .unwrap_or_else(|_| "[not logged: redaction failed]".to_string()),
-            ),
-            _ => None,
+        let redact = |text: &str| {
+            self.redactor
+                .session()
+                .redact(text)
+                .unwrap_or_else(|_| "[not logged: redaction failed]".to_string())
         };
-        if let (Some(text), Some(ledger)) = (&prompt, &self.ledger) {
+        let prompt = fields.prompt_text.as_deref().map(redact);
+        let answer = fields.answer_text.as_deref().map(redact);
+        if let Some(ledger) = &self.ledger {
             let id = format!("log-{}", uuid::Uuid::new_v4().simple());
+            let now = jiff::Timestamp::now();
             // Queued for the ledger's writer thread: never a blocking insert on the runtime.
-            ledger.log_prompt_later(
-                &id,
-                crate::ledger::PromptDirection::Prompt,
-                text,
-                jiff::Timestamp::now(),
-            );
+            // The ledger keeps them only when its prompt log is on.
+            if let Some(text) = &prompt {
+                ledger.log_prompt_later(&id, crate::ledger::PromptDirection::Prompt, text, now);
+            }
+            if let Some(text) = &answer {
+                ledger.log_prompt_later(&id, crate::ledger::PromptDirection::Answer, text, now);
+            }
         }
+        let prompt = prompt.filter(|_| self.log_prompts);
         tracing::info!(
             method = %self.method,
             route = %self.route,

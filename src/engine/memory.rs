@@ -50,8 +50,21 @@ fn mebibytes_after(line: &str, marker: &str) -> Option<f64> {
     number.parse().ok()
 }
 
-const LOG_KEEP_BYTES: usize = 256 * 1024;
-static LOG: Mutex<String> = Mutex::new(String::new());
+/// Captured log kept in memory. One model load logs about 150 KiB (a line per tensor and per
+/// graph input), so this holds several, and a start reading its own lines back finds them.
+const LOG_KEEP_BYTES: usize = 2 * 1024 * 1024;
+
+/// The captured log: its newest text, and how many bytes were dropped before it, so that
+/// offsets ([`log_mark`]) stay valid across a trim.
+struct Captured {
+    dropped: usize,
+    text: String,
+}
+
+static LOG: Mutex<Captured> = Mutex::new(Captured {
+    dropped: 0,
+    text: String::new(),
+});
 static ECHO: AtomicBool = AtomicBool::new(false);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -67,19 +80,25 @@ pub fn capture_llama_logs(echo: bool) {
 
 /// Byte offset of the end of the captured log, to read what a later step logged.
 pub fn log_mark() -> usize {
-    LOG.lock().map(|log| log.len()).unwrap_or(0)
+    LOG.lock()
+        .map(|log| log.dropped + log.text.len())
+        .unwrap_or(0)
 }
 
-/// The log text captured since `mark` (empty if the buffer was trimmed past it).
+/// The log text captured since `mark` (from the oldest kept text if the buffer was trimmed
+/// past it).
 pub fn log_since(mark: usize) -> String {
     LOG.lock()
-        .map(|log| log.get(mark..).unwrap_or("").to_string())
+        .map(|log| {
+            let from = mark.saturating_sub(log.dropped);
+            log.text.get(from..).unwrap_or("").to_string()
+        })
         .unwrap_or_default()
 }
 
 /// The last `n` captured log lines: the reason llama.cpp gives when loading fails.
 pub fn last_log_lines(n: usize) -> Vec<String> {
-    let log = LOG.lock().map(|log| log.clone()).unwrap_or_default();
+    let log = LOG.lock().map(|log| log.text.clone()).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(n)..]
         .iter()
@@ -101,12 +120,27 @@ unsafe extern "C" fn on_log(
         eprint!("{text}");
     }
     if let Ok(mut log) = LOG.lock() {
-        if log.len() + text.len() > LOG_KEEP_BYTES {
-            // Keep offsets monotonic for readers: drop old text only when nothing recent fits.
-            log.clear();
-        }
-        log.push_str(&text);
+        append(&mut log, &text, LOG_KEEP_BYTES);
     }
+}
+
+/// Appends `text`, first dropping the older half of what is kept (at a line start) when it
+/// would pass `keep` bytes; offsets stay monotonic through `dropped`. It runs inside ggml's C
+/// callback, so nothing here may panic: the midpoint is moved to a character boundary before
+/// slicing.
+fn append(log: &mut Captured, text: &str, keep: usize) {
+    if log.text.len() + text.len() > keep {
+        let mut half = log.text.len() / 2;
+        while !log.text.is_char_boundary(half) {
+            half += 1;
+        }
+        let cut = log.text[half..]
+            .find('\n')
+            .map_or(log.text.len(), |i| half + i + 1);
+        log.text.drain(..cut);
+        log.dropped += cut;
+    }
+    log.text.push_str(text);
 }
 
 /// This process's resident memory, from `/proc/self/status`.
@@ -144,6 +178,32 @@ impl ProcessMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trimmed_log_keeps_offsets() {
+        let mut log = Captured {
+            dropped: 0,
+            text: String::new(),
+        };
+        let mut total = 0;
+        for i in 0..200 {
+            let line = format!("line {i} \u{e9}\u{e9}\u{e9} buffer\n");
+            append(&mut log, &line, 1000);
+            total += line.len();
+            assert!(log.text.len() <= 1000 + line.len());
+            assert_eq!(
+                log.dropped + log.text.len(),
+                total,
+                "offsets stay monotonic"
+            );
+        }
+        assert!(log.text.starts_with("line "), "{}", log.text);
+        assert!(log.text.ends_with("line 199 \u{e9}\u{e9}\u{e9} buffer\n"));
+        // A mark taken before the last line reads exactly that line back.
+        let mark = log.dropped + log.text.len();
+        append(&mut log, "last\n", 1000);
+        assert_eq!(&log.text[mark - log.dropped..], "last\n");
+    }
 
     #[test]
     fn buffer_sizes_from_llama_log() {

@@ -392,7 +392,15 @@ impl<'m> Worker<'m> {
             if remaining == 0 || active.output_index.is_some() || !active.next_tokens.is_empty() {
                 continue;
             }
-            let take = remaining.min(room);
+            // The last prompt token is always decoded in a step of its own: its logits (the
+            // first generated token's) then come from the same one-row step whether the rest
+            // of the prompt was prefilled now or reused from the cache, so greedy output does
+            // not depend on what the slot held before (llama.cpp's batched prompt kernels
+            // round differently from one-row steps). It costs one decode step on a cache miss.
+            let mut take = remaining.min(room);
+            if take == remaining && remaining > 1 {
+                take -= 1;
+            }
             active.in_batch = true;
             for i in 0..take {
                 let at = active.prompt_done + i;

@@ -74,7 +74,9 @@ pub(super) fn take_owner_lock(path: &Path) -> Result<File, LedgerError> {
     }
 }
 
-/// Records this process's boot and puts every earlier boot's pending reservation in doubt.
+/// Records this process's boot and puts every earlier boot's pending reservation in doubt,
+/// with an audit row for each (in the same transaction): the request may or may not have
+/// reached its upstream, and it counts at its reserved amount for good.
 pub(super) fn start_boot(conn: &mut Connection, now: Timestamp) -> Result<i64, LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
@@ -82,6 +84,46 @@ pub(super) fn start_boot(conn: &mut Connection, now: Timestamp) -> Result<i64, L
         params![now.as_millisecond(), std::process::id()],
     )?;
     let boot = tx.last_insert_rowid();
+    let lost: Vec<(String, String, String, i64, i64, i64, i64)> = tx
+        .prepare(
+            "SELECT request_id, tier, model, reserved_input, reserved_output, reserved_cost, boot
+             FROM reservation WHERE state = 'pending' AND boot <> ?1 ORDER BY id",
+        )?
+        .query_map(params![boot], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (request_id, tier, model, input, output, cost, old_boot) in lost {
+        super::audit::insert_audit(
+            &tx,
+            &super::AuditRecord {
+                time: now,
+                kind: super::AuditKind::Egress,
+                request_id,
+                tier: Some(tier),
+                model: Some(model),
+                reason: "restart".to_string(),
+                redactions: std::collections::BTreeMap::new(),
+                bytes_sent: 0,
+                tokens_sent: 0,
+                tokens_received: 0,
+                cost_micros: super::from_sql_int(cost),
+                outcome: super::Outcome::Error("in_doubt".to_string()),
+                detail: Some(format!(
+                    "process of boot {old_boot} ended before settling; counted at the reserved \
+                     {input} input and {output} output tokens"
+                )),
+            },
+        )?;
+    }
     let in_doubt = tx.execute(
         "UPDATE reservation SET state = 'in_doubt' WHERE state = 'pending' AND boot <> ?1",
         params![boot],

@@ -288,6 +288,31 @@ fn restart_puts_pending_in_doubt_forever() {
         }
     );
     assert_eq!(usage.counted.cost_micros, 650);
+    // One audit row says so: the lost request, its tier and model, at its reserved cost.
+    let rows = ledger
+        .audit_list(Timestamp::MIN, Timestamp::MAX, 100)
+        .expect("audit");
+    let restart: Vec<_> = rows
+        .iter()
+        .filter(|r| r.record.reason == "restart")
+        .collect();
+    assert_eq!(restart.len(), 1, "{rows:?}");
+    let row = &restart[0].record;
+    assert_eq!(
+        (
+            row.request_id.as_str(),
+            row.tier.as_deref(),
+            row.model.as_deref()
+        ),
+        ("lost", Some("cloud"), Some("gpt-test"))
+    );
+    assert_eq!(row.outcome, Outcome::Error("in_doubt".to_string()));
+    assert_eq!(
+        (row.kind, row.cost_micros, row.bytes_sent),
+        (AuditKind::Egress, 600, 0)
+    );
+    let detail = row.detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("10 input and 20 output"), "{detail}");
     // Never settled later, not even by a process that kept the old handle's id.
     assert!(matches!(
         ledger.settle(&old, &amount(0, 0, 0), &Outcome::Ok, ts(NOW)),
@@ -303,6 +328,14 @@ fn restart_puts_pending_in_doubt_forever() {
     let ledger = open(dir.path(), LedgerOptions::default(), NOW);
     let usage = ledger.usage_at(ts(NOW), &caps).expect("usage");
     assert_eq!(usage.in_doubt.requests, 1);
+    // ... and writes no second audit row for it.
+    let rows = ledger
+        .audit_list(Timestamp::MIN, Timestamp::MAX, 100)
+        .expect("audit");
+    assert_eq!(
+        rows.iter().filter(|r| r.record.reason == "restart").count(),
+        1
+    );
 }
 
 #[test]
@@ -540,16 +573,18 @@ fn retention_purges_old_rows_but_keeps_counted_days() {
             .expect("log");
     }
     // 30 days later the old day is still inside the window: nothing goes but the prompt log.
+    // The reopen found "lost" pending and audited it then (a second row, dated today).
     let ledger = open(dir.path(), options.clone(), "2026-03-31T12:00:00Z");
     let day = ledger.day_of(ts(old_day));
     assert_eq!(ledger.reservations(day).expect("rows").len(), 2);
-    assert_eq!(
-        ledger
-            .audit_list(Timestamp::MIN, Timestamp::MAX, 10)
-            .expect("list")
-            .len(),
-        1
-    );
+    let audited = ledger
+        .audit_list(Timestamp::MIN, Timestamp::MAX, 10)
+        .expect("list");
+    let reasons: Vec<_> = audited
+        .iter()
+        .map(|e| e.record.request_id.as_str())
+        .collect();
+    assert_eq!(reasons, ["old", "lost"]);
     assert!(
         ledger
             .prompt_log_list(Timestamp::MIN, Timestamp::MAX, 10)

@@ -544,4 +544,18 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
         "in doubt is counted"
     );
     assert_eq!(usage.counted.requests as usize, settled + in_doubt);
+    // Every reservation found in doubt has its audit row, naming the request.
+    let audited: BTreeSet<String> = ledger
+        .audit_list(jiff::Timestamp::MIN, jiff::Timestamp::MAX, 100_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.record.reason == "restart")
+        .map(|e| e.record.request_id)
+        .collect();
+    let doubted: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| serde_json::to_value(r.state).unwrap() == "in_doubt")
+        .map(|r| r.request_id.clone())
+        .collect();
+    assert_eq!(audited, doubted);
 }

@@ -1009,3 +1009,85 @@ async fn cors_preflight_and_origins() {
         "http://web.mydomain.fr"
     );
 }
+
+/// `[budget] prompt_log = true` alone (no `--log-prompts`) keeps every request's prompt and
+/// answer, redacted, in the ledger's prompt log, whole answers and streamed ones, and keeps
+/// the prompt out of the request log line.
+#[tokio::test]
+async fn prompt_log_keeps_redacted_prompts_and_answers() {
+    use edgellm::ledger::{Ledger, LedgerOptions, PromptDirection};
+    let server = Server::start_with_config(Some("[budget]\nprompt_log = true\n"), &[]);
+    let content = "Mail ops@plant-7.example.com about valve 3";
+    // The schema keeps the answer free of anything the guard would redact (the model likes to
+    // copy the address), so the logged answer must equal what the client got.
+    let schema = json!({"type": "object", "properties": {"ok": {"type": "boolean"}},
+                        "required": ["ok"], "additionalProperties": false});
+    let (status, whole) = post(
+        &server,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": content}], "max_tokens": 12, "temperature": 0,
+               "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{whole}");
+    let whole = whole["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let streamed = client()
+        .post(server.url("/completion"))
+        .json(&json!({"prompt": "Valve 3 reads", "n_predict": 4, "stream": true, "temperature": 0}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let streamed: String = streamed
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["content"].as_str().map(str::to_string))
+        .collect();
+    let path = server.data_dir.path().join(edgellm::ledger::FILE_NAME);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let ledger = Ledger::open_reader(&path, LedgerOptions::default()).unwrap();
+        let rows = ledger
+            .prompt_log_list(
+                jiff::Timestamp::UNIX_EPOCH,
+                jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1),
+                100,
+            )
+            .unwrap();
+        if rows.len() >= 4 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let texts = |direction| {
+        rows.iter()
+            .filter(|r| r.direction == direction)
+            .map(|r| r.redacted_text.clone())
+            .collect::<Vec<_>>()
+    };
+    let prompts = texts(PromptDirection::Prompt);
+    let answers = texts(PromptDirection::Answer);
+    assert_eq!((prompts.len(), answers.len()), (2, 2), "{rows:?}");
+    assert!(
+        prompts[0].contains("about valve 3") && prompts[0].contains("<EMAIL_1>"),
+        "{prompts:?}"
+    );
+    assert!(!prompts[0].contains("ops@plant-7.example.com"));
+    assert!(prompts[1].contains("Valve 3 reads"), "{prompts:?}");
+    // The answers are what the client got: a schema-bound object, and a continuation of a
+    // prompt that holds nothing to redact.
+    assert!(whole.starts_with("{\"ok\":"), "{whole}");
+    assert!(!streamed.contains('@'), "{streamed}");
+    assert_eq!(answers, [whole, streamed]);
+    let log = std::fs::read_to_string(server.data_dir.path().join("server.log")).unwrap();
+    assert!(
+        !log.contains("about valve 3") && !log.contains("<EMAIL_1>"),
+        "{log}"
+    );
+}
