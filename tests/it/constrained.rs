@@ -26,7 +26,7 @@ async fn send(
         .body(body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{path}: no answer (did the server die?): {e}"));
+        .unwrap_or_else(|e| panic!("{path}: no answer (did the server die?): {e:?}"));
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -528,7 +528,12 @@ async fn constrained_tokens(
 async fn forced_tokens_are_the_tokens_sampling_picks() {
     let forced = Server::start(&["--slots", "1"]);
     let sampled = Server::start(&["--slots", "1", "--jump-forward", "off"]);
-    let client = client();
+    // 82 answers of up to 160 tokens, one after another, while the rest of the suite loads the
+    // same two cores: more than the shared client's 120 s per request can be needed.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .unwrap();
     let mut g = Gen(0x2545_F491_4F6C_DD1D);
     let long = "pump station four reports nominal pressure on every line, ".repeat(8);
     let mut schemas = vec![json!({"type": "object",

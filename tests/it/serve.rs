@@ -21,6 +21,18 @@ async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The JSON body of a GET.
+async fn get_json(server: &Server, path: &str) -> Value {
+    client()
+        .get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn assert_openai_error(body: &Value, param: Option<&str>) {
     let error = &body["error"];
     assert!(
@@ -632,14 +644,7 @@ async fn config_file_and_flags_combine() {
         Some("[model]\nalias = \"gw-model\"\nslots = 2\n[limits]\nmax_tokens = 5\n"),
         &["--slots", "3"],
     );
-    let models: Value = client()
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&server, "/v1/models").await;
     assert_eq!(models["data"][0]["id"], "gw-model");
     assert_eq!(
         models["data"][0]["meta"]["slots"], 3,
@@ -871,27 +876,13 @@ async fn llama_server_tokenizer_and_props() {
     assert_eq!(status, 200, "{prompt}");
     // The default model's GGUF carries no chat template: edgellm's plain format, the prompt
     // the chat routes give the model.
-    let models: Value = client()
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&server, "/v1/models").await;
     assert_eq!(models["data"][0]["meta"]["chat_template"], "plain");
     assert_eq!(prompt["prompt"], "User: Hi there\nAssistant:");
     let (status, _) = post(&server, "/apply-template", json!({"messages": []})).await;
     assert_eq!(status, 400);
 
-    let props: Value = client()
-        .get(server.url("/props"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let props: Value = get_json(&server, "/props").await;
     assert!(
         props["model_path"].as_str().unwrap().ends_with(".gguf"),
         "{props}"
@@ -913,14 +904,7 @@ async fn llama_server_tokenizer_and_props() {
     assert_eq!(body["error"]["type"], "not_supported_error", "{body}");
     drop(server);
     let server = Server::start(&["-c", "2048", "--slots", "2", "--slots-endpoint"]);
-    let slots: Value = client()
-        .get(server.url("/slots"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let slots: Value = get_json(&server, "/slots").await;
     assert_eq!(slots.as_array().unwrap().len(), 2, "{slots}");
     assert_eq!(slots[0]["n_ctx"], 1024);
     assert_eq!(slots[1]["is_processing"], false);
