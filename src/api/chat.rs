@@ -73,9 +73,7 @@ async fn respond(
     options: Options,
     shape: Shape,
 ) -> Result<Response, ApiError> {
-    if state.keeps_texts() {
-        record.prompt_text(prompt_for_log(&generation.prompt));
-    }
+    record.prompt(&generation.prompt);
     let running = state
         .router
         .start(generation, route, mode(options.stream))
@@ -88,12 +86,7 @@ async fn respond(
             &meta,
         ));
     }
-    let completion = collect(running).await?;
-    record.answer_part(&completion.text);
-    record.tokens(
-        completion.summary.prompt_tokens,
-        completion.summary.generated_tokens,
-    );
+    let completion = collect_recorded(running, &record).await?;
     let id = request_id(match shape {
         Shape::Chat => "chatcmpl-",
         Shape::Completion => "cmpl-",
@@ -145,6 +138,20 @@ pub struct Collected {
     pub tokens: Vec<TokenEvent>,
     pub tool_calls: Vec<ToolCall>,
     pub summary: Summary,
+}
+
+/// Runs a request to its end and reports its tokens and answer text to the request record.
+pub async fn collect_recorded(
+    running: Routed,
+    record: &RequestRecord,
+) -> Result<Collected, ApiError> {
+    let collected = collect(running).await?;
+    record.answer_part(&collected.text);
+    record.tokens(
+        collected.summary.prompt_tokens,
+        collected.summary.generated_tokens,
+    );
+    Ok(collected)
 }
 
 /// Runs a request to its end.

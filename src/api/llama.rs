@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::chat::{answered_model, collect, mode, prompt_for_log, sse};
+use super::chat::{answered_model, collect_recorded, mode, prompt_for_log, sse};
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::openai::{PromptField, Sampling, StopField, token_string};
@@ -102,21 +102,14 @@ pub async fn completion(
         tools: None,
     };
     let prompt_text = prompt_for_log(&generation.prompt);
-    if state.keeps_texts() {
-        record.prompt_text(prompt_text.clone());
-    }
+    record.prompt_text(prompt_text.clone());
     let stream = request.stream.unwrap_or(false);
     let mut running = state.router.start(generation, route, mode(stream)).await?;
     let model = answered_model(&state, &running);
     let meta = running.meta.clone();
     let edgellm = meta_json(&meta);
     if !stream {
-        let collected = collect(running).await?;
-        record.answer_part(&collected.text);
-        record.tokens(
-            collected.summary.prompt_tokens,
-            collected.summary.generated_tokens,
-        );
+        let collected = collect_recorded(running, &record).await?;
         let mut body = final_object(&model, &collected.summary, &collected.text);
         body["tokens"] = json!([]);
         body["prompt"] = json!(prompt_text);

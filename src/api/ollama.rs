@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::chat::{collect, mode, prompt_for_log};
+use super::chat::{collect_recorded, mode};
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::openai::{MessageIn, Sampling, StopField, messages_to_chat};
@@ -247,9 +247,7 @@ async fn respond(
     stream: bool,
     shape: Shape,
 ) -> Result<Response, OllamaError> {
-    if state.keeps_texts() {
-        record.prompt_text(prompt_for_log(&generation.prompt));
-    }
+    record.prompt(&generation.prompt);
     let started = Instant::now();
     let running = state
         .router
@@ -264,12 +262,7 @@ async fn respond(
             &meta,
         ));
     }
-    let completion = collect(running).await?;
-    record.answer_part(&completion.text);
-    record.tokens(
-        completion.summary.prompt_tokens,
-        completion.summary.generated_tokens,
-    );
+    let completion = collect_recorded(running, &record).await?;
     let mut answer = body(shape, &model, &completion.text);
     finish(&mut answer, &completion.summary, started, &meta_json(&meta));
     Ok(with_headers(axum::Json(answer).into_response(), &meta))

@@ -9,7 +9,7 @@ use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::chat::{answered_model, collect, mode, prompt_for_log, sse};
+use super::chat::{answered_model, collect_recorded, mode, sse};
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::openai::ResponsesRequest;
@@ -26,9 +26,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let route = route_override(&headers, request.edgellm.take())?;
     let (generation, stream) = request.into_generation()?;
-    if state.keeps_texts() {
-        record.prompt_text(prompt_for_log(&generation.prompt));
-    }
+    record.prompt(&generation.prompt);
     let mut running = state.router.start(generation, route, mode(stream)).await?;
     let meta = running.meta.clone();
     let edgellm = meta_json(&meta);
@@ -39,12 +37,7 @@ pub async fn create(
         model: answered_model(&state, &running),
     };
     if !stream {
-        let collected = collect(running).await?;
-        record.answer_part(&collected.text);
-        record.tokens(
-            collected.summary.prompt_tokens,
-            collected.summary.generated_tokens,
-        );
+        let collected = collect_recorded(running, &record).await?;
         let mut body = ids.response(&collected.text, Some(&collected.summary));
         body["edgellm"] = edgellm;
         return Ok(with_headers(axum::Json(body).into_response(), &meta));

@@ -43,9 +43,19 @@ impl RequestRecord {
         }
     }
 
+    /// The prompt's text, kept only when the gateway keeps texts (it is redacted later).
     pub fn prompt_text(&self, text: String) {
-        if let Ok(mut fields) = self.0.lock() {
+        if let Ok(mut fields) = self.0.lock()
+            && fields.keep_texts
+        {
             fields.prompt_text = Some(text);
+        }
+    }
+
+    /// [`Self::prompt_text`] of a request's prompt, formatted only when it is kept.
+    pub fn prompt(&self, prompt: &crate::service::Prompt) {
+        if self.0.lock().is_ok_and(|f| f.keep_texts) {
+            self.prompt_text(super::chat::prompt_for_log(prompt));
         }
     }
 
