@@ -16,6 +16,10 @@ ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
+# The telemetry tests push to a real Prometheus (remote-write receiver) and run promtool.
+if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
+  command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq

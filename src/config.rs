@@ -67,6 +67,8 @@ pub struct RawConfig {
     pub tasks: Vec<crate::tasks::RawTask>,
     /// The MQTT bridge (off when absent).
     pub mqtt: Option<crate::mqtt::RawMqtt>,
+    /// `[telemetry]`: push metrics to a remote-write receiver (docs/telemetry.md).
+    pub telemetry: Option<crate::telemetry::RawTelemetry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +219,7 @@ pub struct ServeConfig {
     pub actions: Vec<crate::actions::ActionSpec>,
     pub tasks: Vec<crate::tasks::Task>,
     pub mqtt: Option<crate::mqtt::MqttConfig>,
+    pub telemetry: Option<crate::telemetry::TelemetryConfig>,
 }
 
 impl ServeConfig {
@@ -344,7 +347,16 @@ impl ServeConfig {
             Some(list) => crate::api::CorsPolicy::parse(list).map_err(ConfigError::Invalid)?,
             None => crate::api::CorsPolicy::default(),
         };
+        let telemetry = match &raw.telemetry {
+            None => None,
+            Some(section) => Some(
+                section
+                    .validate(&model_alias, &env)
+                    .map_err(|e| invalid(format!("[telemetry]: {e}")))?,
+            ),
+        };
         Ok(ServeConfig {
+            telemetry,
             data_dir: raw.server.data_dir.unwrap_or_else(crate::paths::home),
             egress,
             actions,

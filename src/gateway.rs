@@ -84,6 +84,32 @@ impl Gateway {
                 .is_some_and(|l| l.options().prompt_log_retention_days.is_some())
     }
 
+    /// The whole `/metrics` text: the server's metrics, the breakers, and the egress guard's
+    /// (with today's spend read from the ledger). The telemetry pusher scrapes the same text.
+    pub async fn render_metrics(&self) -> String {
+        let engine = self.service.engine();
+        let mut text = self
+            .metrics
+            .render(engine.map(|e| e.load()), self.config.engine.slots);
+        text.push_str(&self.metrics.render_breakers(&self.router.breaker_states()));
+        if let Some(guard) = self.router.egress() {
+            let ledger = guard.ledger().clone();
+            let caps = *guard.caps();
+            let usage = tokio::task::spawn_blocking(move || {
+                ledger.usage_at(jiff::Timestamp::now(), &caps).ok()
+            })
+            .await
+            .ok()
+            .flatten();
+            text.push_str(&crate::metrics::render_egress(
+                &guard.metrics,
+                usage.as_ref(),
+                &caps,
+            ));
+        }
+        text
+    }
+
     pub fn model_name(&self) -> &str {
         &self.config.model_alias
     }
@@ -93,4 +119,10 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+impl crate::telemetry::Source for Gateway {
+    fn scrape(&self) -> futures::future::BoxFuture<'_, String> {
+        Box::pin(self.render_metrics())
+    }
 }

@@ -27,6 +27,7 @@ pub mod service;
 pub mod status;
 pub mod task_cli;
 pub mod tasks;
+pub mod telemetry;
 pub mod thermal;
 pub mod tools;
 pub mod upstream;

@@ -114,6 +114,8 @@ pub struct Metrics {
     actions: Mutex<BTreeMap<(String, String), u64>>,
     /// The MQTT bridge's counters, once it runs.
     mqtt: OnceLock<Arc<MqttCounters>>,
+    /// The telemetry pusher's counters, once it runs.
+    telemetry: OnceLock<Arc<crate::telemetry::TelemetryStats>>,
 }
 
 impl Default for Metrics {
@@ -142,6 +144,7 @@ impl Default for Metrics {
             task_runs: Mutex::new(BTreeMap::new()),
             actions: Mutex::new(BTreeMap::new()),
             mqtt: OnceLock::new(),
+            telemetry: OnceLock::new(),
         }
     }
 }
@@ -211,7 +214,8 @@ impl Metrics {
         for (tier, state, value) in breakers {
             let _ = writeln!(
                 out,
-                "edgellm_breaker_state{{tier=\"{tier}\",state=\"{state}\"}} {value}"
+                "edgellm_breaker_state{{tier=\"{}\",state=\"{state}\"}} {value}",
+                escape(tier)
             );
         }
         out
@@ -225,7 +229,8 @@ impl Metrics {
                 total += count;
                 let _ = writeln!(
                     out,
-                    "edgellm_routed_requests_total{{tier=\"{tier}\",reason=\"{reason}\"}} {count}"
+                    "edgellm_routed_requests_total{{tier=\"{}\",reason=\"{reason}\"}} {count}",
+                    escape(tier)
                 );
             }
         }
@@ -244,7 +249,8 @@ impl Metrics {
             for ((tier, kind), count) in errors.iter() {
                 let _ = writeln!(
                     out,
-                    "edgellm_upstream_errors_total{{tier=\"{tier}\",kind=\"{kind}\"}} {count}"
+                    "edgellm_upstream_errors_total{{tier=\"{}\",kind=\"{kind}\"}} {count}",
+                    escape(tier)
                 );
             }
         }
@@ -288,7 +294,8 @@ impl Metrics {
             for ((task, outcome), count) in runs.iter() {
                 let _ = writeln!(
                     out,
-                    "edgellm_task_runs_total{{task=\"{task}\",outcome=\"{outcome}\"}} {count}"
+                    "edgellm_task_runs_total{{task=\"{}\",outcome=\"{outcome}\"}} {count}",
+                    escape(task)
                 );
             }
         }
@@ -297,7 +304,9 @@ impl Metrics {
             for ((action, outcome), count) in actions.iter() {
                 let _ = writeln!(
                     out,
-                    "edgellm_actions_total{{action=\"{action}\",outcome=\"{outcome}\"}} {count}"
+                    "edgellm_actions_total{{action=\"{}\",outcome=\"{}\"}} {count}",
+                    escape(action),
+                    escape(outcome)
                 );
             }
         }
@@ -309,6 +318,11 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// Renders the telemetry pusher's counters as `edgellm_telemetry_*` from now on.
+    pub fn set_telemetry_stats(&self, stats: Arc<crate::telemetry::TelemetryStats>) {
+        let _ = self.telemetry.set(stats);
     }
 
     pub fn set_model_load_time(&self, time: std::time::Duration) {
@@ -324,7 +338,8 @@ impl Metrics {
             for ((endpoint, status), count) in requests.iter() {
                 let _ = writeln!(
                     out,
-                    "edgellm_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {count}"
+                    "edgellm_requests_total{{endpoint=\"{}\",status=\"{status}\"}} {count}",
+                    escape(endpoint)
                 );
             }
         }
@@ -429,6 +444,9 @@ impl Metrics {
         self.render_routing(&mut out);
         self.render_tasks(&mut out);
         self.render_llamacpp(&mut out, load);
+        if let Some(telemetry) = self.telemetry.get() {
+            telemetry.render(&mut out);
+        }
         out
     }
 
@@ -559,6 +577,24 @@ impl Metrics {
             );
         }
     }
+}
+
+/// A label value as the text format writes it: backslash, double quote and newline escaped.
+/// Every value that comes from configuration (tier, task, action names) or a request passes it.
+pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The egress guard's metrics: redactions by category, refusals by what refused, and today's
@@ -738,6 +774,27 @@ mod tests {
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"10\"} 3\n"));
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"+Inf\"} 4\n"));
         assert!(text.contains("edgellm_time_to_first_token_seconds_count 4\n"));
+    }
+
+    #[test]
+    fn hostile_label_values_are_escaped_and_read_back() {
+        let metrics = Metrics::default();
+        let name = "a\"b\\c\nd";
+        metrics.count_routed(name, "default", false);
+        metrics.count_task_run(name, "ok");
+        let text = metrics.render(None, 1);
+        let (lines, bad) = crate::telemetry::exposition::parse(&text);
+        assert_eq!(bad, 0, "{text}");
+        let routed = lines
+            .iter()
+            .find(|l| l.name == "edgellm_routed_requests_total")
+            .unwrap();
+        assert_eq!(routed.labels[0].1, name);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.name == "edgellm_task_runs_total" && l.labels[0].1 == name)
+        );
     }
 
     #[test]

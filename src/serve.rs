@@ -107,6 +107,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     // Batches that arrive while the model loads fail (counted in task_errors).
     let bridge = start_bridge(&config, &gateway, &metrics)?;
+    let telemetry = start_telemetry(&config, &gateway, &metrics)?;
 
     // Load the model on a blocking thread while the listener already answers /health with 503.
     let engine_config = config.engine.clone();
@@ -151,6 +152,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     }
     let _ = shutdown_tx.send(true);
+    if let Some(telemetry) = &telemetry {
+        // What is buffered stays in the file and is sent after the next start.
+        telemetry.cancel();
+    }
     let bridge = bridge.map(|bridge| {
         bridge.stop.cancel();
         bridge.task
@@ -208,6 +213,30 @@ fn start_bridge(
     let stop = CancellationToken::new();
     let task = tokio::spawn(bridge.run(stop.clone()));
     Ok(Some(RunningBridge { stop, task }))
+}
+
+/// Starts the telemetry pusher when `[telemetry]` is configured; its buffer opens here, so a
+/// bad data directory stops the start. Returns what stops it.
+fn start_telemetry(
+    config: &ServeConfig,
+    gateway: &Arc<Gateway>,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<CancellationToken>> {
+    let Some(telemetry) = &config.telemetry else {
+        return Ok(None);
+    };
+    let pusher = crate::telemetry::Pusher::new(
+        telemetry.clone(),
+        config.egress.network.clone(),
+        &config.data_dir,
+    )
+    .context("cannot start telemetry")?;
+    metrics.set_telemetry_stats(pusher.stats.clone());
+    tracing::info!(url = %telemetry.url, interval_secs = telemetry.interval.as_secs(), "telemetry push starting");
+    let stop = CancellationToken::new();
+    let source: Arc<dyn crate::telemetry::Source> = gateway.clone();
+    tokio::spawn(pusher.run(source, stop.clone()));
+    Ok(Some(stop))
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -21,30 +21,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let engine = state.service.engine();
-    let mut text = state
-        .metrics
-        .render(engine.map(|e| e.load()), state.config.engine.slots);
-    text.push_str(
-        &state
-            .metrics
-            .render_breakers(&state.router.breaker_states()),
-    );
-    if let Some(guard) = state.router.egress() {
-        let ledger = guard.ledger().clone();
-        let caps = *guard.caps();
-        let usage = tokio::task::spawn_blocking(move || {
-            ledger.usage_at(jiff::Timestamp::now(), &caps).ok()
-        })
-        .await
-        .ok()
-        .flatten();
-        text.push_str(&crate::metrics::render_egress(
-            &guard.metrics,
-            usage.as_ref(),
-            &caps,
-        ));
-    }
+    let text = state.render_metrics().await;
     (
         [
             (

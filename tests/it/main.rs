@@ -16,5 +16,6 @@ mod serve;
 mod server;
 mod support;
 mod tasks;
+mod telemetry;
 mod tools;
 mod upstream_stub;
