@@ -49,12 +49,15 @@ impl Gateway {
         );
         // Remote tiers pass the egress guard; without a ledger nothing leaves the device.
         let egress = EgressGuard::for_ledger(&config.egress, ledger.as_ref());
-        let router = Arc::new(Router::new(
-            service.clone(),
-            config.routing.clone(),
-            metrics.clone(),
-            egress,
-        ));
+        let router = Arc::new(
+            Router::new(
+                service.clone(),
+                config.routing.clone(),
+                metrics.clone(),
+                egress,
+            )
+            .with_local_model(&config.model_alias),
+        );
         let tasks = Arc::new(TaskRuntime::new(
             &config.tasks,
             &config.actions,
@@ -106,6 +109,11 @@ impl Gateway {
                 usage.as_ref(),
                 &caps,
             ));
+        }
+        let root = self.config.routing.sysfs_root.clone();
+        if let Ok(reading) = tokio::task::spawn_blocking(move || crate::thermal::read(&root)).await
+        {
+            text.push_str(&crate::metrics::render_thermal(&reading));
         }
         text
     }

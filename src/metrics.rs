@@ -49,6 +49,22 @@ impl Histogram {
         (count > 0).then(|| self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6 / count as f64)
     }
 
+    /// The series of this histogram under `labels` (no HELP/TYPE lines).
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{bound}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let total = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
@@ -77,6 +93,54 @@ const MASK_SECONDS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 ];
 const TOKENS_PER_SECOND: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 25.0, 50.0, 100.0, 200.0, 400.0];
+
+// The bucket boundaries OpenTelemetry's GenAI semantic conventions recommend for each instrument.
+const GEN_AI_TOKENS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+const GEN_AI_DURATION: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+const GEN_AI_TTFT: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+const GEN_AI_TPOT: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+
+/// The attributes of one GenAI series: `gen_ai.operation.name`, `gen_ai.provider.name`,
+/// `gen_ai.request.model`, and edgellm's tier. All come from the configuration (tier names and
+/// models) and the endpoint kind, never from a request, so their number is bounded by the file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GenAiKey {
+    pub operation: &'static str,
+    pub provider: &'static str,
+    pub model: String,
+    pub tier: String,
+}
+
+/// What one answered (or failed) request adds to the GenAI families.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GenAiObservation {
+    pub input_tokens: usize,
+    pub output_tokens: usize,
+    pub duration_secs: f64,
+    pub ttft_secs: Option<f64>,
+    pub tpot_secs: Option<f64>,
+    /// `error.type` when the request failed after it was committed to the tier.
+    pub error: Option<&'static str>,
+}
+
+#[derive(Debug)]
+struct GenAiSeries {
+    input: Histogram,
+    output: Histogram,
+    ttft: Histogram,
+    tpot: Histogram,
+    /// Duration by `error.type` ("" when the operation succeeded).
+    duration: BTreeMap<&'static str, Histogram>,
+}
 
 /// The server's metrics.
 #[derive(Debug)]
@@ -116,6 +180,8 @@ pub struct Metrics {
     mqtt: OnceLock<Arc<MqttCounters>>,
     /// The telemetry pusher's counters, once it runs.
     telemetry: OnceLock<Arc<crate::telemetry::TelemetryStats>>,
+    /// OpenTelemetry GenAI semantic-convention families (`gen_ai_*`).
+    gen_ai: Mutex<BTreeMap<GenAiKey, GenAiSeries>>,
 }
 
 impl Default for Metrics {
@@ -145,6 +211,7 @@ impl Default for Metrics {
             actions: Mutex::new(BTreeMap::new()),
             mqtt: OnceLock::new(),
             telemetry: OnceLock::new(),
+            gen_ai: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -197,6 +264,92 @@ impl Metrics {
         }
         if fell_back {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One operation in the GenAI families' terms.
+    pub fn record_gen_ai(&self, key: GenAiKey, observation: GenAiObservation) {
+        let Ok(mut all) = self.gen_ai.lock() else {
+            return;
+        };
+        let series = all.entry(key).or_insert_with(|| GenAiSeries {
+            input: Histogram::new(GEN_AI_TOKENS),
+            output: Histogram::new(GEN_AI_TOKENS),
+            ttft: Histogram::new(GEN_AI_TTFT),
+            tpot: Histogram::new(GEN_AI_TPOT),
+            duration: BTreeMap::new(),
+        });
+        series
+            .duration
+            .entry(observation.error.unwrap_or(""))
+            .or_insert_with(|| Histogram::new(GEN_AI_DURATION))
+            .observe(observation.duration_secs);
+        if observation.error.is_none() {
+            series.input.observe(observation.input_tokens as f64);
+            series.output.observe(observation.output_tokens as f64);
+        }
+        if let Some(ttft) = observation.ttft_secs {
+            series.ttft.observe(ttft);
+        }
+        if let Some(tpot) = observation.tpot_secs {
+            series.tpot.observe(tpot);
+        }
+    }
+
+    /// The GenAI semantic-convention families, named as OpenTelemetry's Prometheus exporter
+    /// names them (`gen_ai.client.token.usage` becomes `gen_ai_client_token_usage`).
+    fn render_gen_ai(&self, out: &mut String) {
+        let Ok(all) = self.gen_ai.lock() else {
+            return;
+        };
+        if all.is_empty() {
+            return;
+        }
+        let attributes = |key: &GenAiKey| {
+            format!(
+                "gen_ai_operation_name=\"{}\",gen_ai_provider_name=\"{}\",gen_ai_request_model=\"{}\",tier=\"{}\"",
+                key.operation,
+                key.provider,
+                escape(&key.model),
+                escape(&key.tier)
+            )
+        };
+        out.push_str("# HELP gen_ai_client_token_usage Tokens per operation (gen_ai.client.token.usage), by gen_ai_token_type.\n# TYPE gen_ai_client_token_usage histogram\n");
+        for (key, series) in all.iter() {
+            for (kind, histogram) in [("input", &series.input), ("output", &series.output)] {
+                histogram.render_series(
+                    out,
+                    "gen_ai_client_token_usage",
+                    &format!("{},gen_ai_token_type=\"{kind}\"", attributes(key)),
+                );
+            }
+        }
+        out.push_str("# HELP gen_ai_client_operation_duration_seconds Operation duration (gen_ai.client.operation.duration); error_type set when it failed.\n# TYPE gen_ai_client_operation_duration_seconds histogram\n");
+        for (key, series) in all.iter() {
+            for (error, histogram) in &series.duration {
+                let labels = if error.is_empty() {
+                    attributes(key)
+                } else {
+                    format!("{},error_type=\"{error}\"", attributes(key))
+                };
+                histogram.render_series(out, "gen_ai_client_operation_duration_seconds", &labels);
+            }
+        }
+        out.push_str("# HELP gen_ai_server_time_to_first_token_seconds Time to the first output token (gen_ai.server.time_to_first_token).\n# TYPE gen_ai_server_time_to_first_token_seconds histogram\n");
+        for (key, series) in all.iter() {
+            series.ttft.render_series(
+                out,
+                "gen_ai_server_time_to_first_token_seconds",
+                &attributes(key),
+            );
+        }
+        out.push_str("# HELP gen_ai_server_time_per_output_token_seconds Time per output token after the first (gen_ai.server.time_per_output_token).\n# TYPE gen_ai_server_time_per_output_token_seconds histogram\n");
+        for (key, series) in all.iter() {
+            series.tpot.render_series(
+                out,
+                "gen_ai_server_time_per_output_token_seconds",
+                &attributes(key),
+            );
         }
     }
 
@@ -444,6 +597,7 @@ impl Metrics {
         self.render_routing(&mut out);
         self.render_tasks(&mut out);
         self.render_llamacpp(&mut out, load);
+        self.render_gen_ai(&mut out);
         if let Some(telemetry) = self.telemetry.get() {
             telemetry.render(&mut out);
         }
@@ -595,6 +749,25 @@ pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// The device's thermal state as routing reads it (`crate::thermal`): what a fleet alerts on when
+/// devices throttle. Absent where sysfs has no such files.
+pub fn render_thermal(reading: &crate::route::policy::ThermalReading) -> String {
+    let mut out = String::new();
+    if let Some(celsius) = reading.max_celsius {
+        let _ = writeln!(
+            out,
+            "# HELP edgellm_thermal_max_celsius The hottest thermal zone.\n# TYPE edgellm_thermal_max_celsius gauge\nedgellm_thermal_max_celsius {celsius}"
+        );
+    }
+    if let Some(ratio) = reading.min_freq_ratio {
+        let _ = writeln!(
+            out,
+            "# HELP edgellm_cpu_freq_min_ratio The slowest CPU's current over maximum frequency.\n# TYPE edgellm_cpu_freq_min_ratio gauge\nedgellm_cpu_freq_min_ratio {ratio}"
+        );
+    }
+    out
 }
 
 /// The egress guard's metrics: redactions by category, refusals by what refused, and today's
@@ -761,6 +934,27 @@ impl MqttCountersSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thermal_gauges_only_where_sysfs_has_them() {
+        use crate::route::policy::ThermalReading;
+        assert_eq!(render_thermal(&ThermalReading::default()), "");
+        let text = render_thermal(&ThermalReading {
+            max_celsius: Some(71.5),
+            min_freq_ratio: Some(0.5),
+        });
+        assert!(
+            text.contains("\nedgellm_thermal_max_celsius 71.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nedgellm_cpu_freq_min_ratio 0.5\n"),
+            "{text}"
+        );
+        let (lines, bad) = crate::telemetry::exposition::parse(&text);
+        assert_eq!((lines.len(), bad), (2, 0));
+        assert!(lines.iter().all(|l| l.level), "gauges");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

@@ -213,6 +213,19 @@ pub enum LocalFailure {
     Error,
 }
 
+impl LocalFailure {
+    /// `error.type` in the GenAI metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalFailure::Overloaded => "overloaded",
+            LocalFailure::Context => "context_length",
+            LocalFailure::Timeout => "timeout",
+            LocalFailure::Invalid => "invalid_request",
+            LocalFailure::Error => "error",
+        }
+    }
+}
+
 /// Why the local tier is left after `failure`; `None` when the failure is the request's own and
 /// goes back to the caller as it is.
 pub fn local_failure(failure: LocalFailure) -> Option<Reason> {

@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::egress::{EgressGuard, EgressStream};
 use crate::engine::EngineError;
 use crate::metrics::Metrics;
-use crate::route::{self, Reason, RemoteSkip, RouteOverride, RoutingPolicy, TierKind};
+use crate::route::{self, Reason, RemoteApi, RemoteSkip, RouteOverride, RoutingPolicy, TierKind};
 use crate::service::{Generation, LocalService, Running, ServiceError, Step};
 use crate::upstream::UpstreamError;
 
@@ -61,6 +61,8 @@ pub struct Router {
     metrics: Arc<Metrics>,
     /// Every request for a tier off the device passes it; without one nothing leaves.
     egress: Option<Arc<EgressGuard>>,
+    /// The served model's name: `gen_ai_request_model` of the local tier.
+    local_model: String,
 }
 
 /// Why a tier did not answer.
@@ -159,6 +161,30 @@ impl Router {
             remotes,
             metrics,
             egress,
+            local_model: "local".to_string(),
+        }
+    }
+
+    /// Names the in-process model in the GenAI metrics (the served alias).
+    pub fn with_local_model(mut self, name: &str) -> Router {
+        self.local_model = name.to_string();
+        self
+    }
+
+    /// The GenAI attributes of an operation on tier `index`.
+    fn gen_ai_key(&self, index: usize, operation: &'static str) -> crate::metrics::GenAiKey {
+        let tier = &self.policy.tiers[index];
+        let (provider, model) = match &tier.kind {
+            TierKind::Local => ("llama.cpp", self.local_model.clone()),
+            TierKind::LocalServer(remote) | TierKind::Remote(remote) => {
+                (gen_ai_provider(remote), remote.model.clone())
+            }
+        };
+        crate::metrics::GenAiKey {
+            operation,
+            provider,
+            model,
+            tier: tier.name.clone(),
         }
     }
 
@@ -226,6 +252,10 @@ impl Router {
         mode: Mode,
     ) -> Result<Routed, ServiceError> {
         let started = Instant::now();
+        let operation = match generation.prompt {
+            crate::service::Prompt::Chat(_) => "chat",
+            _ => "text_completion",
+        };
         let plan = route::eligible(&self.policy.tiers, route);
         let mut walk = Walk::default();
         for (position, &(index, skip)) in plan.iter().enumerate() {
@@ -253,7 +283,7 @@ impl Router {
             }
             match outcome {
                 Ok(committed) => {
-                    return Ok(self.commit(index, committed, walk, route, started));
+                    return Ok(self.commit(index, committed, walk, route, started, operation));
                 }
                 Err(failure) if failure.fatal => {
                     return Err(failure
@@ -287,6 +317,7 @@ impl Router {
         mut walk: Walk,
         route: RouteOverride,
         started: Instant,
+        operation: &'static str,
     ) -> Routed {
         let tier = &self.policy.tiers[index];
         if let Some(stayed) = committed.stayed.take() {
@@ -315,6 +346,26 @@ impl Router {
             started,
             remote: !tier.on_device(),
             metrics: self.metrics.clone(),
+            gen_ai: Some(self.gen_ai_key(index, operation)),
+        }
+    }
+}
+
+/// `gen_ai.provider.name`: the well-known value where the URL says which it is, otherwise what
+/// the wire format is (OpenTelemetry allows a custom value).
+fn gen_ai_provider(remote: &crate::route::RemoteTier) -> &'static str {
+    let host = reqwest::Url::parse(&remote.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if host == "api.openai.com" {
+        "openai"
+    } else if host.ends_with(".openai.azure.com") {
+        "azure.ai.openai"
+    } else {
+        match remote.api {
+            RemoteApi::LlamaCompletion => "llama.cpp",
+            RemoteApi::ChatCompletions | RemoteApi::Responses => "openai_compatible",
         }
     }
 }
@@ -356,6 +407,8 @@ pub struct Routed {
     started: Instant,
     remote: bool,
     metrics: Arc<Metrics>,
+    /// Taken when the operation is recorded in the GenAI families (once).
+    gen_ai: Option<crate::metrics::GenAiKey>,
 }
 
 impl Routed {
@@ -380,6 +433,34 @@ impl Routed {
             } else {
                 self.metrics.local_latency.observe(seconds);
             }
+            if let Some(key) = self.gen_ai.take() {
+                let generated = summary.generated_tokens;
+                self.metrics.record_gen_ai(
+                    key,
+                    crate::metrics::GenAiObservation {
+                        input_tokens: self.prompt_tokens,
+                        output_tokens: generated,
+                        duration_secs: seconds,
+                        ttft_secs: (generated > 0)
+                            .then(|| summary.time_to_first_token().as_secs_f64()),
+                        tpot_secs: (generated > 1)
+                            .then(|| summary.decode_time.as_secs_f64() / (generated - 1) as f64),
+                        error: None,
+                    },
+                );
+            }
+        }
+        if let Err(error) = &step
+            && let Some(key) = self.gen_ai.take()
+        {
+            self.metrics.record_gen_ai(
+                key,
+                crate::metrics::GenAiObservation {
+                    duration_secs: self.started.elapsed().as_secs_f64(),
+                    error: Some(error.failure().as_str()),
+                    ..Default::default()
+                },
+            );
         }
         step
     }

@@ -14,6 +14,9 @@ pub struct Line {
     pub name: String,
     pub labels: Vec<(String, String)>,
     pub value: f64,
+    /// Whether the family is a gauge (or untyped): its level is the information, so an unchanged
+    /// value is still re-sent at the keepalive. Counters and histograms carry theirs in changes.
+    pub level: bool,
 }
 
 /// Label values longer than this are cut (on a character boundary) before they are pushed.
@@ -23,13 +26,30 @@ pub const MAX_LABEL_VALUE: usize = 128;
 pub fn parse(text: &str) -> (Vec<Line>, usize) {
     let mut lines = Vec::new();
     let mut bad = 0;
+    // The family the last `# TYPE` line named, and whether it is a gauge.
+    let mut typed: Option<(&str, bool)> = None;
     for raw in text.lines() {
         let raw = raw.trim();
+        if let Some(rest) = raw.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            if let (Some(family), Some(kind)) = (words.next(), words.next()) {
+                typed = Some((family, matches!(kind, "gauge" | "untyped")));
+            }
+            continue;
+        }
         if raw.is_empty() || raw.starts_with('#') {
             continue;
         }
         match parse_line(raw) {
-            Some(line) => lines.push(line),
+            Some(mut line) => {
+                line.level = match typed {
+                    Some((family, gauge)) if family == line.name => gauge,
+                    // A histogram's or summary's _bucket/_sum/_count, or a counter's _total.
+                    Some((family, _)) if line.name.starts_with(family) => false,
+                    _ => true,
+                };
+                lines.push(line)
+            }
             None => bad += 1,
         }
     }
@@ -98,6 +118,7 @@ fn parse_line(raw: &str) -> Option<Line> {
     let value = parse_value(fields.next()?)?;
     // An optional timestamp may follow; edgellm's renderer writes none.
     Some(Line {
+        level: true,
         name: name.to_string(),
         labels,
         value,
@@ -179,6 +200,25 @@ impl SeriesCap {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gauges_are_told_from_counters_and_histograms() {
+        let text = "# TYPE a_total counter\na_total 1\n# TYPE g gauge\ng 2\n# TYPE h histogram\nh_bucket{le=\"1\"} 0\nh_sum 0\nh_count 0\nuntyped_one 3\n";
+        let (lines, bad) = parse(text);
+        assert_eq!(bad, 0);
+        let levels: Vec<(&str, bool)> = lines.iter().map(|l| (l.name.as_str(), l.level)).collect();
+        assert_eq!(
+            levels,
+            [
+                ("a_total", false),
+                ("g", true),
+                ("h_bucket", false),
+                ("h_sum", false),
+                ("h_count", false),
+                ("untyped_one", true)
+            ]
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -31,6 +31,10 @@ pub const DEFAULT_BUFFER_BYTES: u64 = 16 << 20;
 pub const DEFAULT_DAILY_BYTES: u64 = 4 << 20;
 pub const DEFAULT_BATCHES_PER_REQUEST: usize = 10;
 pub const DEFAULT_BACKLOG_PAUSE: Duration = Duration::from_millis(500);
+/// How often the buffer is sent: scrapes gather for ten minutes and travel as one request.
+pub const DEFAULT_SEND_INTERVAL: Duration = Duration::from_secs(600);
+/// An unchanged gauge is sent again after this long (docs/telemetry.md, "What travels").
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(3600);
 /// Most external labels besides the built-in ones.
 const MAX_EXTRA_LABELS: usize = 16;
 
@@ -47,6 +51,10 @@ pub struct RawTelemetry {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub interval_secs: Option<u64>,
+    /// How often buffered scrapes are sent (one request, a series' labels once).
+    pub send_interval_secs: Option<u64>,
+    /// An unchanged series is re-sent after this long; between, only changes travel.
+    pub keepalive_secs: Option<u64>,
     pub max_series: Option<usize>,
     pub buffer_max_bytes: Option<u64>,
     /// Telemetry's own budget: most bytes on the wire per UTC day.
@@ -68,6 +76,8 @@ pub struct TelemetryConfig {
     /// External labels, sorted by name: job, device, site, model, version and the extra ones.
     pub external: Vec<(String, String)>,
     pub interval: Duration,
+    pub send_interval: Duration,
+    pub keepalive: Duration,
     pub max_series: usize,
     pub buffer_max_bytes: u64,
     pub daily_bytes: u64,
@@ -151,6 +161,21 @@ impl RawTelemetry {
             self.interval_secs,
             DEFAULT_INTERVAL.as_secs(),
         )?;
+        let send_interval = positive(
+            "send_interval_secs",
+            self.send_interval_secs,
+            DEFAULT_SEND_INTERVAL.as_secs().max(interval),
+        )?;
+        let keepalive = positive(
+            "keepalive_secs",
+            self.keepalive_secs,
+            DEFAULT_KEEPALIVE.as_secs(),
+        )?;
+        if keepalive < interval {
+            return Err(format!(
+                "keepalive_secs ({keepalive}) must be at least interval_secs ({interval})"
+            ));
+        }
         let max_series = positive(
             "max_series",
             self.max_series.map(|v| v as u64),
@@ -183,6 +208,8 @@ impl RawTelemetry {
             url: url.to_string(),
             external: external.into_iter().collect(),
             interval: Duration::from_secs(interval),
+            send_interval: Duration::from_secs(send_interval),
+            keepalive: Duration::from_secs(keepalive),
             max_series,
             buffer_max_bytes,
             daily_bytes,
@@ -202,6 +229,8 @@ impl RawTelemetry {
 pub struct TelemetryStats {
     pub scrapes: AtomicU64,
     pub samples_buffered: AtomicU64,
+    /// Samples left out because their series had not changed (sent again at the keepalive).
+    pub samples_unchanged: AtomicU64,
     pub requests_ok: AtomicU64,
     pub batches_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
@@ -229,7 +258,7 @@ impl TelemetryStats {
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let families: [(&str, &str, &str, u64); 13] = [
+        let families: [(&str, &str, &str, u64); 14] = [
             (
                 "scrapes_total",
                 "counter",
@@ -241,6 +270,12 @@ impl TelemetryStats {
                 "counter",
                 "Samples stored in the buffer.",
                 get(&self.samples_buffered),
+            ),
+            (
+                "samples_unchanged_total",
+                "counter",
+                "Samples not buffered because their series had not changed since it was last sent.",
+                get(&self.samples_unchanged),
             ),
             (
                 "requests_total",
@@ -327,13 +362,90 @@ impl TelemetryStats {
     }
 }
 
+/// Which samples of a series travel: a new series, a changed value (with the last unsent value
+/// before it, so `rate()` and `increase()` see the step where it happened), and an unchanged
+/// gauge once every `keepalive` (a counter's or histogram's unchanged value says nothing new).
+/// Everything else stays on the device. One entry per admitted series: bounded by the series cap.
+#[derive(Debug)]
+pub struct Changes {
+    keepalive_ms: i64,
+    last: std::collections::HashMap<String, Last>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    bits: u64,
+    seen_ms: i64,
+    sent_ms: i64,
+}
+
+impl Changes {
+    pub fn new(keepalive: Duration) -> Changes {
+        Changes {
+            keepalive_ms: keepalive.as_millis().min(i64::MAX as u128) as i64,
+            last: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The samples of series `key` to send for `value` at `now_ms` (none, one or two); `level`
+    /// for a gauge (re-sent unchanged at the keepalive).
+    pub fn samples(&mut self, key: &str, value: f64, level: bool, now_ms: i64) -> Vec<Sample> {
+        let bits = value.to_bits();
+        let current = Sample {
+            value,
+            timestamp: now_ms,
+        };
+        let Some(last) = self.last.get_mut(key) else {
+            self.last.insert(
+                key.to_string(),
+                Last {
+                    bits,
+                    seen_ms: now_ms,
+                    sent_ms: now_ms,
+                },
+            );
+            return vec![current];
+        };
+        if last.bits != bits {
+            let mut out = Vec::with_capacity(2);
+            if last.seen_ms > last.sent_ms {
+                out.push(Sample {
+                    value: f64::from_bits(last.bits),
+                    timestamp: last.seen_ms,
+                });
+            }
+            out.push(current);
+            *last = Last {
+                bits,
+                seen_ms: now_ms,
+                sent_ms: now_ms,
+            };
+            return out;
+        }
+        last.seen_ms = now_ms;
+        if level && now_ms.saturating_sub(last.sent_ms) >= self.keepalive_ms {
+            last.sent_ms = now_ms;
+            return vec![current];
+        }
+        Vec::new()
+    }
+}
+
+/// Families `/metrics` shows that the push leaves out: they move with every scrape because of the
+/// push itself, and would be most of an idle device's bytes.
+const PUSH_EXCLUDED: &[&str] = &[
+    "edgellm_telemetry_samples_buffered_total",
+    "edgellm_telemetry_samples_unchanged_total",
+];
+
 /// Turns one scrape's text into a remote-write request at `timestamp_ms`: the series cap, the
-/// external labels, bounded label values. Returns the request and its sample count.
+/// external labels, bounded label values, and only the samples [`Changes`] lets through.
 pub fn to_request(
     text: &str,
     timestamp_ms: i64,
     external: &[(String, String)],
     cap: &mut exposition::SeriesCap,
+    changes: &mut Changes,
     stats: &TelemetryStats,
 ) -> WriteRequest {
     let (lines, unreadable) = exposition::parse(text);
@@ -344,6 +456,9 @@ pub fn to_request(
     let mut dropped = 0u64;
     let mut seen = std::collections::HashSet::new();
     for line in lines {
+        if PUSH_EXCLUDED.contains(&line.name.as_str()) {
+            continue;
+        }
         let mut labels: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, value) in &line.labels {
             // The device's identity wins over a metric's own label of the same name.
@@ -364,7 +479,13 @@ pub fn to_request(
         }
         // Two lines that became one series (values cut to the same prefix): the first counts;
         // a receiver refuses a request with two values for one series at one time.
-        if !seen.insert(key) {
+        if seen.contains(&key) {
+            continue;
+        }
+        let samples = changes.samples(&key, line.value, line.level, timestamp_ms);
+        seen.insert(key);
+        if samples.is_empty() {
+            stats.samples_unchanged.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         timeseries.push(TimeSeries {
@@ -375,10 +496,7 @@ pub fn to_request(
                     value: value.to_string(),
                 })
                 .collect(),
-            samples: vec![Sample {
-                value: line.value,
-                timestamp: timestamp_ms,
-            }],
+            samples,
         });
     }
     stats.series_dropped.fetch_add(dropped, Ordering::Relaxed);
@@ -394,8 +512,12 @@ pub trait Source: Send + Sync + 'static {
 }
 
 /// The running pusher.
+/// Milliseconds since the Unix epoch; a test's simulated clock replaces the system's.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 pub struct Pusher {
     config: TelemetryConfig,
+    clock: Clock,
     network: NetworkPolicy,
     buffer_path: PathBuf,
     pub stats: Arc<TelemetryStats>,
@@ -426,11 +548,24 @@ impl Pusher {
             .context("cannot build the telemetry HTTP client")?;
         Ok(Pusher {
             config,
+            clock: Arc::new(|| jiff::Timestamp::now().as_millisecond()),
             network,
             buffer_path,
             stats,
             client,
         })
+    }
+
+    /// Timestamps scrapes and counts budget days by `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Pusher {
+        self.clock = clock;
+        self
+    }
+
+    fn day(&self) -> String {
+        jiff::Timestamp::from_millisecond((self.clock)())
+            .map(|t| t.strftime("%Y-%m-%d").to_string())
+            .unwrap_or_default()
     }
 
     /// Scrapes and sends until `stop` is cancelled. Scraping and sending are two loops: a slow
@@ -444,13 +579,9 @@ impl Pusher {
             }
         };
         let this = Arc::new(self);
-        let scraped = Arc::new(tokio::sync::Notify::new());
-        let sender = tokio::spawn(this.clone().send_loop(
-            buffer.clone(),
-            scraped.clone(),
-            stop.clone(),
-        ));
+        let sender = tokio::spawn(this.clone().send_loop(buffer.clone(), stop.clone()));
         let mut cap = exposition::SeriesCap::new(this.config.max_series);
+        let mut changes = Changes::new(this.config.keepalive);
         let mut ticker = tokio::time::interval(this.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -459,9 +590,24 @@ impl Pusher {
                 _ = ticker.tick() => {}
             }
             let text = source.scrape().await;
-            let now_ms = jiff::Timestamp::now().as_millisecond();
-            let request = to_request(&text, now_ms, &this.config.external, &mut cap, &this.stats);
-            let samples = request.timeseries.len() as u64;
+            let now_ms = (this.clock)();
+            let request = to_request(
+                &text,
+                now_ms,
+                &this.config.external,
+                &mut cap,
+                &mut changes,
+                &this.stats,
+            );
+            this.stats.scrapes.fetch_add(1, Ordering::Relaxed);
+            if request.timeseries.is_empty() {
+                continue;
+            }
+            let samples = request
+                .timeseries
+                .iter()
+                .map(|s| s.samples.len() as u64)
+                .sum::<u64>();
             let body = remote_write::compress(&request);
             let stored = {
                 let buffer = buffer.clone();
@@ -477,7 +623,6 @@ impl Pusher {
             };
             match stored {
                 Ok(dropped) => {
-                    this.stats.scrapes.fetch_add(1, Ordering::Relaxed);
                     this.stats
                         .samples_buffered
                         .fetch_add(samples, Ordering::Relaxed);
@@ -487,25 +632,26 @@ impl Pusher {
                 }
                 Err(error) => tracing::warn!(%error, "cannot store a telemetry scrape"),
             }
-            this.publish(&buffer);
-            scraped.notify_one();
+            // The backlog gauges move with the send loop only (after each send or hold): a
+            // healthy device's backlog then reads 0 at every scrape, and costs nothing to push.
         }
         let _ = sender.await;
     }
 
-    /// Sends after every scrape, backing off exponentially (at most 5 minutes) after failures.
+    /// Sends every `send_interval`, backing off exponentially (at most 5 minutes) after failures.
     async fn send_loop(
         self: Arc<Self>,
         buffer: Arc<std::sync::Mutex<buffer::Buffer>>,
-        scraped: Arc<tokio::sync::Notify>,
         stop: tokio_util::sync::CancellationToken,
     ) {
         let kinds = crate::netstate::KindCache::default();
         let mut failures = 0u32;
+        let mut ticker = tokio::time::interval(self.config.send_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = scraped.notified() => {}
+                _ = ticker.tick() => {}
             }
             let outcome = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -516,7 +662,7 @@ impl Pusher {
                 Ok(()) => failures = 0,
                 Err(_) => {
                     failures = failures.saturating_add(1);
-                    let wait = (self.config.interval * (1u32 << failures.min(8)))
+                    let wait = (self.config.send_interval * (1u32 << failures.min(8)))
                         .min(Duration::from_secs(300));
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -547,7 +693,7 @@ impl Pusher {
                 self.stats.hold(reason);
                 return Ok(());
             }
-            let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+            let day = self.day();
             let (batches, sent_today) = {
                 let Ok(buffer) = buffer.lock() else {
                     return Ok(());
@@ -562,12 +708,16 @@ impl Pusher {
             }
             let bodies: Vec<Vec<u8>> = batches.iter().map(|b| b.body.clone()).collect();
             let ids: Vec<i64> = batches.iter().map(|b| b.id).collect();
-            let Ok(body) = remote_write::merge(&bodies) else {
-                // A corrupt row cannot be sent: drop it rather than block the backlog.
-                if let Ok(mut buffer) = buffer.lock() {
-                    let _ = buffer.reject(&ids[..1], &day, 0);
+            let body = match remote_write::merge(&bodies) {
+                Ok(body) => body,
+                Err(corrupt) => {
+                    // A corrupt row cannot be sent: drop it rather than block the backlog.
+                    if let Ok(mut buffer) = buffer.lock() {
+                        let _ = buffer.reject(&ids[corrupt..=corrupt], &day, 0);
+                    }
+                    self.stats.rejected_batches.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
-                continue;
             };
             let wire = body.len() as u64 + REQUEST_OVERHEAD;
             if sent_today + wire > self.config.daily_bytes {
@@ -722,7 +872,8 @@ mod tests {
         let stats = TelemetryStats::default();
         let mut cap = exposition::SeriesCap::new(10);
         let text = "edgellm_x_total{device=\"spoofed\",tier=\"t\"} 2\n";
-        let request = to_request(text, 1000, &config.external, &mut cap, &stats);
+        let mut changes = Changes::new(Duration::from_secs(60));
+        let request = to_request(text, 1000, &config.external, &mut cap, &mut changes, &stats);
         let labels = &request.timeseries[0].labels;
         let get = |n: &str| {
             labels
@@ -750,7 +901,8 @@ mod tests {
                 "x".repeat(300)
             ));
         }
-        let request = to_request(&text, 1, &config.external, &mut cap, &stats);
+        let mut changes = Changes::new(Duration::from_secs(60));
+        let request = to_request(&text, 1, &config.external, &mut cap, &mut changes, &stats);
         assert_eq!(request.timeseries.len(), 50);
         assert_eq!(stats.series_dropped.load(Ordering::Relaxed), 4950);
         assert_eq!(stats.series_active.load(Ordering::Relaxed), 50);
@@ -762,5 +914,62 @@ mod tests {
                     .all(|l| l.value.len() <= exposition::MAX_LABEL_VALUE)
             );
         }
+    }
+
+    #[test]
+    fn only_changes_travel_with_the_step_before_them_and_a_keepalive() {
+        let mut changes = Changes::new(Duration::from_secs(10));
+        let times = |samples: Vec<Sample>| -> Vec<(i64, f64)> {
+            samples.iter().map(|s| (s.timestamp, s.value)).collect()
+        };
+        assert_eq!(times(changes.samples("a", 1.0, true, 0)), [(0, 1.0)]);
+        assert!(changes.samples("a", 1.0, true, 1000).is_empty());
+        assert!(changes.samples("a", 1.0, true, 2000).is_empty());
+        // A change sends the last unchanged value too: rate() sees the step at 3000, not 0..3000.
+        assert_eq!(
+            times(changes.samples("a", 2.0, true, 3000)),
+            [(2000, 1.0), (3000, 2.0)]
+        );
+        // A change right after a sent sample sends only itself.
+        assert_eq!(times(changes.samples("a", 3.0, true, 4000)), [(4000, 3.0)]);
+        for t in (5000..14000).step_by(1000) {
+            assert!(changes.samples("a", 3.0, true, t).is_empty(), "{t}");
+        }
+        assert_eq!(
+            times(changes.samples("a", 3.0, true, 14000)),
+            [(14000, 3.0)]
+        );
+        // NaN equals NaN here (bit for bit): a NaN gauge is not re-sent every scrape.
+        assert_eq!(changes.samples("n", f64::NAN, true, 0).len(), 1);
+        assert!(changes.samples("n", f64::NAN, true, 1000).is_empty());
+        // A counter's unchanged value is never re-sent: its changes are its information.
+        assert_eq!(changes.samples("c", 5.0, false, 0).len(), 1);
+        assert!(changes.samples("c", 5.0, false, 99_000).is_empty());
+        // Series are independent.
+        assert_eq!(
+            times(changes.samples("b", 3.0, true, 14000)),
+            [(14000, 3.0)]
+        );
+    }
+
+    #[test]
+    fn an_unchanged_scrape_is_counted_not_sent() {
+        let config = raw("http://h/w").validate("m", &|_| None).unwrap();
+        let stats = TelemetryStats::default();
+        let mut cap = exposition::SeriesCap::new(10);
+        let mut changes = Changes::new(Duration::from_secs(3600));
+        let text = "edgellm_a_total 1\nedgellm_b 2\n";
+        let first = to_request(text, 0, &config.external, &mut cap, &mut changes, &stats);
+        assert_eq!(first.timeseries.len(), 2);
+        let second = to_request(
+            "edgellm_a_total 2\nedgellm_b 2\n",
+            60_000,
+            &config.external,
+            &mut cap,
+            &mut changes,
+            &stats,
+        );
+        assert_eq!(second.timeseries.len(), 1);
+        assert_eq!(stats.samples_unchanged.load(Ordering::Relaxed), 1);
     }
 }

@@ -2,9 +2,9 @@
 //! (`WriteRequest`, `TimeSeries`, `Label`, `Sample`; metadata and exemplars are not sent), encoded
 //! with prost and compressed with snappy's block format, as the specification requires.
 //!
-//! Concatenating two encoded `WriteRequest`s is one valid `WriteRequest` holding both series lists
-//! (protobuf merges repeated fields), which is how [`merge`] joins buffered scrapes into one
-//! request without decoding them.
+//! [`merge`] joins buffered scrapes into one request with one `TimeSeries` per label set and its
+//! samples in time order: the labels of a series travel once per request, not once per scrape,
+//! which is most of what a request weighs (docs/telemetry.md).
 
 /// `prometheus.WriteRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -22,7 +22,7 @@ pub struct TimeSeries {
     pub samples: Vec<Sample>,
 }
 
-#[derive(Clone, PartialEq, Eq, prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
 pub struct Label {
     #[prost(string, tag = "1")]
     pub name: String,
@@ -52,17 +52,32 @@ fn snappy(raw: &[u8]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Joins compressed bodies into one compressed body holding every series of each, in order.
-pub fn merge(bodies: &[Vec<u8>]) -> Result<Vec<u8>, snap::Error> {
+/// Joins compressed bodies (scrapes, oldest first) into one compressed body: every series once,
+/// with the samples of all the bodies in time order. `Err(i)`: body `i` is not a request.
+pub fn merge(bodies: &[Vec<u8>]) -> Result<Vec<u8>, usize> {
     if let [one] = bodies {
-        return Ok(one.clone());
+        return decompress(one).map(|_| one.clone()).map_err(|_| 0);
     }
-    let mut raw = Vec::new();
-    let mut decoder = snap::raw::Decoder::new();
-    for body in bodies {
-        raw.extend_from_slice(&decoder.decompress_vec(body)?);
+    let mut order: Vec<TimeSeries> = Vec::new();
+    let mut index: std::collections::HashMap<Vec<Label>, usize> = std::collections::HashMap::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let request = decompress(body).map_err(|_| i)?;
+        for series in request.timeseries {
+            match index.get(&series.labels) {
+                Some(&at) => order[at].samples.extend(series.samples),
+                None => {
+                    index.insert(series.labels.clone(), order.len());
+                    order.push(series);
+                }
+            }
+        }
     }
-    Ok(snappy(&raw))
+    for series in &mut order {
+        // Stable: two samples at one time keep their order (a receiver refuses the second).
+        series.samples.sort_by_key(|s| s.timestamp);
+        series.samples.dedup_by_key(|s| s.timestamp);
+    }
+    Ok(compress(&WriteRequest { timeseries: order }))
 }
 
 /// A compressed body read back (what a receiver does; the tests use it).
@@ -89,9 +104,9 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_and_merges_by_concatenation() {
+    fn round_trips_and_merges_one_series_per_label_set() {
         let a = WriteRequest {
-            timeseries: vec![series("a", 1.0, 10)],
+            timeseries: vec![series("a", 1.0, 10), series("b", 1.5, 10)],
         };
         let b = WriteRequest {
             timeseries: vec![series("b", 2.5, 20), series("c", f64::NAN, 30)],
@@ -100,9 +115,13 @@ mod tests {
         let merged = decompress(&merge(&[compress(&a), compress(&b)]).unwrap()).unwrap();
         assert_eq!(merged.timeseries.len(), 3);
         assert_eq!(merged.timeseries[0], a.timeseries[0]);
-        assert_eq!(merged.timeseries[1], b.timeseries[0]);
+        let b_series = &merged.timeseries[1];
+        assert_eq!(b_series.labels, a.timeseries[1].labels);
+        let times: Vec<i64> = b_series.samples.iter().map(|s| s.timestamp).collect();
+        assert_eq!(times, [10, 20]);
         assert!(merged.timeseries[2].samples[0].value.is_nan());
-        assert!(merge(&[b"not snappy".to_vec(), compress(&a)]).is_err());
+        assert_eq!(merge(&[compress(&a), b"not snappy".to_vec()]), Err(1));
+        assert_eq!(merge(&[b"x".to_vec()]), Err(0));
     }
 
     #[test]

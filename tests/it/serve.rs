@@ -551,6 +551,29 @@ async fn llama_server_metric_families() {
     assert_eq!(sample(&text, "llamacpp:n_busy_slots_per_decode"), 1.0);
     assert!(sample(&text, "llamacpp:prompt_seconds_total") > 0.0);
     assert!(sample(&text, "llamacpp:n_tokens_max") > 9.0);
+    // The same two requests under OpenTelemetry's GenAI names.
+    let gen_ai = |family: &str, extra: &str| -> f64 {
+        let prefix = format!(
+            "{family}{{gen_ai_operation_name=\"text_completion\",gen_ai_provider_name=\"llama.cpp\",gen_ai_request_model=\"gemma-3-270m-q4_k_m\",tier=\"local\"{extra}}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+    };
+    let output = ",gen_ai_token_type=\"output\"";
+    let input = ",gen_ai_token_type=\"input\"";
+    assert_eq!(gen_ai("gen_ai_client_token_usage_count", output), 2.0);
+    assert_eq!(gen_ai("gen_ai_client_token_usage_sum", output), predicted);
+    assert!(gen_ai("gen_ai_client_token_usage_sum", input) >= processed);
+    assert_eq!(
+        gen_ai("gen_ai_client_operation_duration_seconds_count", ""),
+        2.0
+    );
+    assert_eq!(
+        gen_ai("gen_ai_server_time_to_first_token_seconds_count", ""),
+        2.0
+    );
+    assert!(text.contains("# TYPE gen_ai_server_time_per_output_token_seconds histogram\n"));
 }
 
 #[test]
