@@ -49,39 +49,38 @@ impl Histogram {
         (count > 0).then(|| self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6 / count as f64)
     }
 
-    /// The series of this histogram under `labels` (no HELP/TYPE lines).
+    /// The series of this histogram under `labels` (none when empty; no HELP/TYPE lines).
     fn render_series(&self, out: &mut String, name: &str, labels: &str) {
+        let with = |le: &str| {
+            if labels.is_empty() {
+                format!("{{le=\"{le}\"}}")
+            } else {
+                format!("{{{labels},le=\"{le}\"}}")
+            }
+        };
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(
                 out,
-                "{name}_bucket{{{labels},le=\"{bound}\"}} {}",
+                "{name}_bucket{} {}",
+                with(&bound.to_string()),
                 count.load(Ordering::Relaxed)
             );
         }
         let total = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_bucket{} {total}", with("+Inf"));
+        let own = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+        let _ = writeln!(out, "{name}_sum{own} {sum}");
+        let _ = writeln!(out, "{name}_count{own} {total}");
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
-        }
-        let total = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {total}");
+        self.render_series(out, name, "");
     }
 }
 

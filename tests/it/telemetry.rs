@@ -96,22 +96,31 @@ impl Prometheus {
         format!("http://127.0.0.1:{}/api/v1/write", self.port)
     }
 
-    /// Every raw sample of the series `selector` in the last `range`: (unix seconds, value).
-    async fn samples(&self, selector: &str, range: &str) -> Vec<(f64, f64)> {
-        let response: serde_json::Value = http_client()
-            .get(
-                reqwest::Url::parse_with_params(
-                    &format!("http://127.0.0.1:{}/api/v1/query", self.port),
-                    &[("query", format!("{selector}[{range}]"))],
-                )
-                .unwrap(),
-            )
+    /// GET `path` of Prometheus's HTTP API with `params`, as JSON.
+    async fn api(&self, path: &str, params: &[(&str, String)]) -> serde_json::Value {
+        let url = reqwest::Url::parse_with_params(
+            &format!("http://127.0.0.1:{}{path}", self.port),
+            params,
+        )
+        .unwrap();
+        http_client()
+            .get(url)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Every raw sample of the series `selector` in the last `range`: (unix seconds, value).
+    async fn samples(&self, selector: &str, range: &str) -> Vec<(f64, f64)> {
+        let response = self
+            .api(
+                "/api/v1/query",
+                &[("query", format!("{selector}[{range}]"))],
+            )
+            .await;
         assert_eq!(response["status"], "success", "{response}");
         let result = response["data"]["result"].as_array().unwrap();
         assert!(result.len() <= 1, "one series expected: {response}");
@@ -133,23 +142,12 @@ impl Prometheus {
 
     /// Series names Prometheus holds for `device`.
     async fn names(&self, device: &str) -> Vec<String> {
-        let response: serde_json::Value = http_client()
-            .get(
-                reqwest::Url::parse_with_params(
-                    &format!(
-                        "http://127.0.0.1:{}/api/v1/label/__name__/values",
-                        self.port
-                    ),
-                    &[("match[]", format!("{{device=\"{device}\"}}"))],
-                )
-                .unwrap(),
+        let response = self
+            .api(
+                "/api/v1/label/__name__/values",
+                &[("match[]", format!("{{device=\"{device}\"}}"))],
             )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .await;
         response["data"]
             .as_array()
             .unwrap()
