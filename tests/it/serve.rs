@@ -23,14 +23,7 @@ async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
 
 /// The JSON body of a GET.
 async fn get_json(server: &Server, path: &str) -> Value {
-    client()
-        .get(server.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    crate::support::get_json(reqwest::Url::parse(&server.url(path)).unwrap()).await
 }
 
 fn assert_openai_error(body: &Value, param: Option<&str>) {

@@ -16,6 +16,18 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The JSON body of a GET of `url`.
+pub async fn get_json(url: reqwest::Url) -> serde_json::Value {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The default model, installed by `scripts/install-model.sh` (the README's test command runs it).
 pub fn default_model() -> PathBuf {
     let path = edgellm::paths::default_model();

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::server::{Server, free_port};
-use crate::support::{fake_network, http_client};
+use crate::support::{fake_network, get_json, http_client};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -103,14 +103,7 @@ impl Prometheus {
             params,
         )
         .unwrap();
-        http_client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(url).await
     }
 
     /// Every raw sample of the series `selector` in the last `range`: (unix seconds, value).
