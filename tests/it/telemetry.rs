@@ -730,3 +730,71 @@ async fn the_daily_byte_budget_holds_the_backlog_until_the_day_turns() {
     let expected: Vec<f64> = (0..=scrapes + 1).map(|k| k as f64).collect();
     assert_eq!(values, expected);
 }
+
+/// A row in the buffer file that is not a remote-write body (a damaged file, a hand edit) is
+/// dropped and counted; it neither blocks the backlog nor takes the rest of its request with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_buffer_row_is_dropped_and_the_rest_arrives() {
+    let sim = Simulation::new("damaged", 5);
+    let scrapes = 50;
+    let config = sim.config(|raw| raw.batches_per_request = Some(10));
+    sim.run(config.clone(), 0, scrapes).await;
+    {
+        let db = rusqlite::Connection::open(sim.data.path().join("telemetry.db")).unwrap();
+        // Scrape 25: the middle of the third request of ten.
+        db.execute(
+            "UPDATE batches SET body = X'00ff00ff' WHERE id = (SELECT id FROM batches ORDER BY id LIMIT 1 OFFSET 25)",
+            [],
+        )
+        .unwrap();
+    }
+    let online = sim
+        .reconnect(config, scrapes, 60, |s| load(&s.backlog_batches) == 0)
+        .await;
+    assert_eq!(load(&online.rejected_batches), 1, "{online:?}");
+    let values = sim.values("sim_scrape").await;
+    let expected: Vec<f64> = (0..=scrapes)
+        .filter(|&k| k != 25)
+        .map(|k| k as f64)
+        .collect();
+    assert_eq!(values, expected, "only the damaged scrape is missing");
+}
+
+/// `[telemetry]` fails closed at startup: a token variable that is unset, or a buffer file that
+/// is not a database, stops `edgellm serve` with the reason instead of pushing without them.
+#[test]
+fn bad_telemetry_configuration_or_buffer_refuses_to_start() {
+    let refuses = |config: &str, data: &Path| -> String {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, config.as_bytes()).unwrap();
+        let output = Command::new(crate::support::edgellm_bin())
+            .args(["serve", "--port", "0", "--config"])
+            .arg(file.path())
+            .arg("--data-dir")
+            .arg(data)
+            .env_remove("EDGELLM_IT_TELEMETRY_TOKEN_UNSET")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let data = tempfile::tempdir().unwrap();
+    let section =
+        "[telemetry]\nremote_write_url = \"http://127.0.0.1:9/api/v1/write\"\ndevice_id = \"gw\"\n";
+    let stderr = refuses(
+        &format!("{section}bearer_token_env = \"EDGELLM_IT_TELEMETRY_TOKEN_UNSET\"\n"),
+        data.path(),
+    );
+    assert!(
+        stderr.contains("EDGELLM_IT_TELEMETRY_TOKEN_UNSET"),
+        "{stderr}"
+    );
+    let stderr = refuses(
+        "[telemetry]\nremote_write_url = \"ftp://x/y\"\ndevice_id = \"gw\"\n",
+        data.path(),
+    );
+    assert!(stderr.contains("remote_write_url"), "{stderr}");
+    std::fs::write(data.path().join("telemetry.db"), vec![0x5a; 8192]).unwrap();
+    let stderr = refuses(section, data.path());
+    assert!(stderr.contains("telemetry.db"), "{stderr}");
+}
