@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/build-env.sh
 cargo build --release --locked
+# The default embedding model is converted by edgellm itself (`edgellm model import`).
+scripts/install-embedding-model.sh target/release/edgellm
 exec target/release/edgellm serve "$@"

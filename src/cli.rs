@@ -36,6 +36,8 @@ pub enum Command {
     Audit(crate::usage::AuditArgs),
     /// Run one configured task on an input, in-process, and print the result as JSON.
     Task(Box<TaskArgs>),
+    /// Model files on this device: import a sentence-transformers model as a GGUF.
+    Model(crate::model::ModelArgs),
 }
 
 /// `edgellm task NAME --input FILE`: the serve configuration (file, flags, environment) is
@@ -175,6 +177,9 @@ pub struct ServeArgs {
     /// GGUF model file [default: the installed default model]
     #[arg(short = 'm', long = "model", env = "EDGELLM_MODEL")]
     pub model: Option<PathBuf>,
+    /// Embedding GGUF served on /v1/embeddings [default: the installed default embedding model]
+    #[arg(long, env = "EDGELLM_EMBEDDING_MODEL")]
+    pub embedding_model: Option<PathBuf>,
     /// Model name reported to clients [default: the file name without .gguf]
     #[arg(long, env = "EDGELLM_MODEL_ALIAS")]
     pub alias: Option<String>,
@@ -276,6 +281,9 @@ impl ServeArgs {
         }
         set(&mut raw.model.path, &self.model);
         set(&mut raw.model.alias, &self.alias);
+        if let Some(path) = &self.embedding_model {
+            raw.embedding.get_or_insert_default().model = Some(path.clone());
+        }
         set(&mut raw.model.threads, &self.threads);
         set(&mut raw.model.threads_batch, &self.threads_batch);
         set(&mut raw.model.ctx_size, &self.ctx_size);

@@ -69,6 +69,8 @@ pub struct RawConfig {
     pub mqtt: Option<crate::mqtt::RawMqtt>,
     /// `[telemetry]`: push metrics to a remote-write receiver (docs/telemetry.md).
     pub telemetry: Option<crate::telemetry::RawTelemetry>,
+    /// `[embedding]`: the embedding model served beside the generation model.
+    pub embedding: Option<crate::embeddings::RawEmbedding>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +222,8 @@ pub struct ServeConfig {
     pub tasks: Vec<crate::tasks::Task>,
     pub mqtt: Option<crate::mqtt::MqttConfig>,
     pub telemetry: Option<crate::telemetry::TelemetryConfig>,
+    /// The embedding model and its limits; `None` serves no embeddings.
+    pub embedding: Option<crate::embeddings::EmbeddingConfig>,
 }
 
 impl ServeConfig {
@@ -355,7 +359,10 @@ impl ServeConfig {
                     .map_err(|e| invalid(format!("[telemetry]: {e}")))?,
             ),
         };
+        let embedding =
+            crate::embeddings::EmbeddingConfig::from_raw(raw.embedding).map_err(invalid)?;
         Ok(ServeConfig {
+            embedding,
             telemetry,
             data_dir: raw.server.data_dir.unwrap_or_else(crate::paths::home),
             egress,

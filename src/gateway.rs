@@ -30,6 +30,8 @@ pub struct Gateway {
     pub tasks: Arc<TaskRuntime>,
     /// Unix time the gateway was built (the `created` of the model list).
     pub started_unix: u64,
+    /// The embedding model's service (`serve` loads the model into its cell).
+    pub embeddings: crate::embeddings::EmbeddingService,
 }
 
 impl Gateway {
@@ -65,7 +67,10 @@ impl Gateway {
             ledger.clone(),
             metrics.clone(),
         )?);
+        let embeddings =
+            crate::embeddings::EmbeddingService::new(config.embedding.clone(), &config.limits);
         Ok(Gateway {
+            embeddings,
             config,
             metrics,
             service,
@@ -108,6 +113,12 @@ impl Gateway {
                 &guard.metrics,
                 usage.as_ref(),
                 &caps,
+            ));
+        }
+        if self.embeddings.config().is_some() {
+            text.push_str(&crate::metrics::render_embeddings(
+                &self.embeddings.metrics,
+                self.embeddings.embedder().map(|e| e.load()),
             ));
         }
         let root = self.config.routing.sysfs_root.clone();

@@ -16,6 +16,7 @@ fn main() -> std::process::ExitCode {
         Command::Usage(args) => edgellm::usage::usage(args),
         Command::Audit(args) => edgellm::usage::audit(args),
         Command::Task(args) => edgellm::task_cli::run(args),
+        Command::Model(args) => edgellm::model::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -930,6 +930,56 @@ impl MqttCountersSnapshot {
     }
 }
 
+/// The embedding service's metrics: requests by outcome and, once its model is loaded, the
+/// engine's inputs, tokens, batches and busy time.
+pub fn render_embeddings(
+    service: &crate::embeddings::EmbedMetrics,
+    load: Option<&crate::engine::embed::EmbedLoad>,
+) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP edgellm_embedding_requests_total Embedding requests, by outcome.\n# TYPE edgellm_embedding_requests_total counter\n");
+    for (status, counter) in [
+        ("ok", &service.requests_ok),
+        ("error", &service.requests_failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "edgellm_embedding_requests_total{{status=\"{status}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    if let Some(load) = load {
+        for (name, help, value) in [
+            (
+                "edgellm_embedding_inputs_total",
+                "Inputs embedded.",
+                load.inputs.load(Ordering::Relaxed),
+            ),
+            (
+                "edgellm_embedding_tokens_total",
+                "Tokens of the inputs embedded.",
+                load.tokens.load(Ordering::Relaxed),
+            ),
+            (
+                "edgellm_embedding_batches_total",
+                "llama.cpp encode calls.",
+                load.batches.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let busy = load.busy_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "# HELP edgellm_embedding_busy_seconds_total Time the embedding engine spent encoding.\n# TYPE edgellm_embedding_busy_seconds_total counter\nedgellm_embedding_busy_seconds_total {busy}"
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,43 @@ pub fn open_ledger(config: &ServeConfig) -> anyhow::Result<Option<Arc<Ledger>>> 
     Ok(Some(Arc::new(ledger)))
 }
 
+/// Loads the generation model, then the embedding model when one is configured (one after the
+/// other: on a small device they would only compete for the same cores).
+fn load_models(
+    engine_config: crate::engine::EngineConfig,
+    embed_config: Option<crate::engine::embed::EmbedConfig>,
+    engine_cell: &OnceLock<Engine>,
+    embed_cell: &OnceLock<crate::engine::embed::Embedder>,
+    metrics: &Metrics,
+) -> Result<(), crate::engine::EngineError> {
+    let engine = Engine::start(engine_config)?;
+    let info = engine.info();
+    tracing::info!(
+        model = %info.id, load_ms = info.load_time.as_millis() as u64,
+        model_mib = info.buffers.model_bytes >> 20, kv_mib = info.buffers.kv_cache_bytes >> 20,
+        compute_mib = info.buffers.compute_bytes >> 20,
+        rss_before_model_mib = info.resident.before_model >> 20,
+        rss_after_model_mib = info.resident.after_model >> 20,
+        rss_after_context_mib = info.resident.after_context >> 20,
+        template = info.template.as_str(), "model loaded"
+    );
+    metrics.set_model_load_time(info.load_time);
+    engine.prepare_constraints();
+    let _ = engine_cell.set(engine);
+    if let Some(embed_config) = embed_config {
+        let started = std::time::Instant::now();
+        let embedder = crate::engine::embed::Embedder::start(embed_config)?;
+        let info = embedder.info();
+        tracing::info!(
+            model = %info.id, dimensions = info.n_embd, pooling = info.pooling,
+            max_input_tokens = info.max_input_tokens,
+            load_ms = started.elapsed().as_millis() as u64, "embedding model loaded"
+        );
+        let _ = embed_cell.set(embedder);
+    }
+    Ok(())
+}
+
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -111,24 +148,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     // Load the model on a blocking thread while the listener already answers /health with 503.
     let engine_config = config.engine.clone();
+    let embed_config = config.embedding.as_ref().map(|e| e.engine.clone());
+    let embed_cell = gateway.embeddings.cell().clone();
     let (load_failed_tx, load_failed) = tokio::sync::oneshot::channel();
-    tokio::task::spawn_blocking(move || match Engine::start(engine_config) {
-        Ok(engine) => {
-            let info = engine.info();
-            tracing::info!(
-                model = %info.id, load_ms = info.load_time.as_millis() as u64,
-                model_mib = info.buffers.model_bytes >> 20, kv_mib = info.buffers.kv_cache_bytes >> 20,
-                compute_mib = info.buffers.compute_bytes >> 20,
-                rss_before_model_mib = info.resident.before_model >> 20,
-                rss_after_model_mib = info.resident.after_model >> 20,
-                rss_after_context_mib = info.resident.after_context >> 20,
-                template = info.template.as_str(), "model loaded"
-            );
-            metrics.set_model_load_time(info.load_time);
-            engine.prepare_constraints();
-            let _ = engine_cell.set(engine);
-        }
-        Err(error) => {
+    tokio::task::spawn_blocking(move || {
+        let loaded = load_models(
+            engine_config,
+            embed_config,
+            &engine_cell,
+            &embed_cell,
+            &metrics,
+        );
+        if let Err(error) = loaded {
             let _ = load_failed_tx.send(error);
         }
     });

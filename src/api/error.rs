@@ -261,3 +261,56 @@ fn parameter_named_in(message: &str) -> &str {
         .unwrap_or(message);
     rest.split_whitespace().next().unwrap_or("")
 }
+
+impl From<crate::embeddings::EmbedError> for ApiError {
+    fn from(error: crate::embeddings::EmbedError) -> Self {
+        use crate::embeddings::EmbedError;
+        let message = error.to_string();
+        match error {
+            // llama-server answers 501 when it serves no embedding model.
+            EmbedError::NotConfigured => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_supported_error", message)
+                    .with_code("no_embedding_model")
+            }
+            EmbedError::Loading => ApiError {
+                retry_after_secs: Some(5),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable_error",
+                    "Loading model",
+                )
+            },
+            EmbedError::Input {
+                error: crate::engine::embed::EmbedInputError::TooLong { tokens, max },
+                ..
+            } => {
+                let mut e = ApiError::context_exceeded(&message, tokens, max);
+                e.param = Some("input".into());
+                e
+            }
+            EmbedError::Input { .. } | EmbedError::Invalid(_) => {
+                ApiError::invalid("input", message)
+            }
+            EmbedError::TooManyInputs { .. } | EmbedError::TooManyTokens { .. } => {
+                ApiError::invalid("input", message).with_code("too_many_inputs")
+            }
+            EmbedError::Dimensions { .. } => ApiError::invalid("dimensions", message),
+            EmbedError::Overloaded { .. } => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_overloaded",
+                    message,
+                )
+                .with_code("overloaded")
+            },
+            EmbedError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message)
+                    .with_code("timeout")
+            }
+            EmbedError::Engine(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@
 
 mod chat;
 mod cors;
+mod embeddings;
 pub mod error;
 mod json;
 mod llama;
@@ -50,6 +51,9 @@ fn routes(state: AppState) -> Router {
         .route("/v1/responses", post(responses::create))
         .route("/responses", post(responses::create))
         .route("/completion", post(llama::completion))
+        .route("/v1/embeddings", post(embeddings::create))
+        .route("/embeddings", post(embeddings::llama))
+        .route("/embedding", post(embeddings::llama))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/apply-template", post(tokens::apply_template))

@@ -10,7 +10,10 @@ use super::error::ApiError;
 
 /// 503 while the model loads (as llama-server answers), then 200.
 pub async fn health(State(state): State<AppState>) -> Response {
-    match state.service.engine() {
+    // Ready once every configured model is loaded.
+    let embeddings_ready =
+        state.embeddings.config().is_none() || state.embeddings.embedder().is_some();
+    match state.service.engine().filter(|_| embeddings_ready) {
         Some(_) => axum::Json(json!({"status": "ok"})).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

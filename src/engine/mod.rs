@@ -7,6 +7,7 @@
 //! request at the next token.
 
 mod config;
+pub mod embed;
 mod logprob;
 mod memory;
 mod sampling;

@@ -7,6 +7,7 @@ mod api;
 mod bench;
 mod constrained;
 mod egress;
+mod embeddings;
 mod engine;
 mod mosquitto;
 mod plan;

@@ -1,5 +1,6 @@
-//! A small GGUF writer, for tests: synthetic model headers with zero (sparse) tensor data, and
-//! the raw header bytes to corrupt on purpose.
+//! A small GGUF writer: synthetic model headers with zero (sparse) tensor data and the raw header
+//! bytes to corrupt on purpose (for tests), and whole files with their tensor data
+//! (`edgellm model import`).
 
 use std::fs::File;
 use std::io::Write;
@@ -174,6 +175,45 @@ impl GgufWriter {
         file.write_all(&header)?;
         let len = (header.len() as u64).saturating_add(self.data_bytes());
         file.set_len(len)?;
+        Ok(len)
+    }
+}
+
+impl GgufWriter {
+    /// Writes the file with its tensor data: `data[i]` is the bytes of the i-th tensor added,
+    /// exactly as long as its type and shape say. Returns the file length.
+    pub fn write_with_data(&self, path: &Path, data: &[&[u8]]) -> std::io::Result<u64> {
+        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+        if data.len() != self.tensors.len() {
+            return Err(invalid(format!(
+                "{} tensors declared, {} given",
+                self.tensors.len(),
+                data.len()
+            )));
+        }
+        let alignment = self.alignment();
+        let header = self.header_bytes();
+        let mut file = std::io::BufWriter::new(File::create(path)?);
+        file.write_all(&header)?;
+        let mut len = header.len() as u64;
+        for (i, (tensor, bytes)) in self.tensors.iter().zip(data).enumerate() {
+            if bytes.len() as u64 != Self::tensor_bytes(tensor) {
+                return Err(invalid(format!(
+                    "tensor {} is {} bytes, its type and shape need {}",
+                    tensor.name,
+                    bytes.len(),
+                    Self::tensor_bytes(tensor)
+                )));
+            }
+            file.write_all(bytes)?;
+            len += bytes.len() as u64;
+            if i + 1 < self.tensors.len() {
+                let padded = align_up(len, alignment).unwrap_or(len);
+                file.write_all(&vec![0u8; (padded - len) as usize])?;
+                len = padded;
+            }
+        }
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         Ok(len)
     }
 }

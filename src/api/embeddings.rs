@@ -1,0 +1,193 @@
+//! Embeddings: OpenAI's `POST /v1/embeddings` and llama-server's `POST /embedding` (also
+//! `/embeddings`), in their shapes, on the local embedding model.
+
+use axum::extract::State;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::ApiJson;
+use crate::embeddings::{EmbedInput, EmbedRequest, Normalize};
+
+/// OpenAI's request. `model` and `user` are accepted and not used: the device has one
+/// embedding model, and the answer names it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsRequest {
+    pub input: Value,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted, not used: the answer names the model that embedded
+    pub model: Option<String>,
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    #[serde(default)]
+    pub dimensions: Option<u32>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted, not used
+    pub user: Option<String>,
+}
+
+/// `input` in any of OpenAI's four forms: a string, an array of strings, an array of token ids,
+/// an array of arrays of token ids.
+pub fn parse_input(input: &Value, field: &str) -> Result<Vec<EmbedInput>, ApiError> {
+    let bad = |m: &str| ApiError::invalid(field, format!("{field}: {m}"));
+    match input {
+        Value::String(text) => Ok(vec![EmbedInput::Text(text.clone())]),
+        Value::Array(items) if items.is_empty() => Err(bad("must not be an empty array")),
+        Value::Array(items) if items.iter().all(Value::is_number) => Ok(vec![EmbedInput::Tokens(
+            token_ids(items).ok_or_else(|| bad("token ids must be integers"))?,
+        )]),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(text) => Ok(EmbedInput::Text(text.clone())),
+                Value::Array(ids) if !ids.is_empty() => token_ids(ids)
+                    .map(EmbedInput::Tokens)
+                    .ok_or_else(|| bad(&format!("item {i}: token ids must be integers"))),
+                _ => Err(bad(&format!(
+                    "item {i} must be a string or a non-empty array of token ids"
+                ))),
+            })
+            .collect(),
+        _ => Err(bad(
+            "must be a string, an array of strings, or an array of token ids",
+        )),
+    }
+}
+
+fn token_ids(items: &[Value]) -> Option<Vec<i64>> {
+    items.iter().map(Value::as_i64).collect()
+}
+
+/// `POST /v1/embeddings`.
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<EmbeddingsRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "encoding_format",
+                format!("encoding_format must be \"float\" or \"base64\", got {other:?}"),
+            ));
+        }
+    };
+    let inputs = parse_input(&request.input, "input")?;
+    let done = state
+        .embeddings
+        .embed(EmbedRequest {
+            inputs,
+            dimensions: request.dimensions,
+            normalize: Normalize::Euclidean,
+        })
+        .await?;
+    let data: Vec<Value> = done
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "model": done.model,
+        "usage": {"prompt_tokens": done.prompt_tokens, "total_tokens": done.prompt_tokens},
+    })))
+}
+
+/// llama-server's non-OpenAI request: `content` (or `input`), `embd_normalize`.
+#[derive(Debug, Deserialize)]
+pub struct LlamaEmbeddingRequest {
+    #[serde(default)]
+    pub content: Option<Value>,
+    #[serde(default)]
+    pub input: Option<Value>,
+    #[serde(default = "euclidean")]
+    pub embd_normalize: i32,
+}
+
+fn euclidean() -> i32 {
+    2
+}
+
+/// `POST /embedding`: `[{"index": i, "embedding": [[...]]}]`, the pooled vector as the one row
+/// (llama-server's shape for a pooled model).
+pub async fn llama(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LlamaEmbeddingRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (field, input) = match (&request.content, &request.input) {
+        (Some(content), _) => ("content", content),
+        (None, Some(input)) => ("input", input),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "content",
+                "\"content\" (or \"input\") is required",
+            ));
+        }
+    };
+    let inputs = parse_input(input, field)?;
+    let done = state
+        .embeddings
+        .embed(EmbedRequest {
+            inputs,
+            dimensions: None,
+            normalize: Normalize::from_llama(request.embd_normalize),
+        })
+        .await?;
+    let out: Vec<Value> = done
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| json!({"index": index, "embedding": [vector]}))
+        .collect();
+    Ok(axum::Json(Value::Array(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_input_forms() {
+        assert_eq!(
+            parse_input(&json!("a"), "input").unwrap(),
+            vec![EmbedInput::Text("a".into())]
+        );
+        assert_eq!(parse_input(&json!(["a", "b"]), "input").unwrap().len(), 2);
+        assert_eq!(
+            parse_input(&json!([1, 2, 3]), "input").unwrap(),
+            vec![EmbedInput::Tokens(vec![1, 2, 3])]
+        );
+        assert_eq!(
+            parse_input(&json!([[1], [2, 3]]), "input").unwrap(),
+            vec![EmbedInput::Tokens(vec![1]), EmbedInput::Tokens(vec![2, 3])]
+        );
+        for bad in [
+            json!([]),
+            json!(3),
+            json!(null),
+            json!([1.5]),
+            json!([[]]),
+            json!([{}]),
+            json!(["a", 1]),
+        ] {
+            let error = parse_input(&bad, "input").unwrap_err();
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(error.param.as_deref(), Some("input"));
+        }
+    }
+}
