@@ -38,6 +38,8 @@ pub enum Command {
     Task(Box<TaskArgs>),
     /// Model files on this device: import a sentence-transformers model as a GGUF.
     Model(crate::model::ModelArgs),
+    /// Knowledge packs: build one from documents, query it.
+    Pack(crate::pack::PackArgs),
 }
 
 /// `edgellm task NAME --input FILE`: the serve configuration (file, flags, environment) is

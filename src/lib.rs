@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod netstate;
+pub mod pack;
 pub mod paths;
 pub mod plan;
 pub mod route;

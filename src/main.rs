@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
         Command::Audit(args) => edgellm::usage::audit(args),
         Command::Task(args) => edgellm::task_cli::run(args),
         Command::Model(args) => edgellm::model::run(args),
+        Command::Pack(args) => edgellm::pack::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
