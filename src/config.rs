@@ -71,6 +71,9 @@ pub struct RawConfig {
     pub telemetry: Option<crate::telemetry::RawTelemetry>,
     /// `[embedding]`: the embedding model served beside the generation model.
     pub embedding: Option<crate::embeddings::RawEmbedding>,
+    /// `[[packs]]`: knowledge packs requests may answer from.
+    #[serde(default)]
+    pub packs: Vec<crate::pack::PackSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +227,8 @@ pub struct ServeConfig {
     pub telemetry: Option<crate::telemetry::TelemetryConfig>,
     /// The embedding model and its limits; `None` serves no embeddings.
     pub embedding: Option<crate::embeddings::EmbeddingConfig>,
+    /// The knowledge packs, opened (a configured pack that does not open refuses the start).
+    pub packs: std::sync::Arc<crate::pack::Packs>,
 }
 
 impl ServeConfig {
@@ -361,7 +366,15 @@ impl ServeConfig {
         };
         let embedding =
             crate::embeddings::EmbeddingConfig::from_raw(raw.embedding).map_err(invalid)?;
+        if !raw.packs.is_empty() && embedding.is_none() {
+            return Err(invalid(
+                "[[packs]] need an embedding model: set [embedding] model or install the default one"
+                    .into(),
+            ));
+        }
+        let packs = std::sync::Arc::new(crate::pack::Packs::open(&raw.packs).map_err(invalid)?);
         Ok(ServeConfig {
+            packs,
             embedding,
             telemetry,
             data_dir: raw.server.data_dir.unwrap_or_else(crate::paths::home),

@@ -144,6 +144,8 @@ pub struct Generation {
     pub format: OutputFormat,
     /// The tools the model may call, if the request offered any.
     pub tools: Option<ToolSet>,
+    /// Provenance of text added to the prompt (`pack:NAME#CHUNK`), for the audit log.
+    pub sources: Vec<String>,
 }
 
 /// The local service; cheap to clone.

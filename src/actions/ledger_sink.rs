@@ -111,6 +111,7 @@ pub fn audit_row(record: &AuditRecord, known: &BTreeSet<String>) -> AuditRow {
         cost_micros: 0,
         outcome,
         detail: Some(detail),
+        sources: Vec::new(),
     }
 }
 

@@ -30,9 +30,16 @@ pub async fn chat_completions(
     headers: HeaderMap,
     ApiJson(mut request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let route = route_override(&headers, request.edgellm.take())?;
-    let (generation, options) = request.into_generation()?;
-    respond(state, record, route, generation, options, Shape::Chat).await
+    let mut edge = request.edgellm.take();
+    let pack = edge
+        .as_mut()
+        .map(|e| (e.pack.take(), e.top_k.take()))
+        .unwrap_or_default();
+    let route = route_override(&headers, edge)?;
+    let (mut generation, options) = request.into_generation()?;
+    let retrieved = super::packs::retrieve(&state, pack, &mut generation).await?;
+    let response = respond(state, record, route, generation, options, Shape::Chat).await?;
+    Ok(super::packs::cite(response, retrieved.as_ref()).await)
 }
 
 pub async fn completions(

@@ -96,6 +96,7 @@ pub async fn completion(
     let format = super::openai::llama_format(request.json_schema, request.grammar)?
         .unwrap_or(OutputFormat::Text);
     let generation = Generation {
+        sources: Vec::new(),
         prompt: request.prompt.into_prompt()?,
         params,
         format,

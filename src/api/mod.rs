@@ -14,6 +14,7 @@ mod json;
 mod llama;
 mod ollama;
 pub mod openai;
+mod packs;
 mod responses;
 mod routed;
 mod system;

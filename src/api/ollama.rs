@@ -160,6 +160,7 @@ pub async fn chat(
     let ApiJson(mut request) = body?;
     let route = route_override(&headers, request.edgellm.take())?;
     let generation = Generation {
+        sources: Vec::new(),
         prompt: Prompt::Chat(messages_to_chat(request.messages, "messages")?),
         params: params(request.options)?,
         format: output_format(request.format)?,
@@ -199,6 +200,7 @@ pub async fn generate(
         Prompt::Chat(messages)
     };
     let generation = Generation {
+        sources: Vec::new(),
         prompt,
         params: params(request.options)?,
         format: output_format(request.format)?,

@@ -379,6 +379,7 @@ impl ChatRequest {
         };
         Ok((
             Generation {
+                sources: Vec::new(),
                 prompt,
                 params,
                 format,
@@ -475,6 +476,7 @@ impl CompletionRequest {
         };
         Ok((
             Generation {
+                sources: Vec::new(),
                 prompt: self.prompt.into_prompt()?,
                 params,
                 format,
@@ -572,6 +574,7 @@ impl ResponsesRequest {
         };
         Ok((
             Generation {
+                sources: Vec::new(),
                 prompt: Prompt::Chat(messages),
                 params,
                 format,

@@ -17,6 +17,10 @@ pub const ROUTE_HEADER: &str = "x-edgellm-route";
 #[derive(Debug, Default, Deserialize)]
 pub struct EdgeOptions {
     pub route: Option<String>,
+    /// A knowledge pack to answer from (`[[packs]]` name).
+    pub pack: Option<String>,
+    /// Passages to add from it [default: the pack's `top_k`].
+    pub top_k: Option<usize>,
 }
 
 /// The request's override: the body field wins over the header.

@@ -235,6 +235,7 @@ impl EgressGuard {
         // The request wanted to leave and stays: counted and audited like a refused admission.
         self.metrics.count_refused(refusal.label);
         self.write_audit(AuditRecord {
+            sources: Vec::new(),
             time: Timestamp::now(),
             kind: AuditKind::Egress,
             request_id: format!("egress-{}", uuid::Uuid::new_v4().simple()),
@@ -287,6 +288,7 @@ impl EgressGuard {
     ) -> Result<Admitted, Refusal> {
         let request_id = format!("egress-{}", uuid::Uuid::new_v4().simple());
         let mut record = AuditRecord {
+            sources: Vec::new(),
             time: Timestamp::now(),
             kind: AuditKind::Egress,
             request_id: request_id.clone(),
@@ -301,6 +303,7 @@ impl EgressGuard {
             outcome: Outcome::Ok,
             detail: None,
         };
+        record.sources = request.sources.clone();
         let outcome = self
             .admit_inner(tier, &mut request, &mut record, default_max)
             .await;

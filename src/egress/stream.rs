@@ -196,6 +196,7 @@ mod tests {
     /// Admits a prompt holding one e-mail address; returns the admission and its placeholder.
     async fn admit(setup: &Setup) -> (Admitted, String) {
         let request = UpstreamRequest {
+            sources: Vec::new(),
             messages: vec![ChatMessage::new("user", "mail ops@example.com now")],
             max_tokens: Some(16),
             ..UpstreamRequest::default()

@@ -38,6 +38,9 @@ pub struct AuditRecord {
     pub outcome: Outcome,
     /// A short machine-made note (an HTTP status, an error class); never user text.
     pub detail: Option<String>,
+    /// Where added prompt text came from (`pack:NAME#CHUNK` ids); never the text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 /// An audit row as stored, with its id.
@@ -249,10 +252,13 @@ impl Ledger {
 /// Appends `record` on `conn` (alone, or inside the writer's transaction); returns its id.
 pub(super) fn insert_audit(conn: &Connection, record: &AuditRecord) -> Result<i64, LedgerError> {
     let redactions = serde_json::to_string(&record.redactions)?;
+    let sources = (!record.sources.is_empty())
+        .then(|| serde_json::to_string(&record.sources))
+        .transpose()?;
     conn.prepare_cached(
         "INSERT INTO audit (time_ms, kind, request_id, tier, model, reason, redactions,
-             bytes_sent, tokens_sent, tokens_received, cost_micros, outcome, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             bytes_sent, tokens_sent, tokens_received, cost_micros, outcome, detail, sources)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         record.time.as_millisecond(),
@@ -268,6 +274,7 @@ pub(super) fn insert_audit(conn: &Connection, record: &AuditRecord) -> Result<i6
         to_sql_int(record.cost_micros),
         record.outcome.to_string(),
         record.detail,
+        sources,
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -279,13 +286,20 @@ fn audit_page(
     to_ms: i64,
     limit: usize,
 ) -> Result<Vec<AuditEntry>, LedgerError> {
-    let mut statement = conn.prepare_cached(
+    // A reader may look at a file an older edgellm wrote (schema 2: no `sources` yet).
+    let has_sources: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = 'sources'",
+        [],
+        |row| row.get(0),
+    )?;
+    let sources = if has_sources > 0 { "sources" } else { "NULL" };
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT id, time_ms, kind, request_id, tier, model, reason, redactions, bytes_sent,
-                tokens_sent, tokens_received, cost_micros, outcome, detail
+                tokens_sent, tokens_received, cost_micros, outcome, detail, {sources}
          FROM audit
          WHERE (time_ms > ?1 OR (time_ms = ?1 AND id >= ?2)) AND time_ms < ?3
-         ORDER BY time_ms, id LIMIT ?4",
-    )?;
+         ORDER BY time_ms, id LIMIT ?4"
+    ))?;
     let mut rows = statement.query(params![after.0, after.1, to_ms, limit_sql(limit)])?;
     let mut entries = Vec::new();
     while let Some(row) = rows.next()? {
@@ -298,9 +312,14 @@ fn audit_entry(row: &Row<'_>) -> Result<AuditEntry, LedgerError> {
     let kind: String = row.get(2)?;
     let redactions: String = row.get(7)?;
     let outcome: String = row.get(12)?;
+    let sources: Option<String> = row.get(14)?;
     Ok(AuditEntry {
         id: row.get(0)?,
         record: AuditRecord {
+            sources: match sources {
+                Some(text) => serde_json::from_str(&text)?,
+                None => Vec::new(),
+            },
             time: timestamp(row.get(1)?),
             kind: AuditKind::parse(&kind),
             request_id: row.get(3)?,

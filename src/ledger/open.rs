@@ -105,6 +105,7 @@ pub(super) fn start_boot(conn: &mut Connection, now: Timestamp) -> Result<i64, L
         super::audit::insert_audit(
             &tx,
             &super::AuditRecord {
+                sources: Vec::new(),
                 time: now,
                 kind: super::AuditKind::Egress,
                 request_id,

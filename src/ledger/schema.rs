@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::LedgerError;
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1. Amounts are integers (tokens, micro-dollars); times are Unix milliseconds; `day`
 /// is the budget day (`YYYY-MM-DD` in the configured zone) fixed when the row was reserved.
@@ -104,6 +104,9 @@ INSERT INTO day_total (day, requests, input, output, cost)
     FROM reservation GROUP BY day;
 ";
 
+/// Where text added to a prompt came from (knowledge-pack chunk ids), per audit row.
+const V3: &str = "ALTER TABLE audit ADD COLUMN sources TEXT;";
+
 pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -120,6 +123,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
         // What each day counts against the caps, kept by triggers in the same transaction as
         // every reservation change: `reserve` reads one row instead of summing the day.
         tx.execute_batch(V2)?;
+    }
+    if found < 3 {
+        tx.execute_batch(V3)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -437,6 +437,7 @@ fn schema_is_versioned_and_reopens() {
 
 fn audit_record(time: &str, request_id: &str, outcome: Outcome) -> AuditRecord {
     AuditRecord {
+        sources: Vec::new(),
         time: ts(time),
         kind: AuditKind::Egress,
         request_id: request_id.to_string(),

@@ -32,6 +32,7 @@ fn reserve(id: &str, caps: Caps) -> Write {
 
 fn audit(id: &str) -> Write {
     Write::Audit(AuditRecord {
+        sources: Vec::new(),
         time: now(),
         kind: AuditKind::Egress,
         request_id: id.to_string(),

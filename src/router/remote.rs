@@ -221,6 +221,7 @@ pub(super) fn upstream_request(
         (n, None) => Some(n),
     };
     Some(UpstreamRequest {
+        sources: generation.sources.clone(),
         messages,
         max_tokens,
         temperature: Some(params.temperature),

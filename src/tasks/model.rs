@@ -25,6 +25,7 @@ impl RouterModel {
 
     async fn run(&self, request: TaskRequest) -> Result<TaskGeneration, ModelFailure> {
         let generation = Generation {
+            sources: Vec::new(),
             prompt: Prompt::Chat(vec![
                 ChatMessage::new("system", &request.system),
                 ChatMessage::new("user", &request.user),

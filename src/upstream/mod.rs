@@ -42,6 +42,8 @@ pub struct UpstreamRequest {
     pub json: Option<serde_json::Value>,
     /// The tools the model may call.
     pub tools: Option<ToolSet>,
+    /// Provenance of text added to the prompt (`pack:NAME#CHUNK`): audited, never sent.
+    pub sources: Vec<String>,
 }
 
 /// A whole answer.
