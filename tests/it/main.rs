@@ -10,6 +10,7 @@ mod egress;
 mod embeddings;
 mod engine;
 mod mosquitto;
+mod packs;
 mod plan;
 mod route;
 mod run_cli;
