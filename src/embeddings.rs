@@ -221,6 +221,8 @@ pub struct EmbeddingService {
     queue: usize,
     timeout: Duration,
     pub metrics: Arc<EmbedMetrics>,
+    /// Where the GenAI semantic-convention families are kept (operation `embeddings`).
+    gen_ai: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl EmbeddingService {
@@ -233,7 +235,14 @@ impl EmbeddingService {
             queue,
             timeout: limits.request_timeout,
             metrics: Arc::new(EmbedMetrics::default()),
+            gen_ai: None,
         }
+    }
+
+    /// Records each embedding request in the server's GenAI families too.
+    pub fn with_gen_ai(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.gen_ai = Some(metrics);
+        self
     }
 
     pub fn config(&self) -> Option<&EmbeddingConfig> {
@@ -257,7 +266,36 @@ impl EmbeddingService {
 
     /// Embeds every input, or fails the whole request naming the first bad input.
     pub async fn embed(&self, request: EmbedRequest) -> Result<Embedded, EmbedError> {
+        let started = Instant::now();
         let result = self.embed_inner(request).await;
+        // GenAI families: requests the model ran (or that failed while running), as the
+        // generation path counts requests committed to a tier.
+        let error = match &result {
+            Ok(_) => None,
+            Err(EmbedError::Timeout(_)) => Some("timeout"),
+            Err(EmbedError::Engine(_)) => Some("engine_error"),
+            Err(_) => Some(""),
+        };
+        if let (Some(metrics), Some(embedder)) = (&self.gen_ai, self.embedder.get())
+            && error != Some("")
+        {
+            metrics.record_gen_ai(
+                crate::metrics::GenAiKey {
+                    operation: "embeddings",
+                    provider: "llama.cpp",
+                    model: embedder.info().id.clone(),
+                    tier: "local".into(),
+                },
+                crate::metrics::GenAiObservation {
+                    input_tokens: result.as_ref().map_or(0, |r| r.prompt_tokens),
+                    output_tokens: 0,
+                    duration_secs: started.elapsed().as_secs_f64(),
+                    ttft_secs: None,
+                    tpot_secs: None,
+                    error,
+                },
+            );
+        }
         let counter = if result.is_ok() {
             &self.metrics.requests_ok
         } else {

@@ -68,7 +68,8 @@ impl Gateway {
             metrics.clone(),
         )?);
         let embeddings =
-            crate::embeddings::EmbeddingService::new(config.embedding.clone(), &config.limits);
+            crate::embeddings::EmbeddingService::new(config.embedding.clone(), &config.limits)
+                .with_gen_ai(metrics.clone());
         Ok(Gateway {
             embeddings,
             config,

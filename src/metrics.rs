@@ -271,6 +271,8 @@ impl Metrics {
         let Ok(mut all) = self.gen_ai.lock() else {
             return;
         };
+        // An embedding has input tokens only (OpenTelemetry's `embeddings` operation).
+        let has_output = key.operation != "embeddings";
         let series = all.entry(key).or_insert_with(|| GenAiSeries {
             input: Histogram::new(GEN_AI_TOKENS),
             output: Histogram::new(GEN_AI_TOKENS),
@@ -285,7 +287,9 @@ impl Metrics {
             .observe(observation.duration_secs);
         if observation.error.is_none() {
             series.input.observe(observation.input_tokens as f64);
-            series.output.observe(observation.output_tokens as f64);
+            if has_output {
+                series.output.observe(observation.output_tokens as f64);
+            }
         }
         if let Some(ttft) = observation.ttft_secs {
             series.ttft.observe(ttft);

@@ -218,7 +218,8 @@ async fn embeddings_behave_like_embeddings() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("edgellm_embedding_inputs_total"),
+        metrics.contains("edgellm_embedding_inputs_total")
+            && metrics.contains("gen_ai_operation_name=\"embeddings\""),
         "{metrics}"
     );
 }
