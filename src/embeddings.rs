@@ -194,6 +194,9 @@ pub struct EmbedRequest {
     pub inputs: Vec<EmbedInput>,
     pub dimensions: Option<u32>,
     pub normalize: Normalize,
+    /// Cut inputs longer than the model's context to fit (Ollama's `truncate`, its default),
+    /// keeping the closing special token; otherwise they are refused.
+    pub truncate: bool,
 }
 
 /// The answer: one vector per input, in order, and the tokens they took.
@@ -337,6 +340,7 @@ impl EmbeddingService {
         // Tokenizing is bounded by the body limit; it runs off the runtime's threads anyway.
         let tokenizer = embedder.clone();
         let max_tokens = config.max_request_tokens;
+        let truncate = request.truncate;
         let tokenized = tokio::task::spawn_blocking(move || {
             let mut total = 0usize;
             let mut out = Vec::with_capacity(request.inputs.len());
@@ -355,6 +359,13 @@ impl EmbeddingService {
                         ids.into_iter().map(|id| id as i32).collect()
                     }
                 };
+                let mut tokens = tokens;
+                let max = tokenizer.info().max_input_tokens;
+                if truncate && tokens.len() > max {
+                    let last = tokens[tokens.len() - 1];
+                    tokens.truncate(max - 1);
+                    tokens.push(last);
+                }
                 tokenizer
                     .check_input(&tokens)
                     .map_err(|error| EmbedError::Input { index, error })?;

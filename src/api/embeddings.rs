@@ -84,6 +84,7 @@ pub async fn create(
             inputs,
             dimensions: request.dimensions,
             normalize: Normalize::Euclidean,
+            truncate: false,
         })
         .await?;
     let data: Vec<Value> = done
@@ -146,6 +147,7 @@ pub async fn llama(
             inputs,
             dimensions: None,
             normalize: Normalize::from_llama(request.embd_normalize),
+            truncate: false,
         })
         .await?;
     let out: Vec<Value> = done

@@ -6,8 +6,9 @@
 //! headers. Errors are Ollama's shape, `{"error": "message"}`, with the status edgellm would
 //! give on its OpenAI routes. edgellm serves one local model: the `model` a request names is not
 //! used to choose one (as on the OpenAI routes), and answers report edgellm's model name.
-//! Not served: `/api/embed` (edgellm has no embeddings yet), `/api/pull`, `/api/push`,
-//! `/api/create`, `/api/copy`, `/api/delete` (models reach a device another way).
+//! `/api/embed` and the older `/api/embeddings` answer from the embedding model.
+//! Not served: `/api/pull`, `/api/push`, `/api/create`, `/api/copy`, `/api/delete` (models
+//! reach a device another way).
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -452,4 +453,89 @@ mod tests {
             7
         );
     }
+}
+
+/// Ollama's `/api/embed` request.
+#[derive(Debug, Deserialize)]
+pub struct EmbedRequest {
+    #[serde(default)]
+    #[allow(dead_code)] // accepted, not used: the answer names the embedding model
+    pub model: Option<String>,
+    pub input: Value,
+    /// Cut inputs longer than the model's context (Ollama's default) instead of failing.
+    #[serde(default = "yes")]
+    pub truncate: bool,
+    #[serde(default)]
+    pub dimensions: Option<u32>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted: the model stays loaded
+    pub keep_alive: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted: embedding has no sampling options
+    pub options: Option<Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /api/embed`: `{"model", "embeddings": [[...]], "total_duration", "load_duration",
+/// "prompt_eval_count"}`, L2-normalised as Ollama's are.
+pub async fn embed(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<EmbedRequest>,
+) -> Result<Response, OllamaError> {
+    let inputs = super::embeddings::parse_input(&request.input, "input")?;
+    let done = state
+        .embeddings
+        .embed(crate::embeddings::EmbedRequest {
+            inputs,
+            dimensions: request.dimensions,
+            normalize: crate::embeddings::Normalize::Euclidean,
+            truncate: request.truncate,
+        })
+        .await
+        .map_err(ApiError::from)?;
+    Ok(axum::Json(json!({
+        "model": done.model,
+        "embeddings": done.vectors,
+        "total_duration": done.elapsed.as_nanos() as u64,
+        "load_duration": 0,
+        "prompt_eval_count": done.prompt_tokens,
+    }))
+    .into_response())
+}
+
+/// The older `/api/embeddings` request: one `prompt`.
+#[derive(Debug, Deserialize)]
+pub struct LegacyEmbedRequest {
+    #[serde(default)]
+    #[allow(dead_code)] // accepted, not used
+    pub model: Option<String>,
+    pub prompt: String,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted
+    pub keep_alive: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted
+    pub options: Option<Value>,
+}
+
+/// `POST /api/embeddings`: `{"embedding": [...]}` (not normalised, as Ollama's older endpoint).
+pub async fn embeddings(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LegacyEmbedRequest>,
+) -> Result<Response, OllamaError> {
+    let done = state
+        .embeddings
+        .embed(crate::embeddings::EmbedRequest {
+            inputs: vec![crate::embeddings::EmbedInput::Text(request.prompt)],
+            dimensions: None,
+            normalize: crate::embeddings::Normalize::None,
+            truncate: true,
+        })
+        .await
+        .map_err(ApiError::from)?;
+    let vector = done.vectors.into_iter().next().unwrap_or_default();
+    Ok(axum::Json(json!({ "embedding": vector })).into_response())
 }

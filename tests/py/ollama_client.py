@@ -68,4 +68,24 @@ except ollama.ResponseError as error:
 refused = client._client.post("/api/generate", json={"model": name, "prompt": "x", "format": "yaml"})
 assert refused.status_code == 400 and "format" in refused.json()["error"], refused.text
 
+# Embeddings (the embedding model served beside the generation model).
+embedded = client.embed(model="all-minilm", input=["The pump is overheating.", "The pump runs too hot.",
+                                                   "Invoices are due monthly."])
+vectors = embedded.embeddings
+assert len(vectors) == 3 and len(vectors[0]) == 384, embedded
+dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+assert abs(dot(vectors[0], vectors[0]) - 1.0) < 1e-3, "normalised"
+assert dot(vectors[0], vectors[1]) > dot(vectors[0], vectors[2]) + 0.2, "similar above unrelated"
+assert embedded.prompt_eval_count > 10, embedded
+# Ollama truncates over-long input by default; with truncate=False it is an error.
+long_text = "word " * 700
+assert len(client.embed(model="all-minilm", input=long_text).embeddings) == 1
+try:
+    client.embed(model="all-minilm", input=long_text, truncate=False)
+    raise AssertionError("an over-long input was accepted with truncate=False")
+except ollama.ResponseError as error:
+    assert error.status_code == 400, error
+legacy = client.embeddings(model="all-minilm", prompt="The pump is overheating.")
+assert len(legacy.embedding) == 384, legacy
+
 print("ollama client: ok")

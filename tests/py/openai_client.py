@@ -152,4 +152,21 @@ try:
 except openai.BadRequestError as error:
     assert error.body["param"] == "temperature", error.body
 
+# Embeddings: float and base64 (asked for explicitly, the SDK hands the string over), one and
+# many inputs.
+single = client.embeddings.create(model="all-minilm", input="The pump is overheating.")
+assert len(single.data) == 1 and len(single.data[0].embedding) == 384, single
+assert single.usage.prompt_tokens > 2, single.usage
+many = client.embeddings.create(model="all-minilm", input=["The pump is overheating.", "Invoices are due monthly."],
+                                encoding_format="base64")
+assert [d.index for d in many.data] == [0, 1], many
+import base64, struct
+decoded = struct.unpack("<384f", base64.b64decode(many.data[0].embedding))
+assert abs(sum(a * b for a, b in zip(single.data[0].embedding, decoded)) - 1.0) < 1e-3
+try:
+    client.embeddings.create(model="all-minilm", input="x", dimensions=64)
+    raise AssertionError("dimensions 64 accepted for a model that cannot truncate")
+except openai.BadRequestError as error:
+    assert error.body["param"] == "dimensions", error.body
+
 print("openai client: ok")
