@@ -41,7 +41,7 @@ impl Format {
 }
 
 /// Splits `text` into chunks of at most `max_tokens` (counted by `count`, the embedding
-/// model's tokenizer); a paragraph longer than that is split at sentence, then word bounds.
+/// model's tokenizer); a paragraph longer than that is split at word bounds.
 pub fn chunk(
     text: &str,
     format: Format,
@@ -159,8 +159,8 @@ fn markdown_heading(line: &str) -> Option<(usize, String)> {
     (!title.is_empty()).then(|| (level, title.to_string()))
 }
 
-/// Pieces of `text[start..end]` of at most `max_tokens` each, cut after sentence ends where
-/// possible, else at spaces, else at character bounds.
+/// Pieces of `text[start..end]` of at most `max_tokens` each, each cut at the last space or
+/// newline that fits, else (one word longer than the budget) at a character bound.
 fn split_long(
     text: &str,
     start: usize,
@@ -168,15 +168,15 @@ fn split_long(
     max_tokens: usize,
     count: &dyn Fn(&str) -> usize,
 ) -> Vec<(usize, usize)> {
-    // Candidate cut points: after ". ", "! ", "? ", newlines; then spaces.
+    // Candidate cut points: spaces and newlines.
     let span = &text[start..end];
-    let mut cuts: Vec<usize> = Vec::new();
-    let bytes = span.as_bytes();
-    for i in 1..bytes.len() {
-        if bytes[i] == b' ' || bytes[i] == b'\n' {
-            cuts.push(start + i);
-        }
-    }
+    let mut cuts: Vec<usize> = span
+        .bytes()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, b)| *b == b' ' || *b == b'\n')
+        .map(|(i, _)| start + i)
+        .collect();
     cuts.push(end);
     let mut pieces = Vec::new();
     let mut piece_start = start;
