@@ -182,6 +182,9 @@ pub struct ServeArgs {
     /// Embedding GGUF served on /v1/embeddings [default: the installed default embedding model]
     #[arg(long, env = "EDGELLM_EMBEDDING_MODEL")]
     pub embedding_model: Option<PathBuf>,
+    /// Embedding pooling instead of the model's own (llama-server's --pooling)
+    #[arg(long, value_enum, env = "EDGELLM_POOLING")]
+    pub pooling: Option<crate::engine::embed::Pooling>,
     /// Model name reported to clients [default: the file name without .gguf]
     #[arg(long, env = "EDGELLM_MODEL_ALIAS")]
     pub alias: Option<String>,
@@ -285,6 +288,9 @@ impl ServeArgs {
         set(&mut raw.model.alias, &self.alias);
         if let Some(path) = &self.embedding_model {
             raw.embedding.get_or_insert_default().model = Some(path.clone());
+        }
+        if let Some(pooling) = self.pooling {
+            raw.embedding.get_or_insert_default().pooling = Some(pooling);
         }
         set(&mut raw.model.threads, &self.threads);
         set(&mut raw.model.threads_batch, &self.threads_batch);

@@ -21,6 +21,8 @@ pub struct RawEmbedding {
     pub threads: Option<u32>,
     /// Tokens per batch (at least the model's context, 512 for MiniLM) [default: 512].
     pub batch_size: Option<u32>,
+    /// `mean`, `cls` or `last` instead of the model's own pooling.
+    pub pooling: Option<crate::engine::embed::Pooling>,
     /// Most inputs in one request [default: 2048, OpenAI's].
     pub max_inputs: Option<usize>,
     /// Most tokens over all inputs of one request [default: 65536].
@@ -80,6 +82,7 @@ impl EmbeddingConfig {
         if let Some(b) = raw.batch_size {
             config.engine.n_batch = b;
         }
+        config.engine.pooling = raw.pooling;
         if let Some(n) = raw.max_inputs {
             config.max_inputs = n;
         }

@@ -28,10 +28,42 @@ use super::{EngineError, memory};
 /// Most sequences in one batch.
 const MAX_SEQS: u32 = 64;
 
+/// How the pooled vector is made from the token vectors (llama-server's `--pooling`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    Mean,
+    Cls,
+    Last,
+}
+
+impl Pooling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+        }
+    }
+
+    fn llama(self) -> llama_cpp_2::context::params::LlamaPoolingType {
+        use llama_cpp_2::context::params::LlamaPoolingType;
+        match self {
+            Pooling::Mean => LlamaPoolingType::Mean,
+            Pooling::Cls => LlamaPoolingType::Cls,
+            Pooling::Last => LlamaPoolingType::Last,
+        }
+    }
+}
+
 /// How the embedding engine runs.
 #[derive(Debug, Clone)]
 pub struct EmbedConfig {
     pub model_path: PathBuf,
+    /// Pooling instead of the model's own (`<arch>.pooling_type`).
+    pub pooling: Option<Pooling>,
     pub n_threads: u32,
     /// Tokens per batch (and micro-batch: an encoder needs the whole batch in one). At least the
     /// model's trained context, so that any input that fits the model fits a batch.
@@ -44,6 +76,7 @@ impl EmbedConfig {
     pub fn new(model_path: PathBuf) -> EmbedConfig {
         EmbedConfig {
             model_path,
+            pooling: None,
             n_threads: super::config::default_threads(),
             n_batch: Self::DEFAULT_N_BATCH,
         }
@@ -117,19 +150,17 @@ impl Embedder {
                 }
             })?;
         let model = Arc::new(model);
-        let pooling = match model
-            .meta_val_str(&format!(
-                "{}.pooling_type",
-                model
-                    .meta_val_str("general.architecture")
-                    .unwrap_or_default()
-            ))
-            .ok()
-            .as_deref()
-        {
-            Some("1") => "mean",
-            Some("2") => "cls",
-            Some("3") => "last",
+        let architecture = model
+            .meta_val_str("general.architecture")
+            .unwrap_or_default();
+        let declared = model
+            .meta_val_str(&format!("{architecture}.pooling_type"))
+            .ok();
+        let pooling = match (config.pooling, declared.as_deref()) {
+            (Some(pooling), Some(_)) => pooling.as_str(),
+            (None, Some("1")) => "mean",
+            (None, Some("2")) => "cls",
+            (None, Some("3")) => "last",
             _ => {
                 return Err(EngineError::InvalidModel {
                     path: config.model_path.clone(),
@@ -252,7 +283,9 @@ impl Embedder {
 pub enum EmbedInputError {
     #[error("the input is empty")]
     Empty,
-    #[error("the input has {tokens} tokens; this embedding model takes at most {max}")]
+    #[error(
+        "the input is too large to process: {tokens} tokens; this embedding model takes at most {max}"
+    )]
     TooLong { tokens: usize, max: usize },
     #[error("token id {token} is outside the vocabulary (0..{n_vocab})")]
     BadToken { token: i64, n_vocab: usize },
@@ -268,6 +301,10 @@ fn create_context<'m>(
         .with_n_ubatch(config.n_batch)
         .with_n_seq_max(MAX_SEQS)
         .with_embeddings(true)
+        .with_pooling_type(config.pooling.map_or(
+            llama_cpp_2::context::params::LlamaPoolingType::Unspecified,
+            Pooling::llama,
+        ))
         .with_n_threads(config.n_threads as i32)
         .with_n_threads_batch(config.n_threads as i32)
         .with_no_perf(true);
