@@ -44,7 +44,7 @@ def batched(url, texts):
     return n / (time.perf_counter() - started)
 
 
-def concurrent(url, texts):
+def single_concurrent(url, texts):
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda i: post(url, [texts[i % len(texts)]]), range(128)))
@@ -62,7 +62,7 @@ def main():
         order = servers if r % 2 == 0 else list(reversed(servers))
         for name, url in order:
             results[name]["batched"].append(batched(url, texts))
-            results[name]["single_concurrent"].append(concurrent(url, texts))
+            results[name]["single_concurrent"].append(single_concurrent(url, texts))
     for name in results:
         for key in ("batched", "single_concurrent"):
             results[name][key + "_median"] = statistics.median(results[name][key])

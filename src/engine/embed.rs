@@ -140,7 +140,7 @@ impl Embedder {
         }
         super::check_model_file(&config.model_path)?;
         let backend = super::backend()?;
-        memory::capture_llama_logs(false);
+        memory::install_capture();
         let params = LlamaModelParams::default().with_use_extra_bufts(false);
         let model =
             LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|_| {

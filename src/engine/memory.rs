@@ -78,6 +78,14 @@ pub fn capture_llama_logs(echo: bool) {
     }
 }
 
+/// Routes llama.cpp's log into the capture buffer, leaving the echo setting as it is.
+pub fn install_capture() {
+    if !INSTALLED.swap(true, Ordering::SeqCst) {
+        // SAFETY: as in `capture_llama_logs`.
+        unsafe { llama_cpp_sys_2::llama_log_set(Some(on_log), std::ptr::null_mut()) };
+    }
+}
+
 /// Byte offset of the end of the captured log, to read what a later step logged.
 pub fn log_mark() -> usize {
     LOG.lock()
