@@ -260,10 +260,12 @@ impl ServeConfig {
             .model
             .batch_size
             .unwrap_or(EngineConfig::DEFAULT_N_BATCH);
+        // A micro-batch left at its default follows a smaller batch down, as llama.cpp clamps
+        // it; one set explicitly above the batch is refused.
         engine.n_ubatch = raw
             .model
             .ubatch_size
-            .unwrap_or(EngineConfig::DEFAULT_N_UBATCH);
+            .unwrap_or(EngineConfig::DEFAULT_N_UBATCH.min(engine.n_batch));
         engine.kv_type = raw.model.kv_type.unwrap_or(KvType::F16);
         engine.jump_forward = raw.model.jump_forward.unwrap_or_default();
         engine.validate().map_err(|e| invalid(e.to_string()))?;
@@ -590,6 +592,17 @@ mod tests {
         let config = ServeConfig::from_raw(raw).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.engine.slots, 4);
+    }
+
+    #[test]
+    fn a_default_micro_batch_follows_a_smaller_batch_an_explicit_one_is_checked() {
+        let small = RawConfig::from_toml("[model]\nbatch_size = 32\n").unwrap();
+        let config = ServeConfig::from_raw(small).unwrap();
+        assert_eq!((config.engine.n_batch, config.engine.n_ubatch), (32, 32));
+        let explicit =
+            RawConfig::from_toml("[model]\nbatch_size = 32\nubatch_size = 64\n").unwrap();
+        let error = ServeConfig::from_raw(explicit).unwrap_err().to_string();
+        assert!(error.contains("ubatch (64) <= batch (32)"), "{error}");
     }
 
     #[test]
