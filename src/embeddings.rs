@@ -138,11 +138,20 @@ pub enum EmbedError {
     Engine(String),
 }
 
-/// One input: text, or token ids as the client tokenized them.
+/// One input: text, token ids as the client tokenized them, or llama-server's mixed prompt
+/// (text pieces and token ids in one sequence).
 #[derive(Debug, Clone, PartialEq)]
 pub enum EmbedInput {
     Text(String),
     Tokens(Vec<i64>),
+    Mixed(Vec<Piece>),
+}
+
+/// A piece of a mixed prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Text(String),
+    Token(i64),
 }
 
 /// How pooled vectors are normalised (llama-server's `embd_normalize`).
@@ -350,6 +359,23 @@ impl EmbeddingService {
             for (index, input) in request.inputs.into_iter().enumerate() {
                 let tokens: Vec<i32> = match input {
                     EmbedInput::Text(text) => tokenizer.tokenize(&text),
+                    EmbedInput::Mixed(pieces) => {
+                        // The model's own specials around the pieces: what it puts around an
+                        // empty text (CLS ... SEP for BERT).
+                        let frame = tokenizer.tokenize("");
+                        let (open, close) = frame.split_at(frame.len().saturating_sub(1));
+                        let mut tokens = open.to_vec();
+                        for piece in pieces {
+                            match piece {
+                                Piece::Text(text) => {
+                                    tokens.extend(tokenizer.tokenize_plain(&text));
+                                }
+                                Piece::Token(id) => tokens.push(i32::try_from(id).unwrap_or(-1)),
+                            }
+                        }
+                        tokens.extend_from_slice(close);
+                        tokens
+                    }
                     EmbedInput::Tokens(ids) => {
                         let n_vocab = tokenizer.info().n_vocab;
                         if let Some(&token) = ids.iter().find(|&&id| id < 0 || id >= n_vocab as i64)

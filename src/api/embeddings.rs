@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::json::ApiJson;
-use crate::embeddings::{EmbedInput, EmbedRequest, Normalize};
+use crate::embeddings::{EmbedInput, EmbedRequest, Normalize, Piece};
 
 /// OpenAI's request. `model` and `user` are accepted and not used: the device has one
 /// embedding model, and the answer names it.
@@ -29,26 +29,33 @@ pub struct EmbeddingsRequest {
     pub user: Option<String>,
 }
 
-/// `input` in any of OpenAI's four forms: a string, an array of strings, an array of token ids,
-/// an array of arrays of token ids.
+/// `input` in any of OpenAI's four forms (a string, an array of strings, an array of token
+/// ids, an array of arrays of token ids) and llama-server's: a flat array mixing text and ids is
+/// one prompt, and an entry may be `{"prompt_string": text}` or `{"content": [{"type": "text",
+/// "text": ...}, ...]}` (text parts only: the embedding model takes no media).
 pub fn parse_input(input: &Value, field: &str) -> Result<Vec<EmbedInput>, ApiError> {
     let bad = |m: &str| ApiError::invalid(field, format!("{field}: {m}"));
     match input {
         Value::String(text) => Ok(vec![EmbedInput::Text(text.clone())]),
+        Value::Object(_) => Ok(vec![entry(input).map_err(|m| bad(&m))?]),
         Value::Array(items) if items.is_empty() => Err(bad("must not be an empty array")),
         Value::Array(items) if items.iter().all(Value::is_number) => Ok(vec![EmbedInput::Tokens(
             token_ids(items).ok_or_else(|| bad("token ids must be integers"))?,
         )]),
+        Value::Array(items) if items.iter().any(Value::is_number) => {
+            Ok(vec![mixed(items).map_err(|m| bad(&m))?])
+        }
         Value::Array(items) => items
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(text) => Ok(EmbedInput::Text(text.clone())),
-                Value::Array(ids) if !ids.is_empty() => token_ids(ids)
-                    .map(EmbedInput::Tokens)
-                    .ok_or_else(|| bad(&format!("item {i}: token ids must be integers"))),
+                Value::Object(_) => entry(item).map_err(|m| bad(&format!("item {i}: {m}"))),
+                Value::Array(ids) if !ids.is_empty() => {
+                    mixed(ids).map_err(|m| bad(&format!("item {i}: {m}")))
+                }
                 _ => Err(bad(&format!(
-                    "item {i} must be a string or a non-empty array of token ids"
+                    "item {i} must be a string, a non-empty array of token ids, or an object"
                 ))),
             })
             .collect(),
@@ -56,6 +63,56 @@ pub fn parse_input(input: &Value, field: &str) -> Result<Vec<EmbedInput>, ApiErr
             "must be a string, an array of strings, or an array of token ids",
         )),
     }
+}
+
+/// A flat array of token ids and text pieces: one prompt.
+fn mixed(items: &[Value]) -> Result<EmbedInput, String> {
+    if items.iter().all(Value::is_number) {
+        return token_ids(items)
+            .map(EmbedInput::Tokens)
+            .ok_or_else(|| "token ids must be integers".to_string());
+    }
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(text) => Ok(Piece::Text(text.clone())),
+            Value::Number(n) => n
+                .as_i64()
+                .map(Piece::Token)
+                .ok_or_else(|| "token ids must be integers".to_string()),
+            _ => Err("a mixed prompt holds only text and token ids".to_string()),
+        })
+        .collect::<Result<_, _>>()
+        .map(EmbedInput::Mixed)
+}
+
+/// llama-server's object entries.
+fn entry(item: &Value) -> Result<EmbedInput, String> {
+    if let Some(text) = item.get("prompt_string") {
+        return text
+            .as_str()
+            .map(|t| EmbedInput::Text(t.to_string()))
+            .ok_or_else(|| "prompt_string must be a string".to_string());
+    }
+    let Some(Value::Array(parts)) = item.get("content") else {
+        return Err(
+            "an object entry needs \"prompt_string\" or a \"content\" array of parts".to_string(),
+        );
+    };
+    let mut text = String::new();
+    for part in parts {
+        match (part.get("type").and_then(Value::as_str), part.get("text")) {
+            (Some("text"), Some(Value::String(piece))) => text.push_str(piece),
+            (Some("text"), _) => return Err("a text part needs \"text\"".to_string()),
+            (Some(kind), _) => {
+                return Err(format!(
+                    "content part type {kind:?}: the embedding model takes text only"
+                ));
+            }
+            (None, _) => return Err("a content part needs a \"type\"".to_string()),
+        }
+    }
+    Ok(EmbedInput::Text(text))
 }
 
 fn token_ids(items: &[Value]) -> Option<Vec<i64>> {
@@ -178,6 +235,27 @@ mod tests {
             parse_input(&json!([[1], [2, 3]]), "input").unwrap(),
             vec![EmbedInput::Tokens(vec![1]), EmbedInput::Tokens(vec![2, 3])]
         );
+        // llama-server's forms: a mixed prompt, object entries.
+        assert_eq!(
+            parse_input(&json!([12, "ab", 34]), "input").unwrap(),
+            vec![EmbedInput::Mixed(vec![
+                Piece::Token(12),
+                Piece::Text("ab".into()),
+                Piece::Token(34)
+            ])]
+        );
+        let parts =
+            json!({"content": [{"type": "text", "text": "a "}, {"type": "text", "text": "b"}]});
+        assert_eq!(
+            parse_input(&parts, "input").unwrap(),
+            vec![EmbedInput::Text("a b".into())]
+        );
+        assert_eq!(
+            parse_input(&json!(["x", {"prompt_string": "y"}]), "input")
+                .unwrap()
+                .len(),
+            2
+        );
         for bad in [
             json!([]),
             json!(3),
@@ -185,7 +263,10 @@ mod tests {
             json!([1.5]),
             json!([[]]),
             json!([{}]),
-            json!(["a", 1]),
+            json!([1, null]),
+            json!({"content": "string"}),
+            json!({"content": [{"type": "unknown"}]}),
+            json!({"content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}),
         ] {
             let error = parse_input(&bad, "input").unwrap_err();
             assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");

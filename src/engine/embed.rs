@@ -239,6 +239,16 @@ impl Embedder {
             .collect()
     }
 
+    /// Tokenizes text without the model's special tokens (a piece of a mixed prompt).
+    pub fn tokenize_plain(&self, text: &str) -> Vec<i32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), false, false)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+
     /// Checks one tokenized input: not empty, ids in the vocabulary, within the model's context.
     pub fn check_input(&self, tokens: &[i32]) -> Result<(), EmbedInputError> {
         if tokens.is_empty() {
