@@ -6,6 +6,7 @@
 # Writes each server's JUnit XML and a per-file table (Markdown) to OUT_DIR.
 #
 #   bench/compat/run-llama-suite.sh [OUT_DIR] [TEST_FILE...]   (default: every unit/test_*.py)
+#   COMPAT_TIMEOUT=SECONDS bounds each server's run (default 7200)
 #
 # The suite comes from the llama-cpp-python sdist's vendor/llama.cpp (bench/build-peers.sh
 # fetches it and builds llama-server from the same llama.cpp sources edgellm embeds).
@@ -42,7 +43,7 @@ for server in llama-server edgellm; do
   esac
   echo "== $server: ${#FILES[@]} files" >&2
   LLAMA_SERVER_BIN_PATH="$shim" EDGELLM_BIN="$ROOT/target/release/edgellm" \
-    "$VENV/bin/pytest" -q -p no:cacheprovider --junitxml="$OUT/$server.xml" "${FILES[@]}" \
+    timeout "${COMPAT_TIMEOUT:-7200}" "$VENV/bin/pytest" -q -p no:cacheprovider --junitxml="$OUT/$server.xml" "${FILES[@]}" \
     > "$OUT/$server.log" 2>&1 || true
   tail -3 "$OUT/$server.log" >&2
 done

@@ -43,6 +43,36 @@ impl ApiError {
         }
     }
 
+    /// A 503 while a model loads: retry in 5 s.
+    pub fn loading() -> Self {
+        ApiError {
+            retry_after_secs: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable_error",
+                "Loading model",
+            )
+        }
+    }
+
+    /// A 503 when admission is full: retry in 1 s.
+    pub fn overloaded(message: String) -> Self {
+        ApiError {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_overloaded",
+                message,
+            )
+            .with_code("overloaded")
+        }
+    }
+
+    /// A 504: the request ran past its timeout.
+    pub fn timeout(message: String) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message).with_code("timeout")
+    }
+
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
@@ -122,23 +152,8 @@ impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         let message = error.to_string();
         match error {
-            ServiceError::Loading => ApiError {
-                retry_after_secs: Some(5),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable_error",
-                    "Loading model",
-                )
-            },
-            ServiceError::Overloaded { .. } => ApiError {
-                retry_after_secs: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server_overloaded",
-                    message,
-                )
-                .with_code("overloaded")
-            },
+            ServiceError::Loading => ApiError::loading(),
+            ServiceError::Overloaded { .. } => ApiError::overloaded(message),
             ServiceError::PromptTooLong { tokens, limit } => {
                 ApiError::context_exceeded(&message, tokens, limit)
             }
@@ -160,10 +175,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
                     .with_code("invalid_output")
             }
-            ServiceError::Timeout(_) => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message)
-                    .with_code("timeout")
-            }
+            ServiceError::Timeout(_) => ApiError::timeout(message),
             ServiceError::Engine(engine) => engine_error(engine, message),
             // The upstream's answer failed the request's tools or JSON schema: never passed on.
             ServiceError::Upstream {
@@ -272,14 +284,7 @@ impl From<crate::embeddings::EmbedError> for ApiError {
                 ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_supported_error", message)
                     .with_code("no_embedding_model")
             }
-            EmbedError::Loading => ApiError {
-                retry_after_secs: Some(5),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable_error",
-                    "Loading model",
-                )
-            },
+            EmbedError::Loading => ApiError::loading(),
             EmbedError::Input {
                 error: crate::engine::embed::EmbedInputError::TooLong { tokens, max },
                 ..
@@ -295,19 +300,8 @@ impl From<crate::embeddings::EmbedError> for ApiError {
                 ApiError::invalid("input", message).with_code("too_many_inputs")
             }
             EmbedError::Dimensions { .. } => ApiError::invalid("dimensions", message),
-            EmbedError::Overloaded { .. } => ApiError {
-                retry_after_secs: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server_overloaded",
-                    message,
-                )
-                .with_code("overloaded")
-            },
-            EmbedError::Timeout(_) => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message)
-                    .with_code("timeout")
-            }
+            EmbedError::Overloaded { .. } => ApiError::overloaded(message),
+            EmbedError::Timeout(_) => ApiError::timeout(message),
             EmbedError::Engine(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
             }

@@ -19,7 +19,6 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::oneshot;
 
@@ -141,15 +140,7 @@ impl Embedder {
         super::check_model_file(&config.model_path)?;
         let backend = super::backend()?;
         memory::install_capture();
-        let params = LlamaModelParams::default().with_use_extra_bufts(false);
-        let model =
-            LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|_| {
-                EngineError::LoadFailed {
-                    path: config.model_path.clone(),
-                    reason: memory::last_log_lines(2).join(" | "),
-                }
-            })?;
-        let model = Arc::new(model);
+        let model = super::load_model(backend, &config.model_path)?;
         let architecture = model
             .meta_val_str("general.architecture")
             .unwrap_or_default();

@@ -320,15 +320,7 @@ impl Engine {
         // change (jump-forward would not be exact). Without it every row's result is the same
         // whatever it is batched with, and on this model it costs nothing measurable
         // (docs/performance.md, "Batch invariance").
-        let params = LlamaModelParams::default().with_use_extra_bufts(false);
-        let model =
-            LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|_| {
-                EngineError::LoadFailed {
-                    path: config.model_path.clone(),
-                    reason: memory::last_log_lines(2).join(" | "),
-                }
-            })?;
-        let model = Arc::new(model);
+        let model = load_model(backend, &config.model_path)?;
         let template = template::detect(&model);
         let load = Arc::new(EngineLoad::default());
         let resident_after_model = ProcessMemory::read().resident_bytes;
@@ -511,6 +503,21 @@ fn check_model_file(path: &std::path::Path) -> Result<(), EngineError> {
         .map_err(|error| EngineError::InvalidModel {
             path: path.to_path_buf(),
             reason: error.to_string(),
+        })
+}
+
+/// Loads a checked model file with weight repacking off (see `Engine::start`); a failure
+/// carries llama.cpp's last log lines.
+fn load_model(
+    backend: &LlamaBackend,
+    path: &std::path::Path,
+) -> Result<Arc<LlamaModel>, EngineError> {
+    let params = LlamaModelParams::default().with_use_extra_bufts(false);
+    LlamaModel::load_from_file(backend, path, &params)
+        .map(Arc::new)
+        .map_err(|_| EngineError::LoadFailed {
+            path: path.to_path_buf(),
+            reason: memory::last_log_lines(2).join(" | "),
         })
 }
 

@@ -27,14 +27,7 @@ fn embedding_model() -> std::path::PathBuf {
 }
 
 async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let response = crate::support::http_client()
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    server.post(path, body).await
 }
 
 fn vectors(body: &Value) -> Vec<Vec<f32>> {

@@ -11,14 +11,7 @@ fn client() -> reqwest::Client {
 }
 
 async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let response = client()
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    server.post(path, body).await
 }
 
 /// The JSON body of a GET.

@@ -97,6 +97,21 @@ impl Server {
         panic!("server at {} did not become healthy", self.base);
     }
 
+    /// POSTs a JSON body; the status and the JSON answer (`Null` when it is not JSON).
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = crate::support::http_client()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
