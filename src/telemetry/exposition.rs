@@ -17,6 +17,9 @@ pub struct Line {
     /// Whether the family is a gauge (or untyped): its level is the information, so an unchanged
     /// value is still re-sent at the keepalive. Counters and histograms carry theirs in changes.
     pub level: bool,
+    /// Whether the line is a histogram's or summary's `_bucket`, `_sum`, `_count` (or quantile):
+    /// these travel at their own, coarser cadence (`histogram_interval_secs`).
+    pub histogram: bool,
 }
 
 /// Label values longer than this are cut (on a character boundary) before they are pushed.
@@ -26,14 +29,14 @@ pub const MAX_LABEL_VALUE: usize = 128;
 pub fn parse(text: &str) -> (Vec<Line>, usize) {
     let mut lines = Vec::new();
     let mut bad = 0;
-    // The family the last `# TYPE` line named, and whether it is a gauge.
-    let mut typed: Option<(&str, bool)> = None;
+    // The family the last `# TYPE` line named, and its kind.
+    let mut typed: Option<(&str, &str)> = None;
     for raw in text.lines() {
         let raw = raw.trim();
         if let Some(rest) = raw.strip_prefix("# TYPE ") {
             let mut words = rest.split_whitespace();
             if let (Some(family), Some(kind)) = (words.next(), words.next()) {
-                typed = Some((family, matches!(kind, "gauge" | "untyped")));
+                typed = Some((family, kind));
             }
             continue;
         }
@@ -42,12 +45,16 @@ pub fn parse(text: &str) -> (Vec<Line>, usize) {
         }
         match parse_line(raw) {
             Some(mut line) => {
-                line.level = match typed {
-                    Some((family, gauge)) if family == line.name => gauge,
-                    // A histogram's or summary's _bucket/_sum/_count, or a counter's _total.
-                    Some((family, _)) if line.name.starts_with(family) => false,
-                    _ => true,
+                let (level, histogram) = match typed {
+                    Some((family, kind)) if line.name.starts_with(family) => {
+                        let distribution = matches!(kind, "histogram" | "summary");
+                        let gauge = matches!(kind, "gauge" | "untyped") && family == line.name;
+                        (gauge, distribution)
+                    }
+                    _ => (true, false),
                 };
+                line.level = level;
+                line.histogram = histogram;
                 lines.push(line)
             }
             None => bad += 1,
@@ -119,6 +126,7 @@ fn parse_line(raw: &str) -> Option<Line> {
     // An optional timestamp may follow; edgellm's renderer writes none.
     Some(Line {
         level: true,
+        histogram: false,
         name: name.to_string(),
         labels,
         value,
@@ -205,16 +213,19 @@ mod tests {
         let text = "# TYPE a_total counter\na_total 1\n# TYPE g gauge\ng 2\n# TYPE h histogram\nh_bucket{le=\"1\"} 0\nh_sum 0\nh_count 0\nuntyped_one 3\n";
         let (lines, bad) = parse(text);
         assert_eq!(bad, 0);
-        let levels: Vec<(&str, bool)> = lines.iter().map(|l| (l.name.as_str(), l.level)).collect();
+        let kinds: Vec<(&str, bool, bool)> = lines
+            .iter()
+            .map(|l| (l.name.as_str(), l.level, l.histogram))
+            .collect();
         assert_eq!(
-            levels,
+            kinds,
             [
-                ("a_total", false),
-                ("g", true),
-                ("h_bucket", false),
-                ("h_sum", false),
-                ("h_count", false),
-                ("untyped_one", true)
+                ("a_total", false, false),
+                ("g", true, false),
+                ("h_bucket", false, true),
+                ("h_sum", false, true),
+                ("h_count", false, true),
+                ("untyped_one", true, false)
             ]
         );
     }

@@ -35,6 +35,10 @@ pub const DEFAULT_BACKLOG_PAUSE: Duration = Duration::from_millis(500);
 pub const DEFAULT_SEND_INTERVAL: Duration = Duration::from_secs(600);
 /// An unchanged gauge is sent again after this long (docs/telemetry.md, "What travels").
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(3600);
+/// Histogram series are pushed at a coarser cadence than counters and gauges: under traffic their
+/// buckets are nine in ten of the samples that change, and fleet queries read them over windows
+/// of half an hour or more (`histogram_quantile(rate(..[30m]))`).
+pub const DEFAULT_HISTOGRAM_INTERVAL: Duration = Duration::from_secs(600);
 /// Most external labels besides the built-in ones.
 const MAX_EXTRA_LABELS: usize = 16;
 
@@ -55,6 +59,9 @@ pub struct RawTelemetry {
     pub send_interval_secs: Option<u64>,
     /// An unchanged series is re-sent after this long; between, only changes travel.
     pub keepalive_secs: Option<u64>,
+    /// How often histogram series (`_bucket`, `_sum`, `_count`) are read and stored; counters
+    /// and gauges go at `interval_secs`.
+    pub histogram_interval_secs: Option<u64>,
     pub max_series: Option<usize>,
     pub buffer_max_bytes: Option<u64>,
     /// Telemetry's own budget: most bytes on the wire per UTC day.
@@ -78,6 +85,8 @@ pub struct TelemetryConfig {
     pub interval: Duration,
     pub send_interval: Duration,
     pub keepalive: Duration,
+    /// Histogram series are stored every this many scrapes (1: every scrape).
+    pub histogram_every: u64,
     pub max_series: usize,
     pub buffer_max_bytes: u64,
     pub daily_bytes: u64,
@@ -176,6 +185,16 @@ impl RawTelemetry {
                 "keepalive_secs ({keepalive}) must be at least interval_secs ({interval})"
             ));
         }
+        let histogram_interval = positive(
+            "histogram_interval_secs",
+            self.histogram_interval_secs,
+            DEFAULT_HISTOGRAM_INTERVAL.as_secs().max(interval),
+        )?;
+        if histogram_interval < interval || histogram_interval % interval != 0 {
+            return Err(format!(
+                "histogram_interval_secs ({histogram_interval}) must be a multiple of interval_secs ({interval})"
+            ));
+        }
         let max_series = positive(
             "max_series",
             self.max_series.map(|v| v as u64),
@@ -210,6 +229,7 @@ impl RawTelemetry {
             interval: Duration::from_secs(interval),
             send_interval: Duration::from_secs(send_interval),
             keepalive: Duration::from_secs(keepalive),
+            histogram_every: histogram_interval / interval,
             max_series,
             buffer_max_bytes,
             daily_bytes,
@@ -438,11 +458,22 @@ const PUSH_EXCLUDED: &[&str] = &[
     "edgellm_telemetry_samples_unchanged_total",
 ];
 
+/// Prefixes of families the push leaves out: llama-server's `llamacpp:*` families are there for
+/// scrapers written against llama-server; most repeat `edgellm_*` families, the rest are engine
+/// diagnostics for a local scrape (docs/telemetry.md, "What travels").
+const PUSH_EXCLUDED_PREFIXES: &[&str] = &["llamacpp:"];
+
+fn pushed(name: &str) -> bool {
+    !PUSH_EXCLUDED.contains(&name) && !PUSH_EXCLUDED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// Turns one scrape's text into a remote-write request at `timestamp_ms`: the series cap, the
 /// external labels, bounded label values, and only the samples [`Changes`] lets through.
+/// Histogram series are read only when `histograms` (their cadence is due).
 pub fn to_request(
     text: &str,
     timestamp_ms: i64,
+    histograms: bool,
     external: &[(String, String)],
     cap: &mut exposition::SeriesCap,
     changes: &mut Changes,
@@ -456,7 +487,7 @@ pub fn to_request(
     let mut dropped = 0u64;
     let mut seen = std::collections::HashSet::new();
     for line in lines {
-        if PUSH_EXCLUDED.contains(&line.name.as_str()) {
+        if !pushed(&line.name) || (line.histogram && !histograms) {
             continue;
         }
         let mut labels: BTreeMap<&str, &str> = BTreeMap::new();
@@ -584,6 +615,7 @@ impl Pusher {
         let mut changes = Changes::new(this.config.keepalive);
         let mut ticker = tokio::time::interval(this.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut scrapes = 0u64;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -591,9 +623,12 @@ impl Pusher {
             }
             let text = source.scrape().await;
             let now_ms = (this.clock)();
+            let histograms = scrapes % this.config.histogram_every == 0;
+            scrapes += 1;
             let request = to_request(
                 &text,
                 now_ms,
+                histograms,
                 &this.config.external,
                 &mut cap,
                 &mut changes,
@@ -873,7 +908,15 @@ mod tests {
         let mut cap = exposition::SeriesCap::new(10);
         let text = "edgellm_x_total{device=\"spoofed\",tier=\"t\"} 2\n";
         let mut changes = Changes::new(Duration::from_secs(60));
-        let request = to_request(text, 1000, &config.external, &mut cap, &mut changes, &stats);
+        let request = to_request(
+            text,
+            1000,
+            true,
+            &config.external,
+            &mut cap,
+            &mut changes,
+            &stats,
+        );
         let labels = &request.timeseries[0].labels;
         let get = |n: &str| {
             labels
@@ -902,7 +945,15 @@ mod tests {
             ));
         }
         let mut changes = Changes::new(Duration::from_secs(60));
-        let request = to_request(&text, 1, &config.external, &mut cap, &mut changes, &stats);
+        let request = to_request(
+            &text,
+            1,
+            true,
+            &config.external,
+            &mut cap,
+            &mut changes,
+            &stats,
+        );
         assert_eq!(request.timeseries.len(), 50);
         assert_eq!(stats.series_dropped.load(Ordering::Relaxed), 4950);
         assert_eq!(stats.series_active.load(Ordering::Relaxed), 50);
@@ -959,11 +1010,20 @@ mod tests {
         let mut cap = exposition::SeriesCap::new(10);
         let mut changes = Changes::new(Duration::from_secs(3600));
         let text = "edgellm_a_total 1\nedgellm_b 2\n";
-        let first = to_request(text, 0, &config.external, &mut cap, &mut changes, &stats);
+        let first = to_request(
+            text,
+            0,
+            true,
+            &config.external,
+            &mut cap,
+            &mut changes,
+            &stats,
+        );
         assert_eq!(first.timeseries.len(), 2);
         let second = to_request(
             "edgellm_a_total 2\nedgellm_b 2\n",
             60_000,
+            true,
             &config.external,
             &mut cap,
             &mut changes,
@@ -971,5 +1031,79 @@ mod tests {
         );
         assert_eq!(second.timeseries.len(), 1);
         assert_eq!(stats.samples_unchanged.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn histograms_travel_at_their_own_cadence_and_llamacpp_families_stay_home() {
+        let config = raw("http://h/w").validate("m", &|_| None).unwrap();
+        assert_eq!(
+            config.histogram_every, 10,
+            "600 s histograms over 60 s scrapes"
+        );
+        let stats = TelemetryStats::default();
+        let mut cap = exposition::SeriesCap::new(100);
+        let mut changes = Changes::new(Duration::from_secs(3600));
+        let scrape = |n: u32| {
+            format!(
+                "# TYPE edgellm_a_total counter\nedgellm_a_total {n}\n\
+                 # TYPE edgellm_h histogram\nedgellm_h_bucket{{le=\"1\"}} {n}\nedgellm_h_sum {n}\nedgellm_h_count {n}\n\
+                 # TYPE llamacpp:n_decode_total counter\nllamacpp:n_decode_total {n}\n"
+            )
+        };
+        let names = |request: &WriteRequest| -> Vec<String> {
+            request
+                .timeseries
+                .iter()
+                .map(|s| {
+                    let name = s.labels.iter().find(|l| l.name == "__name__").unwrap();
+                    name.value.clone()
+                })
+                .collect()
+        };
+        let due = to_request(
+            &scrape(1),
+            0,
+            true,
+            &config.external,
+            &mut cap,
+            &mut changes,
+            &stats,
+        );
+        assert_eq!(
+            names(&due),
+            [
+                "edgellm_a_total",
+                "edgellm_h_bucket",
+                "edgellm_h_sum",
+                "edgellm_h_count"
+            ]
+        );
+        let between = to_request(
+            &scrape(2),
+            60_000,
+            false,
+            &config.external,
+            &mut cap,
+            &mut changes,
+            &stats,
+        );
+        assert_eq!(names(&between), ["edgellm_a_total"]);
+        // At the next due step the histogram's change travels; no value before it was skipped.
+        let next = to_request(
+            &scrape(3),
+            120_000,
+            true,
+            &config.external,
+            &mut cap,
+            &mut changes,
+            &stats,
+        );
+        assert_eq!(next.timeseries.len(), 4);
+        assert!(next.timeseries.iter().all(|s| s.samples.len() == 1));
+        for bad in [0, 30, 90] {
+            let mut section = raw("http://h/w");
+            section.histogram_interval_secs = Some(bad);
+            assert!(section.validate("m", &|_| None).is_err(), "{bad}");
+        }
     }
 }
