@@ -14,6 +14,7 @@
 //! failure, or wraps a stream in an [`EgressStream`] that yields only restored text and settles
 //! when it ends or is dropped. The router never restores or settles anything.
 
+mod schema;
 mod stream;
 
 pub use stream::{EgressStream, RemoteAnswer};
@@ -190,6 +191,48 @@ impl EgressGuard {
         }
         for stop in &mut request.stop {
             *stop = session.redact(stop).map_err(refused)?;
+        }
+        // The schemas that leave with the request: literals redacted, structure kept.
+        let schema_refused = |e: schema::SchemaError<RedactRefused>| match e {
+            schema::SchemaError::Refused(e) => refused(e),
+            schema::SchemaError::Pattern => Refusal {
+                reason: Reason::Policy,
+                label: "redaction_fault",
+                detail: "a schema `pattern` holds a value redaction must remove and would not \
+                         be a regex without it; nothing sent (fail closed)"
+                    .into(),
+            },
+        };
+        if let Some(json) = &mut request.json {
+            schema::redact_schema(json, &mut |text| session.redact(text))
+                .map_err(schema_refused)?;
+        }
+        if let Some(tools) = &request.tools {
+            let mut redacted = Vec::with_capacity(tools.tools().len());
+            for tool in tools.tools() {
+                let description = match &tool.description {
+                    Some(text) => Some(session.redact(text).map_err(refused)?),
+                    None => None,
+                };
+                let mut parameters = tool.parameters.clone();
+                schema::redact_schema(&mut parameters, &mut |text| session.redact(text))
+                    .map_err(schema_refused)?;
+                redacted.push(crate::tools::Tool {
+                    name: tool.name.clone(),
+                    description,
+                    parameters,
+                });
+            }
+            let set = crate::tools::ToolSet::new(redacted, tools.choice().clone(), tools.parallel())
+                .map_err(|e| Refusal {
+                    reason: Reason::Policy,
+                    label: "redaction_fault",
+                    detail: format!(
+                        "tool {} is no longer a valid schema after redaction; nothing sent (fail closed): {}",
+                        e.index, e.message
+                    ),
+                })?;
+            request.tools = Some(set);
         }
         Ok(session)
     }

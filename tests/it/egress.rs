@@ -249,6 +249,132 @@ async fn planted_values_never_leave_and_answers_come_back_restored() {
     }
 }
 
+/// Text in tool definitions, schemas, `instructions` and `stop` leaves redacted like the
+/// messages do, the schemas stay valid, and the answer comes back with the values restored.
+#[tokio::test]
+async fn tool_definitions_and_schemas_leave_redacted_and_answers_come_back_restored() {
+    let stub = Stub::start(Mode::Echo);
+    let server = Server::start_with_config(Some(&config(&stub, "", &network_opt_in())), &[]);
+    // Lines JSON would escape (quotes, newlines, backslashes) would come back escaped.
+    let lines: Vec<(String, Vec<String>)> = planted_lines()
+        .into_iter()
+        .filter(|(text, _)| !text.contains(['\n', '"', '\\']))
+        .collect();
+    let mut rng = Lcg(11);
+    let mut planted: BTreeSet<String> = BTreeSet::new();
+    for i in 0..48 {
+        let mut pick = || {
+            let (text, values) = &lines[rng.below(lines.len())];
+            planted.extend(values.iter().cloned());
+            (text.clone(), values.clone())
+        };
+        let (a, b, c, d) = (pick(), pick(), pick(), pick());
+        let stream = i % 2 == 1;
+        let (path, body) = match i % 3 {
+            0 => {
+                let tools = json!([{"type": "function", "function": {
+                    "name": "file_ticket",
+                    "description": format!("Files a ticket. Escalate to {}", a.0),
+                    "parameters": {"type": "object", "required": ["site"], "properties": {
+                        "site": {"type": "string", "description": b.0, "enum": [c.0, "other"], "default": c.0},
+                        "note": {"type": "string", "examples": [d.0]}}}}}]);
+                (
+                    "/v1/chat/completions",
+                    json!({"messages": [{"role": "user", "content": "File a ticket."}],
+                           "tools": tools, "tool_choice": "auto", "max_tokens": 16, "stream": stream}),
+                )
+            }
+            1 => {
+                let schema = json!({"type": "object", "description": a.0, "required": ["echo"],
+                    "properties": {"echo": {"type": "string", "description": b.0}},
+                    "examples": [{"echo": c.0}], "$comment": d.0});
+                (
+                    "/v1/chat/completions",
+                    json!({"messages": [{"role": "user", "content": "Say it."}],
+                           "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+                           "stop": [d.0], "max_tokens": 16, "stream": stream}),
+                )
+            }
+            _ => {
+                let schema = json!({"type": "object", "title": a.0,
+                    "properties": {"echo": {"type": "string", "default": b.0}}});
+                (
+                    "/v1/responses",
+                    json!({"instructions": format!("You work for {}", c.0), "input": d.0,
+                           "text": {"format": {"type": "json_schema", "name": "x", "schema": schema}},
+                           "max_output_tokens": 16, "stream": false}),
+                )
+            }
+        };
+        let reply = post(&server, path, &body, true).await;
+        assert_eq!(reply.status, 200, "{body}: {}", reply.text);
+        assert_eq!(reply.tier, "cloud");
+        let text = if path == "/v1/responses" {
+            let body: Value = serde_json::from_str(&reply.text).unwrap();
+            body["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|item| item["content"].as_array().cloned().unwrap_or_default())
+                .filter_map(|part| part["text"].as_str().map(String::from))
+                .collect()
+        } else {
+            answer_text(&reply, stream)
+        };
+        for (_, values) in [&a, &b, &c, &d] {
+            for value in values {
+                assert!(
+                    text.contains(value.as_str()),
+                    "{value:?} restored in {text}"
+                );
+            }
+        }
+    }
+    let received = stub.received();
+    assert_eq!(received.len(), 48);
+    // The schemas left as valid schemas, tools and all.
+    for request in &received {
+        if let Some(tools) = request.body["tools"].as_array() {
+            let parameters = tools[0]["function"]["parameters"].clone();
+            let parameters = if parameters.is_null() {
+                tools[0]["parameters"].clone()
+            } else {
+                parameters
+            };
+            assert!(
+                jsonschema::validator_for(&parameters).is_ok(),
+                "{parameters}"
+            );
+            assert_eq!(tools.len(), 1);
+        }
+    }
+    let redacted_descriptions = received
+        .iter()
+        .filter(|r| {
+            r.body["tools"][0]["function"]["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("Files a ticket. Escalate to ") && d.contains("_1>"))
+        })
+        .count();
+    assert!(
+        redacted_descriptions > 5,
+        "tool descriptions leave with placeholders"
+    );
+    let sent = stub.bytes();
+    let planted: Vec<&String> = planted.iter().filter(|v| v.len() >= 6).collect();
+    assert!(
+        planted.len() > 40,
+        "{} distinct planted values",
+        planted.len()
+    );
+    for value in &planted {
+        assert!(
+            !contains(&sent, value.as_bytes()),
+            "{value:?} left the device"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_detector_fault_or_a_blocked_category_keeps_the_request_local() {
     let stub = Stub::start(Mode::Ok);

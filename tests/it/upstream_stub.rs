@@ -42,7 +42,9 @@ pub enum Mode {
     /// Answers with text that is not JSON.
     NotJson,
     /// Answers (chat only) with every text it received (message contents and tool-call
-    /// arguments, joined by " | "), streamed in 3-character pieces.
+    /// arguments, joined by " | ", then every string of `tools` and `response_format`, if
+    /// sent; as `{"echo": TEXT}` when a `response_format` was sent), streamed in 3-character
+    /// pieces.
     Echo,
 }
 
@@ -60,6 +62,16 @@ pub fn echo_text(messages: &Value) -> String {
         }
     }
     parts.join(" | ")
+}
+
+/// Every string in `value` (object keys left out), in order.
+pub fn json_strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(text) => out.push(text.clone()),
+        Value::Array(items) => items.iter().for_each(|item| json_strings(item, out)),
+        Value::Object(map) => map.values().for_each(|item| json_strings(item, out)),
+        _ => {}
+    }
 }
 
 /// What an answering mode says.
@@ -215,6 +227,7 @@ async fn answer(shared: Arc<Shared>, path: &str, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let stream = body["stream"] == true;
     let body_messages = body["messages"].clone();
+    let body_schemas = json!([body["tools"], body["response_format"]]);
     shared.received.lock().unwrap().push(Received {
         path: path.to_string(),
         body,
@@ -223,7 +236,16 @@ async fn answer(shared: Arc<Shared>, path: &str, body: Bytes) -> Response {
     let chat = path.ends_with("chat/completions");
     match mode {
         Mode::Echo => {
-            let text = echo_text(&body_messages);
+            let mut text = echo_text(&body_messages);
+            let mut strings = Vec::new();
+            json_strings(&body_schemas, &mut strings);
+            if !strings.is_empty() {
+                text = format!("{text} | {}", strings.join(" | "));
+            }
+            // Asked for JSON: the same text as a JSON object, `{"echo": TEXT}`.
+            if !body_schemas[1].is_null() {
+                text = json!({ "echo": text }).to_string();
+            }
             if !stream {
                 return axum::Json(json!({"id": "chatcmpl-echo", "object": "chat.completion", "model": "big",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
