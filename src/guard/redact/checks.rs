@@ -411,3 +411,63 @@ pub(super) fn is_placeholder_value(v: &str) -> bool {
                 | "empty"
         )
 }
+
+/// An IMEI (15 digits, Luhn) or IMEISV (16 digits, no check digit), grouped or not. `context`:
+/// the text named it (`IMEI:`); without it only a 15-digit Luhn number whose reporting-body
+/// prefix is not a payment network's (cards own 34, 37 and the rest) is taken as an IMEI.
+pub(super) fn imei(text: &str, span: Range<usize>, context: bool) -> Option<Range<usize>> {
+    let s = text.get(span.clone())?;
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    if !numeric_bounded(text, &span) || digits.bytes().all(|b| b == digits.as_bytes()[0]) {
+        return None;
+    }
+    match digits.len() {
+        15 if context => luhn(&digits).then_some(span),
+        // Reporting bodies of GSMA type allocation codes in use: 01, 35, 86, 99 (and 30-33, 44,
+        // 45, 49, 50-54 for older TACs).
+        15 => {
+            let body = digits.get(..2)?;
+            let tac = matches!(
+                body,
+                "01" | "30"
+                    | "31"
+                    | "32"
+                    | "33"
+                    | "35"
+                    | "44"
+                    | "45"
+                    | "49"
+                    | "50"
+                    | "51"
+                    | "52"
+                    | "53"
+                    | "54"
+                    | "86"
+                    | "99"
+            );
+            (tac && luhn(&digits)).then_some(span)
+        }
+        16 if context => Some(span),
+        _ => None,
+    }
+}
+
+/// A serial number after a serial context (`S/N:`, `serial=`, `Service Tag`): at least five
+/// characters, a digit among them (hex `0x...` needs six hex digits), digits only needs seven
+/// (`serial: 115200` is a baud rate), and not a word, a placeholder or one character repeated.
+pub(super) fn serial_value(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let v = text.get(span.clone())?;
+    let v = v.trim_end_matches(['-', '.', '/']);
+    let span = span.start..span.start + v.len();
+    if is_placeholder_value(v) || v.len() < 5 {
+        return None;
+    }
+    if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        return (hex.len() >= 6 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(span);
+    }
+    let digits = v.bytes().filter(u8::is_ascii_digit).count();
+    let alnum = v.bytes().filter(u8::is_ascii_alphanumeric).count();
+    let same = v.bytes().all(|b| b == v.as_bytes()[0]);
+    let ok = digits > 0 && !same && (digits < alnum || digits >= 7);
+    ok.then_some(span)
+}

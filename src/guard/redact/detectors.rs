@@ -82,6 +82,18 @@ const SPECS: &[Spec] = &[
         ),
         check: accept,
     },
+    // A key body without its BEGIN line: base64 lines that end in the END line, or the
+    // unmistakable starts of a PKCS#1/PKCS#8 (`MII...`, DER) or OpenSSH (`openssh-key-v1`) body
+    // running over more than one line.
+    Spec {
+        category: "private_key",
+        pattern: concat!(
+            r"(?:[A-Za-z0-9+/]{16,76}={0,2}(?:\r?\n|\\r?\\n))+-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----",
+            r"|\b(?:MII[A-Za-z0-9+/]{20}|b3BlbnNzaC1rZXktdjE)[A-Za-z0-9+/]{24,76}",
+            r"(?:(?:\r?\n|\\r?\\n)[A-Za-z0-9+/]{16,76}={0,2})+"
+        ),
+        check: accept,
+    },
     Spec {
         category: "jwt",
         pattern: r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
@@ -144,6 +156,14 @@ const SPECS: &[Spec] = &[
     Spec {
         category: "secret",
         pattern: concat!(
+            r"(?m:^[ \t]*(?:- |export )?(?P<k>[A-Za-z0-9_.-]*(?i:pass|pwd|secret)[A-Za-z0-9_.-]*)",
+            r#"[ \t]*(?:=|:)[ \t]*(?P<v>[^\s"'#`][^\n]{0,255}))"#
+        ),
+        check: passphrase,
+    },
+    Spec {
+        category: "secret",
+        pattern: concat!(
             r"(?P<k>--(?i:password|passwd|pass|token|api-key|apikey|secret|access-token|auth-token))",
             r#"[ \t]+(?:"(?P<v>[^"\n]{1,256})"|'(?P<v2>[^'\n]{1,256})'|(?P<v3>[^\s"'-][^\s"']{0,255}))"#
         ),
@@ -156,6 +176,33 @@ const SPECS: &[Spec] = &[
             r"[^\n]{0,24}?\b(?P<v>[A-Za-z0-9][A-Za-z0-9+/_.-]{15,255}={0,2})"
         ),
         check: entropy_near_key_word,
+    },
+    // Serial numbers: IMEI / IMEISV after their name, a grouped or TAC-prefixed 15-digit Luhn
+    // number on its own, and any value after a serial context.
+    Spec {
+        category: "serial",
+        pattern: concat!(
+            r"(?i:\bimei(?:sv)?(?:[ ]?(?:no\.?|number|#))?)[^0-9A-Za-z\n]{0,12}",
+            r"(?P<v>[0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{6}[ -]?[0-9]{1,2})\b"
+        ),
+        check: |h| checks::imei(h.text, h.value.clone(), true),
+    },
+    Spec {
+        category: "serial",
+        pattern: r"\b[0-9]{2}-[0-9]{6}-[0-9]{6}-[0-9]\b|\b[0-9]{15}\b",
+        check: |h| checks::imei(h.text, h.value.clone(), false),
+    },
+    Spec {
+        category: "serial",
+        pattern: concat!(
+            r"(?:(?i:\b(?:s/n|serial[ _-]?(?:number|num|no\.?|nr\.?|#)?|service[ _-]?tag|svc[ _-]?tag",
+            r"|asset[ _-]?tag|seriennummer|serienummer|num[ée]ro de s[ée]rie|n[uú]mero de serie",
+            r"|numero di serie|numer seryjny)\b\.?",
+            r#"\\?["']?[ \t]*(?:[:=#]|is)?[ \t]*\\?["']?)"#,
+            r#"|(?i:\bsn\b\\?["']?[ \t]*[:=][ \t]*\\?["']?))"#,
+            r"(?P<v>[A-Za-z0-9][A-Za-z0-9-]{3,40})\b"
+        ),
+        check: |h| checks::serial_value(h.text, h.value.clone()),
     },
     Spec {
         category: "card_number",
@@ -412,15 +459,100 @@ fn assignment(h: &Hit<'_>) -> Option<Range<usize>> {
         KeyStrength::Weak => checks::looks_random(v, 8, 2.5),
         // Prose guard: "Password: must be 8 characters" is not a password; an unquoted value
         // after `:` needs something besides lowercase letters.
+        // A value alone on a configuration line (`password: hunter`, YAML) is one whatever it
+        // looks like.
         KeyStrength::Strong => {
             let colon = h
                 .text
                 .get(h.key.clone()?.end..h.value.start)
                 .is_some_and(|s| s.contains(':') && !s.contains('='));
-            quoted || !colon || v.chars().any(|c| !c.is_ascii_lowercase())
+            quoted
+                || !colon
+                || v.chars().any(|c| !c.is_ascii_lowercase())
+                || config_line(h.text, &key_span, &value)
         }
     };
     ok.then_some(value)
+}
+
+/// `key` starts its line (after indentation, a YAML `- ` or `export `) and `value` ends it
+/// (before trailing spaces or a ` #` comment).
+fn config_line(text: &str, key: &Range<usize>, value: &Range<usize>) -> bool {
+    let line_start = text
+        .get(..key.start)
+        .map_or(0, |t| t.rfind('\n').map_or(0, |i| i + 1));
+    let head = text.get(line_start..key.start).unwrap_or("x").trim_start();
+    let head_ok = head.is_empty() || head == "- " || head == "-" || head == "export ";
+    let tail = text.get(value.end..).unwrap_or("");
+    let tail = &tail[..tail.find('\n').unwrap_or(tail.len())];
+    let tail = tail.trim();
+    head_ok && (tail.is_empty() || tail.starts_with('#'))
+}
+
+/// First words of a value that make `Password: must be 8 characters` a sentence, not a
+/// passphrase.
+const PROSE_WORDS: &[&str] = &[
+    "must",
+    "should",
+    "is",
+    "are",
+    "was",
+    "will",
+    "can",
+    "cannot",
+    "needs",
+    "need",
+    "required",
+    "optional",
+    "at",
+    "min",
+    "minimum",
+    "max",
+    "maximum",
+    "the",
+    "a",
+    "an",
+    "your",
+    "not",
+    "see",
+    "use",
+    "set",
+    "enter",
+    "please",
+    "only",
+    "contains",
+    "contain",
+    "has",
+    "have",
+    "too",
+    "length",
+    "expired",
+    "changed",
+    "reset",
+    "invalid",
+    "incorrect",
+    "wrong",
+    "ok",
+    "none",
+];
+
+/// A passphrase: several words after a password key on a configuration line.
+fn passphrase(h: &Hit<'_>) -> Option<Range<usize>> {
+    let key = h.text.get(h.key.clone()?)?;
+    if !matches!(key_strength(key)?, KeyStrength::Strong) {
+        return None;
+    }
+    let raw = h.text.get(h.value.clone())?;
+    // A YAML / INI comment ends the value.
+    let v = raw.split(" #").next().unwrap_or(raw).trim_end();
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let first = words.first()?.to_ascii_lowercase();
+    let prose = PROSE_WORDS.contains(&first.trim_end_matches([',', '.', ':']))
+        || v.ends_with(['.', '?', '!', ':']);
+    if !(2..=10).contains(&words.len()) || prose || checks::is_placeholder_value(words[0]) {
+        return None;
+    }
+    Some(h.value.start..h.value.start + v.len())
 }
 
 fn cli_flag(h: &Hit<'_>) -> Option<Range<usize>> {

@@ -195,6 +195,68 @@ fn lookalikes_are_left_alone() {
 }
 
 #[test]
+fn serials_passwords_and_bare_key_bodies_are_built_in() {
+    let r = default_redactor();
+    let key_body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\nNMoSfm76oqFvAp8Gy0iz5sxjZmSnXyCdPEovGhLa0VzMaQ8s+CLOyS56YyCFGeJZ";
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (
+            "IMEI: 35-209900-176148-1",
+            &[("serial", "35-209900-176148-1")],
+        ),
+        (
+            "imei 490154203237518 seen",
+            &[("serial", "490154203237518")],
+        ),
+        ("IMEISV 3520990017614823", &[("serial", "3520990017614823")]),
+        (
+            "modem 352099001761481 online",
+            &[("serial", "352099001761481")],
+        ),
+        ("S/N: FTX1234A5BC", &[("serial", "FTX1234A5BC")]),
+        ("board serial=0x1A2B3C4D ok", &[("serial", "0x1A2B3C4D")]),
+        ("sn=XYZ12345 rev B", &[("serial", "XYZ12345")]),
+        ("Service Tag: 5CD1234", &[("serial", "5CD1234")]),
+        ("Seriennummer 21A4-7789-QX", &[("serial", "21A4-7789-QX")]),
+        ("db:\n  password: hunter\n", &[("secret", "hunter")]),
+        (
+            "DB_PASSWORD=correct horse battery staple\n",
+            &[("secret", "correct horse battery staple")],
+        ),
+        (
+            "passphrase: violet anchor mountain seven  # rotate\n",
+            &[("secret", "violet anchor mountain seven")],
+        ),
+        (key_body, &[("private_key", key_body)]),
+        (
+            "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7\nabcdefghijklmnopqrstuvwxyz012345\n-----END RSA PRIVATE KEY-----",
+            &[(
+                "private_key",
+                "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7\nabcdefghijklmnopqrstuvwxyz012345\n-----END RSA PRIVATE KEY-----",
+            )],
+        ),
+    ];
+    for (text, expect) in cases {
+        let expect: Vec<(String, String)> = expect
+            .iter()
+            .map(|(c, v)| (c.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(found(&r, text), expect, "text: {text:?}");
+    }
+    // What the serial and password contexts must leave alone.
+    for text in [
+        "serial port /dev/ttyS0 at 115200 baud; serial: 115200",
+        "serial console enabled, serial: enabled",
+        "chip SN74HC595 and SN 74",
+        "imei 490154203237519 (bad check digit)",
+        "order 123456789012345 shipped",
+        "Password: must be at least 12 characters\n",
+        "password: the one on the sticker\n",
+    ] {
+        assert_eq!(found(&r, text), vec![], "text: {text:?}");
+    }
+}
+
+#[test]
 fn overlaps_resolve_to_the_longest_or_most_specific() {
     let r = default_redactor();
     let cases: &[(&str, &[(&str, &str)])] = &[
