@@ -3,7 +3,7 @@
 # pushes its real /metrics to a real Prometheus (Debian's `prometheus`, remote-write receiver on
 # loopback) with the default [telemetry] settings on a clock scaled 60:1 (one second stands for
 # the default one-minute scrape interval; sends every 10 s stand for the default 10 minutes; the keepalive of
-# 60 s for one hour; histograms every 10 s for their default 10 minutes). The bytes edgellm counts (`edgellm_telemetry_sent_bytes_total`: bodies plus
+# 60 s for one hour; histograms every 30 s for their default 30 minutes). The bytes edgellm counts (`edgellm_telemetry_sent_bytes_total`: bodies plus
 # the request overhead it charges to its budget) over the simulated minutes, times 1,440, is a day.
 #
 #   bench/telemetry-bytes.sh [SECONDS]      (default 360: six simulated hours per load)
@@ -35,7 +35,7 @@ site = "bench"
 interval_secs = 1
 send_interval_secs = 10
 keepalive_secs = 60
-histogram_interval_secs = 10
+histogram_interval_secs = 30
 EOF
 "$BIN" serve --config "$OUT/edgellm.toml" --port "$EDGE_PORT" --data-dir "$OUT/data" >"$OUT/edgellm.log" 2>&1 &
 EDGE=$!

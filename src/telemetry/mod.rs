@@ -36,9 +36,9 @@ pub const DEFAULT_SEND_INTERVAL: Duration = Duration::from_secs(600);
 /// An unchanged gauge is sent again after this long (docs/telemetry.md, "What travels").
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(3600);
 /// Histogram series are pushed at a coarser cadence than counters and gauges: under traffic their
-/// buckets are nine in ten of the samples that change, and fleet queries read them over windows
-/// of half an hour or more (`histogram_quantile(rate(..[30m]))`).
-pub const DEFAULT_HISTOGRAM_INTERVAL: Duration = Duration::from_secs(600);
+/// buckets are most of the samples that change, and fleet queries read them over windows of an
+/// hour or more (`histogram_quantile(rate(..[1h]))`).
+pub const DEFAULT_HISTOGRAM_INTERVAL: Duration = Duration::from_secs(1800);
 /// Most external labels besides the built-in ones.
 const MAX_EXTRA_LABELS: usize = 16;
 
@@ -62,6 +62,8 @@ pub struct RawTelemetry {
     /// How often histogram series (`_bucket`, `_sum`, `_count`) are read and stored; counters
     /// and gauges go at `interval_secs`.
     pub histogram_interval_secs: Option<u64>,
+    /// Also push the compatibility families (`llamacpp:*`, `gen_ai_*`); default false.
+    pub push_compat_families: Option<bool>,
     pub max_series: Option<usize>,
     pub buffer_max_bytes: Option<u64>,
     /// Telemetry's own budget: most bytes on the wire per UTC day.
@@ -87,6 +89,7 @@ pub struct TelemetryConfig {
     pub keepalive: Duration,
     /// Histogram series are stored every this many scrapes (1: every scrape).
     pub histogram_every: u64,
+    pub push_compat_families: bool,
     pub max_series: usize,
     pub buffer_max_bytes: u64,
     pub daily_bytes: u64,
@@ -230,6 +233,7 @@ impl RawTelemetry {
             send_interval: Duration::from_secs(send_interval),
             keepalive: Duration::from_secs(keepalive),
             histogram_every: histogram_interval / interval,
+            push_compat_families: self.push_compat_families.unwrap_or(false),
             max_series,
             buffer_max_bytes,
             daily_bytes,
@@ -458,22 +462,39 @@ const PUSH_EXCLUDED: &[&str] = &[
     "edgellm_telemetry_samples_unchanged_total",
 ];
 
-/// Prefixes of families the push leaves out: llama-server's `llamacpp:*` families are there for
-/// scrapers written against llama-server; most repeat `edgellm_*` families, the rest are engine
-/// diagnostics for a local scrape (docs/telemetry.md, "What travels").
-const PUSH_EXCLUDED_PREFIXES: &[&str] = &["llamacpp:"];
+/// Prefixes of the compatibility families, left out of the push unless `push_compat_families`:
+/// llama-server's `llamacpp:*` (for scrapers written against llama-server; most repeat
+/// `edgellm_*` families, the rest are engine diagnostics for a local scrape) and OpenTelemetry's
+/// GenAI `gen_ai_*` (the same requests as the `edgellm_*` histograms, in the conventions'
+/// spelling and buckets). Sending both spellings of each request over a metered link would
+/// double what travels (docs/telemetry.md, "What travels").
+const COMPAT_PREFIXES: &[&str] = &["llamacpp:", "gen_ai_"];
 
-fn pushed(name: &str) -> bool {
-    !PUSH_EXCLUDED.contains(&name) && !PUSH_EXCLUDED_PREFIXES.iter().any(|p| name.starts_with(p))
+/// Which lines of one scrape travel.
+#[derive(Debug, Clone, Copy)]
+pub struct Select {
+    /// Histogram series are due this scrape (`histogram_interval_secs`).
+    pub histograms: bool,
+    /// The compatibility families travel too (`push_compat_families`).
+    pub compat: bool,
+}
+
+impl Select {
+    fn pushed(&self, line: &exposition::Line) -> bool {
+        let name = line.name.as_str();
+        !PUSH_EXCLUDED.contains(&name)
+            && (self.compat || !COMPAT_PREFIXES.iter().any(|p| name.starts_with(p)))
+            && (self.histograms || !line.histogram)
+    }
 }
 
 /// Turns one scrape's text into a remote-write request at `timestamp_ms`: the series cap, the
 /// external labels, bounded label values, and only the samples [`Changes`] lets through.
-/// Histogram series are read only when `histograms` (their cadence is due).
+/// Which lines are read is `select`'s (histogram cadence, compatibility families).
 pub fn to_request(
     text: &str,
     timestamp_ms: i64,
-    histograms: bool,
+    select: Select,
     external: &[(String, String)],
     cap: &mut exposition::SeriesCap,
     changes: &mut Changes,
@@ -487,7 +508,7 @@ pub fn to_request(
     let mut dropped = 0u64;
     let mut seen = std::collections::HashSet::new();
     for line in lines {
-        if !pushed(&line.name) || (line.histogram && !histograms) {
+        if !select.pushed(&line) {
             continue;
         }
         let mut labels: BTreeMap<&str, &str> = BTreeMap::new();
@@ -623,12 +644,15 @@ impl Pusher {
             }
             let text = source.scrape().await;
             let now_ms = (this.clock)();
-            let histograms = scrapes % this.config.histogram_every == 0;
+            let select = Select {
+                histograms: scrapes % this.config.histogram_every == 0,
+                compat: this.config.push_compat_families,
+            };
             scrapes += 1;
             let request = to_request(
                 &text,
                 now_ms,
-                histograms,
+                select,
                 &this.config.external,
                 &mut cap,
                 &mut changes,
@@ -857,6 +881,16 @@ fn publish_backlog(buffer: &buffer::Buffer, stats: &TelemetryStats) {
 mod tests {
     use super::*;
 
+    /// Histograms due, compatibility families left home (the defaults at a due step).
+    const DUE: Select = Select {
+        histograms: true,
+        compat: false,
+    };
+    const BETWEEN: Select = Select {
+        histograms: false,
+        compat: false,
+    };
+
     fn raw(url: &str) -> RawTelemetry {
         RawTelemetry {
             remote_write_url: url.into(),
@@ -911,7 +945,7 @@ mod tests {
         let request = to_request(
             text,
             1000,
-            true,
+            DUE,
             &config.external,
             &mut cap,
             &mut changes,
@@ -948,7 +982,7 @@ mod tests {
         let request = to_request(
             &text,
             1,
-            true,
+            DUE,
             &config.external,
             &mut cap,
             &mut changes,
@@ -1013,7 +1047,7 @@ mod tests {
         let first = to_request(
             text,
             0,
-            true,
+            DUE,
             &config.external,
             &mut cap,
             &mut changes,
@@ -1023,7 +1057,7 @@ mod tests {
         let second = to_request(
             "edgellm_a_total 2\nedgellm_b 2\n",
             60_000,
-            true,
+            DUE,
             &config.external,
             &mut cap,
             &mut changes,
@@ -1034,11 +1068,11 @@ mod tests {
     }
 
     #[test]
-    fn histograms_travel_at_their_own_cadence_and_llamacpp_families_stay_home() {
+    fn histograms_travel_at_their_own_cadence_and_compatibility_families_stay_home() {
         let config = raw("http://h/w").validate("m", &|_| None).unwrap();
         assert_eq!(
-            config.histogram_every, 10,
-            "600 s histograms over 60 s scrapes"
+            config.histogram_every, 30,
+            "1800 s histograms over 60 s scrapes"
         );
         let stats = TelemetryStats::default();
         let mut cap = exposition::SeriesCap::new(100);
@@ -1047,7 +1081,8 @@ mod tests {
             format!(
                 "# TYPE edgellm_a_total counter\nedgellm_a_total {n}\n\
                  # TYPE edgellm_h histogram\nedgellm_h_bucket{{le=\"1\"}} {n}\nedgellm_h_sum {n}\nedgellm_h_count {n}\n\
-                 # TYPE llamacpp:n_decode_total counter\nllamacpp:n_decode_total {n}\n"
+                 # TYPE llamacpp:n_decode_total counter\nllamacpp:n_decode_total {n}\n\
+                 # TYPE gen_ai_client_token_usage histogram\ngen_ai_client_token_usage_count {n}\n"
             )
         };
         let names = |request: &WriteRequest| -> Vec<String> {
@@ -1063,7 +1098,7 @@ mod tests {
         let due = to_request(
             &scrape(1),
             0,
-            true,
+            DUE,
             &config.external,
             &mut cap,
             &mut changes,
@@ -1081,7 +1116,7 @@ mod tests {
         let between = to_request(
             &scrape(2),
             60_000,
-            false,
+            BETWEEN,
             &config.external,
             &mut cap,
             &mut changes,
@@ -1092,7 +1127,7 @@ mod tests {
         let next = to_request(
             &scrape(3),
             120_000,
-            true,
+            DUE,
             &config.external,
             &mut cap,
             &mut changes,
@@ -1100,6 +1135,33 @@ mod tests {
         );
         assert_eq!(next.timeseries.len(), 4);
         assert!(next.timeseries.iter().all(|s| s.samples.len() == 1));
+        // Asked for, the compatibility families travel too.
+        let mut section = raw("http://h/w");
+        section.push_compat_families = Some(true);
+        let compat = section.validate("m", &|_| None).unwrap();
+        assert!(compat.push_compat_families);
+        let mut fresh = Changes::new(Duration::from_secs(3600));
+        let with = to_request(
+            &scrape(4),
+            180_000,
+            Select {
+                histograms: true,
+                compat: true,
+            },
+            &config.external,
+            &mut cap,
+            &mut fresh,
+            &stats,
+        );
+        let with = names(&with);
+        assert!(
+            with.contains(&"llamacpp:n_decode_total".to_string()),
+            "{with:?}"
+        );
+        assert!(
+            with.contains(&"gen_ai_client_token_usage_count".to_string()),
+            "{with:?}"
+        );
         for bad in [0, 30, 90] {
             let mut section = raw("http://h/w");
             section.histogram_interval_secs = Some(bad);

@@ -225,6 +225,14 @@ async fn outage_then_recovery_delivers_every_scrape_exactly_once() {
     let device = format!("it-outage-{}", std::process::id());
     let config = telemetry_config(&prometheus.write_url(), &device, net.path(), "1");
     let server = Server::start_with_config(Some(&config), &[]);
+    // One generation, so that every family (the GenAI ones too) has series.
+    let (status, _) = server
+        .post(
+            "/v1/completions",
+            serde_json::json!({"prompt": "Hello", "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(status, 200);
     wait_metrics(&server, 60, "a backlog while offline", |m| {
         sample(m, "edgellm_telemetry_backlog_batches").is_some_and(|v| v >= 4.0)
             && sample(m, "edgellm_telemetry_held_total{reason=\"offline\"}")
@@ -264,10 +272,14 @@ async fn outage_then_recovery_delivers_every_scrape_exactly_once() {
             "{family} not pushed: {names:?}"
         );
     }
-    // llama-server's families repeat edgellm's one for one: /metrics has them, the push does not.
+    // The compatibility spellings (llama-server's, OpenTelemetry GenAI's) are on /metrics and
+    // stay off the push by default.
     assert!(sample(&metrics, "llamacpp:prompt_tokens_total").is_some());
+    assert!(metrics.contains("gen_ai_client_operation_duration_seconds_count{"));
     assert!(
-        !names.iter().any(|n| n.starts_with("llamacpp:")),
+        !names
+            .iter()
+            .any(|n| n.starts_with("llamacpp:") || n.starts_with("gen_ai_")),
         "{names:?}"
     );
     let selector = format!(
