@@ -40,6 +40,9 @@ pub enum Command {
     Model(crate::model::ModelArgs),
     /// Knowledge packs: build one from documents, query it.
     Pack(crate::pack::PackArgs),
+    /// Show what the egress guard would redact in a text (stdin), with the `[redaction]` of a
+    /// config file.
+    Redact(crate::redact_cli::RedactArgs),
 }
 
 /// `edgellm task NAME --input FILE`: the serve configuration (file, flags, environment) is

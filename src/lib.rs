@@ -22,6 +22,7 @@ pub mod netstate;
 pub mod pack;
 pub mod paths;
 pub mod plan;
+pub mod redact_cli;
 pub mod route;
 pub mod router;
 pub mod run;

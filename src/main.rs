@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
         Command::Task(args) => edgellm::task_cli::run(args),
         Command::Model(args) => edgellm::model::run(args),
         Command::Pack(args) => edgellm::pack::run(args),
+        Command::Redact(args) => edgellm::redact_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

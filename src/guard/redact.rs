@@ -28,7 +28,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
-pub use self::config::{CategoryPolicy, NamedPattern, RedactError, RedactionConfig};
+pub use self::config::{
+    CategoryPolicy, DEFAULT_PHONE_REGIONS, NamedPattern, RedactError, RedactionConfig,
+};
 use self::config::{allow_set, category_list, deny_regex, user_regex};
 use self::restore::RestoreTable;
 pub use self::restore::Restorer;
@@ -74,6 +76,17 @@ impl Redactor {
         let enabled = |i: usize| categories[i].policy != CategoryPolicy::Allow;
         let mut detectors = detectors::builtin_detectors(index, enabled)
             .map_err(|(category, source)| RedactError::Builtin { category, source })?;
+        let regions = config::phone_regions(config)?;
+        if let Some(phone) = index("phone").filter(|i| enabled(*i)) {
+            detectors.extend(
+                detectors::phone_detectors(phone, regions).map_err(|source| {
+                    RedactError::Builtin {
+                        category: "phone",
+                        source,
+                    }
+                })?,
+            );
+        }
         let user = config
             .patterns
             .iter()
@@ -127,6 +140,16 @@ impl Redactor {
             .iter()
             .map(|c| c.name.as_str())
             .collect()
+    }
+
+    /// What would be redacted in `text`: (category name, byte span), sorted by position, before
+    /// any policy. For `edgellm redact` and evaluations; requests use [`Session::redact`].
+    pub fn findings(&self, text: &str) -> Result<Vec<(&str, std::ops::Range<usize>)>, Refused> {
+        Ok(self
+            .detect(text)?
+            .into_iter()
+            .map(|c| (self.inner.categories[c.category].name.as_str(), c.span))
+            .collect())
     }
 
     /// The accepted detections in `text`, sorted by position, before any policy.

@@ -645,7 +645,7 @@ impl Pusher {
             let text = source.scrape().await;
             let now_ms = (this.clock)();
             let select = Select {
-                histograms: scrapes % this.config.histogram_every == 0,
+                histograms: scrapes.is_multiple_of(this.config.histogram_every),
                 compat: this.config.push_compat_families,
             };
             scrapes += 1;

@@ -191,3 +191,57 @@ fn model_setup_refuses_a_checksum_mismatch_and_is_idempotent() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("default model present"));
 }
+
+fn redact(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(edgellm_bin())
+        .arg("redact")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn redact_shows_what_would_leave_and_refuses_bad_input_cleanly() {
+    // Plain: the text as it would leave.
+    let plain = redact(
+        &[],
+        b"S/N: FTX1234A5BC, call 415 555 2671 or mail ann@example.com\n",
+    );
+    assert!(plain.status.success(), "{plain:?}");
+    assert_eq!(
+        String::from_utf8(plain.stdout).unwrap(),
+        "S/N: <SERIAL_1>, call <PHONE_1> or mail <EMAIL_1>\n"
+    );
+    // JSON lines: one answer per line, a bad line answered and the run going on.
+    let lines = redact(
+        &["--jsonl"],
+        b"\"IMEI 490154203237518\"\nnot json\n{\"text\": 5}\n{\"text\": \"password: hunter\"}\n",
+    );
+    assert!(lines.status.success(), "{lines:?}");
+    let answers: Vec<serde_json::Value> = String::from_utf8(lines.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 4);
+    assert_eq!(answers[0]["found"][0]["category"], "serial");
+    assert_eq!(answers[0]["found"][0]["value"], "490154203237518");
+    assert_eq!(answers[0]["redacted"], "IMEI <SERIAL_1>");
+    assert!(answers[1]["error"].as_str().unwrap().contains("not JSON"));
+    assert!(answers[2]["error"].as_str().unwrap().contains("`text`"));
+    assert_eq!(answers[3]["redacted"], "password: <SECRET_1>");
+    // Not UTF-8, and a configuration that names no region: one error line each.
+    assert_clean_refusal(&redact(&[], b"\xff\xfe bad"), "not UTF-8");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edgellm.toml");
+    std::fs::write(&config, "[redaction]\nphone_regions = [\"XX\"]\n").unwrap();
+    assert_clean_refusal(
+        &redact(&["--config", config.to_str().unwrap()], b"hi"),
+        "phone_regions[0]: `XX` is not a region code",
+    );
+}

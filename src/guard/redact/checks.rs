@@ -255,8 +255,18 @@ fn is_version_context(text: &str, at: usize) -> bool {
     let word = preceding_word(text, at);
     matches!(
         word.as_str(),
-        "version" | "ver" | "release" | "build" | "firmware" | "fw" | "rev" | "sdk" | "kernel"
-    )
+        "version"
+            | "ver"
+            | "release"
+            | "build"
+            | "firmware"
+            | "fw"
+            | "rev"
+            | "rv"
+            | "sdk"
+            | "kernel"
+    ) || (char_before(text, at) == Some('/')
+        && char_before_prev(text, at).is_some_and(|c| c.is_ascii_alphabetic()))
 }
 
 /// IPv6 that is personal: parses with `std::net`, not loopback or unspecified, has a digit (so
@@ -322,19 +332,26 @@ pub(super) fn phone(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     if !s.starts_with('+') && follows_digit_group(text, span.start) {
         return None;
     }
-    let digits = s
+    // The number without an extension (`x204`, `ext. 204`).
+    let lower = s.to_ascii_lowercase();
+    let number = lower.find(['x', 'e']).map_or(s, |i| s[..i].trim_end());
+    let digits = number
         .replace("(0)", "")
         .chars()
         .filter(char::is_ascii_digit)
         .count();
     let ok = if s.starts_with('+') {
         (8..=15).contains(&digits)
+    } else if let Some(international) = number.strip_prefix("00") {
+        // `00` is the international prefix: only a number a country owns counts
+        // (`00 11 22 33 44 55` is a hex dump).
+        valid_phone(&format!("+{international}"), &[])
     } else if s.starts_with('0') || s.starts_with("(0") {
         (10..=12).contains(&digits)
     } else {
         // NANP: the two separators after area code and exchange agree, unless the area code
         // is in parentheses.
-        let seps: Vec<char> = s
+        let seps: Vec<char> = number
             .trim_start_matches(['1', '+'])
             .chars()
             .filter(|c| !c.is_ascii_digit() && *c != '(' && *c != ')')
@@ -469,5 +486,150 @@ pub(super) fn serial_value(text: &str, span: Range<usize>) -> Option<Range<usize
     let alnum = v.bytes().filter(u8::is_ascii_alphanumeric).count();
     let same = v.bytes().all(|b| b == v.as_bytes()[0]);
     let ok = digits > 0 && !same && (digits < alnum || digits >= 7);
+    ok.then_some(span)
+}
+
+/// Whether `candidate` (digits with separators, maybe a `+` and an extension) is a valid phone
+/// number for one of `regions` (or, with a `+`, for the country it names), by libphonenumber's
+/// metadata (the `phonenumber` crate). A panic inside the parser counts as a number: a fault
+/// must not let a value out.
+pub(super) fn valid_phone(candidate: &str, regions: &[PhoneRegion]) -> bool {
+    let run = || {
+        if candidate.starts_with('+') {
+            return phonenumber::parse(None, candidate).is_ok_and(|n| phonenumber::is_valid(&n));
+        }
+        let written = digit_groups(candidate);
+        let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
+        regions
+            .iter()
+            .filter(|r| r.may_hold(&digits))
+            .map(|r| &r.id)
+            .any(|region| {
+                phonenumber::parse(Some(*region), candidate).is_ok_and(|n| {
+                    // A number dialled with another country's code is not this region's, and a
+                    // number is written in its region's groups (`415 555 2671` is a US number
+                    // and not a German one: Germany writes those digits `04155 550132`).
+                    let national = phonenumber::format(&n)
+                        .mode(phonenumber::Mode::National)
+                        .to_string();
+                    // Digits written without separators have no grouping to compare.
+                    n.country().id() == Some(*region)
+                        && phonenumber::is_valid(&n)
+                        && (written.len() == 1 || digit_groups(&national) == written)
+                })
+            })
+    };
+    std::panic::catch_unwind(run).unwrap_or(true)
+}
+
+/// One configured phone region and what a cheap look at a number needs of its metadata (its
+/// trunk prefix and the lengths its national numbers take), so that the parser only runs
+/// against the regions a number could belong to.
+pub(super) struct PhoneRegion {
+    pub id: phonenumber::country::Id,
+    pub trunk: Option<String>,
+    pub lengths: Vec<u16>,
+}
+
+impl PhoneRegion {
+    pub fn new(id: phonenumber::country::Id) -> Option<PhoneRegion> {
+        use phonenumber::Type;
+        let metadata = phonenumber::metadata::DATABASE.by_id(id.as_ref())?;
+        // The metadata keeps lengths per number type (the general descriptor's are empty).
+        let mut lengths: Vec<u16> = [
+            Type::FixedLine,
+            Type::Mobile,
+            Type::TollFree,
+            Type::PremiumRate,
+            Type::SharedCost,
+            Type::PersonalNumber,
+            Type::Voip,
+            Type::Pager,
+            Type::Uan,
+            Type::Voicemail,
+        ]
+        .into_iter()
+        .filter_map(|kind| metadata.descriptors().get(kind))
+        .flat_map(|d| d.possible_length().iter().copied())
+        .collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        Some(PhoneRegion {
+            id,
+            trunk: metadata.national_prefix().map(String::from),
+            lengths,
+        })
+    }
+
+    /// Whether `digits` (the national number as written) has a length this region's national
+    /// numbers take, with or without its trunk prefix.
+    fn may_hold(&self, digits: &str) -> bool {
+        // No lengths known: every number may be the region's.
+        let fits =
+            |n: usize| self.lengths.is_empty() || self.lengths.iter().any(|l| usize::from(*l) == n);
+        let trunk_off = self
+            .trunk
+            .as_deref()
+            .and_then(|t| digits.strip_prefix(t))
+            .map(str::len);
+        fits(digits.len()) || trunk_off.is_some_and(fits)
+    }
+}
+
+/// The lengths of the digit runs of `s`.
+fn digit_groups(s: &str) -> Vec<usize> {
+    s.split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .map(str::len)
+        .collect()
+}
+
+/// A phone number found by the region-aware detectors: `context` says a `phone:` / `tel:` word
+/// named it (then 7-15 digits are enough), otherwise it must be valid for a region. Dates and
+/// times in groups (`2024 05 02`, `10.11.12`) and tails of longer digit runs are not numbers.
+pub(super) fn phone_regional(
+    text: &str,
+    span: Range<usize>,
+    context: bool,
+    regions: &[PhoneRegion],
+) -> Option<Range<usize>> {
+    let s = text.get(span.clone())?;
+    let s_trim = s.trim_end_matches([' ', '.', '-']);
+    let span = span.start..span.start + s_trim.len();
+    if !numeric_bounded(text, &span)
+        || (!s_trim.starts_with('+') && follows_digit_group(text, span.start))
+    {
+        return None;
+    }
+    // The number without its extension.
+    let lower = s_trim.to_ascii_lowercase();
+    let number = ["ext", "x", "#"]
+        .iter()
+        .filter_map(|m| lower.find(m))
+        .min()
+        .map_or(s_trim, |i| s_trim[..i].trim_end());
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let groups: Vec<&str> = number
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let date_like = groups.len() >= 3
+        && groups.iter().all(|g| g.len() <= 4)
+        && (groups[0].len() == 4 && (groups[0].starts_with("19") || groups[0].starts_with("20"))
+            || groups.len() == 3 && groups.iter().all(|g| g.len() == 2));
+    let dotted_quad =
+        number.contains('.') && groups.len() == 4 && groups.iter().all(|g| g.len() <= 3);
+    // US social security numbers (3-2-4) and ZIP+4 codes (5-4) are other categories' shapes;
+    // a leading 00 is an international dialling prefix, not a national number.
+    let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    let other_shape = matches!(lengths.as_slice(), [3, 2, 4] | [5, 4]) || number.starts_with("00");
+    if (date_like || dotted_quad || other_shape) && !context {
+        return None;
+    }
+    let ok = if context {
+        (7..=15).contains(&digits)
+    } else {
+        (8..=13).contains(&digits) && valid_phone(number, regions)
+    };
     ok.then_some(span)
 }

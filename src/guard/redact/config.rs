@@ -21,6 +21,9 @@ pub struct RedactionConfig {
     pub patterns: Vec<NamedPattern>,
     /// Device serial-number patterns (category `serial`), same capture rule as `patterns`.
     pub serial_patterns: Vec<String>,
+    /// Regions (ISO 3166 alpha-2) whose national phone formats are recognised without a `+`
+    /// country code; unset: [`DEFAULT_PHONE_REGIONS`].
+    pub phone_regions: Option<Vec<String>>,
     /// Values that are never redacted even when a detector matches them (whole value,
     /// ASCII case-insensitive).
     pub allow_words: Vec<String>,
@@ -75,6 +78,10 @@ pub enum RedactError {
     EmptyWord { field: String },
     #[error("redaction: allow_words[{allow}] and deny_words[{deny}] are the same word")]
     AllowDenyConflict { allow: usize, deny: usize },
+    #[error(
+        "redaction.phone_regions[{index}]: `{region}` is not a region code (ISO 3166 alpha-2, like `US`, `DE`, `BR`)"
+    )]
+    BadPhoneRegion { index: usize, region: String },
     #[error("redaction: built-in `{category}` detector does not compile: {source}")]
     Builtin {
         category: &'static str,
@@ -90,6 +97,7 @@ impl fmt::Debug for RedactionConfig {
             .field("policy", &self.policy)
             .field("patterns", &self.patterns.len())
             .field("serial_patterns", &self.serial_patterns.len())
+            .field("phone_regions", &self.phone_regions)
             .field("allow_words", &self.allow_words.len())
             .field("deny_words", &self.deny_words.len())
             .field("test_fault_trigger", &self.test_fault_trigger.is_some())
@@ -224,4 +232,53 @@ pub(super) fn allow_set(
         set.insert(w);
     }
     Ok(set)
+}
+
+/// The regions whose national phone formats are recognised when `phone_regions` is unset.
+pub const DEFAULT_PHONE_REGIONS: &[&str] = &[
+    "US", "CA", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "BR", "MX", "CN", "IN",
+];
+
+/// Compiled regexes phonenumber's metadata may keep. Its own default (100) is less than the
+/// patterns of a dozen regions, and a miss recompiles one (tens of milliseconds a number).
+const PHONE_REGEX_CACHE: usize = 1024;
+
+/// Sizes phonenumber's regex cache, once per process.
+fn phone_cache() {
+    static SIZED: std::sync::Once = std::sync::Once::new();
+    SIZED.call_once(|| {
+        if let Ok(mut cache) = phonenumber::metadata::DATABASE.cache().lock() {
+            *cache = regex_cache::RegexCache::new(PHONE_REGEX_CACHE);
+        }
+    });
+}
+
+/// `phone_regions` checked and resolved (the defaults when unset).
+pub(super) fn phone_regions(
+    config: &RedactionConfig,
+) -> Result<Vec<super::checks::PhoneRegion>, RedactError> {
+    phone_cache();
+    let given: Vec<String> = match &config.phone_regions {
+        Some(regions) => regions.clone(),
+        None => DEFAULT_PHONE_REGIONS
+            .iter()
+            .map(|r| r.to_string())
+            .collect(),
+    };
+    given
+        .iter()
+        .enumerate()
+        .map(|(index, region)| {
+            region
+                .to_ascii_uppercase()
+                .parse::<phonenumber::country::Id>()
+                .ok()
+                .filter(|_| region.len() == 2)
+                .and_then(super::checks::PhoneRegion::new)
+                .ok_or_else(|| RedactError::BadPhoneRegion {
+                    index,
+                    region: region.clone(),
+                })
+        })
+        .collect()
 }

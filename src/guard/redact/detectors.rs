@@ -252,14 +252,59 @@ const SPECS: &[Spec] = &[
     Spec {
         category: "phone",
         pattern: concat!(
-            r"\+[1-9][0-9]{0,3}(?:[ .-]?(?:\(0\)|\([0-9]{1,4}\)|[0-9]{1,6})){1,6}",
-            r"|(?:\b1[.-])?(?:\([2-9][0-9]{2}\)[ ]?[2-9][0-9]{2}[ .-]|\b[2-9][0-9]{2}[.-][2-9][0-9]{2}[.-])[0-9]{4}\b",
+            r"(?:\+|\b00)[1-9][0-9]{0,3}(?:[ .-]?(?:\(0\)|\([0-9]{1,4}\)|[0-9]{1,6})){1,6}",
+            r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?[0-9]{1,6}\b)?",
+            r"|(?:\b1[.-])?(?:\([2-9][0-9]{2}\)[ ]?[2-9][0-9]{2}[ .-]|\b[2-9][0-9]{2}[.-][2-9][0-9]{2}[.-])[0-9]{4}",
+            r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?[0-9]{1,6}\b|\b)",
             r"|\b0[1-9][0-9]{0,4}[ /-][0-9]{2,8}(?:[ -][0-9]{2,8}){0,3}\b",
             r"|\(0[1-9][0-9]{0,4}\)[ ]?[0-9]{2,8}(?:[ -][0-9]{2,8}){0,3}\b"
         ),
         check: |h| checks::phone(h.text, h.value.clone()),
     },
 ];
+
+/// Phone numbers after a word that names one (`phone:`, `tel.`, `mobile`, `fax`, ...), with
+/// an optional extension: 7-15 digits.
+const PHONE_CONTEXT: &str = concat!(
+    r"(?i:\b(?:phone|telephone|tel|telefon|telefone|tel[ée]fono|telefono|mobile|mobil|m[óo]vil",
+    r"|cell(?:phone)?|fax|whatsapp|ph|tlf|contact number|call (?:me|us) (?:at|on))\b\.?)",
+    r"[ \t]*(?i:no\.?|number|nr\.?|#)?[ \t]*[:=]?[ \t]*",
+    r"(?P<v>\+?\(?[0-9][0-9 ().-]{5,22}[0-9](?:[ ]?(?i:ext\.?|x|extension|#)[ ]?[0-9]{1,6})?)"
+);
+
+/// National numbers in groups (`415 555 2671`, `(11) 91234-5678`, `612 34 56 78`, `138 0013
+/// 8000`), with an optional extension: kept only when valid for a configured region.
+const PHONE_GROUPED: &str = concat!(
+    r"(?:\([0-9]{1,4}\)[ .-]?|\b[0-9]{1,5}[ .-])(?:[0-9]{1,5}[ .-]){0,4}[0-9]{2,5}\b",
+    r"(?:[ ]?(?i:ext\.?|x|extension)[ ]?[0-9]{1,6}\b)?"
+);
+
+/// National numbers written without separators in shapes few other numbers take: a trunk-0
+/// number of 10-11 digits (most of Europe) or a Chinese mobile (`1[3-9]` and 9 more); kept only
+/// when valid for a configured region.
+const PHONE_UNGROUPED: &str = r"\b0[1-9][0-9]{8,9}\b|\b1[3-9][0-9]{9}\b";
+
+/// The region-aware phone detectors for `regions` (see [`checks::phone_regional`]).
+pub(super) fn phone_detectors(
+    category: usize,
+    regions: Vec<checks::PhoneRegion>,
+) -> Result<Vec<Detector>, regex::Error> {
+    let regions: std::sync::Arc<[checks::PhoneRegion]> = regions.into();
+    let mut out = Vec::new();
+    for (pattern, context) in [
+        (PHONE_CONTEXT, true),
+        (PHONE_GROUPED, false),
+        (PHONE_UNGROUPED, false),
+    ] {
+        let regions = regions.clone();
+        out.push(Detector::with_check(
+            category,
+            compile(pattern, true)?,
+            Box::new(move |h| checks::phone_regional(h.text, h.value.clone(), context, &regions)),
+        ));
+    }
+    Ok(out)
+}
 
 fn accept(h: &Hit<'_>) -> Option<Range<usize>> {
     Some(h.value.clone())
@@ -549,7 +594,13 @@ fn passphrase(h: &Hit<'_>) -> Option<Range<usize>> {
     let first = words.first()?.to_ascii_lowercase();
     let prose = PROSE_WORDS.contains(&first.trim_end_matches([',', '.', ':']))
         || v.ends_with(['.', '?', '!', ':']);
-    if !(2..=10).contains(&words.len()) || prose || checks::is_placeholder_value(words[0]) {
+    // One word alone on the line is a password whatever it holds (`$FQwC^1Pxx0)UobI`); the
+    // token rule ends unquoted values at brackets and commas.
+    if words.len() == 1 {
+        let whole_line = checks::is_placeholder_value(v) || v.len() < 2;
+        return (!whole_line).then(|| h.value.start..h.value.start + v.len());
+    }
+    if words.len() > 10 || prose || checks::is_placeholder_value(words[0]) {
         return None;
     }
     Some(h.value.start..h.value.start + v.len())

@@ -15,11 +15,14 @@ pub(super) struct Hit<'t> {
 /// Accepts a hit (possibly trimming the value span) or rejects it.
 pub(super) type Check = fn(&Hit<'_>) -> Option<Range<usize>>;
 
+/// A check that carries configuration (the phone regions).
+pub(super) type BoxedCheck = Box<dyn Fn(&Hit<'_>) -> Option<Range<usize>> + Send + Sync>;
+
 /// One compiled detector.
 pub(super) struct Detector {
     pub category: usize,
     regex: Regex,
-    check: Check,
+    check: BoxedCheck,
     value_groups: Vec<usize>,
     key_group: Option<usize>,
 }
@@ -50,6 +53,10 @@ pub(super) fn compile(pattern: &str, builtin: bool) -> Result<Regex, regex::Erro
 
 impl Detector {
     pub(super) fn new(category: usize, regex: Regex, check: Check) -> Detector {
+        Detector::with_check(category, regex, Box::new(check))
+    }
+
+    pub(super) fn with_check(category: usize, regex: Regex, check: BoxedCheck) -> Detector {
         let mut value_groups = Vec::new();
         let mut key_group = None;
         for (i, name) in regex.capture_names().enumerate() {

@@ -257,6 +257,51 @@ fn serials_passwords_and_bare_key_bodies_are_built_in() {
 }
 
 #[test]
+fn national_phone_numbers_by_region() {
+    let r = default_redactor();
+    let cases: &[(&str, &str)] = &[
+        ("call 415 555 2671 today", "415 555 2671"),
+        ("Atendimento (11) 91234-5678 hoje", "(11) 91234-5678"),
+        ("móvil 612 34 56 78", "612 34 56 78"),
+        ("komórka 512 345 678", "512 345 678"),
+        ("手机 138 0013 8000", "138 0013 8000"),
+        ("oficina 55 1234 5678", "55 1234 5678"),
+        ("desk (212) 736-5000 ext. 204", "(212) 736-5000 ext. 204"),
+        ("phone: 2125550123", "2125550123"),
+        ("tel. 0301234567", "0301234567"),
+    ];
+    for (text, value) in cases {
+        assert_eq!(
+            found(&r, text),
+            vec![("phone".to_string(), value.to_string())],
+            "text: {text:?}"
+        );
+    }
+    // Only the configured regions' national formats count; `+` numbers always do.
+    let us_only = redactor(RedactionConfig {
+        phone_regions: Some(vec!["US".into()]),
+        ..Default::default()
+    });
+    assert_eq!(found(&us_only, "komórka 512 345 678"), vec![]);
+    assert_eq!(found(&us_only, "call 415 555 2671").len(), 1);
+    for text in [
+        "2024 05 02 10 11 12 reading 1013 2247",
+        "build 10.4.12.345 at 192.168.001.010",
+        "rows 1 2 3 4 5 6 7 8 and 12 34 56",
+    ] {
+        assert_eq!(found(&r, text), vec![], "text: {text:?}");
+    }
+    let bad = Redactor::new(&RedactionConfig {
+        phone_regions: Some(vec!["USA".into()]),
+        ..Default::default()
+    });
+    assert!(matches!(
+        bad,
+        Err(RedactError::BadPhoneRegion { index: 0, .. })
+    ));
+}
+
+#[test]
 fn overlaps_resolve_to_the_longest_or_most_specific() {
     let r = default_redactor();
     let cases: &[(&str, &[(&str, &str)])] = &[

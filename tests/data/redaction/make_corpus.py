@@ -182,6 +182,14 @@ def private_key_lines():
     body = "\n".join(mixed(B64, 64) for _ in range(3))
     k = "-----BEGIN RSA PRIVATE KEY-----\n" + body
     add(k, ("private_key", k))
+    # Pasted without the BEGIN line: the body up to its END line, or a DER body on its own.
+    k = ("Lx0QnM3rVb8yKp2sT7wZc4dF9hJ6gA1eR5uY0iO3pW8qE2tU7yH4jK9lZ6xC1vB5\n"
+         "nM8bV3cX6zL1kJ4hG7fD0sA9pO2iU5yT8rE3wQ6eR1tY4uI7oP0aS3dF6gH9jK2\n"
+         "-----END RSA PRIVATE KEY-----")
+    add("the key file ends like this:\n" + k, ("private_key", k))
+    k = ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n"
+         "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu")
+    add(k, ("private_key", k))
 
 
 # ---------------------------------------------------------------- url credentials
@@ -232,6 +240,9 @@ def secret_lines():
         ("my deploy token " + mixed(ALNUM, 24) + " stopped working", None),
         ("use secret " + rs(HEX, 40) + " for the webhook signature", None),
         ('tool_call: {"name": "login", "arguments": "{\\"user\\": \\"ann\\", \\"password\\": \\"An0ther!pw\\"}"}', "An0ther!pw"),
+        ("db:\n  user: app\n  password: hunter\n", "hunter"),
+        ("DB_PASSPHRASE=violet anchor mountain seven\n", "violet anchor mountain seven"),
+        ("[mqtt]\npassword = Qz)9fT^2wL\n", "Qz)9fT^2wL"),
     ]
     for text, value in pairs:
         if value is None:
@@ -348,7 +359,8 @@ def phone_lines():
     phones = ["+1 415 555 0132", "+44 20 7946 0958", "+49 30 12345678", "+49 (0)30 1234567", "+33 1 23 45 67 89",
               "+1-415-555-0199", "+14155550123", "+91 98765 43210", "(415) 555-0142", "415-555-0175", "415.555.0110",
               "1-800-555-0199", "020 7946 0018", "07700 900123", "030 12345678", "0151 23456789", "01 23 45 67 89",
-              "(030) 1234567", "+61 2 5550 1234", "+81 3-5555-0123"]
+              "(030) 1234567", "+61 2 5550 1234", "+81 3-5555-0123", "415 555 0132", "(11) 91234-5678",
+              "612 34 56 78"]
     forms = ["call me at {p}", "Tel: {p}", '{{"phone": "{p}"}}', "2024-05-02 10:11:12 INFO sms sent to {p} status=ok",
              "phone {p}.", "mobile: {p}, home: n/a"]
     for i, p in enumerate(phones):
@@ -391,6 +403,11 @@ def serial_lines():
             add(f, ("serial", "JTX0098812"))
         else:
             add(f, ("serial", s))
+    # Built-in shapes: IMEI (Luhn), hex serials, service tags.
+    for f, s in [("IMEI: 35-209900-176148-1", "35-209900-176148-1"), ("modem 490154203237518 registered", "490154203237518"),
+                 ("board serial=0x1A2B3C4D rev C", "0x1A2B3C4D"), ("Service Tag: 5CD1234", "5CD1234"),
+                 ("sn=XQ40012345 fw=2.4.1", "XQ40012345")]:
+        add(f, ("serial", s))
 
 
 def mixed_lines():
@@ -498,7 +515,9 @@ def negatives():
         "RFC 3339 and ISO 8601: 2024-05-02T10:11:12+02:00",
         "IPv4 10.0.0 is incomplete and 10.0.0.0.1 is too long",
         "sizes: 12.3 KB, 4.5 MB, 1.2 GB; ratio 1:2:3",
-        "the function returns 415 555 0132 as integers",
+        # Digit groups no region writes a phone number in stay. A 3-3-4 group is a phone
+        # number (US, Mexico) and is redacted, spaces or not.
+        "the function returns 415 5550 132 as integers",
         "dead::beef and cafe::babe are not addresses",
         "matrix row: 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8",
         "serial port /dev/ttyUSB0 at 115200 baud",

@@ -1,0 +1,182 @@
+"""Held-out evaluation corpus for edgellm's redaction detectors (see redaction-eval.sh).
+
+generate N [SEED]: prints {"text", "expect": [{"category", "value"}], "group"} lines from Faker.
+score EVAL FOUND: prints the per-group table (markdown).
+"""
+import json
+import random
+import sys
+
+
+def luhn_digit(body):
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def generate(n, seed):
+    from faker import Faker
+
+    Faker.seed(seed)
+    rng = random.Random(seed)
+    out = []
+
+    def add(group, text, *expect):
+        out.append({"group": group, "text": text,
+                    "expect": [{"category": c, "value": v} for c, v in expect]})
+
+    # Phone numbers: each locale's own formats, bare in a log line and after a context word.
+    phone_locales = {"en_US": "US", "pt_BR": "BR", "es_ES": "ES", "pl_PL": "PL", "zh_CN": "CN",
+                     "es_MX": "MX", "de_DE": "DE", "fr_FR": "FR", "en_GB": "GB", "it_IT": "IT"}
+    bare = ["2026-03-02 10:14:07 INFO sms gateway delivered alert to {p} (id 8812)",
+            "Customer asked to be called back on {p} after 5pm.",
+            "escalation contact {p}; shift lead on duty"]
+    context = ["phone: {p}", "Tel: {p}", "tel. {p}", "Mobile: {p}", "WhatsApp {p}", "fax: {p}"]
+    for locale, region in phone_locales.items():
+        fake = Faker(locale)
+        for i in range(n):
+            p = fake.phone_number()
+            add(f"phone bare {region}", rng.choice(bare).format(p=p), ("phone", p))
+            add(f"phone context {region}", rng.choice(context).format(p=p), ("phone", p))
+    fake = Faker("en_US")
+    # E-mails, plus-addressing included.
+    for i in range(n):
+        e = fake.email()
+        if i % 2:
+            user, domain = e.split("@")
+            e = f"{user}+{fake.word()}@{domain}"
+        add("email", rng.choice(["reply to {e}", "From: {e}", '{{"owner": "{e}"}}']).format(e=e), ("email", e))
+    # Serial numbers in the contexts field text uses; shapes from Faker's bothify/hexify.
+    for i in range(n):
+        kind = i % 6
+        if kind == 0:
+            v = fake.bothify("???####????", letters="ABCDEFGHJKLMNPQRSTUVWXYZ")
+            t = f"S/N: {v}"
+        elif kind == 1:
+            v = fake.hexify("0x^^^^^^^^", upper=True)
+            t = f"board serial={v} rev C"
+        elif kind == 2:
+            v = fake.bothify("??##-####-##??", letters="ABCDEFGHJKLMNPQRSTUVWXYZ")
+            t = f"Serial Number: {v}"
+        elif kind == 3:
+            v = fake.bothify("#???###", letters="ABCDEFGHJKLMNPQRSTUVWXYZ")
+            t = f"Service Tag: {v}"
+        elif kind == 4:
+            v = fake.bothify("??########", letters="ABCDEFGHJKLMNPQRSTUVWXYZ")
+            t = f"sn={v} fw=2.4.1"
+        else:
+            body = rng.choice(["35", "86", "01", "99"]) + fake.numerify("############")
+            v = body + luhn_digit(body)
+            t = rng.choice([f"IMEI: {v}", f"modem {v} registered", f"imei={v}"])
+        add("serial", t, ("serial", v))
+    # Passwords and passphrases in configuration files.
+    for i in range(n):
+        kind = i % 5
+        if kind == 0:
+            v = fake.password(length=12, special_chars=False, upper_case=False)
+            t = f"db:\n  user: app\n  password: {v}\n"
+        elif kind == 1:
+            v = fake.password(length=14)
+            t = f"DB_PASSWORD={v}\n"
+        elif kind == 2:
+            v = fake.password(length=10, special_chars=False)
+            t = f"[mqtt]\nusername = edge\npassword = {v}\n"
+        elif kind == 3:
+            v = " ".join(fake.words(4))
+            t = f"passphrase: {v}\n"
+        else:
+            v = fake.password(length=16)
+            t = f"export ADMIN_PASS={v}\n"
+        add("password", t, ("secret", v))
+    # Names and postal addresses (no detector is built for these yet).
+    for locale in ["en_US", "de_DE", "fr_FR", "es_ES", "pt_BR"]:
+        f = Faker(locale)
+        for i in range(n // 2):
+            name = f.name()
+            add("person name", f"Ticket opened by {name}; operator on site.", ("person", name))
+            addr = f.address().replace("\n", ", ")
+            add("postal address", f"Ship the replacement unit to {addr}.", ("address", addr))
+    # Noise: log lines, versions, hostnames, product names, sensor readings, digests.
+    for i in range(n * 5):
+        t = rng.choice([
+            lambda: f"{fake.iso8601()} INFO {fake.word()}d v{fake.numerify('#.#.##')} host={fake.hostname()} temp={fake.pyfloat(2, 1, positive=True)}C",
+            lambda: f"{fake.catch_phrase()} release {fake.numerify('##.#.#')} for {fake.company()}",
+            lambda: f"GET {fake.uri_path()} 200 {fake.random_int(1, 9999)}ms ua={fake.user_agent()}",
+            lambda: f"sha1 {fake.sha1()} uuid {fake.uuid4()} file {fake.file_path()}",
+            lambda: f"sensor {fake.word()}: {fake.pyfloat(3, 2)} {fake.pyfloat(3, 2)} {fake.pyfloat(3, 2)} rpm {fake.random_int(800, 4000)}",
+            lambda: f"order {fake.ean13()} qty {fake.random_int(1, 50)} at {fake.time()}",
+            lambda: f"{fake.date()} {fake.time()} kernel: eth0 link up {fake.random_int(10, 1000)}Mbps",
+        ])()
+        add("noise", t)
+    for line in out:
+        print(json.dumps(line, ensure_ascii=False))
+
+
+def covered(spans, text, value):
+    start = text.find(value)
+    if start < 0:
+        return False
+    end = start + len(value)
+    # The spans are byte offsets: the value's character offsets in bytes.
+    bstart = len(text[:start].encode())
+    bend = len(text[:end].encode())
+    pos = bstart
+    for s, e in sorted(spans):
+        if s <= pos < e:
+            pos = e
+        if pos >= bend:
+            return True
+    return pos >= bend
+
+
+def score(eval_path, found_path):
+    rows = [json.loads(l) for l in open(eval_path)]
+    found = [json.loads(l) for l in open(found_path)]
+    assert len(rows) == len(found)
+    stats = {}
+    for row, got in zip(rows, found):
+        group = row["group"]
+        s = stats.setdefault(group, {"n": 0, "hit": 0, "fp": 0, "det": 0, "touched": 0})
+        dets = got.get("found", [])
+        if group == "noise":
+            s["n"] += 1
+            s["touched"] += bool(dets)
+            continue
+        for exp in row["expect"]:
+            s["n"] += 1
+            spans = [(d["start"], d["end"]) for d in dets if d["category"] == exp["category"]]
+            s["hit"] += covered(spans, row["text"], exp["value"])
+        cats = {e["category"] for e in row["expect"]}
+        for d in dets:
+            s["det"] += 1
+            value_spans = []
+            for e in row["expect"]:
+                i = row["text"].find(e["value"])
+                if i >= 0:
+                    bs = len(row["text"][:i].encode())
+                    value_spans.append((e["category"], bs, bs + len(e["value"].encode())))
+            ok = any(c == d["category"] and d["start"] < e2 and d["end"] > s2 for c, s2, e2 in value_spans)
+            s["fp"] += not ok
+    print("| group | planted | recall | detections | precision |")
+    print("|---|---:|---:|---:|---:|")
+    for group in sorted(stats):
+        s = stats[group]
+        if group == "noise":
+            continue
+        prec = (s["det"] - s["fp"]) / s["det"] if s["det"] else float("nan")
+        print(f"| {group} | {s['n']} | {s['hit'] / s['n']:.3f} | {s['det']} | {prec:.3f} |")
+    s = stats["noise"]
+    print(f"\nnoise lines touched: {s['touched']} of {s['n']} ({100 * s['touched'] / s['n']:.2f} %)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "generate":
+        generate(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 4242)
+    else:
+        score(sys.argv[2], sys.argv[3])

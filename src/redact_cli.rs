@@ -1,0 +1,82 @@
+//! `edgellm redact`: what the egress guard would take out of a text, from the shell. Reads
+//! stdin; the `[redaction]` section comes from `--config` (the built-in defaults without one).
+//!
+//! - plain: the whole input is one text; prints it as it would leave (placeholders in place);
+//! - `--jsonl`: each input line is a JSON string or `{"text": ...}`; prints one JSON line per
+//!   input, `{"found": [{"category", "value", "start", "end"}], "redacted": ...}` (byte offsets).
+//!   A line that is not JSON is answered with `{"error": ...}` and the run goes on.
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::config::RawConfig;
+use crate::guard::redact::Redactor;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedactArgs {
+    /// The configuration whose `[redaction]` section applies [default: the built-in detectors]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// One JSON text per line in, one JSON line of findings per text out
+    #[arg(long)]
+    pub jsonl: bool,
+}
+
+/// Most bytes of one text (plain input) or one JSON line; more is refused, not truncated.
+const MAX_TEXT: usize = 16 << 20;
+
+pub fn run(args: &RedactArgs) -> anyhow::Result<()> {
+    let redaction = match &args.config {
+        Some(path) => RawConfig::from_file(path)?.redaction,
+        None => Default::default(),
+    };
+    let redactor = Redactor::new(&redaction).context("[redaction]")?;
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if !args.jsonl {
+        let mut text = String::new();
+        stdin
+            .lock()
+            .take(MAX_TEXT as u64 + 1)
+            .read_to_string(&mut text)
+            .context("stdin is not UTF-8 text")?;
+        anyhow::ensure!(text.len() <= MAX_TEXT, "stdin is over {MAX_TEXT} bytes");
+        let redacted = redactor.session().redact(&text)?;
+        out.write_all(redacted.as_bytes())?;
+        return Ok(out.flush()?);
+    }
+    for line in stdin.lock().lines() {
+        let line = line.context("stdin is not UTF-8 text")?;
+        let answer = match one_line(&redactor, &line) {
+            Ok(found) => found,
+            Err(error) => json!({ "error": error }),
+        };
+        writeln!(out, "{answer}")?;
+    }
+    Ok(out.flush()?)
+}
+
+fn one_line(redactor: &Redactor, line: &str) -> Result<Value, String> {
+    if line.len() > MAX_TEXT {
+        return Err(format!("line over {MAX_TEXT} bytes"));
+    }
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let text = match &value {
+        Value::String(text) => text.as_str(),
+        other => other["text"]
+            .as_str()
+            .ok_or("expected a JSON string or an object with a string `text`")?,
+    };
+    let found = redactor.findings(text).map_err(|e| e.to_string())?;
+    let found: Vec<Value> = found
+        .into_iter()
+        .map(|(category, span)| {
+            json!({"category": category, "value": &text[span.clone()], "start": span.start, "end": span.end})
+        })
+        .collect();
+    let redacted = redactor.session().redact(text).map_err(|e| e.to_string())?;
+    Ok(json!({ "found": found, "redacted": redacted }))
+}
