@@ -133,6 +133,24 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Asserts that none of the planted values (those of 6 bytes or more, more than `at_least` of
+/// them) is in `sent`; returns them.
+fn none_left<'p>(sent: &[u8], planted: &'p BTreeSet<String>, at_least: usize) -> Vec<&'p String> {
+    let planted: Vec<&String> = planted.iter().filter(|v| v.len() >= 6).collect();
+    assert!(
+        planted.len() > at_least,
+        "{} distinct planted values",
+        planted.len()
+    );
+    for value in &planted {
+        assert!(
+            !contains(sent, value.as_bytes()),
+            "{value:?} left the device"
+        );
+    }
+    planted
+}
+
 #[tokio::test]
 async fn planted_values_never_leave_and_answers_come_back_restored() {
     let stub = Stub::start(Mode::Echo);
@@ -216,18 +234,7 @@ async fn planted_values_never_leave_and_answers_come_back_restored() {
     }
     assert_eq!(stub.received().len(), 2000);
     let sent = stub.bytes();
-    let planted: Vec<&String> = planted.iter().filter(|v| v.len() >= 6).collect();
-    assert!(
-        planted.len() > 100,
-        "{} distinct planted values",
-        planted.len()
-    );
-    for value in &planted {
-        assert!(
-            !contains(&sent, value.as_bytes()),
-            "{value:?} left the device"
-        );
-    }
+    let planted = none_left(&sent, &planted, 100);
     assert!(contains(&sent, b"<EMAIL_1>") && contains(&sent, b"<API_KEY_1>"));
     // Counted by category in /metrics and the audit log, never as text in the ledger file.
     let metrics = server.metrics().await;
@@ -360,19 +367,7 @@ async fn tool_definitions_and_schemas_leave_redacted_and_answers_come_back_resto
         redacted_descriptions > 5,
         "tool descriptions leave with placeholders"
     );
-    let sent = stub.bytes();
-    let planted: Vec<&String> = planted.iter().filter(|v| v.len() >= 6).collect();
-    assert!(
-        planted.len() > 40,
-        "{} distinct planted values",
-        planted.len()
-    );
-    for value in &planted {
-        assert!(
-            !contains(&sent, value.as_bytes()),
-            "{value:?} left the device"
-        );
-    }
+    none_left(&stub.bytes(), &planted, 40);
 }
 
 #[tokio::test]
