@@ -173,7 +173,7 @@ pub struct ServeArgs {
     /// TOML configuration file (sections [server], [model], [limits]; see docs/configuration.md)
     #[arg(long, env = "EDGELLM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1]
+    /// Address to listen on; several, comma-separated (`127.0.0.1,::1`) [default: 127.0.0.1]
     #[arg(long, env = "EDGELLM_HOST")]
     pub host: Option<String>,
     /// Port to listen on [default: 8080]

@@ -207,7 +207,8 @@ impl RawConfig {
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub listen: SocketAddr,
+    /// Every address to listen on (`server.host` may list several, comma-separated).
+    pub listen: Vec<SocketAddr>,
     pub engine: EngineConfig,
     pub model_alias: String,
     /// Bearer tokens accepted; empty means no authentication.
@@ -240,10 +241,18 @@ impl ServeConfig {
         let invalid = |m: String| ConfigError::Invalid(m);
         let host = raw.server.host.unwrap_or_else(|| "127.0.0.1".into());
         let port = raw.server.port.unwrap_or(8080);
-        let listen: SocketAddr = format!("{host}:{port}")
-            .parse()
-            .or_else(|_| format!("[{host}]:{port}").parse())
-            .map_err(|_| invalid(format!("server.host {host:?} is not an IP address")))?;
+        // One address or several, comma-separated, as llama-server takes them.
+        let mut listen: Vec<SocketAddr> = Vec::new();
+        for one in host.split(',').map(str::trim) {
+            let address: SocketAddr = format!("{one}:{port}")
+                .parse()
+                .or_else(|_| format!("[{one}]:{port}").parse())
+                .map_err(|_| invalid(format!("server.host {one:?} is not an IP address")))?;
+            if listen.contains(&address) {
+                return Err(invalid(format!("server.host lists {one} twice")));
+            }
+            listen.push(address);
+        }
 
         let model_path = raw.model.path.unwrap_or_else(crate::paths::default_model);
         let mut engine = EngineConfig::new(model_path);
@@ -590,8 +599,20 @@ mod tests {
     fn packaged_example_config_is_valid() {
         let raw = RawConfig::from_toml(include_str!("../packaging/edgellm.toml")).unwrap();
         let config = ServeConfig::from_raw(raw).unwrap();
-        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.listen, ["127.0.0.1:8080".parse().unwrap()]);
         assert_eq!(config.engine.slots, 4);
+    }
+
+    #[test]
+    fn several_hosts_comma_separated() {
+        let raw =
+            RawConfig::from_toml("[server]\nhost = \"127.0.0.1, ::1\"\nport = 9000\n").unwrap();
+        let config = ServeConfig::from_raw(raw).unwrap();
+        let expect: Vec<std::net::SocketAddr> = vec![
+            "127.0.0.1:9000".parse().unwrap(),
+            "[::1]:9000".parse().unwrap(),
+        ];
+        assert_eq!(config.listen, expect);
     }
 
     #[test]
@@ -608,7 +629,7 @@ mod tests {
     #[test]
     fn defaults_bind_loopback() {
         let config = ServeConfig::from_raw(RawConfig::default()).unwrap();
-        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.listen, ["127.0.0.1:8080".parse().unwrap()]);
         assert_eq!(config.engine.slots, 4);
         assert!(config.api_keys.is_empty());
         assert!(!config.log_prompts);
@@ -645,6 +666,11 @@ mod tests {
     fn invalid_values_table() {
         let cases = [
             ("[server]\nhost = \"not an ip\"\n", "server.host"),
+            (
+                "[server]\nhost = \"127.0.0.1,\"\n",
+                "server.host \"\" is not",
+            ),
+            ("[server]\nhost = \"::1, ::1\"\n", "lists ::1 twice"),
             ("[model]\nslots = 0\n", "slots"),
             ("[server]\napi_keys = [\"short\"]\n", "at least 8"),
             ("[limits]\nmax_body_bytes = 10\n", "max_body_bytes"),

@@ -113,10 +113,14 @@ fn load_models(
 }
 
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(address = %config.listen, model = %config.engine.model_path.display(), slots = config.engine.slots, "listening");
+    let mut listeners = Vec::with_capacity(config.listen.len());
+    for address in &config.listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        tracing::info!(address = %address, model = %config.engine.model_path.display(), slots = config.engine.slots, "listening");
+        listeners.push(listener);
+    }
     let engine_cell = Arc::new(OnceLock::new());
     let metrics = Arc::new(Metrics::default());
     let config = Arc::new(config);
@@ -166,13 +170,24 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let grace = config.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, api::app(gateway.clone())).with_graceful_shutdown({
-        let mut rx = shutdown_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
+    // One app behind every listener; each stops taking connections at shutdown.
+    let app = api::app(gateway.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let server = axum::serve(listener, app.clone()).with_graceful_shutdown({
+            let mut rx = shutdown_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        });
+        servers.spawn(async move { server.await });
+    }
+    let server = tokio::spawn(async move {
+        while let Some(joined) = servers.join_next().await {
+            joined??;
         }
+        Ok::<(), anyhow::Error>(())
     });
-    let server = tokio::spawn(async move { server.await });
 
     tokio::select! {
         signal = shutdown_signal() => {

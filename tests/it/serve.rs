@@ -1084,3 +1084,26 @@ async fn prompt_log_keeps_redacted_prompts_and_answers() {
         "{log}"
     );
 }
+
+/// `--host` takes several addresses, comma-separated, as llama-server's does: one app answers on
+/// each (two loopback addresses: 127/8 is all loopback).
+#[tokio::test]
+async fn several_hosts_each_answer() {
+    let server = Server::start(&["--host", "127.0.0.1,127.0.0.2"]);
+    let second = server.base.replace("127.0.0.1", "127.0.0.2");
+    for base in [server.base.clone(), second] {
+        let health = client().get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(health.status(), 200, "{base}");
+        let (status, body) = {
+            let response = client()
+                .post(format!("{base}/v1/completions"))
+                .json(&json!({"prompt": "Hello", "max_tokens": 2}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        };
+        assert_eq!(status, 200, "{base}: {body}");
+    }
+}
