@@ -4,7 +4,8 @@
 //! - plain: the whole input is one text; prints it as it would leave (placeholders in place);
 //! - `--jsonl`: each input line is a JSON string or `{"text": ...}`; prints one JSON line per
 //!   input, `{"found": [{"category", "value", "start", "end"}], "redacted": ...}` (byte offsets).
-//!   A line that is not JSON is answered with `{"error": ...}` and the run goes on.
+//!   A line that is not JSON, not UTF-8 or over 16 MiB is answered with `{"error": ...}` and
+//!   the run goes on.
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -48,21 +49,37 @@ pub fn run(args: &RedactArgs) -> anyhow::Result<()> {
         out.write_all(redacted.as_bytes())?;
         return Ok(out.flush()?);
     }
-    for line in stdin.lock().lines() {
-        let line = line.context("stdin is not UTF-8 text")?;
-        let answer = match one_line(&redactor, &line) {
-            Ok(found) => found,
-            Err(error) => json!({ "error": error }),
+    let mut input = stdin.lock();
+    loop {
+        // At most MAX_TEXT bytes of a line are held; the rest of a longer one is skipped.
+        let mut line = Vec::new();
+        let read = (&mut input)
+            .take(MAX_TEXT as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        let answer = if line.len() > MAX_TEXT && line.last() != Some(&b'\n') {
+            let mut rest = Vec::new();
+            while (&mut input).take(1 << 16).read_until(b'\n', &mut rest)? > 0
+                && rest.last() != Some(&b'\n')
+            {
+                rest.clear();
+            }
+            Err(format!("line over {MAX_TEXT} bytes"))
+        } else {
+            match std::str::from_utf8(&line) {
+                Ok(text) => one_line(&redactor, text.trim_end_matches(['\n', '\r'])),
+                Err(_) => Err("line is not UTF-8 text".to_string()),
+            }
         };
+        let answer = answer.unwrap_or_else(|error| json!({ "error": error }));
         writeln!(out, "{answer}")?;
     }
     Ok(out.flush()?)
 }
 
 fn one_line(redactor: &Redactor, line: &str) -> Result<Value, String> {
-    if line.len() > MAX_TEXT {
-        return Err(format!("line over {MAX_TEXT} bytes"));
-    }
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let text = match &value {
         Value::String(text) => text.as_str(),

@@ -220,7 +220,7 @@ fn redact_shows_what_would_leave_and_refuses_bad_input_cleanly() {
     // JSON lines: one answer per line, a bad line answered and the run going on.
     let lines = redact(
         &["--jsonl"],
-        b"\"IMEI 490154203237518\"\nnot json\n{\"text\": 5}\n{\"text\": \"password: hunter\"}\n",
+        b"\"IMEI 490154203237518\"\nnot json\n{\"text\": 5}\n{\"text\": \"password: hunter\"}\n\xff\xfe\n\"last\"\n",
     );
     assert!(lines.status.success(), "{lines:?}");
     let answers: Vec<serde_json::Value> = String::from_utf8(lines.stdout)
@@ -228,13 +228,15 @@ fn redact_shows_what_would_leave_and_refuses_bad_input_cleanly() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(answers.len(), 4);
+    assert_eq!(answers.len(), 6);
     assert_eq!(answers[0]["found"][0]["category"], "serial");
     assert_eq!(answers[0]["found"][0]["value"], "490154203237518");
     assert_eq!(answers[0]["redacted"], "IMEI <SERIAL_1>");
     assert!(answers[1]["error"].as_str().unwrap().contains("not JSON"));
     assert!(answers[2]["error"].as_str().unwrap().contains("`text`"));
     assert_eq!(answers[3]["redacted"], "password: <SECRET_1>");
+    assert!(answers[4]["error"].as_str().unwrap().contains("not UTF-8"));
+    assert_eq!(answers[5]["redacted"], "last");
     // Not UTF-8, and a configuration that names no region: one error line each.
     assert_clean_refusal(&redact(&[], b"\xff\xfe bad"), "not UTF-8");
     let dir = tempfile::tempdir().unwrap();
