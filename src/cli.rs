@@ -188,9 +188,13 @@ pub struct ServeArgs {
     /// Embedding pooling instead of the model's own (llama-server's --pooling)
     #[arg(long, value_enum, env = "EDGELLM_POOLING")]
     pub pooling: Option<crate::engine::embed::Pooling>,
-    /// Model name reported to clients [default: the file name without .gguf]
-    #[arg(long, env = "EDGELLM_MODEL_ALIAS")]
+    /// Model name reported to clients; several, comma-separated (the first alphabetically is
+    /// the id) [default: the file name without .gguf]
+    #[arg(short = 'a', long, env = "EDGELLM_MODEL_ALIAS")]
     pub alias: Option<String>,
+    /// Tags listed for the model in /v1/models, comma-separated
+    #[arg(long, env = "EDGELLM_MODEL_TAGS")]
+    pub tags: Option<String>,
     /// Threads for generation [default: number of cores]
     #[arg(short = 't', long, env = "EDGELLM_THREADS")]
     pub threads: Option<u32>,
@@ -289,6 +293,7 @@ impl ServeArgs {
         }
         set(&mut raw.model.path, &self.model);
         set(&mut raw.model.alias, &self.alias);
+        set(&mut raw.model.tags, &self.tags);
         if let Some(path) = &self.embedding_model {
             raw.embedding.get_or_insert_default().model = Some(path.clone());
         }

@@ -99,7 +99,11 @@ pub struct RawServer {
 pub struct RawModel {
     pub path: Option<PathBuf>,
     /// The model name clients use (`model` field); defaults to the file name without `.gguf`.
+    /// Several, comma-separated, as llama-server's `--alias`: `/v1/models` lists them all and
+    /// the first in alphabetical order is the model's id.
     pub alias: Option<String>,
+    /// Tags `/v1/models` lists for the model (llama-server's `--tags`), comma-separated.
+    pub tags: Option<String>,
     pub threads: Option<u32>,
     pub threads_batch: Option<u32>,
     pub ctx_size: Option<u32>,
@@ -210,7 +214,11 @@ pub struct ServeConfig {
     /// Every address to listen on (`server.host` may list several, comma-separated).
     pub listen: Vec<SocketAddr>,
     pub engine: EngineConfig,
+    /// The model's id (the first of `model_aliases`).
     pub model_alias: String,
+    /// Every name of the model, sorted.
+    pub model_aliases: Vec<String>,
+    pub model_tags: Vec<String>,
     /// Bearer tokens accepted; empty means no authentication.
     pub api_keys: Vec<String>,
     pub log_prompts: bool,
@@ -278,14 +286,35 @@ impl ServeConfig {
         engine.kv_type = raw.model.kv_type.unwrap_or(KvType::F16);
         engine.jump_forward = raw.model.jump_forward.unwrap_or_default();
         engine.validate().map_err(|e| invalid(e.to_string()))?;
-        let model_alias = raw.model.alias.unwrap_or_else(|| {
-            let name = engine
-                .model_path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            name.strip_suffix(".gguf").unwrap_or(&name).to_string()
-        });
+        let list = |field: &str, text: &str| -> Result<Vec<String>, ConfigError> {
+            let mut names = std::collections::BTreeSet::new();
+            for name in text.split(',').map(str::trim) {
+                if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                    return Err(invalid(format!(
+                        "model.{field}: {name:?} is not a name (1 to 128 characters, no control characters)"
+                    )));
+                }
+                names.insert(name.to_string());
+            }
+            Ok(names.into_iter().collect())
+        };
+        let model_aliases = match &raw.model.alias {
+            Some(text) => list("alias", text)?,
+            None => {
+                let name = engine
+                    .model_path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                vec![name.strip_suffix(".gguf").unwrap_or(&name).to_string()]
+            }
+        };
+        // The id is the first alias in alphabetical order, as llama-server takes it.
+        let model_alias = model_aliases.first().cloned().unwrap_or_default();
+        let model_tags = match &raw.model.tags {
+            Some(text) => list("tags", text)?,
+            None => Vec::new(),
+        };
 
         let mut api_keys = raw.server.api_keys.unwrap_or_default();
         if let Some(path) = raw.server.api_key_file {
@@ -397,6 +426,8 @@ impl ServeConfig {
             listen,
             engine,
             model_alias,
+            model_aliases,
+            model_tags,
             api_keys,
             log_prompts: raw.server.log_prompts.unwrap_or(false),
             cors,
@@ -601,6 +632,23 @@ mod tests {
         let config = ServeConfig::from_raw(raw).unwrap();
         assert_eq!(config.listen, ["127.0.0.1:8080".parse().unwrap()]);
         assert_eq!(config.engine.slots, 4);
+    }
+
+    #[test]
+    fn aliases_and_tags_comma_separated() {
+        let raw = RawConfig::from_toml(
+            "[model]\nalias = \"tinyllama-2, fim,code\"\ntags = \"chat,fim,small\"\n",
+        )
+        .unwrap();
+        let config = ServeConfig::from_raw(raw).unwrap();
+        assert_eq!(config.model_alias, "code");
+        assert_eq!(config.model_aliases, ["code", "fim", "tinyllama-2"]);
+        assert_eq!(config.model_tags, ["chat", "fim", "small"]);
+        for bad in ["a,,b", ",", "x\\u0007y"] {
+            let raw = RawConfig::from_toml(&format!("[model]\nalias = \"{bad}\"\n")).unwrap();
+            let error = ServeConfig::from_raw(raw).unwrap_err().to_string();
+            assert!(error.contains("model.alias"), "{bad:?}: {error}");
+        }
     }
 
     #[test]

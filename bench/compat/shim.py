@@ -74,7 +74,7 @@ def edgellm(flags):
         ("--host",): "--host", ("--port",): "--port", ("--ctx-size", "-c"): "-c",
         ("--parallel", "-np"): "--slots", ("--batch-size", "-b"): "-b",
         ("--ubatch-size", "-ub"): "--ubatch-size", ("--threads", "-t"): "-t",
-        ("--alias", "-a"): "--alias", ("--api-key",): "--api-key", ("--n-predict", "-n"): "--max-tokens",
+        ("--alias", "-a"): "--alias", ("--tags",): "--tags", ("--api-key",): "--api-key", ("--n-predict", "-n"): "--max-tokens",
         ("--pooling",): "--pooling", ("--cors-origins",): "--cors-origins",
     }
     used = set()

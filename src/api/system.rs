@@ -68,6 +68,8 @@ pub async fn models(State(state): State<AppState>) -> Response {
         "object": "model",
         "created": state.started_unix,
         "owned_by": "edgellm",
+        "aliases": state.config.model_aliases,
+        "tags": state.config.model_tags,
     });
     if let Some(engine) = state.service.engine() {
         let info = engine.info();

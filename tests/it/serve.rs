@@ -1107,3 +1107,23 @@ async fn several_hosts_each_answer() {
         assert_eq!(status, 200, "{base}: {body}");
     }
 }
+
+/// `--alias` takes several names, comma-separated, and `--tags` some tags, as llama-server's
+/// do: `/v1/models` lists them, and the first alias in alphabetical order is the id.
+#[tokio::test]
+async fn model_aliases_and_tags_are_listed() {
+    let server = Server::start(&[
+        "--alias",
+        "tinyllama-2,fim,code",
+        "--tags",
+        "chat,fim,small",
+    ]);
+    for path in ["/v1/models", "/models"] {
+        let body = get_json(&server, path).await;
+        let model = &body["data"][0];
+        assert_eq!(body["data"].as_array().unwrap().len(), 1);
+        assert_eq!(model["id"], "code", "{body}");
+        assert_eq!(model["aliases"], json!(["code", "fim", "tinyllama-2"]));
+        assert_eq!(model["tags"], json!(["chat", "fim", "small"]));
+    }
+}
