@@ -223,6 +223,14 @@ impl EgressGuard {
                     parameters,
                 });
             }
+            // Nothing redacted: the request keeps its tools and their compiled validators.
+            let unchanged = redacted
+                .iter()
+                .zip(tools.tools())
+                .all(|(r, t)| r.description == t.description && r.parameters == t.parameters);
+            if unchanged {
+                return Ok(session);
+            }
             let set = crate::tools::ToolSet::new(redacted, tools.choice().clone(), tools.parallel())
                 .map_err(|e| Refusal {
                     reason: Reason::Policy,
