@@ -332,9 +332,7 @@ pub(super) fn phone(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     if !s.starts_with('+') && follows_digit_group(text, span.start) {
         return None;
     }
-    // The number without an extension (`x204`, `ext. 204`).
-    let lower = s.to_ascii_lowercase();
-    let number = lower.find(['x', 'e']).map_or(s, |i| s[..i].trim_end());
+    let number = without_extension(s);
     let digits = number
         .replace("(0)", "")
         .chars()
@@ -526,9 +524,9 @@ pub(super) fn valid_phone(candidate: &str, regions: &[PhoneRegion]) -> bool {
 /// trunk prefix and the lengths its national numbers take), so that the parser only runs
 /// against the regions a number could belong to.
 pub(super) struct PhoneRegion {
-    pub id: phonenumber::country::Id,
-    pub trunk: Option<String>,
-    pub lengths: Vec<u16>,
+    id: phonenumber::country::Id,
+    trunk: Option<String>,
+    lengths: Vec<u16>,
 }
 
 impl PhoneRegion {
@@ -576,6 +574,12 @@ impl PhoneRegion {
     }
 }
 
+/// A phone number without its extension (`x204`, `ext. 204`, `#204`).
+fn without_extension(s: &str) -> &str {
+    s.find(['x', 'X', 'e', 'E', '#'])
+        .map_or(s, |i| s[..i].trim_end())
+}
+
 /// The lengths of the digit runs of `s`.
 fn digit_groups(s: &str) -> Vec<usize> {
     s.split(|c: char| !c.is_ascii_digit())
@@ -601,27 +605,17 @@ pub(super) fn phone_regional(
     {
         return None;
     }
-    // The number without its extension.
-    let lower = s_trim.to_ascii_lowercase();
-    let number = ["ext", "x", "#"]
-        .iter()
-        .filter_map(|m| lower.find(m))
-        .min()
-        .map_or(s_trim, |i| s_trim[..i].trim_end());
+    let number = without_extension(s_trim);
     let digits = number.chars().filter(char::is_ascii_digit).count();
-    let groups: Vec<&str> = number
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|g| !g.is_empty())
-        .collect();
-    let date_like = groups.len() >= 3
-        && groups.iter().all(|g| g.len() <= 4)
-        && (groups[0].len() == 4 && (groups[0].starts_with("19") || groups[0].starts_with("20"))
-            || groups.len() == 3 && groups.iter().all(|g| g.len() == 2));
-    let dotted_quad =
-        number.contains('.') && groups.len() == 4 && groups.iter().all(|g| g.len() <= 3);
+    let lengths = digit_groups(number);
+    let first_group = number.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let year_first = first_group.starts_with("19") || first_group.starts_with("20");
+    let date_like = lengths.len() >= 3
+        && lengths.iter().all(|l| *l <= 4)
+        && (lengths[0] == 4 && year_first || lengths == [2, 2, 2]);
+    let dotted_quad = number.contains('.') && lengths.len() == 4 && lengths.iter().all(|l| *l <= 3);
     // US social security numbers (3-2-4) and ZIP+4 codes (5-4) are other categories' shapes;
     // a leading 00 is an international dialling prefix, not a national number.
-    let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
     let other_shape = matches!(lengths.as_slice(), [3, 2, 4] | [5, 4]) || number.starts_with("00");
     if (date_like || dotted_quad || other_shape) && !context {
         return None;

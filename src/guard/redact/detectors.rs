@@ -66,6 +66,13 @@ const API_KEY_FORMATS: &str = concat!(
     r")"
 );
 
+/// A phone extension after the number: `x204`, ` ext. 204`, ` extension 204`.
+macro_rules! ext {
+    () => {
+        r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?[0-9]{1,6}\b)"
+    };
+}
+
 /// A key/value separator after a key name, optionally JSON-quoted or escaped-JSON-quoted.
 macro_rules! sep {
     () => {
@@ -253,9 +260,11 @@ const SPECS: &[Spec] = &[
         category: "phone",
         pattern: concat!(
             r"(?:\+|\b00)[1-9][0-9]{0,3}(?:[ .-]?(?:\(0\)|\([0-9]{1,4}\)|[0-9]{1,6})){1,6}",
-            r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?[0-9]{1,6}\b)?",
-            r"|(?:\b1[.-])?(?:\([2-9][0-9]{2}\)[ ]?[2-9][0-9]{2}[ .-]|\b[2-9][0-9]{2}[.-][2-9][0-9]{2}[.-])[0-9]{4}",
-            r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?[0-9]{1,6}\b|\b)",
+            ext!(),
+            r"?|(?:\b1[.-])?(?:\([2-9][0-9]{2}\)[ ]?[2-9][0-9]{2}[ .-]|\b[2-9][0-9]{2}[.-][2-9][0-9]{2}[.-])[0-9]{4}",
+            r"(?:",
+            ext!(),
+            r"|\b)",
             r"|\b0[1-9][0-9]{0,4}[ /-][0-9]{2,8}(?:[ -][0-9]{2,8}){0,3}\b",
             r"|\(0[1-9][0-9]{0,4}\)[ ]?[0-9]{2,8}(?:[ -][0-9]{2,8}){0,3}\b"
         ),
@@ -276,7 +285,8 @@ const PHONE_CONTEXT: &str = concat!(
 /// 8000`), with an optional extension: kept only when valid for a configured region.
 const PHONE_GROUPED: &str = concat!(
     r"(?:\([0-9]{1,4}\)[ .-]?|\b[0-9]{1,5}[ .-])(?:[0-9]{1,5}[ .-]){0,4}[0-9]{2,5}\b",
-    r"(?:[ ]?(?i:ext\.?|x|extension)[ ]?[0-9]{1,6}\b)?"
+    ext!(),
+    "?"
 );
 
 /// National numbers written without separators in shapes few other numbers take: a trunk-0
@@ -503,9 +513,8 @@ fn assignment(h: &Hit<'_>) -> Option<Range<usize>> {
     let ok = match key_strength(key)? {
         KeyStrength::Weak => checks::looks_random(v, 8, 2.5),
         // Prose guard: "Password: must be 8 characters" is not a password; an unquoted value
-        // after `:` needs something besides lowercase letters.
-        // A value alone on a configuration line (`password: hunter`, YAML) is one whatever it
-        // looks like.
+        // after `:` needs something besides lowercase letters, unless it is alone on a
+        // configuration line (`password: hunter`, YAML).
         KeyStrength::Strong => {
             let colon = h
                 .text
