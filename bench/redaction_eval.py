@@ -94,14 +94,42 @@ def generate(n, seed):
             v = fake.password(length=16)
             t = f"export ADMIN_PASS={v}\n"
         add("password", t, ("secret", v))
-    # Names and postal addresses (no detector is built for these yet).
-    for locale in ["en_US", "de_DE", "fr_FR", "es_ES", "pt_BR"]:
+    # Person names in the places field text names people: a cue word, a salutation, a
+    # signature, a title, a key; and bare (nothing but the name says it is one). 10 locales.
+    name_context = ["Ticket opened by {n}; operator on site.",
+                    "Contact: {n}, shift supervisor",
+                    "Hi {n},\nthe pump on line 3 tripped again overnight.",
+                    "Thanks for the quick fix.\n\nRegards,\n{n}\nMaintenance",
+                    "assignee: {n}\nstatus: open",
+                    "Technician {n} replaced the pressure sensor at 14:20.",
+                    "Dear {n}, the spare parts arrived this morning.",
+                    "Escalated to {n} (night shift)."]
+    name_bare = ["{n} replaced the filter on pump 3 and logged the reading.",
+                 "Spoke with {n} about the leak near valve 7."]
+    for locale in ["en_US", "de_DE", "fr_FR", "es_ES", "pt_BR", "it_IT", "pl_PL", "nl_NL",
+                   "en_GB", "es_MX"]:
         f = Faker(locale)
         for i in range(n // 2):
             name = f.name()
-            add("person name", f"Ticket opened by {name}; operator on site.", ("person", name))
-            addr = f.address().replace("\n", ", ")
-            add("postal address", f"Ship the replacement unit to {addr}.", ("address", addr))
+            add("person name, context", rng.choice(name_context).format(n=name), ("person", name))
+        for i in range(n // 4):
+            name = f.name()
+            add("person name, bare", rng.choice(name_bare).format(n=name), ("person", name))
+    # Postal addresses, one line or several, 7 locales.
+    for locale in ["en_US", "de_DE", "fr_FR", "es_ES", "pt_BR", "it_IT", "pl_PL"]:
+        f = Faker(locale)
+        for i in range(n // 2):
+            raw = f.address()
+            one = raw.replace("\n", ", ")
+            kind = i % 4
+            if kind == 0:
+                add("postal address", f"Ship the replacement unit to {one}.", ("address", one))
+            elif kind == 1:
+                add("postal address", f"Site address: {one}", ("address", one))
+            elif kind == 2:
+                add("postal address", f"Deliver to:\n{raw}\nCall ahead.", ("address", raw))
+            else:
+                add("postal address", json.dumps({"site": one, "units": 3}, ensure_ascii=False), ("address", one))
     # Noise: log lines, versions, hostnames, product names, sensor readings, digests.
     for i in range(n * 5):
         t = rng.choice([
@@ -112,6 +140,12 @@ def generate(n, seed):
             lambda: f"sensor {fake.word()}: {fake.pyfloat(3, 2)} {fake.pyfloat(3, 2)} {fake.pyfloat(3, 2)} rpm {fake.random_int(800, 4000)}",
             lambda: f"order {fake.ean13()} qty {fake.random_int(1, 50)} at {fake.time()}",
             lambda: f"{fake.date()} {fake.time()} kernel: eth0 link up {fake.random_int(10, 1000)}Mbps",
+            # Capitalised product, company and component names, places without an address.
+            lambda: f"{fake.catch_phrase().title()} module loaded on {fake.hostname()} ({fake.company()})",
+            lambda: f"Firmware {fake.numerify('#.#.#')} for {fake.company()} {fake.word().title()} {fake.bothify('??-###', letters='ABCDEFGHJKLMNPQRSTUVWXYZ')} controller",
+            lambda: f"Line {fake.random_int(1, 9)} {fake.word().title()} {fake.word().title()} Station: pressure {fake.pyfloat(2, 2, positive=True)} bar",
+            lambda: f"Deployed to the {fake.city()} plant, zone {fake.random_int(1, 20)}, rack {fake.random_int(10, 99)}",
+            lambda: f"Opened by {fake.user_name()} via {fake.bs().title()} portal, build {fake.random_int(10000, 99999)}",
         ])()
         add("noise", t)
     for line in out:

@@ -14,11 +14,13 @@
 //!
 //! What is detected, the policies and the streaming rule are described in `docs/redaction.md`.
 
+mod address;
 mod checks;
 mod config;
 #[cfg(test)]
 mod corpus;
 mod detectors;
+mod person;
 mod restore;
 mod scan;
 #[cfg(test)]

@@ -8,8 +8,8 @@
 
 use std::ops::Range;
 
-use super::checks;
 use super::scan::{Check, Detector, Hit, compile};
+use super::{address, checks, person};
 
 /// Built-in categories in priority order (earlier wins an overlap of equal standing), as
 /// `(name, placeholder label)`. User patterns slot in after `secret`.
@@ -30,6 +30,8 @@ pub(super) const PERSONAL_CATEGORIES: &[(&str, &str)] = &[
     ("mac_address", "MAC"),
     ("ipv6", "IPV6"),
     ("ipv4", "IPV4"),
+    ("address", "ADDRESS"),
+    ("person", "PERSON"),
     ("phone", "PHONE"),
     ("deny_word", "DENY_WORD"),
 ];
@@ -664,6 +666,13 @@ pub(super) fn builtin_detectors(
         }
         let regex = compile(spec.pattern, true).map_err(|e| (spec.category, e))?;
         out.push(Detector::new(category, regex, spec.check));
+    }
+    if let Some(category) = category_index("person").filter(|c| enabled(*c)) {
+        out.push(Detector::scanner(category, person::scanner()));
+    }
+    if let Some(category) = category_index("address").filter(|c| enabled(*c)) {
+        let scanner = address::scanner().map_err(|e| ("address", e))?;
+        out.push(Detector::scanner(category, scanner));
     }
     Ok(out)
 }

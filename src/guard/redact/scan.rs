@@ -18,13 +18,24 @@ pub(super) type Check = fn(&Hit<'_>) -> Option<Range<usize>>;
 /// A check that carries configuration (the phone regions).
 pub(super) type BoxedCheck = Box<dyn Fn(&Hit<'_>) -> Option<Range<usize>> + Send + Sync>;
 
+/// A detector that is not one regex and a check (postal addresses): it appends the spans it
+/// accepts in the text.
+pub(super) type Scanner = Box<dyn Fn(&str, &mut Vec<Range<usize>>) + Send + Sync>;
+
 /// One compiled detector.
 pub(super) struct Detector {
     pub category: usize,
-    regex: Regex,
-    check: BoxedCheck,
-    value_groups: Vec<usize>,
-    key_group: Option<usize>,
+    matcher: Matcher,
+}
+
+enum Matcher {
+    Regex {
+        regex: Regex,
+        check: BoxedCheck,
+        value_groups: Vec<usize>,
+        key_group: Option<usize>,
+    },
+    Scanner(Scanner),
 }
 
 /// One accepted candidate: a byte span of the scanned text and its category (its index in the
@@ -71,38 +82,65 @@ impl Detector {
         }
         Detector {
             category,
-            regex,
-            check,
-            value_groups,
-            key_group,
+            matcher: Matcher::Regex {
+                regex,
+                check,
+                value_groups,
+                key_group,
+            },
+        }
+    }
+
+    pub(super) fn scanner(category: usize, scanner: Scanner) -> Detector {
+        Detector {
+            category,
+            matcher: Matcher::Scanner(scanner),
         }
     }
 
     /// Appends this detector's accepted candidates in `text`.
     pub(super) fn scan(&self, text: &str, out: &mut Vec<Candidate>) {
         let category = self.category;
+        let (regex, check, value_groups, key_group) = match &self.matcher {
+            Matcher::Regex {
+                regex,
+                check,
+                value_groups,
+                key_group,
+            } => (regex, check, value_groups, *key_group),
+            Matcher::Scanner(scanner) => {
+                let mut spans = Vec::new();
+                scanner(text, &mut spans);
+                out.extend(
+                    spans
+                        .into_iter()
+                        .filter(|s| !s.is_empty())
+                        .map(|span| Candidate { span, category }),
+                );
+                return;
+            }
+        };
         let mut push = |value: Range<usize>, key: Option<Range<usize>>| {
             if value.is_empty() {
                 return;
             }
             let hit = Hit { text, value, key };
-            if let Some(span) = (self.check)(&hit) {
+            if let Some(span) = check(&hit) {
                 out.push(Candidate { span, category });
             }
         };
-        if self.value_groups.is_empty() && self.key_group.is_none() {
-            for m in self.regex.find_iter(text) {
+        if value_groups.is_empty() && key_group.is_none() {
+            for m in regex.find_iter(text) {
                 push(m.range(), None);
             }
             return;
         }
-        for caps in self.regex.captures_iter(text) {
-            let value = self
-                .value_groups
+        for caps in regex.captures_iter(text) {
+            let value = value_groups
                 .iter()
                 .find_map(|i| caps.get(*i))
                 .or_else(|| caps.get(0));
-            let key = self.key_group.and_then(|i| caps.get(i)).map(|m| m.range());
+            let key = key_group.and_then(|i| caps.get(i)).map(|m| m.range());
             if let Some(value) = value {
                 push(value.range(), key);
             }

@@ -714,3 +714,163 @@ fn the_documented_config_example_is_valid() {
         Err(Refused::Blocked { .. })
     ));
 }
+
+#[test]
+fn person_names_need_a_title_a_cue_a_sign_off_or_a_given_name() {
+    let r = default_redactor();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "Ticket opened by Odalys Brennecke; on site.",
+            &["Odalys Brennecke"],
+        ),
+        ("Dr. Ysolde Ferrand approved it", &["Dr. Ysolde Ferrand"]),
+        (
+            "Prof. Dr. Wendelin Auer-Brix B.Sc. signed",
+            &["Prof. Dr. Wendelin Auer-Brix B.Sc."],
+        ),
+        (
+            "Mrs Claire O'Halloran Jr. called",
+            &["Mrs Claire O'Halloran Jr."],
+        ),
+        (
+            "pani Ewa Ziemkiewicz-Nowak",
+            &["pani Ewa Ziemkiewicz-Nowak"],
+        ),
+        (
+            "Contact: Tamsin Okonkwo-Reyes, plant safety",
+            &["Tamsin Okonkwo-Reyes"],
+        ),
+        (
+            "Contact Quirin van der Haegen today",
+            &["Quirin van der Haegen"],
+        ),
+        ("Hi Henrike,\nthe alarm is back", &["Henrike"]),
+        ("Bonjour Mme Clémence Aubertin,", &["Mme Clémence Aubertin"]),
+        (
+            "Regards,\nOdalys Brennecke\nField Service",
+            &["Odalys Brennecke"],
+        ),
+        (
+            "Mit freundlichen Grüßen\nWendelgard Oberhauser",
+            &["Wendelgard Oberhauser"],
+        ),
+        (
+            "{\"assignee\": \"Marisol Etxeberria\"}",
+            &["Marisol Etxeberria"],
+        ),
+        (
+            "Yesterday Maarten Oosterhuis calibrated it",
+            &["Maarten Oosterhuis"],
+        ),
+        ("Anna Kowalczyk replaced the filter", &["Anna Kowalczyk"]),
+        (
+            "técnico: Evaristo Quiñones Albarrán",
+            &["Evaristo Quiñones Albarrán"],
+        ),
+        // A single word after a cue that is not a salutation needs the given-name list.
+        ("opened by Katrin.", &["Katrin"]),
+        ("opened by Brennecke.", &[]),
+        // Capitalised words without context, company and product contexts.
+        ("Powered by Home Assistant on a Raspberry Pi", &[]),
+        ("Made by Bosch Rexroth, sold by Acme Industrial Supply", &[]),
+        ("Contact Support if the Gateway Service stops", &[]),
+        ("Hello World from the Edge Runtime", &[]),
+        ("Monday Night Maintenance Window", &[]),
+        ("Robust Zero-Defect Hierarchy module loaded", &[]),
+        ("Thomas Group GmbH and Maria Stuart Inc", &[]),
+        ("Dear Customer, your order shipped", &[]),
+        ("the JSON says {\"name\": \"Main Pump\"}", &[]),
+    ];
+    for (text, want) in cases {
+        let got: Vec<String> = found(&r, text)
+            .into_iter()
+            .filter(|(c, _)| c == "person")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(&got, want, "in {text:?}");
+    }
+}
+
+#[test]
+fn postal_addresses_from_their_code_outwards() {
+    let r = default_redactor();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "Ship to 4417 Larkspur Hollow Apt. 12, Quellmont, OR 97381.",
+            &["4417 Larkspur Hollow Apt. 12, Quellmont, OR 97381"],
+        ),
+        (
+            "Site address: Brunhildenweg 23a, 71364 Winnenden",
+            &["Brunhildenweg 23a, 71364 Winnenden"],
+        ),
+        (
+            "Livraison: 14, rue des Tanneurs, 67000 Strasbourg",
+            &["14, rue des Tanneurs, 67000 Strasbourg"],
+        ),
+        (
+            "Enviar a Calle del Olivar 58, 2º B, Zaragoza, 50001",
+            &["Calle del Olivar 58, 2º B, Zaragoza, 50001"],
+        ),
+        (
+            "Entregar em Rua das Acácias, 310, Jardim América, 13087-540 Campinas / SP",
+            &["Rua das Acácias, 310, Jardim América, 13087-540 Campinas / SP"],
+        ),
+        (
+            "Spedire a Via dei Mille, 21, 40121, Bologna (BO)",
+            &["Via dei Mille, 21, 40121, Bologna (BO)"],
+        ),
+        (
+            "Adres: ul. Krucza 17/4, 00-525 Warszawa.",
+            &["ul. Krucza 17/4, 00-525 Warszawa"],
+        ),
+        (
+            "Deliver to:\n88 Wexford Lane\nDunmore, PA 18512\nCall ahead.",
+            &["88 Wexford Lane\nDunmore, PA 18512"],
+        ),
+        (
+            "{\"site\": \"Kanaalweg 5, 3526 KL, Utrecht\", \"units\": 3}",
+            &["Kanaalweg 5, 3526 KL, Utrecht"],
+        ),
+        (
+            "Return it to 27 Holloway Road, Islington, N7 8JG please",
+            &["27 Holloway Road, Islington, N7 8JG"],
+        ),
+        (
+            "PSC 1241, Box 5868, APO AP 25384",
+            &["PSC 1241, Box 5868, APO AP 25384"],
+        ),
+        // Numbers that are not postal codes, and places without a street.
+        ("Order 12345 shipped in 3 boxes", &[]),
+        ("Pump Station North reported 4.2 bar at 12345 rpm", &[]),
+        ("Deployed to the Springfield plant, zone 12, rack 40", &[]),
+        ("Meet in Berlin, 10115 Berlin", &[]),
+        ("GET /api/v1/items 200 12345ms", &[]),
+    ];
+    for (text, want) in cases {
+        let got: Vec<String> = found(&r, text)
+            .into_iter()
+            .filter(|(c, _)| c == "address")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(&got, want, "in {text:?}");
+    }
+}
+
+#[test]
+fn names_and_addresses_round_trip_and_can_be_allowed() {
+    let r = default_redactor();
+    let text = "Technician Odalys Brennecke, Brunhildenweg 23a, 71364 Winnenden";
+    let mut s = r.session();
+    let out = s.redact(text).unwrap();
+    assert_eq!(out, "Technician <PERSON_1>, <ADDRESS_1>");
+    assert_eq!(s.restore(&out), text);
+    let allow = redactor(RedactionConfig {
+        policy: [
+            ("person".to_string(), CategoryPolicy::Allow),
+            ("address".to_string(), CategoryPolicy::Allow),
+        ]
+        .into(),
+        ..Default::default()
+    });
+    assert_eq!(allow.session().redact(text).unwrap(), text);
+}

@@ -552,6 +552,65 @@ def negatives():
         neg(t)
 
 
+# ---------------------------------------------------------------- people and places
+def person_lines():
+    # Invented people in the places tickets and mails name them.
+    for t, v in [
+        ("Ticket opened by Odalys Brennecke; on site at 09:00.", "Odalys Brennecke"),
+        ("Contact: Tamsin Okonkwo-Reyes, plant safety", "Tamsin Okonkwo-Reyes"),
+        ("Hi Henrike,\nthe compressor alarm is back.", "Henrike"),
+        ("Best regards,\nQuirin van der Haegen\nField Service", "Quirin van der Haegen"),
+        ("assignee: Marisol Etxeberria", "Marisol Etxeberria"),
+        ("Technician Bartholomew J. Quist swapped the relay.", "Bartholomew J. Quist"),
+        ("Dr. Ysolde Ferrand approved the change.", "Dr. Ysolde Ferrand"),
+        ("Sehr geehrte Frau Wendelgard Oberhauser,", "Frau Wendelgard Oberhauser"),
+        ("Bonjour Mme Clémence Aubertin-Lacaze, la pièce est arrivée.", "Mme Clémence Aubertin-Lacaze"),
+        ("Técnico: Evaristo Quiñones Albarrán", "Evaristo Quiñones Albarrán"),
+        ("Chamado aberto por Iraci dos Santos Pimentel.", "Iraci dos Santos Pimentel"),
+        ("Dott. Gualtiero Sbarbaro ha firmato il verbale.", "Dott. Gualtiero Sbarbaro"),
+        ("Zgłoszenie od pan Zdzisław Wróblewicz", "pan Zdzisław Wróblewicz"),
+        ("Anna Kowalczyk replaced the filter on line 2.", "Anna Kowalczyk"),
+        ("Yesterday Maarten Oosterhuis calibrated the flow meter.", "Maarten Oosterhuis"),
+        ("Escalated to Mr Desmond O'Halloran (night shift).", "Mr Desmond O'Halloran"),
+        ("Reported by Giuseppe De Santis-Romano, operatore", "Giuseppe De Santis-Romano"),
+        ('{"technician": "Ximena Altamirano", "hours": 3}', "Ximena Altamirano"),
+    ]:
+        add(t, ("person", v))
+
+
+def address_lines():
+    # Invented addresses in each layout the scanner reads.
+    for t, v in [
+        ("Ship the spare to 4417 Larkspur Hollow Apt. 12, Quellmont, OR 97381.", "4417 Larkspur Hollow Apt. 12, Quellmont, OR 97381"),
+        ("Site address: Brunhildenweg 23a, 71364 Winnenden", "Brunhildenweg 23a, 71364 Winnenden"),
+        ("Livraison: 14, rue des Tanneurs, 67000 Strasbourg", "14, rue des Tanneurs, 67000 Strasbourg"),
+        ("Enviar a Calle del Olivar 58, 2º B, Zaragoza, 50001", "Calle del Olivar 58, 2º B, Zaragoza, 50001"),
+        ("Entregar em Rua das Acácias, 310, Jardim América, 13087-540 Campinas / SP", "Rua das Acácias, 310, Jardim América, 13087-540 Campinas / SP"),
+        ("Spedire a Via dei Mille, 21, 40121, Bologna (BO)", "Via dei Mille, 21, 40121, Bologna (BO)"),
+        ("Adres: ul. Krucza 17/4, 00-525 Warszawa", "ul. Krucza 17/4, 00-525 Warszawa"),
+        ("Deliver to:\n88 Wexford Lane\nDunmore, PA 18512\nCall ahead.", "88 Wexford Lane\nDunmore, PA 18512"),
+        ('{"site": "Kanaalweg 5, 3526 KL, Utrecht"}', "Kanaalweg 5, 3526 KL, Utrecht"),
+        ("Return it to 27 Holloway Road, Islington, N7 8JG please", "27 Holloway Road, Islington, N7 8JG"),
+    ]:
+        add(t, ("address", v))
+
+
+def people_and_places_negatives():
+    for t in [
+        "Powered by Home Assistant and Node-RED on a Raspberry Pi",
+        "Contact Support if the Gateway Service does not start",
+        "Hello World from the Edge Runtime",
+        "Monday Night Maintenance Window starts at 22:00",
+        "Siemens SIMATIC S7-1500 CPU 1516-3 restarted after update",
+        "Deployed to the Springfield plant, zone 12, rack 40",
+        "Order 12345 shipped in 3 boxes, tracking 1Z999AA10123456784",
+        "Pump Station North reported 4.2 bar at 12345 rpm",
+        "Version 12345 of the Data Logger, build 2024",
+        "Made by Bosch Rexroth, sold by Acme Industrial Supply",
+    ]:
+        neg(t)
+
+
 api_key_lines()
 jwt_lines()
 auth_lines()
@@ -568,6 +627,9 @@ mac_lines()
 serial_lines()
 mixed_lines()
 negatives()
+person_lines()
+address_lines()
+people_and_places_negatives()
 
 # Sanity checks on the generator itself.
 for line in lines:

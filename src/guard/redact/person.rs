@@ -1,0 +1,838 @@
+//! Person names: runs of capitalised words accepted by context, not by a model.
+//!
+//! The scanner splits the text into words and classifies each one: a title (`Dr.`, `Mrs`,
+//! `Herr`, `Mme`, `Sra.`, `Dott.`, `pan`), a degree or generational suffix (`PhD`, `B.Sc.`,
+//! `Jr.`), a capitalised name word (`Müller`, `O'Brien`, `McDonald`, `Hans-Jürgen`,
+//! `Michielsen-van`), an initial (`J.`), a particle (`van`, `de`, `da`), or anything else. A run
+//! of such words (not crossing a line break or punctuation) is a person only when something
+//! besides capitalisation says so:
+//! - a title in it;
+//! - a cue just before it on the same line (`by`, `contact:`, `operator`, `technician`,
+//!   `assignee:`, `Ansprechpartner`, `técnico`, ...) or a salutation (`Hi`, `Dear`, `Hallo`);
+//! - a sign-off on the line above (`Regards,`, `Mit freundlichen Grüßen`, `Cordialement`);
+//! - or, with no context at all, a first word in the given-name list (`given_names.txt`,
+//!   written for edgellm) followed by at least one more name word.
+//!
+//! Capitalised words that are common in field text but are not names (weekdays, company
+//! forms, equipment, log levels) end or reject a run. Why context rules and not a model:
+//! `docs/redaction.md` ("Names and addresses"). Linear in the text; no regex.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use super::scan::Scanner;
+
+/// Lowercase particles inside a name (`Naud van der Ploeg`, `Benício da Cunha`) and inside a
+/// hyphenated surname (`Michielsen-van Breukelveen`).
+const PARTICLES: &[&str] = &[
+    "de", "da", "do", "dos", "das", "del", "della", "di", "du", "des", "la", "le", "van", "von",
+    "der", "den", "ter", "ten", "zu", "zur", "y", "e", "dei", "degli", "vom", "zum", "bin", "ibn",
+    "al", "el", "'t", "und",
+];
+
+/// Titles and forms of address, as written (case matters: `pan` and `dhr.` are lowercase by
+/// convention).
+const TITLES: &[&str] = &[
+    "Mr",
+    "Mr.",
+    "Mrs",
+    "Mrs.",
+    "Ms",
+    "Ms.",
+    "Mx.",
+    "Dr",
+    "Dr.",
+    "Prof",
+    "Prof.",
+    "Dra.",
+    "Profa.",
+    "Sr.",
+    "Sra.",
+    "Srta.",
+    "Srita.",
+    "Sres.",
+    "Dña.",
+    "Lic.",
+    "Mtro.",
+    "Mtra.",
+    "Ing.",
+    "Arq.",
+    "Dott.",
+    "Dott.ssa",
+    "Dr.ssa",
+    "Avv.",
+    "Sig.",
+    "Sig.ra",
+    "Mag.",
+    "Mme",
+    "Mme.",
+    "Mlle",
+    "Mlle.",
+    "M.",
+    "Hon.",
+    "Rev.",
+    "Capt.",
+    "Col.",
+    "Sgt.",
+    "Lt.",
+    "Herr",
+    "Frau",
+    "Miss",
+    "Sir",
+    "Dame",
+    "Don",
+    "Doña",
+    "Dona",
+    "Madame",
+    "Monsieur",
+    "Mademoiselle",
+    "Señor",
+    "Señora",
+    "Señorita",
+    "Senhor",
+    "Senhora",
+    "Signor",
+    "Signora",
+    "Signorina",
+    "pan",
+    "pani",
+    "dhr.",
+    "mevr.",
+    "mw.",
+    "ir.",
+    "drs.",
+    "ing.",
+    "mr.",
+    "dr.",
+    "Univ.Prof.",
+    "Univ.-Prof.",
+];
+
+/// Suffixes after a name, compared without dots and case (`B.Sc.` -> `bsc`).
+const SUFFIXES: &[&str] = &[
+    "jr", "sr", "ii", "iii", "iv", "phd", "md", "dds", "dvm", "esq", "mba", "cpa", "rn", "bsc",
+    "ba", "beng", "bed", "msc", "ma", "meng", "med", "llb", "llm", "mphil",
+];
+
+/// Words (lowercase) that, just before a run on the same line, say a person is named.
+const CUES: &[&str] = &[
+    // English
+    "by",
+    "contact",
+    "contact person",
+    "contacts",
+    "operator",
+    "technician",
+    "tech",
+    "engineer",
+    "supervisor",
+    "foreman",
+    "inspector",
+    "manager",
+    "lead",
+    "assignee",
+    "assigned to",
+    "owner",
+    "reporter",
+    "requester",
+    "customer",
+    "caller",
+    "driver",
+    "attn",
+    "attention",
+    "cc",
+    "bcc",
+    "full name",
+    "full_name",
+    "contact_name",
+    "customer_name",
+    "first_name",
+    "last_name",
+    "signed",
+    "on behalf of",
+    "handed over to",
+    "escalated to",
+    // German, French, Spanish, Portuguese, Italian, Polish, Dutch
+    "von",
+    "ansprechpartner",
+    "ansprechpartnerin",
+    "kontakt",
+    "techniker",
+    "technikerin",
+    "bearbeiter",
+    "bearbeiterin",
+    "betreiber",
+    "kunde",
+    "kundin",
+    "par",
+    "de la part de",
+    "opérateur",
+    "opératrice",
+    "technicien",
+    "technicienne",
+    "interlocuteur",
+    "responsable",
+    "por",
+    "contacto",
+    "técnico",
+    "técnica",
+    "operador",
+    "operadora",
+    "cliente",
+    "contato",
+    "responsável",
+    "da parte di",
+    "referente",
+    "tecnico",
+    "operatore",
+    "przez",
+    "technik",
+    "klient",
+    "contactpersoon",
+    "monteur",
+    "klant",
+];
+
+/// Salutations (lowercase): a single capitalised word after one, ending its clause, is a name
+/// (`Hi Henrike,`).
+const SALUTATIONS: &[&str] = &[
+    "hi",
+    "hello",
+    "hey",
+    "dear",
+    "good morning",
+    "hallo",
+    "liebe",
+    "lieber",
+    "sehr geehrte",
+    "sehr geehrter",
+    "guten tag",
+    "bonjour",
+    "cher",
+    "chère",
+    "hola",
+    "estimado",
+    "estimada",
+    "olá",
+    "oi",
+    "prezado",
+    "prezada",
+    "caro",
+    "cara",
+    "ciao",
+    "gentile",
+    "buongiorno",
+    "dzień dobry",
+    "szanowny",
+    "szanowna",
+    "beste",
+    "geachte",
+];
+
+/// Sign-off lines after which a name alone on its line is the writer's.
+const SIGN_OFFS: &[&str] = &[
+    "regards",
+    "best regards",
+    "kind regards",
+    "warm regards",
+    "best",
+    "thanks",
+    "thank you",
+    "many thanks",
+    "cheers",
+    "sincerely",
+    "yours sincerely",
+    "yours truly",
+    "br",
+    "--",
+    "mit freundlichen grüßen",
+    "mit freundlichen grüssen",
+    "viele grüße",
+    "beste grüße",
+    "grüße",
+    "gruß",
+    "cordialement",
+    "bien cordialement",
+    "bien à vous",
+    "salutations",
+    "saludos",
+    "un saludo",
+    "atentamente",
+    "atenciosamente",
+    "abraços",
+    "cordiali saluti",
+    "distinti saluti",
+    "saluti",
+    "met vriendelijke groet",
+    "groeten",
+    "pozdrawiam",
+    "z poważaniem",
+];
+
+/// Capitalised words that are not names in field text: a run stops at the first one (a
+/// leading one is dropped).
+const NOT_NAMES: &[&str] = &[
+    "the",
+    "this",
+    "that",
+    "these",
+    "those",
+    "a",
+    "an",
+    "and",
+    "or",
+    "but",
+    "if",
+    "when",
+    "then",
+    "in",
+    "on",
+    "at",
+    "for",
+    "from",
+    "to",
+    "by",
+    "with",
+    "of",
+    "as",
+    "is",
+    "it",
+    "we",
+    "you",
+    "he",
+    "she",
+    "they",
+    "our",
+    "your",
+    "my",
+    "please",
+    "thanks",
+    "thank",
+    "hi",
+    "hello",
+    "dear",
+    "team",
+    "support",
+    "customer",
+    "client",
+    "user",
+    "admin",
+    "service",
+    "services",
+    "system",
+    "systems",
+    "server",
+    "pump",
+    "sensor",
+    "station",
+    "line",
+    "plant",
+    "site",
+    "building",
+    "floor",
+    "room",
+    "unit",
+    "device",
+    "gateway",
+    "controller",
+    "panel",
+    "valve",
+    "motor",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "january",
+    "february",
+    "march",
+    "july",
+    "september",
+    "october",
+    "november",
+    "december",
+    "inc",
+    "ltd",
+    "llc",
+    "gmbh",
+    "ag",
+    "sa",
+    "sas",
+    "sarl",
+    "sl",
+    "spa",
+    "srl",
+    "bv",
+    "nv",
+    "co",
+    "corp",
+    "corporation",
+    "company",
+    "group",
+    "holdings",
+    "industries",
+    "solutions",
+    "technologies",
+    "technology",
+    "electric",
+    "energy",
+    "manufacturing",
+    "international",
+    "street",
+    "avenue",
+    "road",
+    "north",
+    "south",
+    "east",
+    "main",
+    "new",
+    "error",
+    "warning",
+    "info",
+    "debug",
+    "ticket",
+    "order",
+    "invoice",
+    "note",
+    "update",
+    "maintenance",
+    "operator",
+    "engineer",
+    "technician",
+    "manager",
+    "supervisor",
+    "contact",
+    "operations",
+    "department",
+    "office",
+    "shift",
+    "on",
+    "site",
+    "lead",
+    "zone",
+    "area",
+    "north",
+    "api",
+    "model",
+    "version",
+    "release",
+    "status",
+    "alarm",
+    "alert",
+    "event",
+    "job",
+    "task",
+    "report",
+    "check",
+    "test",
+    "production",
+    "quality",
+    "security",
+    "network",
+    "data",
+    "cloud",
+    "edge",
+    "web",
+    "mobile",
+    "app",
+    "portal",
+    "dashboard",
+    "windows",
+    "linux",
+    "ubuntu",
+    "debian",
+    "android",
+    "google",
+    "microsoft",
+    "amazon",
+    "apple",
+    "honeywell",
+    "modbus",
+    "profinet",
+    "ethernet",
+    "wifi",
+    "bluetooth",
+    "started",
+    "stopped",
+    "session",
+    "hello",
+    "world",
+    "welcome",
+    "yes",
+    "no",
+    "ok",
+    "none",
+    "null",
+    "true",
+    "false",
+];
+
+/// Words after a name that make it a company's (lowercase).
+const COMPANY_FORMS: &[&str] = &[
+    "inc",
+    "ltd",
+    "llc",
+    "gmbh",
+    "ag",
+    "sa",
+    "sas",
+    "sarl",
+    "sl",
+    "spa",
+    "srl",
+    "bv",
+    "nv",
+    "co",
+    "corp",
+    "corporation",
+    "company",
+    "group",
+    "holdings",
+    "industries",
+    "solutions",
+    "technologies",
+    "systems",
+    "electric",
+    "energy",
+    "manufacturing",
+    "international",
+    "kg",
+    "ohg",
+    "plc",
+    "pty",
+    "ltda",
+    "eireli",
+    "me",
+    "cia",
+];
+
+/// The given names shipped with edgellm (one per line, `#` comments).
+const GIVEN_NAMES: &str = include_str!("given_names.txt");
+
+/// The person-name scanner.
+pub(super) fn scanner() -> Scanner {
+    let lists = Lists {
+        given_names: GIVEN_NAMES
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_lowercase)
+            .collect(),
+        not_names: NOT_NAMES.iter().copied().collect(),
+    };
+    Box::new(move |text, out| lists.scan(text, out))
+}
+
+struct Lists {
+    given_names: HashSet<String>,
+    not_names: HashSet<&'static str>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Title,
+    Suffix,
+    Name,
+    Initial,
+    Particle,
+    Other,
+}
+
+/// One word: its span (punctuation around it left out), what it is, and whether punctuation
+/// or a line break after it ends a run.
+#[derive(Debug)]
+struct Word {
+    span: Range<usize>,
+    kind: Kind,
+    ends_run: bool,
+}
+
+impl Lists {
+    fn scan(&self, text: &str, out: &mut Vec<Range<usize>>) {
+        let words = classify(text);
+        let mut i = 0;
+        while i < words.len() {
+            if matches!(words[i].kind, Kind::Other | Kind::Particle) {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while !words[j].ends_run && j + 1 < words.len() && words[j + 1].kind != Kind::Other {
+                j += 1;
+            }
+            let next = words.get(j + 1).filter(|_| !words[j].ends_run);
+            if let Some(span) = self.check(text, &words[i..=j], next) {
+                out.push(span);
+            }
+            i = j + 1;
+        }
+    }
+
+    /// Accepts (and trims) one run, or rejects it.
+    fn check(&self, text: &str, run: &[Word], next: Option<&Word>) -> Option<Range<usize>> {
+        let fold = |w: &Word| text[w.span.clone()].to_lowercase();
+        // Leading cue or stop words: a cue inside the run (`Contact Jane Doe`) counts as one
+        // before it.
+        let mut first = 0;
+        let mut cue = Cue::None;
+        while first < run.len() && run[first].kind != Kind::Title {
+            let w = fold(&run[first]);
+            if SALUTATIONS.contains(&w.as_str()) {
+                cue = Cue::Salutation;
+            } else if CUES.contains(&w.as_str()) {
+                cue = Cue::Word;
+            } else if run[first].kind == Kind::Name && !self.not_names.contains(w.as_str()) {
+                break;
+            }
+            first += 1;
+        }
+        let run = &run[first..];
+        // A stop word inside the run ends it; so does a trailing particle. A company form
+        // (`Maria Stuart Inc`) makes the run a company.
+        let mut end = run
+            .iter()
+            .position(|w| w.kind == Kind::Name && self.not_names.contains(fold(w).as_str()))
+            .unwrap_or(run.len());
+        let after = if end < run.len() { run.get(end) } else { next };
+        if after.is_some_and(|w| COMPANY_FORMS.contains(&fold(w).trim_end_matches('.'))) {
+            return None;
+        }
+        while end > 0 && run[end - 1].kind == Kind::Particle {
+            end -= 1;
+        }
+        let run = &run[..end];
+        let titled = run.iter().any(|w| w.kind == Kind::Title);
+        let names: Vec<&Word> = run.iter().filter(|w| w.kind == Kind::Name).collect();
+        let first_name = names.first()?;
+        let (start, end) = (run.first()?.span.start, run.last()?.span.end);
+        let given = self.given_names.contains(&fold(first_name));
+        if cue == Cue::None {
+            cue = cue_before(text, start);
+        }
+        if cue == Cue::None && sign_off_above(text, start, end) {
+            cue = Cue::Word;
+        }
+        let clause_ends = single_name_ends(text, end);
+        let accept = titled
+            || match cue {
+                Cue::None => given && names.len() >= 2,
+                Cue::Word => names.len() >= 2 || (given && clause_ends),
+                Cue::Salutation => names.len() >= 2 || clause_ends,
+            };
+        if accept {
+            return Some(start..end);
+        }
+        if cue != Cue::None {
+            return None;
+        }
+        // No context for the whole run: a given name further in (`Yesterday Jane Doe`).
+        let i = names
+            .iter()
+            .position(|w| self.given_names.contains(&fold(w)))?;
+        (names.len() - i >= 2).then(|| names[i].span.start..end)
+    }
+}
+
+/// Every word of `text`, classified.
+fn classify(text: &str) -> Vec<Word> {
+    let mut words: Vec<Word> = Vec::new();
+    let mut at = 0;
+    for raw in text.split_inclusive(char::is_whitespace) {
+        let raw_start = at;
+        at += raw.len();
+        let line_break_after = raw.ends_with(['\n', '\r']);
+        let token = raw.trim_end();
+        let lead = token.len() - token.trim_start_matches(LEADING).len();
+        let body = &token[lead..];
+        let core = body.trim_end_matches(TRAILING);
+        let mut ends_run = core.len() < body.len() || line_break_after;
+        let (core, kind) = match word_kind(core) {
+            Kind::Other if core.ends_with('.') => {
+                // A sentence's full stop.
+                ends_run = true;
+                let stem = &core[..core.len() - 1];
+                (stem, word_kind(stem))
+            }
+            kind => (core, kind),
+        };
+        if core.is_empty() {
+            if let Some(last) = words.last_mut() {
+                last.ends_run |= ends_run || !token.is_empty();
+            }
+            continue;
+        }
+        let start = raw_start + lead;
+        words.push(Word {
+            span: start..start + core.len(),
+            kind,
+            ends_run,
+        });
+    }
+    words
+}
+
+/// Punctuation before a word.
+const LEADING: &[char] = &['(', '"', '\'', '“', '‘', '«', '[', '{', '<', '¿', '¡'];
+/// Punctuation after a word (a run ends there).
+const TRAILING: &[char] = &[
+    ',', ';', ':', '!', '?', ')', '"', '\'', '”', '’', '»', ']', '}', '>',
+];
+
+fn word_kind(word: &str) -> Kind {
+    if TITLES.contains(&word) || (word.starts_with("Dipl.-") && word.ends_with('.')) {
+        return Kind::Title;
+    }
+    let Some(first) = word.chars().next() else {
+        return Kind::Other;
+    };
+    if !first.is_uppercase() {
+        return if PARTICLES.contains(&word) {
+            Kind::Particle
+        } else {
+            Kind::Other
+        };
+    }
+    let bare: String = word.chars().filter(|c| *c != '.').collect();
+    let suffix = SUFFIXES.contains(&bare.to_lowercase().as_str())
+        && (word.contains('.') || bare.chars().filter(|c| c.is_uppercase()).count() >= 2);
+    if suffix {
+        return Kind::Suffix;
+    }
+    let initials = word.ends_with('.')
+        && word
+            .split_terminator('.')
+            .all(|p| p.chars().count() == 1 && p.chars().all(char::is_uppercase));
+    if initials {
+        return Kind::Initial;
+    }
+    if is_name_word(word) {
+        Kind::Name
+    } else {
+        Kind::Other
+    }
+}
+
+/// `Müller`, `O'Brien`, `McDonald`, `Hans-Jürgen`, `García-Rodríguez`, `Michielsen-van`:
+/// hyphen-joined parts, the first capitalised, each capitalised part with lowercase letters
+/// (not `CPU`, not `S7`), the others particles.
+fn is_name_word(word: &str) -> bool {
+    let capitalised = |p: &str| {
+        p.chars().next().is_some_and(char::is_uppercase)
+            && p.chars().any(char::is_lowercase)
+            && p.chars()
+                .all(|c| c.is_alphabetic() || c == '\'' || c == '’')
+    };
+    let mut parts = word.split('-');
+    parts.next().is_some_and(capitalised) && parts.all(|p| capitalised(p) || PARTICLES.contains(&p))
+}
+
+/// What says a person is named.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cue {
+    None,
+    /// `by`, `contact:`, `technician`, a sign-off above.
+    Word,
+    /// `Hi`, `Dear`, `Bonjour`.
+    Salutation,
+}
+
+/// The cue word that ends the text before `start` on the same line (after `:`, `=`, quotes).
+fn cue_before(text: &str, start: usize) -> Cue {
+    let Some(before) = text.get(..start) else {
+        return Cue::None;
+    };
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let tail: String = line
+        .chars()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let tail = tail
+        .trim_end_matches([' ', '\t', ':', '=', '"', '\'', '-', '>', '(', '\\'])
+        .trim_end_matches(['"', '\'', ' '])
+        .to_lowercase();
+    let ends_with = |cue: &&str| {
+        let Some(head) = tail.strip_suffix(*cue) else {
+            return false;
+        };
+        let bounded = head
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        // `powered by`, `made by`: what follows is a company or a product.
+        let company = *cue == "by"
+            && head
+                .split_whitespace()
+                .next_back()
+                .is_some_and(|w| NOT_PERSON_BY.contains(&w));
+        bounded && !company
+    };
+    if SALUTATIONS.iter().any(ends_with) {
+        Cue::Salutation
+    } else if CUES.iter().any(ends_with) {
+        Cue::Word
+    } else {
+        Cue::None
+    }
+}
+
+/// Words before `by` after which a company or product follows, not a person.
+const NOT_PERSON_BY: &[&str] = &[
+    "powered",
+    "made",
+    "provided",
+    "sponsored",
+    "developed",
+    "built",
+    "manufactured",
+    "published",
+    "hosted",
+    "caused",
+    "triggered",
+    "generated",
+    "supported",
+    "distributed",
+    "licensed",
+    "owned",
+    "sold",
+    "supplied",
+    "shipped",
+    "offered",
+    "acquired",
+    "produced",
+    "designed",
+    "certified",
+];
+
+/// The run stands alone on its line and the line above is a sign-off (`Regards,`).
+fn sign_off_above(text: &str, start: usize, end: usize) -> bool {
+    let (Some(before), Some(after)) = (text.get(..start), text.get(end..)) else {
+        return false;
+    };
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    if !before[line_start..].trim().is_empty() || line_start == 0 {
+        return false;
+    }
+    let rest = &after[..after.find('\n').unwrap_or(after.len())];
+    if !rest.trim().trim_end_matches(['.', ',']).is_empty() {
+        return false;
+    }
+    let above = &before[..line_start - 1];
+    let prev = above[above.rfind('\n').map_or(0, |i| i + 1)..]
+        .trim()
+        .trim_end_matches([',', '!', '.', ':'])
+        .to_lowercase();
+    SIGN_OFFS.contains(&prev.as_str())
+}
+
+/// A single given name after a cue (`Hi Anna,`) is a name when the clause ends there.
+fn single_name_ends(text: &str, end: usize) -> bool {
+    text.get(end..)
+        .and_then(|t| t.chars().next())
+        .is_none_or(|c| matches!(c, ',' | '!' | '\n' | '\r' | ':' | ';' | '.' | ')' | '"'))
+}
