@@ -2,6 +2,9 @@
 
 generate N [SEED]: prints {"text", "expect": [{"category", "value"}], "group"} lines from Faker.
 score EVAL FOUND: prints the per-group table (markdown).
+cost N [SEED]: prints N texts of 10 KB of each kind (prose, log noise, dense phone lines, dense
+    names and addresses), as {"text", "kind"} lines.
+costscore TEXTS FOUND: prints p50 / p99 / max of `redact_us` per kind (markdown).
 """
 import json
 import random
@@ -209,8 +212,58 @@ def score(eval_path, found_path):
     print(f"\nnoise lines touched: {s['touched']} of {s['n']} ({100 * s['touched'] / s['n']:.2f} %)")
 
 
+def cost(n, seed):
+    from faker import Faker
+    import io
+    import contextlib
+
+    Faker.seed(seed)
+    fake = Faker("en_US")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        generate(40, seed)
+    lines = [json.loads(l) for l in buf.getvalue().splitlines()]
+    by_kind = {
+        "prose": lambda: fake.paragraph(nb_sentences=8),
+        "log noise": lambda: rng.choice([l for l in lines if l["group"] == "noise"])["text"],
+        "dense phone lines": lambda: rng.choice([l for l in lines if l["group"].startswith("phone")])["text"],
+        "dense names and addresses": lambda: rng.choice(
+            [l for l in lines if l["group"].startswith(("person", "postal"))])["text"],
+    }
+    rng = random.Random(seed)
+    for kind, make in by_kind.items():
+        for _ in range(n):
+            parts, size = [], 0
+            while size < 10_000:
+                p = make()
+                parts.append(p)
+                size += len(p.encode()) + 1
+            text = "\n".join(parts)[:10_000]
+            print(json.dumps({"text": text, "kind": kind}, ensure_ascii=False))
+
+
+def costscore(texts_path, found_path):
+    rows = [json.loads(l) for l in open(texts_path)]
+    found = [json.loads(l) for l in open(found_path)]
+    by_kind = {}
+    for row, got in zip(rows, found):
+        k = by_kind.setdefault(row["kind"], {"us": [], "found": 0})
+        k["us"].append(got["redact_us"])
+        k["found"] += len(got.get("found", []))
+    print("| 10 KB text | texts | findings per text | p50 | p99 | max |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for kind, k in by_kind.items():
+        us = sorted(k["us"])
+        p = lambda q: us[min(len(us) - 1, int(q * len(us)))] / 1000
+        print(f"| {kind} | {len(us)} | {k['found'] / len(us):.0f} | {p(0.5):.2f} ms | {p(0.99):.2f} ms | {us[-1] / 1000:.2f} ms |")
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "generate":
+    if sys.argv[1] == "cost":
+        cost(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 4242)
+    elif sys.argv[1] == "costscore":
+        costscore(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "generate":
         generate(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 4242)
     else:
         score(sys.argv[2], sys.argv[3])

@@ -21,6 +21,7 @@ mod config;
 mod corpus;
 mod detectors;
 mod person;
+mod phone_fast;
 mod restore;
 mod scan;
 #[cfg(test)]

@@ -494,39 +494,56 @@ pub(super) fn serial_value(text: &str, span: Range<usize>) -> Option<Range<usize
 pub(super) fn valid_phone(candidate: &str, regions: &[PhoneRegion]) -> bool {
     let run = || {
         if candidate.starts_with('+') {
-            return phonenumber::parse(None, candidate).is_ok_and(|n| phonenumber::is_valid(&n));
+            let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
+            return super::phone_fast::international_verdict(&digits)
+                .unwrap_or_else(|| international_accepts(candidate));
         }
         let written = digit_groups(candidate);
         let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
-        regions
-            .iter()
-            .filter(|r| r.may_hold(&digits))
-            .map(|r| &r.id)
-            .any(|region| {
-                phonenumber::parse(Some(*region), candidate).is_ok_and(|n| {
-                    // A number dialled with another country's code is not this region's, and a
-                    // number is written in its region's groups (`415 555 2671` is a US number
-                    // and not a German one: Germany writes those digits `04155 550132`).
-                    let national = phonenumber::format(&n)
-                        .mode(phonenumber::Mode::National)
-                        .to_string();
-                    // Digits written without separators have no grouping to compare.
-                    n.country().id() == Some(*region)
-                        && phonenumber::is_valid(&n)
-                        && (written.len() == 1 || digit_groups(&national) == written)
-                })
-            })
+        regions.iter().filter(|r| r.may_hold(&digits)).any(|r| {
+            match r.fast.as_ref().and_then(|f| f.verdict(&digits)) {
+                Some(v) => v.valid && (written.len() == 1 || v.groups == written),
+                None => region_accepts(r.id, candidate, &written),
+            }
+        })
     };
     std::panic::catch_unwind(run).unwrap_or(true)
+}
+
+/// The `phonenumber` crate's verdict on a number written with `+`.
+pub(super) fn international_accepts(candidate: &str) -> bool {
+    phonenumber::parse(None, candidate).is_ok_and(|n| phonenumber::is_valid(&n))
+}
+
+/// The `phonenumber` crate's verdict for one region: the number parses for `region`, its
+/// country is that region, it is valid, and it is written in the region's national groups
+/// (`415 555 2671` is a US number and not a German one: Germany writes those digits `04155
+/// 550132`); digits written without separators have no grouping to compare. The fast path
+/// (`phone_fast.rs`) gives the same answers without the crate's regex cache.
+pub(super) fn region_accepts(
+    region: phonenumber::country::Id,
+    candidate: &str,
+    written: &[usize],
+) -> bool {
+    phonenumber::parse(Some(region), candidate).is_ok_and(|n| {
+        let national = phonenumber::format(&n)
+            .mode(phonenumber::Mode::National)
+            .to_string();
+        n.country().id() == Some(region)
+            && phonenumber::is_valid(&n)
+            && (written.len() == 1 || digit_groups(&national) == written)
+    })
 }
 
 /// One configured phone region and what a cheap look at a number needs of its metadata (its
 /// trunk prefix and the lengths its national numbers take), so that the parser only runs
 /// against the regions a number could belong to.
 pub(super) struct PhoneRegion {
-    id: phonenumber::country::Id,
+    pub(super) id: phonenumber::country::Id,
     trunk: Option<String>,
     lengths: Vec<u16>,
+    /// The crate's checks on regexes compiled here (`None`: always ask the crate).
+    pub(super) fast: Option<super::phone_fast::FastRegion>,
 }
 
 impl PhoneRegion {
@@ -556,6 +573,7 @@ impl PhoneRegion {
             id,
             trunk: metadata.national_prefix().map(String::from),
             lengths,
+            fast: super::phone_fast::FastRegion::new(id.as_ref()),
         })
     }
 
@@ -581,7 +599,7 @@ fn without_extension(s: &str) -> &str {
 }
 
 /// The lengths of the digit runs of `s`.
-fn digit_groups(s: &str) -> Vec<usize> {
+pub(super) fn digit_groups(s: &str) -> Vec<usize> {
     s.split(|c: char| !c.is_ascii_digit())
         .filter(|g| !g.is_empty())
         .map(str::len)

@@ -521,6 +521,8 @@ pub(super) fn scanner() -> Scanner {
             .map(str::to_lowercase)
             .collect(),
         not_names: NOT_NAMES.iter().copied().collect(),
+        cues: CUES.iter().copied().collect(),
+        salutations: SALUTATIONS.iter().copied().collect(),
     };
     Box::new(move |text, out| lists.scan(text, out))
 }
@@ -528,6 +530,8 @@ pub(super) fn scanner() -> Scanner {
 struct Lists {
     given_names: HashSet<String>,
     not_names: HashSet<&'static str>,
+    cues: HashSet<&'static str>,
+    salutations: HashSet<&'static str>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -608,19 +612,25 @@ impl Lists {
         let first_name = names.first()?;
         let (start, end) = (run.first()?.span.start, run.last()?.span.end);
         let given = self.given_names.contains(&fold(first_name));
+        if titled || (given && names.len() >= 2) {
+            return Some(start..end);
+        }
+        // From here on a cue is needed; a lone word also has to end its clause (`Hi Anna,`).
+        let clause_ends = single_name_ends(text, end);
+        if names.len() == 1 && !clause_ends {
+            return None;
+        }
         if cue == Cue::None {
-            cue = cue_before(text, start);
+            cue = self.cue_before(text, start);
         }
         if cue == Cue::None && sign_off_above(text, start, end) {
             cue = Cue::Word;
         }
-        let clause_ends = single_name_ends(text, end);
-        let accept = titled
-            || match cue {
-                Cue::None => given && names.len() >= 2,
-                Cue::Word => names.len() >= 2 || (given && clause_ends),
-                Cue::Salutation => names.len() >= 2 || clause_ends,
-            };
+        let accept = match cue {
+            Cue::None => false,
+            Cue::Word => names.len() >= 2 || (given && clause_ends),
+            Cue::Salutation => names.len() >= 2 || clause_ends,
+        };
         if accept {
             return Some(start..end);
         }
@@ -632,6 +642,45 @@ impl Lists {
             .iter()
             .position(|w| self.given_names.contains(&fold(w)))?;
         (names.len() - i >= 2).then(|| names[i].span.start..end)
+    }
+
+    /// The cue (1 to 4 words) that ends the text before `start` on the same line, after `:`,
+    /// `=`, quotes: `Ticket opened by`, `"assignee": "`, `Dear`.
+    fn cue_before(&self, text: &str, start: usize) -> Cue {
+        let Some(before) = text.get(..start) else {
+            return Cue::None;
+        };
+        let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+        let mut from = line.len().saturating_sub(48);
+        while !line.is_char_boundary(from) {
+            from += 1;
+        }
+        let tail = line[from..]
+            .trim_end_matches([' ', '\t', ':', '=', '"', '\'', '-', '>', '(', '\\'])
+            .trim_end_matches(['"', '\'', ' '])
+            .to_lowercase();
+        let words: Vec<&str> = tail.split_whitespace().collect();
+        for n in 1..=words.len().min(4) {
+            let mut cue = words[words.len() - n..].join(" ");
+            let lead = cue.len()
+                - cue
+                    .trim_start_matches(|c: char| !c.is_alphanumeric() && c != '_')
+                    .len();
+            cue.drain(..lead);
+            if self.salutations.contains(cue.as_str()) {
+                return Cue::Salutation;
+            }
+            // `powered by`, `made by`: what follows is a company or a product.
+            let company = cue == "by"
+                && words
+                    .len()
+                    .checked_sub(2)
+                    .is_some_and(|i| NOT_PERSON_BY.contains(&words[i]));
+            if self.cues.contains(cue.as_str()) && !company {
+                return Cue::Word;
+            }
+        }
+        Cue::None
     }
 }
 
@@ -681,18 +730,20 @@ const TRAILING: &[char] = &[
 ];
 
 fn word_kind(word: &str) -> Kind {
-    if TITLES.contains(&word) || (word.starts_with("Dipl.-") && word.ends_with('.')) {
-        return Kind::Title;
-    }
     let Some(first) = word.chars().next() else {
         return Kind::Other;
     };
     if !first.is_uppercase() {
         return if PARTICLES.contains(&word) {
             Kind::Particle
+        } else if first.is_lowercase() && word.len() <= 5 && TITLES.contains(&word) {
+            Kind::Title
         } else {
             Kind::Other
         };
+    }
+    if TITLES.contains(&word) || (word.starts_with("Dipl.-") && word.ends_with('.')) {
+        return Kind::Title;
     }
     let bare: String = word.chars().filter(|c| *c != '.').collect();
     let suffix = SUFFIXES.contains(&bare.to_lowercase().as_str())
@@ -736,49 +787,6 @@ enum Cue {
     Word,
     /// `Hi`, `Dear`, `Bonjour`.
     Salutation,
-}
-
-/// The cue word that ends the text before `start` on the same line (after `:`, `=`, quotes).
-fn cue_before(text: &str, start: usize) -> Cue {
-    let Some(before) = text.get(..start) else {
-        return Cue::None;
-    };
-    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
-    let tail: String = line
-        .chars()
-        .rev()
-        .take(40)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    let tail = tail
-        .trim_end_matches([' ', '\t', ':', '=', '"', '\'', '-', '>', '(', '\\'])
-        .trim_end_matches(['"', '\'', ' '])
-        .to_lowercase();
-    let ends_with = |cue: &&str| {
-        let Some(head) = tail.strip_suffix(*cue) else {
-            return false;
-        };
-        let bounded = head
-            .chars()
-            .next_back()
-            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
-        // `powered by`, `made by`: what follows is a company or a product.
-        let company = *cue == "by"
-            && head
-                .split_whitespace()
-                .next_back()
-                .is_some_and(|w| NOT_PERSON_BY.contains(&w));
-        bounded && !company
-    };
-    if SALUTATIONS.iter().any(ends_with) {
-        Cue::Salutation
-    } else if CUES.iter().any(ends_with) {
-        Cue::Word
-    } else {
-        Cue::None
-    }
 }
 
 /// Words before `by` after which a company or product follows, not a person.

@@ -874,3 +874,135 @@ fn names_and_addresses_round_trip_and_can_be_allowed() {
     });
     assert_eq!(allow.session().redact(text).unwrap(), text);
 }
+
+/// The phone fast path (`phone_fast.rs`) gives the `phonenumber` crate's verdict on every
+/// number it answers for: example numbers of every type of every default region, written
+/// plain, with the trunk prefix, in national groups, regrouped, with a digit changed, one
+/// short or long, with the country code, and with `+`; and random digit groups. It must also
+/// answer for most of them (else it is not the hot path it is meant to be).
+#[test]
+fn phone_fast_path_agrees_with_the_phonenumber_crate() {
+    use super::checks::{digit_groups, international_accepts, region_accepts};
+    use phonenumber::Type;
+    let regions = super::config::phone_regions(&RedactionConfig::default()).unwrap();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
+    let mut national = Vec::new();
+    let mut plus = Vec::new();
+    for region in &regions {
+        let meta = phonenumber::metadata::DATABASE
+            .by_id(region.id.as_ref())
+            .unwrap();
+        let trunk = meta.national_prefix().unwrap_or("").to_string();
+        let code = meta.country_code();
+        let kinds = [
+            Type::FixedLine,
+            Type::Mobile,
+            Type::TollFree,
+            Type::PremiumRate,
+            Type::SharedCost,
+            Type::Voip,
+            Type::PersonalNumber,
+            Type::Uan,
+        ];
+        for kind in kinds {
+            let Some(example) = meta.descriptors().get(kind).and_then(|d| d.example()) else {
+                continue;
+            };
+            for round in 0..12 {
+                let mut digits: Vec<u8> = example.bytes().collect();
+                match round % 4 {
+                    1 => {
+                        let i = next(digits.len() as u64) as usize;
+                        digits[i] = b'0' + next(10) as u8;
+                    }
+                    2 => {
+                        digits.pop();
+                    }
+                    3 => digits.push(b'0' + next(10) as u8),
+                    _ => {}
+                }
+                let digits = String::from_utf8(digits).unwrap();
+                let grouped = phonenumber::parse(Some(region.id), format!("{trunk}{digits}"))
+                    .map(|n| {
+                        phonenumber::format(&n)
+                            .mode(phonenumber::Mode::National)
+                            .to_string()
+                    })
+                    .unwrap_or_else(|_| digits.clone());
+                let mut regrouped = String::new();
+                for (i, c) in format!("{trunk}{digits}").chars().enumerate() {
+                    if i > 0 && next(3) == 0 {
+                        regrouped.push([' ', '-', '.'][next(3) as usize]);
+                    }
+                    regrouped.push(c);
+                }
+                national.extend([
+                    digits.clone(),
+                    format!("{trunk}{digits}"),
+                    grouped.clone(),
+                    regrouped,
+                    format!("{code}{digits}"),
+                ]);
+                plus.extend([
+                    format!("+{code} {digits}"),
+                    format!("+{code} ({trunk}){digits}"),
+                    format!("+{code}{trunk}{digits}"),
+                ]);
+            }
+        }
+    }
+    for _ in 0..600 {
+        let len = 7 + next(7);
+        let mut s = String::new();
+        for i in 0..len {
+            if i > 0 && next(4) == 0 {
+                s.push(' ');
+            }
+            s.push((b'0' + next(10) as u8) as char);
+        }
+        plus.push(format!("+{s}"));
+        national.push(s);
+    }
+    let (mut answered, mut asked) = (0, 0);
+    for candidate in &national {
+        let written = digit_groups(candidate);
+        let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
+        for region in &regions {
+            asked += 1;
+            let Some(v) = region.fast.as_ref().and_then(|f| f.verdict(&digits)) else {
+                continue;
+            };
+            answered += 1;
+            let fast = v.valid && (written.len() == 1 || v.groups == written);
+            assert_eq!(
+                fast,
+                region_accepts(region.id, candidate, &written),
+                "{candidate:?} in {:?}",
+                region.id
+            );
+        }
+    }
+    assert!(
+        answered * 10 > asked * 9,
+        "the fast path answered {answered} of {asked}"
+    );
+    let mut answered_plus = 0;
+    for candidate in &plus {
+        let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
+        if let Some(fast) = super::phone_fast::international_verdict(&digits) {
+            answered_plus += 1;
+            assert_eq!(fast, international_accepts(candidate), "{candidate:?}");
+        }
+    }
+    assert!(
+        answered_plus * 10 > plus.len() * 9,
+        "{answered_plus} of {}",
+        plus.len()
+    );
+}
