@@ -32,11 +32,11 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
-  # The official OpenAI and Ollama clients drive the server in the tests. Debian's own python3
+  # The official OpenAI, Ollama and Anthropic clients drive the server in the tests. Debian's own python3
   # refuses pip installs into the system (PEP 668); fall back to its override there.
-  python3 -c "import openai, ollama, numpy, tokenizers" 2>/dev/null \
-    || python3 -m pip install --quiet openai ollama numpy tokenizers \
-    || python3 -m pip install --quiet --break-system-packages openai ollama numpy tokenizers
+  python3 -c "import openai, ollama, anthropic, numpy, tokenizers" 2>/dev/null \
+    || python3 -m pip install --quiet openai ollama anthropic numpy tokenizers \
+    || python3 -m pip install --quiet --break-system-packages openai ollama anthropic numpy tokenizers
 fi
 
 scripts/install-model.sh

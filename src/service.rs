@@ -194,6 +194,14 @@ impl LocalService {
         self.in_flight.load(Ordering::SeqCst)
     }
 
+    /// How many prompt tokens `generation` would be for the local model, without admitting or
+    /// starting it (Anthropic's `count_tokens`).
+    pub fn count_prompt_tokens(&self, generation: Generation) -> Result<usize, ServiceError> {
+        let engine = self.engine.get().ok_or(ServiceError::Loading)?;
+        let tools = generation.tools.filter(ToolSet::active);
+        Ok(prompt_token_ids(engine, generation.prompt, tools.as_ref())?.len())
+    }
+
     /// Admits and starts a request. Fails fast (before any decoding) on every limit; a schema
     /// or grammar is checked and compiled off the runtime's threads, within the request's
     /// timeout.
@@ -224,19 +232,7 @@ impl LocalService {
             }
             (None, OutputFormat::Grammar(text)) => Some(("grammar", Spec::Gbnf(text.clone()))),
         };
-        let prompt_tokens = match generation.prompt {
-            Prompt::Text(text) => engine.tokenize(&text),
-            Prompt::Tokens(tokens) => {
-                check_token_ids(&tokens, engine.info().n_vocab)?;
-                tokens
-            }
-            Prompt::Chat(mut messages) => {
-                if let Some(tools) = &tools {
-                    with_instructions(&mut messages, &tools.instructions());
-                }
-                engine.tokenize(&engine.apply_chat_template(&messages)?)
-            }
-        };
+        let prompt_tokens = prompt_token_ids(engine, generation.prompt, tools.as_ref())?;
         if prompt_tokens.len() > self.limits.max_prompt_tokens {
             return Err(ServiceError::PromptTooLong {
                 tokens: prompt_tokens.len(),
@@ -551,6 +547,28 @@ fn check_token_ids(tokens: &[i32], n_vocab: usize) -> Result<(), ServiceError> {
 }
 
 /// Tells the model about its tools: appended to the first system message, or one put first.
+/// The tokens the local model reads for `prompt` (a chat with the tools' instructions in its
+/// system message, through the chat template).
+fn prompt_token_ids(
+    engine: &Engine,
+    prompt: Prompt,
+    tools: Option<&ToolSet>,
+) -> Result<Vec<i32>, ServiceError> {
+    Ok(match prompt {
+        Prompt::Text(text) => engine.tokenize(&text),
+        Prompt::Tokens(tokens) => {
+            check_token_ids(&tokens, engine.info().n_vocab)?;
+            tokens
+        }
+        Prompt::Chat(mut messages) => {
+            if let Some(tools) = tools {
+                with_instructions(&mut messages, &tools.instructions());
+            }
+            engine.tokenize(&engine.apply_chat_template(&messages)?)
+        }
+    })
+}
+
 fn with_instructions(messages: &mut Vec<ChatMessage>, instructions: &str) {
     match messages.first_mut() {
         Some(first) if first.role == "system" || first.role == "developer" => {

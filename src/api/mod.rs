@@ -6,6 +6,7 @@
 //! 2. `auth`: before any body is read or work is done; `/health` stays open for probes.
 //! 3. the body limit: bodies over `limits.max_body_bytes` are refused while being read (413).
 
+mod anthropic;
 mod chat;
 mod cors;
 mod embeddings;
@@ -49,6 +50,8 @@ fn routes(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(chat::completions))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/responses", post(responses::create))
         .route("/responses", post(responses::create))
         .route("/completion", post(llama::completion))

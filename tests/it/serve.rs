@@ -64,6 +64,113 @@ fn official_ollama_python_client() {
     );
 }
 
+/// Anthropic's Messages API through the official `anthropic` Python client
+/// (tests/py/anthropic_client.py).
+#[test]
+fn official_anthropic_python_client() {
+    let server = Server::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/anthropic_client.py");
+    let output = std::process::Command::new("python3")
+        .args([script, &server.base])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "anthropic client script failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Anthropic's event stream read as bytes: named events in order, block indices that open and
+/// close in pairs, the routing object on `message_delta`; errors in Anthropic's shape.
+#[tokio::test]
+async fn anthropic_event_stream_and_errors() {
+    let server = Server::start(&[]);
+    let response = client()
+        .post(server.url("/v1/messages"))
+        .json(&json!({"model": "any", "max_tokens": 5, "stream": true,
+                      "messages": [{"role": "user", "content": "Hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-edgellm-tier"], "local");
+    let text = response.text().await.unwrap();
+    let mut names = Vec::new();
+    let mut datas = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let name = block
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .unwrap();
+        let data: Value = serde_json::from_str(
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(data["type"], name, "{block}");
+        names.push(name.to_string());
+        datas.push(data);
+    }
+    assert_eq!(names[..2], ["message_start", "ping"], "{text}");
+    assert_eq!(
+        names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    assert_eq!(names[2], "content_block_start");
+    assert!(names.iter().filter(|n| *n == "content_block_delta").count() >= 1);
+    assert!(
+        datas[0]["message"]["usage"]["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 3
+    );
+    let delta = &datas[datas.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], "max_tokens", "{text}");
+    assert_eq!(delta["usage"]["output_tokens"], 5);
+    assert_eq!(delta["edgellm"]["tier"], "local");
+
+    for (body, status) in [
+        (json!({"max_tokens": 5}), 422),
+        (
+            json!({"max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]}),
+            400,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "maybe"}}),
+            400,
+        ),
+    ] {
+        let response = client()
+            .post(server.url("/v1/messages"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let got = response.status().as_u16();
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            got == status || (status == 422 && got == 400),
+            "{body}: {got} {error}"
+        );
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    }
+    let response = client()
+        .post(server.url("/v1/messages/count_tokens"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+}
+
 /// Ollama's NDJSON stream, read as bytes: one JSON object a line, the `edgellm` routing object
 /// and the counters on the last; errors in Ollama's `{"error": "..."}` shape.
 #[tokio::test]

@@ -432,15 +432,23 @@ fn tokenize(text: &str, range: Range<usize>) -> Vec<Item> {
         }
         items.push(Item::Word(base + s..base + e));
     };
+    let mut skip = false;
     for (n, &(i, c)) in chars.iter().enumerate() {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
         let next = chars.get(n + 1).map(|&(_, c)| c);
+        // JSON's escaped `\n` is a line break, `\t` a space (tool arguments carry text so).
+        let escaped = c == '\\' && matches!(next, Some('n' | 'r' | 't'));
         let sep = match c {
+            _ if escaped => (next == Some('n')).then_some(Sep::Part),
             ',' | '\n' => Some(Sep::Part),
             ';' | '|' | '\r' | '"' | '{' | '}' | '[' | ']' | '<' | '>' => Some(Sep::Hard),
-            ':' if next.is_none_or(char::is_whitespace) => Some(Sep::Hard),
+            ':' if next.is_none_or(|c| c.is_whitespace() || c == '\\') => Some(Sep::Hard),
             _ => None,
         };
-        if c.is_whitespace() && c != '\n' || sep.is_some() {
+        skip = escaped;
+        if c.is_whitespace() && c != '\n' || sep.is_some() || escaped {
             if let Some(s) = start.take() {
                 flush(&mut items, s, i);
             }

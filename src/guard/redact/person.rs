@@ -650,7 +650,7 @@ impl Lists {
         let Some(before) = text.get(..start) else {
             return Cue::None;
         };
-        let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+        let line = &before[line_start(text, start)..];
         let mut from = line.len().saturating_sub(48);
         while !line.is_char_boundary(from) {
             from += 1;
@@ -684,42 +684,83 @@ impl Lists {
     }
 }
 
-/// Every word of `text`, classified.
+/// Every word of `text`, classified. Words end at white space and at the escaped line breaks
+/// and tabs of JSON text (`\\n`, `\\r`, `\\t`): tool arguments carry text that way.
 fn classify(text: &str) -> Vec<Word> {
     let mut words: Vec<Word> = Vec::new();
-    let mut at = 0;
-    for raw in text.split_inclusive(char::is_whitespace) {
-        let raw_start = at;
-        at += raw.len();
-        let line_break_after = raw.ends_with(['\n', '\r']);
-        let token = raw.trim_end();
-        let lead = token.len() - token.trim_start_matches(LEADING).len();
-        let body = &token[lead..];
-        let core = body.trim_end_matches(TRAILING);
-        let mut ends_run = core.len() < body.len() || line_break_after;
-        let (core, kind) = match word_kind(core) {
-            Kind::Other if core.ends_with('.') => {
-                // A sentence's full stop.
-                ends_run = true;
-                let stem = &core[..core.len() - 1];
-                (stem, word_kind(stem))
-            }
-            kind => (core, kind),
-        };
-        if core.is_empty() {
-            if let Some(last) = words.last_mut() {
-                last.ends_run |= ends_run || !token.is_empty();
-            }
+    let mut token_start: Option<usize> = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let escaped = c == '\\' && matches!(chars.peek(), Some((_, 'n' | 'r' | 't')));
+        if !c.is_whitespace() && !escaped {
+            token_start.get_or_insert(i);
             continue;
         }
-        let start = raw_start + lead;
-        words.push(Word {
-            span: start..start + core.len(),
-            kind,
-            ends_run,
-        });
+        let line_break =
+            matches!(c, '\n' | '\r') || (escaped && matches!(chars.peek(), Some((_, 'n' | 'r'))));
+        if escaped {
+            chars.next();
+        }
+        match token_start.take() {
+            Some(start) => push_word(&mut words, text, start..i, line_break),
+            None if line_break => {
+                if let Some(last) = words.last_mut() {
+                    last.ends_run = true;
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(start) = token_start {
+        push_word(&mut words, text, start..text.len(), false);
     }
     words
+}
+
+/// Classifies the token at `span` (punctuation around it left out) and appends it.
+fn push_word(words: &mut Vec<Word>, text: &str, span: Range<usize>, line_break_after: bool) {
+    let token = &text[span.clone()];
+    let lead = token.len() - token.trim_start_matches(LEADING).len();
+    let body = &token[lead..];
+    let core = body.trim_end_matches(TRAILING);
+    let mut ends_run = core.len() < body.len() || line_break_after;
+    let (core, kind) = match word_kind(core) {
+        Kind::Other if core.ends_with('.') => {
+            // A sentence's full stop.
+            ends_run = true;
+            let stem = &core[..core.len() - 1];
+            (stem, word_kind(stem))
+        }
+        kind => (core, kind),
+    };
+    if core.is_empty() {
+        if let Some(last) = words.last_mut() {
+            last.ends_run = true;
+        }
+        return;
+    }
+    let start = span.start + lead;
+    words.push(Word {
+        span: start..start + core.len(),
+        kind,
+        ends_run,
+    });
+}
+
+/// Where the line holding byte `at` starts: after the last line break before it, a real one or
+/// JSON's escaped `\\n`.
+fn line_start(text: &str, at: usize) -> usize {
+    let before = &text[..at];
+    let real = before.rfind('\n').map_or(0, |i| i + 1);
+    // Only within the real line: a whole-prefix search would make a long text quadratic.
+    before[real..].rfind("\\n").map_or(real, |i| real + i + 2)
+}
+
+/// Where the line holding byte `at` ends (at its line break, or the end of the text).
+fn line_end(text: &str, at: usize) -> usize {
+    let after = &text[at..];
+    let real = after.find('\n').unwrap_or(after.len());
+    at + after[..real].find("\\n").unwrap_or(real)
 }
 
 /// Punctuation before a word.
@@ -819,23 +860,36 @@ const NOT_PERSON_BY: &[&str] = &[
 
 /// The run stands alone on its line and the line above is a sign-off (`Regards,`).
 fn sign_off_above(text: &str, start: usize, end: usize) -> bool {
-    let (Some(before), Some(after)) = (text.get(..start), text.get(end..)) else {
-        return false;
-    };
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    if !before[line_start..].trim().is_empty() || line_start == 0 {
+    if text.get(..start).is_none() || text.get(end..).is_none() {
         return false;
     }
-    let rest = &after[..after.find('\n').unwrap_or(after.len())];
+    let this_line = line_start(text, start);
+    if this_line == 0 || !text[this_line..start].trim().is_empty() {
+        return false;
+    }
+    let rest = &text[end..line_end(text, end)];
     if !rest.trim().trim_end_matches(['.', ',']).is_empty() {
         return false;
     }
-    let above = &before[..line_start - 1];
-    let prev = above[above.rfind('\n').map_or(0, |i| i + 1)..]
+    // The line above ends just before this one's break (one byte, or two when escaped).
+    let above_end = if text[..this_line].ends_with("\\n") {
+        this_line - 2
+    } else {
+        this_line - 1
+    };
+    let above_end = text[..above_end].trim_end_matches(['\r', '\\']).len();
+    let prev = text[line_start(text, above_end)..above_end]
         .trim()
         .trim_end_matches([',', '!', '.', ':'])
         .to_lowercase();
-    SIGN_OFFS.contains(&prev.as_str())
+    // The sign-off ends the line above (`Best regards,`, `Context: Best regards,`).
+    SIGN_OFFS.iter().any(|s| {
+        prev.strip_suffix(s).is_some_and(|head| {
+            head.chars()
+                .next_back()
+                .is_none_or(|c| !c.is_alphanumeric())
+        })
+    })
 }
 
 /// A single given name after a cue (`Hi Anna,`) is a name when the clause ends there.

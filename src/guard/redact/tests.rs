@@ -1006,3 +1006,33 @@ fn phone_fast_path_agrees_with_the_phonenumber_crate() {
         plus.len()
     );
 }
+
+/// Names and addresses in text a line or a JSON string carries: a sign-off after other text on
+/// its line, and line breaks written as JSON's `\n` (tool arguments).
+#[test]
+fn names_and_addresses_across_real_and_escaped_line_breaks() {
+    let r = default_redactor();
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (
+            "Context: Best regards,\nQuirin van der Haegen\nField Service",
+            &[("person", "Quirin van der Haegen")],
+        ),
+        (
+            r#"{"note": "Best regards,\nQuirin van der Haegen\nField Service"}"#,
+            &[("person", "Quirin van der Haegen")],
+        ),
+        (
+            r#"{"note": "Deliver to:\n88 Wexford Lane\nDunmore, PA 18512\nCall ahead."}"#,
+            &[("address", r"88 Wexford Lane\nDunmore, PA 18512")],
+        ),
+        ("No thanks\nQuirin was here", &[]),
+    ];
+    for (text, want) in cases {
+        let got = found(&r, text);
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(c, v)| (c.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(got, want, "in {text:?}");
+    }
+}
