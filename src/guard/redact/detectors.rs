@@ -301,7 +301,10 @@ pub(super) fn phone_detectors(
     category: usize,
     regions: Vec<checks::PhoneRegion>,
 ) -> Result<Vec<Detector>, regex::Error> {
-    let regions: std::sync::Arc<[checks::PhoneRegion]> = regions.into();
+    let regions: std::sync::Arc<[checks::PhoneRegion]> = regions
+        .into_iter()
+        .map(checks::PhoneRegion::with_fast_path)
+        .collect();
     let mut out = Vec::new();
     for (pattern, context) in [
         (PHONE_CONTEXT, true),

@@ -884,7 +884,11 @@ fn names_and_addresses_round_trip_and_can_be_allowed() {
 fn phone_fast_path_agrees_with_the_phonenumber_crate() {
     use super::checks::{digit_groups, international_accepts, region_accepts};
     use phonenumber::Type;
-    let regions = super::config::phone_regions(&RedactionConfig::default()).unwrap();
+    let regions: Vec<_> = super::config::phone_regions(&RedactionConfig::default())
+        .unwrap()
+        .into_iter()
+        .map(super::checks::PhoneRegion::with_fast_path)
+        .collect();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = |n: u64| {
         rng = rng
