@@ -11,13 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
 SEED=${2:-9001}
-BIN=${EDGELLM_BIN:-target/release/edgellm}
-VENV=${EDGELLM_EVAL_VENV:-$HOME/.cache/edgellm-eval/venv}
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -c "import faker" 2>/dev/null || "$VENV/bin/pip" install --quiet "faker==40.63.0"
-OUT=$(mktemp -d)
+source bench/faker-venv.sh
 "$VENV/bin/python" bench/redaction_eval.py cost "$N" "$SEED" > "$OUT/texts.jsonl"
 echo "default phone regions:"
 "$BIN" redact --jsonl < "$OUT/texts.jsonl" > "$OUT/found.jsonl"

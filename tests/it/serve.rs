@@ -31,37 +31,33 @@ fn assert_openai_error(body: &Value, param: Option<&str>) {
     }
 }
 
-#[test]
-fn official_openai_python_client() {
-    let server = Server::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/openai_client.py");
+/// Runs `tests/py/SCRIPT` with `base` as its argument; fails with its output when it does.
+fn python_client(script: &str, base: &str) {
+    let path = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
     let output = std::process::Command::new("python3")
-        .args([script, &server.url("/v1")])
+        .args([&path, base])
         .output()
         .expect("python3 runs");
     assert!(
         output.status.success(),
-        "OpenAI client script failed:\n{}\n{}",
+        "{script} failed:\n{}\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The OpenAI API through the official `openai` Python client (tests/py/openai_client.py).
+#[test]
+fn official_openai_python_client() {
+    let server = Server::start(&[]);
+    python_client("openai_client.py", &server.url("/v1"));
 }
 
 /// Ollama's native API through the official `ollama` Python client (tests/py/ollama_client.py).
 #[test]
 fn official_ollama_python_client() {
     let server = Server::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/ollama_client.py");
-    let output = std::process::Command::new("python3")
-        .args([script, &server.base])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "ollama client script failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    python_client("ollama_client.py", &server.base);
 }
 
 /// Anthropic's Messages API through the official `anthropic` Python client
@@ -69,17 +65,7 @@ fn official_ollama_python_client() {
 #[test]
 fn official_anthropic_python_client() {
     let server = Server::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/anthropic_client.py");
-    let output = std::process::Command::new("python3")
-        .args([script, &server.base])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "anthropic client script failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    python_client("anthropic_client.py", &server.base);
 }
 
 /// Anthropic's event stream read as bytes: named events in order, block indices that open and

@@ -270,7 +270,7 @@ const SIGN_OFFS: &[&str] = &[
 ];
 
 /// Capitalised words that are not names in field text: a run stops at the first one (a
-/// leading one is dropped).
+/// leading one is dropped). The company forms below count as well.
 const NOT_NAMES: &[&str] = &[
     "the",
     "this",
@@ -320,7 +320,6 @@ const NOT_NAMES: &[&str] = &[
     "service",
     "services",
     "system",
-    "systems",
     "server",
     "pump",
     "sensor",
@@ -353,33 +352,7 @@ const NOT_NAMES: &[&str] = &[
     "october",
     "november",
     "december",
-    "inc",
-    "ltd",
-    "llc",
-    "gmbh",
-    "ag",
-    "sa",
-    "sas",
-    "sarl",
-    "sl",
-    "spa",
-    "srl",
-    "bv",
-    "nv",
-    "co",
-    "corp",
-    "corporation",
-    "company",
-    "group",
-    "holdings",
-    "industries",
-    "solutions",
-    "technologies",
     "technology",
-    "electric",
-    "energy",
-    "manufacturing",
-    "international",
     "street",
     "avenue",
     "road",
@@ -520,7 +493,8 @@ pub(super) fn scanner() -> Scanner {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_lowercase)
             .collect(),
-        not_names: NOT_NAMES.iter().copied().collect(),
+        // A company form ends a run as a stop word does (and then rejects it).
+        not_names: NOT_NAMES.iter().chain(COMPANY_FORMS).copied().collect(),
         cues: CUES.iter().copied().collect(),
         salutations: SALUTATIONS.iter().copied().collect(),
     };
