@@ -256,6 +256,62 @@ async fn planted_values_never_leave_and_answers_come_back_restored() {
     }
 }
 
+/// Anthropic's `/v1/messages` goes through the same guard: `system`, text blocks, `tool_result`
+/// blocks and tool descriptions leave redacted, whole and streamed, and the answer's text comes
+/// back restored.
+#[tokio::test]
+async fn anthropic_messages_leave_redacted_and_come_back_restored() {
+    let stub = Stub::start(Mode::Echo);
+    let server = Server::start_with_config(Some(&config(&stub, "", &network_opt_in())), &[]);
+    let lines: Vec<(String, Vec<String>)> = planted_lines()
+        .into_iter()
+        .filter(|(text, _)| !text.contains(['\n', '"', '\\']))
+        .collect();
+    let mut rng = Lcg(13);
+    let mut planted: BTreeSet<String> = BTreeSet::new();
+    for i in 0..24 {
+        let mut pick = || {
+            let (text, values) = &lines[rng.below(lines.len())];
+            planted.extend(values.iter().cloned());
+            (text.clone(), values.clone())
+        };
+        let (a, b, c, d) = (pick(), pick(), pick(), pick());
+        let stream = i % 2 == 1;
+        let body = json!({
+            "model": "any", "max_tokens": 16, "stream": stream, "system": a.0,
+            "tools": [{"name": "file_ticket", "description": format!("Escalate to {}", d.0),
+                       "input_schema": {"type": "object", "properties": {"note": {"type": "string"}}}}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": b.0}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "file_ticket", "input": {"note": "x"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": c.0}]},
+            ],
+        });
+        let reply = post(&server, "/v1/messages", &body, true).await;
+        assert_eq!(reply.status, 200, "{body}: {}", reply.text);
+        assert_eq!(reply.tier, "cloud");
+        let text: String = if stream {
+            reply
+                .text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
+                .collect()
+        } else {
+            let body: Value = serde_json::from_str(&reply.text).unwrap();
+            body["content"][0]["text"].as_str().unwrap_or_default().to_string()
+        };
+        for (_, values) in [&a, &b, &c] {
+            for value in values {
+                assert!(text.contains(value.as_str()), "{value:?} restored in {text}");
+            }
+        }
+    }
+    assert_eq!(stub.received().len(), 24);
+    none_left(&stub.bytes(), &planted, 20);
+}
+
 /// Text in tool definitions, schemas, `instructions` and `stop` leaves redacted like the
 /// messages do, the schemas stay valid, and the answer comes back with the values restored.
 #[tokio::test]
