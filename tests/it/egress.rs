@@ -300,11 +300,17 @@ async fn anthropic_messages_leave_redacted_and_come_back_restored() {
                 .collect()
         } else {
             let body: Value = serde_json::from_str(&reply.text).unwrap();
-            body["content"][0]["text"].as_str().unwrap_or_default().to_string()
+            body["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
         };
         for (_, values) in [&a, &b, &c] {
             for value in values {
-                assert!(text.contains(value.as_str()), "{value:?} restored in {text}");
+                assert!(
+                    text.contains(value.as_str()),
+                    "{value:?} restored in {text}"
+                );
             }
         }
     }
