@@ -17,6 +17,7 @@ use std::ops::Range;
 
 use regex::Regex;
 
+use super::checks::{ceil_char, floor_char};
 use super::scan::{Scanner, compile};
 
 /// Postal codes, each alternative a layout. Leftmost first: the state of a US/MX ZIP is part
@@ -575,18 +576,4 @@ const SENTENCE_WORDS: &[&str] = &[
 fn is_abbreviation(word: &str) -> bool {
     let w = word.to_lowercase();
     STREET_WORDS.contains(&w.as_str()) || UNIT_WORDS.contains(&w.as_str())
-}
-
-fn floor_char(text: &str, mut at: usize) -> usize {
-    while at > 0 && !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-fn ceil_char(text: &str, mut at: usize) -> usize {
-    while at < text.len() && !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at
 }

@@ -20,6 +20,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
+use super::checks::{ceil_char, floor_char};
 use super::scan::Scanner;
 
 /// Lowercase particles inside a name (`Naud van der Ploeg`, `Benício da Cunha`) and inside a
@@ -624,7 +625,9 @@ impl Lists {
         let Some(before) = text.get(..start) else {
             return Cue::None;
         };
-        let line = &before[line_start(text, start)..];
+        let from = line_start(text, start)
+            .unwrap_or_else(|| floor_char(text, start.saturating_sub(LINE_LOOK)));
+        let line = &before[from..];
         let mut from = line.len().saturating_sub(48);
         while !line.is_char_boundary(from) {
             from += 1;
@@ -721,20 +724,35 @@ fn push_word(words: &mut Vec<Word>, text: &str, span: Range<usize>, line_break_a
     });
 }
 
-/// Where the line holding byte `at` starts: after the last line break before it, a real one or
-/// JSON's escaped `\\n`.
-fn line_start(text: &str, at: usize) -> usize {
-    let before = &text[..at];
-    let real = before.rfind('\n').map_or(0, |i| i + 1);
-    // Only within the real line: a whole-prefix search would make a long text quadratic.
-    before[real..].rfind("\\n").map_or(real, |i| real + i + 2)
+/// How far the line rules look around a name for the line's start and end: a long line costs
+/// nothing more (a whole-line search per name would make a long one-line text quadratic).
+const LINE_LOOK: usize = 256;
+
+/// Where the line holding byte `at` starts (after a real line break or JSON's escaped `\\n`),
+/// looked for at most [`LINE_LOOK`] bytes back; `None` when no break is that close.
+fn line_start(text: &str, at: usize) -> Option<usize> {
+    let from = floor_char(text, at.saturating_sub(LINE_LOOK));
+    let window = &text[from..at];
+    let real = window.rfind('\n').map(|i| from + i + 1);
+    let escaped = window.rfind("\\n").map(|i| from + i + 2);
+    match real.max(escaped) {
+        None if from == 0 => Some(0),
+        found => found,
+    }
 }
 
-/// Where the line holding byte `at` ends (at its line break, or the end of the text).
-fn line_end(text: &str, at: usize) -> usize {
-    let after = &text[at..];
-    let real = after.find('\n').unwrap_or(after.len());
-    at + after[..real].find("\\n").unwrap_or(real)
+/// Where the line holding byte `at` ends (at its break, or the end of the text), looked for at
+/// most [`LINE_LOOK`] bytes on; `None` when it ends further away.
+fn line_end(text: &str, at: usize) -> Option<usize> {
+    let to = ceil_char(text, at + LINE_LOOK);
+    let window = &text[at..to];
+    let real = window.find('\n');
+    let escaped = window.find("\\n");
+    match (real, escaped) {
+        (None, None) if to == text.len() => Some(to),
+        (None, None) => None,
+        (a, b) => Some(at + a.unwrap_or(usize::MAX).min(b.unwrap_or(usize::MAX))),
+    }
 }
 
 /// Punctuation before a word.
@@ -837,11 +855,16 @@ fn sign_off_above(text: &str, start: usize, end: usize) -> bool {
     if text.get(..start).is_none() || text.get(end..).is_none() {
         return false;
     }
-    let this_line = line_start(text, start);
+    let Some(this_line) = line_start(text, start) else {
+        return false;
+    };
     if this_line == 0 || !text[this_line..start].trim().is_empty() {
         return false;
     }
-    let rest = &text[end..line_end(text, end)];
+    let Some(end_of_line) = line_end(text, end) else {
+        return false;
+    };
+    let rest = &text[end..end_of_line];
     if !rest.trim().trim_end_matches(['.', ',']).is_empty() {
         return false;
     }
@@ -852,7 +875,9 @@ fn sign_off_above(text: &str, start: usize, end: usize) -> bool {
         this_line - 1
     };
     let above_end = text[..above_end].trim_end_matches(['\r', '\\']).len();
-    let prev = text[line_start(text, above_end)..above_end]
+    let prev_start = line_start(text, above_end)
+        .unwrap_or_else(|| floor_char(text, above_end.saturating_sub(LINE_LOOK)));
+    let prev = text[prev_start..above_end]
         .trim()
         .trim_end_matches([',', '!', '.', ':'])
         .to_lowercase();

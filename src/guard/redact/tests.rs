@@ -1040,3 +1040,16 @@ fn names_and_addresses_across_real_and_escaped_line_breaks() {
         assert_eq!(got, want, "in {text:?}");
     }
 }
+
+/// A long text on one line with a name every few words: each name looks at a bounded piece of
+/// its line (a search of the whole line per name made this quadratic).
+#[test]
+fn a_long_one_line_text_full_of_names_is_scanned_once() {
+    let r = default_redactor();
+    let text = "Ticket opened by Odalys Brennecke; ".repeat(20_000);
+    let names = found(&r, &text)
+        .into_iter()
+        .filter(|(c, v)| c == "person" && v == "Odalys Brennecke")
+        .count();
+    assert_eq!(names, 20_000);
+}
