@@ -277,7 +277,7 @@ impl FastRegion {
             None => None,
         };
         Some(FastRegion {
-            rules: code_rules(code)?,
+            rules: code_rules(code, true)?,
             me,
             idd,
         })
@@ -364,7 +364,9 @@ pub(super) fn international_verdict(digits: &str) -> Option<bool> {
     }) else {
         return Some(false);
     };
-    let rules = code_rules(code)?;
+    // Only the configured regions' codes: rules built for every code a text names would grow
+    // without bound (about 1.3 MB a region); other codes go to the crate, whose cache is bounded.
+    let rules = code_rules(code, false)?;
     // `parse_with`: the region is found from the number without leading zeros, then its
     // national prefix comes off.
     let national = match rules.pick(national.trim_start_matches('0')) {
@@ -377,13 +379,17 @@ pub(super) fn international_verdict(digits: &str) -> Option<bool> {
     Some(rules.country_and_valid(national).1)
 }
 
-/// The rules of every region of a country code, built once per process for each code.
-fn code_rules(code: u16) -> Option<Arc<CodeRules>> {
+/// The rules of every region of a country code, built once per process for each code; with
+/// `build` false, only a code already built (for a configured region) is answered.
+fn code_rules(code: u16, build: bool) -> Option<Arc<CodeRules>> {
     static CACHE: LazyLock<Mutex<HashMap<u16, Option<Arc<CodeRules>>>>> =
         LazyLock::new(Default::default);
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !build {
+        return cache.get(&code).cloned().flatten();
+    }
     cache
         .entry(code)
         .or_insert_with(|| build_code_rules(code).map(Arc::new))

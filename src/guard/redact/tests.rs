@@ -898,6 +898,8 @@ fn phone_fast_path_agrees_with_the_phonenumber_crate() {
     };
     let mut national = Vec::new();
     let mut plus = Vec::new();
+    // `+` and random digits: mostly codes of regions not configured, which go to the crate.
+    let mut random_plus = Vec::new();
     for region in &regions {
         let meta = phonenumber::metadata::DATABASE
             .by_id(region.id.as_ref())
@@ -970,7 +972,7 @@ fn phone_fast_path_agrees_with_the_phonenumber_crate() {
             }
             s.push((b'0' + next(10) as u8) as char);
         }
-        plus.push(format!("+{s}"));
+        random_plus.push(format!("+{s}"));
         national.push(s);
     }
     let (mut answered, mut asked) = (0, 0);
@@ -997,10 +999,10 @@ fn phone_fast_path_agrees_with_the_phonenumber_crate() {
         "the fast path answered {answered} of {asked}"
     );
     let mut answered_plus = 0;
-    for candidate in &plus {
+    for (i, candidate) in plus.iter().chain(&random_plus).enumerate() {
         let digits: String = candidate.chars().filter(char::is_ascii_digit).collect();
         if let Some(fast) = super::phone_fast::international_verdict(&digits) {
-            answered_plus += 1;
+            answered_plus += usize::from(i < plus.len());
             assert_eq!(fast, international_accepts(candidate), "{candidate:?}");
         }
     }
