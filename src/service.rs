@@ -196,10 +196,10 @@ impl LocalService {
 
     /// How many prompt tokens `generation` would be for the local model, without admitting or
     /// starting it (Anthropic's `count_tokens`).
-    pub fn count_prompt_tokens(&self, generation: Generation) -> Result<usize, ServiceError> {
+    pub fn count_prompt_tokens(&self, generation: &Generation) -> Result<usize, ServiceError> {
         let engine = self.engine.get().ok_or(ServiceError::Loading)?;
-        let tools = generation.tools.filter(ToolSet::active);
-        Ok(prompt_token_ids(engine, generation.prompt, tools.as_ref())?.len())
+        let tools = generation.tools.as_ref().filter(|t| t.active());
+        Ok(prompt_token_ids(engine, generation.prompt.clone(), tools)?.len())
     }
 
     /// Admits and starts a request. Fails fast (before any decoding) on every limit; a schema

@@ -401,13 +401,12 @@ pub async fn messages(
     let ApiJson(mut request) = body?;
     let route = route_override(&headers, request.edgellm.take())?;
     let stream = request.stream.unwrap_or(false);
+    let (generation, _) = chat_request(&request, stream)?.into_generation()?;
     let input_estimate = if stream {
-        let (generation, _) = chat_request(&request, stream)?.into_generation()?;
-        state.service.count_prompt_tokens(generation).ok()
+        state.service.count_prompt_tokens(&generation).ok()
     } else {
         None
     };
-    let (generation, _) = chat_request(&request, stream)?.into_generation()?;
     record.prompt(&generation.prompt);
     let running = state
         .router
@@ -553,7 +552,7 @@ pub async fn count_tokens(
         edgellm: None,
     };
     let (generation, _) = chat_request(&request, false)?.into_generation()?;
-    let tokens = state.service.count_prompt_tokens(generation)?;
+    let tokens = state.service.count_prompt_tokens(&generation)?;
     Ok(axum::Json(json!({ "input_tokens": tokens })).into_response())
 }
 

@@ -116,6 +116,34 @@ fn planted_lines() -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// Planted lines picked at random, those JSON carries unescaped (quotes, newlines and
+/// backslashes would come back escaped); every value picked is recorded in `planted`.
+struct Planter {
+    lines: Vec<(String, Vec<String>)>,
+    rng: Lcg,
+    planted: BTreeSet<String>,
+}
+
+impl Planter {
+    fn new(seed: u64) -> Planter {
+        let lines = planted_lines()
+            .into_iter()
+            .filter(|(text, _)| !text.contains(['\n', '"', '\\']))
+            .collect();
+        Planter {
+            lines,
+            rng: Lcg(seed),
+            planted: BTreeSet::new(),
+        }
+    }
+
+    fn pick(&mut self) -> (String, Vec<String>) {
+        let (text, values) = &self.lines[self.rng.below(self.lines.len())];
+        self.planted.extend(values.iter().cloned());
+        (text.clone(), values.clone())
+    }
+}
+
 /// A small deterministic generator (the test must be reproducible).
 struct Lcg(u64);
 
@@ -263,19 +291,14 @@ async fn planted_values_never_leave_and_answers_come_back_restored() {
 async fn anthropic_messages_leave_redacted_and_come_back_restored() {
     let stub = Stub::start(Mode::Echo);
     let server = Server::start_with_config(Some(&config(&stub, "", &network_opt_in())), &[]);
-    let lines: Vec<(String, Vec<String>)> = planted_lines()
-        .into_iter()
-        .filter(|(text, _)| !text.contains(['\n', '"', '\\']))
-        .collect();
-    let mut rng = Lcg(13);
-    let mut planted: BTreeSet<String> = BTreeSet::new();
+    let mut planter = Planter::new(13);
     for i in 0..24 {
-        let mut pick = || {
-            let (text, values) = &lines[rng.below(lines.len())];
-            planted.extend(values.iter().cloned());
-            (text.clone(), values.clone())
-        };
-        let (a, b, c, d) = (pick(), pick(), pick(), pick());
+        let (a, b, c, d) = (
+            planter.pick(),
+            planter.pick(),
+            planter.pick(),
+            planter.pick(),
+        );
         let stream = i % 2 == 1;
         let body = json!({
             "model": "any", "max_tokens": 16, "stream": stream, "system": a.0,
@@ -315,7 +338,7 @@ async fn anthropic_messages_leave_redacted_and_come_back_restored() {
         }
     }
     assert_eq!(stub.received().len(), 24);
-    none_left(&stub.bytes(), &planted, 20);
+    none_left(&stub.bytes(), &planter.planted, 20);
 }
 
 /// Text in tool definitions, schemas, `instructions` and `stop` leaves redacted like the
@@ -324,20 +347,14 @@ async fn anthropic_messages_leave_redacted_and_come_back_restored() {
 async fn tool_definitions_and_schemas_leave_redacted_and_answers_come_back_restored() {
     let stub = Stub::start(Mode::Echo);
     let server = Server::start_with_config(Some(&config(&stub, "", &network_opt_in())), &[]);
-    // Lines JSON would escape (quotes, newlines, backslashes) would come back escaped.
-    let lines: Vec<(String, Vec<String>)> = planted_lines()
-        .into_iter()
-        .filter(|(text, _)| !text.contains(['\n', '"', '\\']))
-        .collect();
-    let mut rng = Lcg(11);
-    let mut planted: BTreeSet<String> = BTreeSet::new();
+    let mut planter = Planter::new(11);
     for i in 0..48 {
-        let mut pick = || {
-            let (text, values) = &lines[rng.below(lines.len())];
-            planted.extend(values.iter().cloned());
-            (text.clone(), values.clone())
-        };
-        let (a, b, c, d) = (pick(), pick(), pick(), pick());
+        let (a, b, c, d) = (
+            planter.pick(),
+            planter.pick(),
+            planter.pick(),
+            planter.pick(),
+        );
         let stream = i % 2 == 1;
         let (path, body) = match i % 3 {
             0 => {
@@ -429,7 +446,7 @@ async fn tool_definitions_and_schemas_leave_redacted_and_answers_come_back_resto
         redacted_descriptions > 5,
         "tool descriptions leave with placeholders"
     );
-    none_left(&stub.bytes(), &planted, 40);
+    none_left(&stub.bytes(), &planter.planted, 40);
 }
 
 #[tokio::test]
