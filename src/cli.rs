@@ -40,6 +40,9 @@ pub enum Command {
     Model(crate::model::ModelArgs),
     /// Knowledge packs: build one from documents, query it.
     Pack(crate::pack::PackArgs),
+    /// Measure how well each confidence signal picks the answers to escalate on a set of
+    /// prompts, and write the routing thresholds for a target share or quality.
+    Calibrate(Box<crate::calibrate::CalibrateArgs>),
     /// Show what the egress guard would redact in a text (stdin), with the `[redaction]` of a
     /// config file.
     Redact(crate::redact_cli::RedactArgs),

@@ -137,6 +137,15 @@ pub struct RawRouting {
     pub min_mean_logprob: Option<f32>,
     pub min_window_logprob: Option<f32>,
     pub confidence_window: Option<usize>,
+    pub min_q10_logprob: Option<f32>,
+    pub min_q25_logprob: Option<f32>,
+    pub min_sum_logprob: Option<f32>,
+    pub min_first_logprob: Option<f32>,
+    pub min_first_margin: Option<f32>,
+    pub max_mean_entropy: Option<f32>,
+    /// `[routing.confidence_combiner]`: logistic regression over the confidence signals (what
+    /// `edgellm calibrate` writes).
+    pub confidence_combiner: Option<crate::route::confidence::Combiner>,
     pub hold_tokens: Option<usize>,
     pub max_queued: Option<usize>,
     pub thermal_max_celsius: Option<f32>,
@@ -482,6 +491,45 @@ fn routing_policy(raw: RawRouting, tiers: Vec<RawTier>) -> Result<RoutingPolicy,
     t.min_mean_logprob = raw.min_mean_logprob;
     t.min_window_logprob = raw.min_window_logprob;
     t.confidence_window = raw.confidence_window.unwrap_or(t.confidence_window).max(1);
+    t.min_q10_logprob = raw.min_q10_logprob;
+    t.min_q25_logprob = raw.min_q25_logprob;
+    t.min_sum_logprob = raw.min_sum_logprob;
+    t.min_first_logprob = raw.min_first_logprob;
+    t.min_first_margin = raw.min_first_margin;
+    t.max_mean_entropy = raw.max_mean_entropy;
+    for (name, value) in [
+        ("min_mean_logprob", t.min_mean_logprob),
+        ("min_window_logprob", t.min_window_logprob),
+        ("min_q10_logprob", t.min_q10_logprob),
+        ("min_q25_logprob", t.min_q25_logprob),
+        ("min_sum_logprob", t.min_sum_logprob),
+        ("min_first_logprob", t.min_first_logprob),
+        ("min_first_margin", t.min_first_margin),
+        ("max_mean_entropy", t.max_mean_entropy),
+    ] {
+        if value.is_some_and(|v| !v.is_finite()) {
+            return Err(invalid(format!("routing.{name} must be a finite number")));
+        }
+    }
+    if let Some(combiner) = raw.confidence_combiner {
+        let finite = combiner.bias.is_finite() && combiner.weights.values().all(|w| w.is_finite());
+        if !finite {
+            return Err(invalid(
+                "routing.confidence_combiner: bias and weights must be finite numbers".into(),
+            ));
+        }
+        if combiner.weights.is_empty() {
+            return Err(invalid(
+                "routing.confidence_combiner: weights is empty (name at least one signal: mean, window_min, min, q10, q25, sum, first, first_margin, mean_entropy, tokens)".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&combiner.min_probability) {
+            return Err(invalid(
+                "routing.confidence_combiner.min_probability must be between 0 and 1".into(),
+            ));
+        }
+        t.combiner = Some(combiner);
+    }
     t.hold_tokens = raw.hold_tokens.unwrap_or(t.hold_tokens);
     t.max_queued = raw.max_queued;
     t.max_celsius = raw.thermal_max_celsius;

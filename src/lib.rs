@@ -6,6 +6,7 @@
 pub mod actions;
 pub mod api;
 pub mod bench;
+pub mod calibrate;
 pub mod cli;
 pub mod config;
 pub mod constraint;

@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
         Command::Model(args) => edgellm::model::run(args),
         Command::Pack(args) => edgellm::pack::run(args),
         Command::Redact(args) => edgellm::redact_cli::run(args),
+        Command::Calibrate(args) => edgellm::calibrate::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

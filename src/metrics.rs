@@ -91,6 +91,10 @@ const SECONDS: &[f64] = &[
 const MASK_SECONDS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 ];
+/// Probabilities: confidence signals on the probability scale.
+const PROBABILITY: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
+/// How many of the latest judged answers the live confidence view covers.
+pub const CONFIDENCE_WINDOW: usize = 500;
 const TOKENS_PER_SECOND: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 25.0, 50.0, 100.0, 200.0, 400.0];
 
 // The bucket boundaries OpenTelemetry's GenAI semantic conventions recommend for each instrument.
@@ -141,6 +145,18 @@ struct GenAiSeries {
     duration: BTreeMap<&'static str, Histogram>,
 }
 
+/// Confidence routing as `/v1/status` and `edgellm status` show it.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct ConfidenceView {
+    pub judged: u64,
+    pub low: u64,
+    /// How many latest judged answers the two fields below cover.
+    pub recent: usize,
+    pub recent_low_share: Option<f64>,
+    /// p10, p50, p90 of the geometric-mean token probability.
+    pub recent_token_probability: Option<[f64; 3]>,
+}
+
 /// The server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -171,6 +187,14 @@ pub struct Metrics {
     /// Time from routing to the end of the answer, by where it was answered.
     pub local_latency: Histogram,
     pub remote_latency: Histogram,
+    /// Local answers judged for confidence (a later tier existed): the geometric-mean token
+    /// probability (`exp` of the mean log probability), the combiner's probability when one is
+    /// configured, how many were judged and how many were low, and the latest ones.
+    pub confidence_token_probability: Histogram,
+    pub confidence_combined: Histogram,
+    confidence_judged: AtomicU64,
+    confidence_low: AtomicU64,
+    confidence_recent: Mutex<std::collections::VecDeque<(f32, bool)>>,
     /// Task runs (HTTP and CLI) by task and outcome.
     task_runs: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Action attempts by action (configured name or `unknown`) and outcome.
@@ -206,6 +230,11 @@ impl Default for Metrics {
             upstream_errors: Mutex::new(BTreeMap::new()),
             local_latency: Histogram::new(SECONDS),
             remote_latency: Histogram::new(SECONDS),
+            confidence_token_probability: Histogram::new(PROBABILITY),
+            confidence_combined: Histogram::new(PROBABILITY),
+            confidence_judged: AtomicU64::new(0),
+            confidence_low: AtomicU64::new(0),
+            confidence_recent: Mutex::new(std::collections::VecDeque::new()),
             task_runs: Mutex::new(BTreeMap::new()),
             actions: Mutex::new(BTreeMap::new()),
             mqtt: OnceLock::new(),
@@ -420,6 +449,77 @@ impl Metrics {
             "edgellm_remote_latency_seconds",
             "Time to answer a request on a remote tier (routing included).",
         );
+        self.render_confidence(out);
+    }
+
+    fn render_confidence(&self, out: &mut String) {
+        self.confidence_token_probability.render(
+            out,
+            "edgellm_route_confidence_token_probability",
+            "Local answers judged for confidence: exp of the mean token log probability.",
+        );
+        if self.confidence_combined.count.load(Ordering::Relaxed) > 0 {
+            self.confidence_combined.render(
+                out,
+                "edgellm_route_confidence_combined_probability",
+                "Local answers judged for confidence: the combiner's P(correct).",
+            );
+        }
+        let view = self.confidence_view();
+        let _ = writeln!(
+            out,
+            "# HELP edgellm_route_confidence_judged_total Local answers judged for confidence.\n# TYPE edgellm_route_confidence_judged_total counter\nedgellm_route_confidence_judged_total {}\n# HELP edgellm_route_confidence_low_total Judged local answers found low confidence.\n# TYPE edgellm_route_confidence_low_total counter\nedgellm_route_confidence_low_total {}",
+            view.judged, view.low
+        );
+        if let Some(share) = view.recent_low_share {
+            let _ = writeln!(
+                out,
+                "# HELP edgellm_route_confidence_low_share Share found low over the latest {CONFIDENCE_WINDOW} judged answers.\n# TYPE edgellm_route_confidence_low_share gauge\nedgellm_route_confidence_low_share {share}"
+            );
+        }
+    }
+
+    /// A local answer judged for confidence (`combined`: the combiner's probability, when one is
+    /// configured) and whether it was low.
+    pub fn record_confidence(&self, token_probability: f32, combined: Option<f32>, low: bool) {
+        self.confidence_token_probability
+            .observe(f64::from(token_probability));
+        if let Some(p) = combined {
+            self.confidence_combined.observe(f64::from(p));
+        }
+        self.confidence_judged.fetch_add(1, Ordering::Relaxed);
+        if low {
+            self.confidence_low.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut recent) = self.confidence_recent.lock() {
+            if recent.len() == CONFIDENCE_WINDOW {
+                recent.pop_front();
+            }
+            recent.push_back((token_probability, low));
+        }
+    }
+
+    /// The live view of confidence routing: totals, and over the latest
+    /// [`CONFIDENCE_WINDOW`] judged answers the share found low and the token probability's
+    /// 10th, 50th and 90th percentiles.
+    pub fn confidence_view(&self) -> ConfidenceView {
+        let mut view = ConfidenceView {
+            judged: self.confidence_judged.load(Ordering::Relaxed),
+            low: self.confidence_low.load(Ordering::Relaxed),
+            ..ConfidenceView::default()
+        };
+        if let Ok(recent) = self.confidence_recent.lock()
+            && !recent.is_empty()
+        {
+            view.recent = recent.len();
+            let low = recent.iter().filter(|(_, low)| *low).count();
+            view.recent_low_share = Some(low as f64 / recent.len() as f64);
+            let mut p: Vec<f32> = recent.iter().map(|(p, _)| *p).collect();
+            p.sort_by(f32::total_cmp);
+            let at = |q: f32| f64::from(crate::route::confidence::quantile(&p, q));
+            view.recent_token_probability = Some([at(0.1), at(0.5), at(0.9)]);
+        }
+        view
     }
 
     /// One task run; `outcome` is `ok`, `input_too_large`, `model_error`, `invalid_output`, ...

@@ -86,6 +86,24 @@ pub fn render(status: &Value) -> String {
         text(&status["uptime_secs"]),
         text(&status["version"])
     ));
+    let confidence = &status["confidence"];
+    if confidence["judged"].as_u64().is_some_and(|n| n > 0) {
+        let percent = |v: &Value| {
+            v.as_f64()
+                .map_or("-".into(), |x| format!("{:.1}%", x * 100.0))
+        };
+        let p = &confidence["recent_token_probability"];
+        out.push_str(&format!(
+            "confidence {} judged, {} low; latest {}: {} low, token probability p10/p50/p90 {}/{}/{}\n",
+            text(&confidence["judged"]),
+            text(&confidence["low"]),
+            text(&confidence["recent"]),
+            percent(&confidence["recent_low_share"]),
+            p[0].as_f64().map_or("-".into(), |x| format!("{x:.2}")),
+            p[1].as_f64().map_or("-".into(), |x| format!("{x:.2}")),
+            p[2].as_f64().map_or("-".into(), |x| format!("{x:.2}")),
+        ));
+    }
     out.push_str(&format!(
         "\n{:<14} {:<13} {:<17} {:<10} {}\n",
         "TIER", "KIND", "API", "BREAKER", "ENDPOINT"
@@ -117,6 +135,8 @@ mod tests {
             "model": {"id": "gemma", "loaded": true},
             "slots": {"total": 4, "busy": 1}, "queued": 0,
             "uptime_secs": 12, "version": "0.1.0",
+            "confidence": {"judged": 40, "low": 9, "recent": 40, "recent_low_share": 0.225,
+                           "recent_token_probability": [0.31, 0.62, 0.9]},
             "tiers": [
                 {"name": "local", "kind": "local"},
                 {"name": "cloud", "kind": "remote", "api": "openai_chat",
@@ -126,6 +146,10 @@ mod tests {
         let text = super::render(&status);
         assert!(text.contains("gemma (loaded)"), "{text}");
         assert!(text.contains("1 busy of 4, 0 queued"), "{text}");
+        assert!(
+            text.contains("40 judged, 9 low; latest 40: 22.5% low, token probability p10/p50/p90 0.31/0.62/0.90"),
+            "{text}"
+        );
         let cloud = text.lines().find(|l| l.starts_with("cloud")).unwrap();
         assert!(cloud.contains("open") && cloud.contains("https://api.example/v1 (big)"));
         let local = text.lines().find(|l| l.starts_with("local")).unwrap();

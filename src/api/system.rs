@@ -58,6 +58,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "slots": {"total": slots, "busy": in_flight.min(slots)},
         "queued": in_flight.saturating_sub(slots),
         "tiers": state.router.tier_status(),
+        "confidence": state.metrics.confidence_view(),
     }))
     .into_response()
 }

@@ -6,6 +6,40 @@
 
 pub const MAX_TOP_LOGPROBS: usize = 20;
 
+/// How sure the model was of one token, from its top-N alternatives (what confidence routing
+/// reads beside the chosen token's log probability).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The most likely token's log probability minus the runner-up's.
+    pub margin: f32,
+    /// Entropy (nats) of the top N plus one outcome for the rest of the vocabulary.
+    pub entropy: f32,
+}
+
+impl Spread {
+    /// From the top-N log probabilities, most likely first.
+    pub fn from_top(top: &[f32]) -> Spread {
+        let margin = match top {
+            [a, b, ..] => a - b,
+            // One alternative: the runner-up has at most what it leaves.
+            [a] => a - (1.0 - a.exp()).max(f32::MIN_POSITIVE).ln(),
+            [] => 0.0,
+        };
+        let mut entropy = 0.0;
+        let mut mass = 0.0;
+        for &lp in top {
+            let p = lp.exp();
+            mass += p;
+            entropy -= p * lp;
+        }
+        let rest = 1.0 - mass;
+        if rest > 1e-7 {
+            entropy -= rest * rest.ln();
+        }
+        Spread { margin, entropy }
+    }
+}
+
 /// `log(sum(exp(logits)))`, computed stably.
 pub fn log_sum_exp(logits: &[f32]) -> f32 {
     let max = max_logit(logits);

@@ -17,6 +17,7 @@ mod vocab;
 mod worker;
 
 pub use config::{EngineConfig, KvType};
+pub use logprob::Spread;
 pub use memory::{BufferSizes, ProcessMemory};
 pub use template::{ChatMessage, TemplateKind, ToolCall, apply_plain};
 
@@ -85,6 +86,9 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// How many most likely alternatives to report with each token (0 for none).
     pub top_logprobs: usize,
+    /// Compute each token's [`Spread`] over this many alternatives (0 for none): confidence
+    /// routing's margin and entropy, apart from what the client asked to see.
+    pub spread_top: usize,
     /// Stop at end-of-generation tokens (false only for benchmarks that must run exactly N tokens).
     pub stop_at_eog: bool,
 }
@@ -104,6 +108,7 @@ impl Default for SamplingParams {
             max_tokens: 128,
             stop: Vec::new(),
             top_logprobs: 0,
+            spread_top: 0,
             stop_at_eog: true,
         }
     }
@@ -128,7 +133,7 @@ impl SamplingParams {
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
             return bad("repeat_penalty must be > 0");
         }
-        if self.top_logprobs > logprob::MAX_TOP_LOGPROBS {
+        if self.top_logprobs.max(self.spread_top) > logprob::MAX_TOP_LOGPROBS {
             return Err(EngineError::InvalidParameter(format!(
                 "top_logprobs must be at most {}",
                 logprob::MAX_TOP_LOGPROBS
@@ -179,6 +184,9 @@ pub struct TokenEvent {
     /// a token the constraint forced (no logits were computed for it: it was certain).
     pub logprob: f32,
     pub top: Vec<TopLogprob>,
+    /// The token's margin and entropy when `spread_top` asked for them (never for a forced
+    /// token).
+    pub spread: Option<Spread>,
     /// Appended by the constraint without sampling (jump-forward).
     pub forced: bool,
     /// Time the constraint took to compute this token's mask (zero when unconstrained or

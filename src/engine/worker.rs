@@ -531,7 +531,18 @@ fn step(
     let chosen = logits
         .get(token.0 as usize)
         .map_or(f32::NEG_INFINITY, |&x| x - lse);
-    let top = logprob::top_n(logits, active.params.top_logprobs, lse)
+    let mut top = logprob::top_n(
+        logits,
+        active.params.top_logprobs.max(active.params.spread_top),
+        lse,
+    );
+    let spread = (active.params.spread_top > 0).then(|| {
+        let n = active.params.spread_top.min(top.len());
+        let values: Vec<f32> = top[..n].iter().map(|&(_, lp)| lp).collect();
+        logprob::Spread::from_top(&values)
+    });
+    top.truncate(active.params.top_logprobs);
+    let top = top
         .into_iter()
         .map(|(id, logprob)| TopLogprob {
             token: id as i32,
@@ -544,7 +555,9 @@ fn step(
     if active.params.stop_at_eog && vocab.is_eog(token) {
         return Some(End::Stop(StopReason::EndOfGeneration));
     }
-    match send(active, vocab, piece, token.0, chosen, top, false, mask_time) {
+    match send(
+        active, vocab, piece, token.0, chosen, top, spread, false, mask_time,
+    ) {
         Sent::Continue => {}
         Sent::Stopped(stop) => return Some(End::Stop(StopReason::StopString(stop))),
         Sent::Cancelled => return None,
@@ -580,7 +593,17 @@ fn step(
             } else {
                 Vec::new()
             };
-            match send(active, vocab, piece, token, 0.0, top, true, Duration::ZERO) {
+            match send(
+                active,
+                vocab,
+                piece,
+                token,
+                0.0,
+                top,
+                None,
+                true,
+                Duration::ZERO,
+            ) {
                 Sent::Continue => next.push(token),
                 Sent::Stopped(stop) => return Some(End::Stop(StopReason::StopString(stop))),
                 Sent::Cancelled => return None,
@@ -606,6 +629,7 @@ fn send(
     token: i32,
     logprob: f32,
     top: Vec<TopLogprob>,
+    spread: Option<logprob::Spread>,
     forced: bool,
     mask_time: Duration,
 ) -> Sent {
@@ -619,6 +643,7 @@ fn send(
         text: scan.release,
         logprob,
         top,
+        spread,
         forced,
         mask_time,
     };

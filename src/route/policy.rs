@@ -129,6 +129,19 @@ pub struct Triggers {
     /// Below this mean over any window of `confidence_window` tokens: "low confidence".
     pub min_window_logprob: Option<f32>,
     pub confidence_window: usize,
+    /// Below these percentiles of the answer's token log probabilities: "low confidence".
+    pub min_q10_logprob: Option<f32>,
+    pub min_q25_logprob: Option<f32>,
+    /// The whole answer's log probability below this.
+    pub min_sum_logprob: Option<f32>,
+    /// The first answer token's log probability below this.
+    pub min_first_logprob: Option<f32>,
+    /// The first answer token's lead over the runner-up (log probability) below this.
+    pub min_first_margin: Option<f32>,
+    /// The answer's mean top-N entropy (nats) above this.
+    pub max_mean_entropy: Option<f32>,
+    /// A logistic combiner over the signals, with its own minimum probability.
+    pub combiner: Option<super::confidence::Combiner>,
     /// Streaming: tokens held back until confidence is known (0: no confidence check).
     pub hold_tokens: usize,
     /// Requests allowed to wait for a slot before new ones escalate.
@@ -153,6 +166,13 @@ impl Default for Triggers {
             min_mean_logprob: None,
             min_window_logprob: None,
             confidence_window: 4,
+            min_q10_logprob: None,
+            min_q25_logprob: None,
+            min_sum_logprob: None,
+            min_first_logprob: None,
+            min_first_margin: None,
+            max_mean_entropy: None,
+            combiner: None,
             hold_tokens: 0,
             max_queued: None,
             max_celsius: None,
@@ -164,7 +184,25 @@ impl Default for Triggers {
 impl Triggers {
     pub fn confidence_enabled(&self) -> bool {
         self.low_confidence
-            && (self.min_mean_logprob.is_some() || self.min_window_logprob.is_some())
+            && (self.min_mean_logprob.is_some()
+                || self.min_window_logprob.is_some()
+                || self.min_q10_logprob.is_some()
+                || self.min_q25_logprob.is_some()
+                || self.min_sum_logprob.is_some()
+                || self.min_first_logprob.is_some()
+                || self.min_first_margin.is_some()
+                || self.max_mean_entropy.is_some()
+                || self.combiner.is_some())
+    }
+
+    /// Whether a configured signal needs the engine's top-N alternatives of every token.
+    pub fn spread_needed(&self) -> bool {
+        self.min_first_margin.is_some()
+            || self.max_mean_entropy.is_some()
+            || self
+                .combiner
+                .as_ref()
+                .is_some_and(|c| c.weights.keys().any(|f| f.needs_spread()))
     }
 
     pub fn thermal_enabled(&self) -> bool {

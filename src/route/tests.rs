@@ -3,10 +3,11 @@
 use std::time::{Duration, Instant};
 
 use super::breaker::{Breaker, BreakerState};
-use super::confidence::{is_low, score};
+use super::confidence::{Combiner, Feature, Signals, is_low, low_because, quantile, signals};
 use super::deadline::{Progress, missed, wake_at};
 use super::policy::{ThermalReading, throttling};
 use super::*;
+use crate::engine::Spread;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -160,11 +161,11 @@ fn thermal_table() {
 
 #[test]
 fn confidence_table() {
-    let s = score(&[-0.1, -0.1, -3.0, -3.0, -0.1], 2).unwrap();
+    let s = signals(&[-0.1, -0.1, -3.0, -3.0, -0.1], &[], 2).unwrap();
     assert!((s.mean - (-1.26)).abs() < 1e-5);
     assert!((s.window_min - (-3.0)).abs() < 1e-5);
-    assert_eq!(score(&[], 4), None);
-    assert_eq!(score(&[-1.0], 8).unwrap().window_min, -1.0);
+    assert_eq!(signals(&[], &[], 4), None);
+    assert_eq!(signals(&[-1.0], &[], 8).unwrap().window_min, -1.0);
     let triggers = |mean, window| Triggers {
         min_mean_logprob: mean,
         min_window_logprob: window,
@@ -180,6 +181,184 @@ fn confidence_table() {
     for (t, want) in cases {
         assert_eq!(is_low(&t, &s), want, "{t:?}");
     }
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() < 1e-4
+}
+
+#[test]
+fn signal_values_by_hand() {
+    // Sorted: -3, -2, -1, -0.5, -0.1 (n = 5). q10: h = 0.4 -> -3 + 0.4 * 1 = -2.6;
+    // q25: h = 1.0 -> -2. Sum -6.6, mean -1.32, min -3.
+    let lp = [-0.1, -2.0, -0.5, -3.0, -1.0];
+    let spreads = [
+        Spread {
+            margin: 0.7,
+            entropy: 1.0,
+        },
+        Spread {
+            margin: 0.1,
+            entropy: 2.0,
+        },
+    ];
+    let s = signals(&lp, &spreads, 2).unwrap();
+    assert!(close(s.q10, -2.6), "{s:?}");
+    assert!(close(s.q25, -2.0), "{s:?}");
+    assert!(close(s.sum, -6.6) && close(s.mean, -1.32) && close(s.min, -3.0));
+    assert!(close(s.first, -0.1));
+    // Windows of two: -1.05, -1.25, -1.75, -2.0.
+    assert!(close(s.window_min, -2.0), "{s:?}");
+    assert_eq!(s.first_margin, Some(0.7));
+    assert!(close(s.mean_entropy.unwrap(), 1.5));
+    assert_eq!(s.tokens, 5);
+    assert!(close(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5));
+    assert!(close(quantile(&[7.0], 0.1), 7.0));
+    // Entropy is oriented: lower entropy is more confident.
+    assert_eq!(Feature::MeanEntropy.confidence(&s), Some(-1.5));
+    assert_eq!(Feature::Q10.confidence(&s), Some(s.q10));
+}
+
+#[test]
+fn spread_from_top_alternatives_by_hand() {
+    // p = 0.5, 0.25, 0.125; the rest 0.125 is one more outcome.
+    let top = [0.5f32.ln(), 0.25f32.ln(), 0.125f32.ln()];
+    let s = Spread::from_top(&top);
+    assert!(close(s.margin, 2f32.ln()));
+    let h = -(0.5 * 0.5f32.ln() + 0.25 * 0.25f32.ln() + 2.0 * 0.125 * 0.125f32.ln());
+    assert!(close(s.entropy, h), "{s:?} vs {h}");
+    // All the mass in the top N: no rest term.
+    let s = Spread::from_top(&[0.5f32.ln(), 0.5f32.ln()]);
+    assert!(close(s.margin, 0.0) && close(s.entropy, 2f32.ln()));
+    assert_eq!(Spread::from_top(&[]).margin, 0.0);
+}
+
+#[test]
+fn every_threshold_and_the_combiner_name_what_fired() {
+    let s = Signals {
+        mean: -0.8,
+        window_min: -1.5,
+        min: -4.0,
+        q10: -3.0,
+        q25: -1.2,
+        sum: -8.0,
+        first: -0.4,
+        tokens: 10,
+        first_margin: Some(0.3),
+        mean_entropy: Some(1.2),
+    };
+    let quiet = Triggers::default();
+    assert_eq!(low_because(&quiet, &s), None);
+    let cases: [(Triggers, Option<&str>); 10] = [
+        (
+            Triggers {
+                min_sum_logprob: Some(-7.0),
+                ..Triggers::default()
+            },
+            Some("sum -8.00 < -7.00"),
+        ),
+        (
+            Triggers {
+                min_first_logprob: Some(-0.3),
+                ..Triggers::default()
+            },
+            Some("first -0.40 < -0.30"),
+        ),
+        (
+            Triggers {
+                min_q10_logprob: Some(-2.5),
+                ..Triggers::default()
+            },
+            Some("q10 -3.00 < -2.50"),
+        ),
+        (
+            Triggers {
+                min_q10_logprob: Some(-3.5),
+                ..Triggers::default()
+            },
+            None,
+        ),
+        (
+            Triggers {
+                min_q25_logprob: Some(-1.0),
+                ..Triggers::default()
+            },
+            Some("q25 -1.20 < -1.00"),
+        ),
+        (
+            Triggers {
+                min_first_margin: Some(0.5),
+                ..Triggers::default()
+            },
+            Some("first_margin 0.30 < 0.50"),
+        ),
+        (
+            Triggers {
+                max_mean_entropy: Some(1.0),
+                ..Triggers::default()
+            },
+            Some("mean_entropy 1.20 > 1.00"),
+        ),
+        (
+            Triggers {
+                max_mean_entropy: Some(1.5),
+                ..Triggers::default()
+            },
+            None,
+        ),
+        // z = 1 + 2 * -0.8 = -0.6: P = 0.354.
+        (
+            Triggers {
+                combiner: Some(Combiner {
+                    bias: 1.0,
+                    weights: [(Feature::Mean, 2.0)].into(),
+                    min_probability: 0.4,
+                }),
+                ..Triggers::default()
+            },
+            Some("combined P(correct) 0.35 < 0.40"),
+        ),
+        (
+            Triggers {
+                combiner: Some(Combiner {
+                    bias: 1.0,
+                    weights: [(Feature::Mean, 2.0)].into(),
+                    min_probability: 0.3,
+                }),
+                ..Triggers::default()
+            },
+            None,
+        ),
+    ];
+    for (t, want) in cases {
+        assert!(t.confidence_enabled(), "{t:?}");
+        assert_eq!(low_because(&t, &s).as_deref(), want, "{t:?}");
+    }
+    // A combiner over a signal the engine did not compute does not fire.
+    let no_spread = Signals {
+        first_margin: None,
+        mean_entropy: None,
+        ..s
+    };
+    let margin_combiner = Combiner {
+        bias: -10.0,
+        weights: [(Feature::FirstMargin, 1.0)].into(),
+        min_probability: 0.5,
+    };
+    assert_eq!(margin_combiner.probability(&no_spread), None);
+    let t = Triggers {
+        combiner: Some(margin_combiner),
+        ..Triggers::default()
+    };
+    assert!(t.spread_needed());
+    assert_eq!(low_because(&t, &no_spread), None);
+    assert!(
+        !Triggers {
+            min_q10_logprob: Some(-1.0),
+            ..Triggers::default()
+        }
+        .spread_needed()
+    );
 }
 
 #[test]

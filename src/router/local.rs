@@ -11,6 +11,10 @@ use crate::route::deadline::{self, Progress};
 use crate::route::{self, LocalSignals, Reason, TierKind, confidence, policy};
 use crate::service::{Generation, Running, Step};
 
+/// Alternatives per token behind the margin and entropy signals (what `edgellm calibrate`
+/// measures with).
+pub const SPREAD_TOP: usize = 8;
+
 /// The tiers after this one in the walk: (index, skipped by the override).
 type Rest<'a> = &'a [(usize, Option<Reason>)];
 
@@ -56,11 +60,11 @@ impl Router {
             watch.leave(self, failure).await?;
         }
         let started = Instant::now();
-        let mut running = self
-            .local
-            .start(generation.clone())
-            .await
-            .map_err(Failure::local)?;
+        let mut generation = generation.clone();
+        if has_next && self.policy.triggers.spread_needed() {
+            generation.params.spread_top = SPREAD_TOP;
+        }
+        let mut running = self.local.start(generation).await.map_err(Failure::local)?;
         let prompt_tokens = running.prompt_tokens;
         let (held, finished) = self.hold(&mut running, &mut watch, mode, started).await?;
         Ok(Committed {
@@ -123,6 +127,7 @@ impl Router {
             && (mode == Mode::Whole || triggers.hold_tokens > 0);
         let mut held = VecDeque::new();
         let mut logprobs = Vec::new();
+        let mut spreads = Vec::new();
         let mut progress = Progress {
             max_tokens: match watch.generation.params.max_tokens {
                 0 => self.local.limits().max_tokens,
@@ -148,6 +153,7 @@ impl Router {
                     // the model's confidence.
                     if !token.forced {
                         logprobs.push(token.logprob);
+                        spreads.extend(token.spread);
                     }
                     held.push_back(Step::Token(token));
                     if watch.has_next && deadline::missed(triggers, &progress) {
@@ -163,7 +169,7 @@ impl Router {
             }
         }
         if check_confidence && watch.has_next {
-            self.judge_confidence(watch, &logprobs).await?;
+            self.judge_confidence(watch, &logprobs, &spreads).await?;
         }
         Ok((held, finished))
     }
@@ -173,17 +179,24 @@ impl Router {
         &self,
         watch: &mut Watch<'_>,
         logprobs: &[f32],
+        spreads: &[crate::engine::Spread],
     ) -> Result<(), Failure> {
         let triggers = &self.policy.triggers;
-        if let Some(score) = confidence::score(logprobs, triggers.confidence_window)
-            && confidence::is_low(triggers, &score)
-        {
+        let Some(signals) = confidence::signals(logprobs, spreads, triggers.confidence_window)
+        else {
+            return Ok(());
+        };
+        let low = confidence::low_because(triggers, &signals);
+        let combined = triggers
+            .combiner
+            .as_ref()
+            .and_then(|c| c.probability(&signals));
+        self.metrics
+            .record_confidence(signals.mean.exp(), combined, low.is_some());
+        if let Some(because) = low {
             let failure = Failure::skip(
                 Reason::LowConfidence,
-                format!(
-                    "mean logprob {:.2}, lowest window {:.2} over {} tokens",
-                    score.mean, score.window_min, score.tokens
-                ),
+                format!("{because} over {} tokens", signals.tokens),
             );
             watch.leave(self, failure).await?;
         }

@@ -11,6 +11,7 @@
 
 mod local;
 mod remote;
+pub use local::SPREAD_TOP;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

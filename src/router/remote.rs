@@ -244,6 +244,7 @@ fn token(text: String) -> TokenEvent {
         text,
         logprob: 0.0,
         top: Vec::new(),
+        spread: None,
         forced: false,
         mask_time: Duration::ZERO,
     }

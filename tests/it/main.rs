@@ -5,6 +5,7 @@
 
 mod api;
 mod bench;
+mod calibrate;
 mod constrained;
 mod egress;
 mod embeddings;

@@ -41,6 +41,9 @@ pub enum Mode {
     BadToolCall,
     /// Answers with text that is not JSON.
     NotJson,
+    /// Answers with what [`Stub::set_answers`] maps the last user message to (`"unknown"` when
+    /// it maps nothing): a stronger model that knows a fixture's answers.
+    Lookup,
     /// Answers (chat only) with every text it received (message contents and tool-call
     /// arguments, joined by " | ", then every string of `tools` and `response_format`, if
     /// sent; as `{"echo": TEXT}` when a `response_format` was sent), streamed in 3-character
@@ -92,6 +95,8 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     /// Every header value and body byte received, in order.
     bytes: Mutex<Vec<u8>>,
+    /// What [`Mode::Lookup`] answers, by the last user message.
+    answers: Mutex<std::collections::HashMap<String, String>>,
 }
 
 pub struct Stub {
@@ -134,6 +139,7 @@ impl Stub {
             mode: Mutex::new(mode),
             received: Mutex::new(Vec::new()),
             bytes: Mutex::new(Vec::new()),
+            answers: Mutex::new(Default::default()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -181,6 +187,11 @@ impl Stub {
 
     pub fn set(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// What [`Mode::Lookup`] answers to each last user message.
+    pub fn set_answers(&self, answers: std::collections::HashMap<String, String>) {
+        *self.shared.answers.lock().unwrap() = answers;
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -235,6 +246,25 @@ async fn answer(shared: Arc<Shared>, path: &str, body: Bytes) -> Response {
     let mode = *shared.mode.lock().unwrap();
     let chat = path.ends_with("chat/completions");
     match mode {
+        Mode::Lookup => {
+            let last = body_messages
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let text = shared
+                .answers
+                .lock()
+                .unwrap()
+                .get(&last)
+                .cloned()
+                .unwrap_or_else(|| "unknown".into());
+            axum::Json(json!({"id": "chatcmpl-lookup", "object": "chat.completion", "model": "big",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}}))
+            .into_response()
+        }
         Mode::Echo => {
             let mut text = echo_text(&body_messages);
             let mut strings = Vec::new();
