@@ -47,6 +47,33 @@ def trivia(row):
     return f"Question: {row['question'].strip()}\nAnswer:", f" {row['answer']['value']}", golds, "prefix"
 
 
+def sst2(row):
+    answer = "positive" if row["label"] == 1 else "negative"
+    return f"Review: {row['sentence'].strip()}\nSentiment:", f" {answer}", [answer], "prefix"
+
+
+def social_iqa(row):
+    texts = [row["answerA"], row["answerB"], row["answerC"]]
+    answer = texts[int(row["label"]) - 1].strip()
+    return (
+        f"{row['context'].strip()}\nQuestion: {row['question'].strip()}\n{options(texts)}Answer:",
+        f" {answer}",
+        [answer],
+        "exact",
+    )
+
+
+def winogrande(row):
+    texts = [row["option1"], row["option2"]]
+    answer = texts[int(row["answer"]) - 1].strip()
+    return (
+        f"Sentence: {row['sentence'].strip()}\nWho or what is _? {options(texts)}Answer:",
+        f" {answer}",
+        [answer],
+        "exact",
+    )
+
+
 def boolq(row):
     passage = row["passage"]
     if len(passage) > 600:
@@ -113,6 +140,9 @@ TASKS = {
     "triviaqa": ("trivia_qa/rc.wikipedia.nocontext", trivia, 10),
     "arc_easy": ("ai2_arc/ARC-Easy", arc, 12),
     "piqa": ("piqa/plain_text", piqa, 4),
+    "sst2": ("glue/sst2", sst2, 4),
+    "social_iqa": ("social_i_qa/none", social_iqa, 12),
+    "winogrande": ("winogrande/winogrande_xl", winogrande, 6),
     "commonsense_qa": ("tau/commonsense_qa/none", commonsense, 12),
 }
 

@@ -723,6 +723,41 @@ mod tests {
     }
 
     #[test]
+    fn confidence_thresholds_and_the_combiner_load_or_are_refused_by_name() {
+        use crate::route::confidence::Feature;
+        let raw = RawConfig::from_toml(
+            "[routing]\nmin_sum_logprob = -2.3\nmax_mean_entropy = 1.5\n[routing.confidence_combiner]\nbias = 1.25\nmin_probability = 0.4\nweights = { sum = 0.8, first_margin = 0.1, tokens = -0.05 }\n",
+        )
+        .unwrap();
+        let t = ServeConfig::from_raw(raw).unwrap().routing.triggers;
+        assert_eq!(t.min_sum_logprob, Some(-2.3));
+        assert_eq!(t.max_mean_entropy, Some(1.5));
+        let combiner = t.combiner.as_ref().unwrap();
+        assert_eq!(combiner.weights[&Feature::FirstMargin], 0.1);
+        assert_eq!(combiner.weights.len(), 3);
+        assert!(t.confidence_enabled() && t.spread_needed());
+        let refused = |body: &str| match RawConfig::from_toml(body) {
+            Err(e) => e.to_string(),
+            Ok(raw) => ServeConfig::from_raw(raw).unwrap_err().to_string(),
+        };
+        let combiner = |rest: &str| {
+            format!("[routing.confidence_combiner]\nbias = 0.0\nmin_probability = 0.5\n{rest}\n")
+        };
+        for (body, want) in [
+            (combiner("weights = {}"), "weights is empty"),
+            (combiner("weights = { loudness = 1.0 }"), "loudness"),
+            (
+                "[routing.confidence_combiner]\nbias = 0.0\nmin_probability = 1.5\nweights = { sum = 1.0 }\n".into(),
+                "min_probability must be between 0 and 1",
+            ),
+            ("[routing]\nmin_q10_logprob = nan\n".into(), "min_q10_logprob must be a finite number"),
+        ] {
+            let error = refused(&body);
+            assert!(error.contains(want), "{body}: {error}");
+        }
+    }
+
+    #[test]
     fn defaults_bind_loopback() {
         let config = ServeConfig::from_raw(RawConfig::default()).unwrap();
         assert_eq!(config.listen, ["127.0.0.1:8080".parse().unwrap()]);

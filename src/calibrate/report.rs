@@ -109,6 +109,9 @@ pub struct Analysis {
     pub seed: u64,
     pub tasks: Vec<TaskSummary>,
     pub signals: Vec<SignalReport>,
+    /// A perfect router's figures (report split, macro): escalating every wrong local answer
+    /// first. APGR cannot exceed `1 - wrong/2` against an always-correct reference.
+    pub oracle: Figures,
     pub chosen: &'static str,
     pub combiner: Combiner,
     pub threshold: Threshold,
@@ -380,7 +383,21 @@ pub fn analyse(records: &[Record], options: &Options) -> anyhow::Result<Analysis
             points: pooled(chosen, true),
         });
     }
+    let oracle_sets: Vec<Figures> = split
+        .values()
+        .map(|(_, report)| {
+            let items: Vec<Scored> = scored(report, Candidate::Combined, &combiner, false)
+                .into_iter()
+                .map(|s| Scored {
+                    confidence: (s.local - s.strong) as f32,
+                    ..s
+                })
+                .collect();
+            measure::figures(&items)
+        })
+        .collect();
     let mut analysis = Analysis {
+        oracle: measure::macro_average(&oracle_sets),
         items: records.len(),
         fit_items: fit_all.len(),
         report_items: report_all.len(),
@@ -526,6 +543,16 @@ pub fn summary(a: &Analysis, elapsed: Duration) -> String {
             fmt(x.report.cpt80)
         );
     }
+    let _ = writeln!(
+        s,
+        "{:<14} {:>9} {:>22} {:>22} {:>8} {:>8}",
+        "(oracle)",
+        "",
+        fmt(a.oracle.auroc),
+        fmt(a.oracle.apgr),
+        fmt(a.oracle.cpt50),
+        fmt(a.oracle.cpt80)
+    );
     let t = &a.threshold;
     let _ = writeln!(
         s,
@@ -598,6 +625,13 @@ fn markdown(a: &Analysis, source: &str, elapsed: Duration) -> String {
             fmt(x.cascade.and_then(|c| c.apgr))
         );
     }
+    let _ = writeln!(
+        s,
+        "| (oracle: every wrong answer first) | | | | {} | | {} | {} | |",
+        fmt(a.oracle.apgr),
+        fmt(a.oracle.cpt50),
+        fmt(a.oracle.cpt80)
+    );
     s.push_str("\nAUROC per task (report split):\n\n| signal |");
     let tasks: Vec<&String> = a.tasks.iter().map(|t| &t.task).collect();
     for t in &tasks {
@@ -698,10 +732,14 @@ pub fn svg(lines: &[Line]) -> String {
     );
     for (i, line) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        // At most ~300 points a line: the chart is 450 pixels wide.
+        let step = line.points.len().div_ceil(300).max(1);
         let path: Vec<String> = line
             .points
             .iter()
-            .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
+            .enumerate()
+            .filter(|(k, _)| k % step == 0 || *k == line.points.len() - 1)
+            .map(|(_, &(a, b))| format!("{:.1},{:.1}", x(a), y(b)))
             .collect();
         let dash = if line.name == "random" || line.name == "oracle" {
             r#" stroke-dasharray="5,4""#

@@ -130,6 +130,62 @@ async fn calibrate_reports_and_writes_a_config_that_routes_as_reported() {
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(markdown.contains("fitted on"), "{markdown}");
 
+    // The same prompts unlabelled: the reference tier's answers are the labels (agreement).
+    let unlabelled = dir.path().join("unlabelled.jsonl");
+    let mut lines = String::new();
+    for item in &items {
+        let mut item = item.clone();
+        item.as_object_mut().unwrap().remove("answers");
+        item.as_object_mut().unwrap().remove("match");
+        lines.push_str(&format!("{item}\n"));
+    }
+    std::fs::write(&unlabelled, lines).unwrap();
+    let agreement_out = dir.path().join("agreement");
+    let run = Command::new(edgellm_bin())
+        .args([
+            "calibrate",
+            "--reference",
+            "--bootstrap",
+            "50",
+            "-t",
+            "2",
+            "-m",
+        ])
+        .arg(default_model())
+        .arg("--set")
+        .arg(&unlabelled)
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&agreement_out)
+        .env("EDGELLM_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let agreed: Vec<Value> = std::fs::read_to_string(agreement_out.join("records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(agreed.len(), items.len());
+    for (r, labelled) in agreed.iter().zip(&records) {
+        let reference = r["reference_answer"].as_str().unwrap();
+        let answer = r["answer"].as_str().unwrap();
+        assert_eq!(answer, labelled["answer"].as_str().unwrap(), "{r}");
+        assert!(r["reference_correct"].is_null(), "{r}");
+        assert_eq!(
+            r["correct"] == true,
+            edgellm::calibrate::items::agree(answer, reference),
+            "{r}"
+        );
+    }
+    let agreeing = agreed.iter().filter(|r| r["correct"] == true).count();
+    assert!(agreeing > 0 && agreeing < agreed.len(), "{agreeing}");
+
     // The snippet, merged into the same configuration, loads; the triggers it sets are the
     // ones the records are judged by.
     let snippet = std::fs::read_to_string(out.join("routing.toml")).unwrap();
