@@ -206,7 +206,7 @@ pub fn low_because(triggers: &Triggers, s: &Signals) -> Option<String> {
     for (feature, threshold) in checks {
         if below(threshold, feature.value(s)) {
             return Some(format!(
-                "{} {:.2} < {:.2}",
+                "{} {:.2} < {}",
                 feature.as_str(),
                 feature.value(s).unwrap_or_default(),
                 threshold.unwrap_or_default()
@@ -216,14 +216,14 @@ pub fn low_because(triggers: &Triggers, s: &Signals) -> Option<String> {
     if let (Some(max), Some(entropy)) = (triggers.max_mean_entropy, s.mean_entropy)
         && entropy > max
     {
-        return Some(format!("mean_entropy {entropy:.2} > {max:.2}"));
+        return Some(format!("mean_entropy {entropy:.2} > {max}"));
     }
     if let Some(combiner) = &triggers.combiner
         && let Some(p) = combiner.probability(s)
         && p < combiner.min_probability
     {
         return Some(format!(
-            "combined P(correct) {p:.2} < {:.2}",
+            "combined P(correct) {p:.2} < {}",
             combiner.min_probability
         ));
     }

@@ -255,21 +255,21 @@ fn every_threshold_and_the_combiner_name_what_fired() {
                 min_sum_logprob: Some(-7.0),
                 ..Triggers::default()
             },
-            Some("sum -8.00 < -7.00"),
+            Some("sum -8.00 < -7"),
         ),
         (
             Triggers {
                 min_first_logprob: Some(-0.3),
                 ..Triggers::default()
             },
-            Some("first -0.40 < -0.30"),
+            Some("first -0.40 < -0.3"),
         ),
         (
             Triggers {
                 min_q10_logprob: Some(-2.5),
                 ..Triggers::default()
             },
-            Some("q10 -3.00 < -2.50"),
+            Some("q10 -3.00 < -2.5"),
         ),
         (
             Triggers {
@@ -283,21 +283,21 @@ fn every_threshold_and_the_combiner_name_what_fired() {
                 min_q25_logprob: Some(-1.0),
                 ..Triggers::default()
             },
-            Some("q25 -1.20 < -1.00"),
+            Some("q25 -1.20 < -1"),
         ),
         (
             Triggers {
                 min_first_margin: Some(0.5),
                 ..Triggers::default()
             },
-            Some("first_margin 0.30 < 0.50"),
+            Some("first_margin 0.30 < 0.5"),
         ),
         (
             Triggers {
                 max_mean_entropy: Some(1.0),
                 ..Triggers::default()
             },
-            Some("mean_entropy 1.20 > 1.00"),
+            Some("mean_entropy 1.20 > 1"),
         ),
         (
             Triggers {
@@ -316,7 +316,7 @@ fn every_threshold_and_the_combiner_name_what_fired() {
                 }),
                 ..Triggers::default()
             },
-            Some("combined P(correct) 0.35 < 0.40"),
+            Some("combined P(correct) 0.35 < 0.4"),
         ),
         (
             Triggers {

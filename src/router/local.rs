@@ -61,8 +61,15 @@ impl Router {
         }
         let started = Instant::now();
         let mut generation = generation.clone();
-        if has_next && self.policy.triggers.spread_needed() {
+        if watch.has_next && self.policy.triggers.spread_needed() {
             generation.params.spread_top = SPREAD_TOP;
+        }
+        // More tokens than the local limit: a request a later tier may take escalates
+        // (`context`); one that has nowhere else to go is answered within the limit, as
+        // llama-server clamps `n_predict` to its `-n` (its finish reason then says `length`).
+        let limit = self.local.limits().max_tokens;
+        if !watch.has_next && generation.params.max_tokens > limit {
+            generation.params.max_tokens = limit;
         }
         let mut running = self.local.start(generation).await.map_err(Failure::local)?;
         let prompt_tokens = running.prompt_tokens;

@@ -386,8 +386,11 @@ async fn low_confidence_whole_and_held_stream() {
         answer.json()["edgellm"]["attempts"][0]["detail"]
             .as_str()
             .unwrap()
-            .contains("mean logprob")
+            .contains("mean -"),
+        "{}",
+        answer.text
     );
+    assert!(answer.text.contains("< -0.0001 over"), "{}", answer.text);
     let streamed = send(
         &server,
         "/v1/chat/completions",

@@ -752,14 +752,18 @@ async fn config_file_and_flags_combine() {
         models["data"][0]["meta"]["slots"], 3,
         "the flag beats the file"
     );
+    // More than the configured limit, with no other tier to take it: answered within the
+    // limit, as llama-server clamps `n_predict` to its `-n`.
     let (status, answer) = post(
         &server,
-        "/v1/completions",
-        json!({"prompt": "Hi", "max_tokens": 6}),
+        "/completion",
+        json!({"prompt": "Count: one, two, three,", "n_predict": 60, "temperature": 0,
+               "ignore_eos": true}),
     )
     .await;
-    assert_eq!(status, 400, "{answer}");
-    assert_eq!(answer["error"]["param"], "max_tokens");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["tokens_predicted"], 5, "{answer}");
+    assert_eq!(answer["stop_type"], "limit", "{answer}");
 }
 
 #[tokio::test]
