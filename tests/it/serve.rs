@@ -264,7 +264,8 @@ async fn llama_server_style_completion() {
 
 #[tokio::test]
 async fn bad_requests_get_openai_errors() {
-    let server = Server::start(&["--max-body-bytes", "4096"]);
+    // Four slots of 512 tokens: a 600-word prompt does not fit one.
+    let server = Server::start(&["--max-body-bytes", "4096", "-c", "2048"]);
     let chat = "/v1/chat/completions";
     let malformed = client()
         .post(server.url(chat))
@@ -334,7 +335,9 @@ async fn bad_requests_get_openai_errors() {
     let (status, answer) = post(
         &server,
         "/v1/completions",
-        json!({"prompt": "word ".repeat(600), "max_tokens": 8000}),
+        // More than one slot's share of the context (a max_tokens over the limit alone is
+        // answered within the limit: see config_file_and_flags_combine).
+        json!({"prompt": "word ".repeat(600), "max_tokens": 8}),
     )
     .await;
     assert_eq!(status, 400, "{answer}");
