@@ -99,7 +99,8 @@ def sciq(row, rng):
     )
 
 
-def arc(row):
+def keyed_choice(row):
+    """A question with lettered choices and an answer key (ARC, CommonsenseQA)."""
     texts = row["choices"]["text"]
     answer = texts[row["choices"]["label"].index(row["answerKey"])].strip()
     return (
@@ -121,29 +122,18 @@ def piqa(row):
     )
 
 
-def commonsense(row):
-    texts = row["choices"]["text"]
-    answer = texts[row["choices"]["label"].index(row["answerKey"])].strip()
-    return (
-        f"Question: {row['question'].strip()}\n{options(texts)}Answer:",
-        f" {answer}",
-        [answer],
-        "exact",
-    )
-
-
 TASKS = {
     "arithmetic": ("allenai/basic_arithmetic/none", arithmetic, 8),
     "boolq": ("boolq/none", boolq, 4),
     "sciq": ("sciq/none", None, 12),
     "sciq_open": ("sciq/none", sciq_open, 10),
     "triviaqa": ("trivia_qa/rc.wikipedia.nocontext", trivia, 10),
-    "arc_easy": ("ai2_arc/ARC-Easy", arc, 12),
+    "arc_easy": ("ai2_arc/ARC-Easy", keyed_choice, 12),
     "piqa": ("piqa/plain_text", piqa, 4),
     "sst2": ("glue/sst2", sst2, 4),
     "social_iqa": ("social_i_qa/none", social_iqa, 12),
     "winogrande": ("winogrande/winogrande_xl", winogrande, 6),
-    "commonsense_qa": ("tau/commonsense_qa/none", commonsense, 12),
+    "commonsense_qa": ("tau/commonsense_qa/none", keyed_choice, 12),
 }
 
 

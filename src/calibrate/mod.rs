@@ -111,6 +111,7 @@ pub fn run(args: &CalibrateArgs) -> anyhow::Result<()> {
         anyhow::bail!("--target-quality must be between 0 and 1");
     }
     let config = load_config(&args.serve)?;
+    let window = config.routing.triggers.confidence_window;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let started = Instant::now();
@@ -134,7 +135,6 @@ pub fn run(args: &CalibrateArgs) -> anyhow::Result<()> {
     for record in &records {
         writeln!(file, "{}", serde_json::to_string(record)?)?;
     }
-    let config = load_config(&args.serve)?;
     let analysis = report::analyse(
         &records,
         &report::Options {
@@ -143,7 +143,7 @@ pub fn run(args: &CalibrateArgs) -> anyhow::Result<()> {
             target_quality: args.target_quality,
             bootstrap: args.bootstrap,
             seed: args.seed,
-            window: config.routing.triggers.confidence_window,
+            window,
         },
     )?;
     let source = args

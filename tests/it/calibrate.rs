@@ -18,8 +18,9 @@ const FIXTURE: &str = concat!(
     "/tests/data/calibrate/fixture.jsonl"
 );
 
-fn fixture() -> Vec<Value> {
-    std::fs::read_to_string(FIXTURE)
+/// Every line of a JSON-lines file.
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -35,18 +36,18 @@ fn tiers(stub: &Stub) -> String {
     )
 }
 
-fn calibrate(config: &Path, out: &Path, data: &Path, extra: &[&str]) -> std::process::Output {
+fn calibrate(
+    set: &Path,
+    config: &Path,
+    out: &Path,
+    data: &Path,
+    extra: &[&str],
+) -> std::process::Output {
     Command::new(edgellm_bin())
-        .args([
-            "calibrate",
-            "--set",
-            FIXTURE,
-            "--bootstrap",
-            "100",
-            "-t",
-            "2",
-            "-m",
-        ])
+        .arg("calibrate")
+        .arg("--set")
+        .arg(set)
+        .args(["--bootstrap", "100", "-t", "2", "-m"])
         .arg(default_model())
         .arg("--config")
         .arg(config)
@@ -61,7 +62,7 @@ fn calibrate(config: &Path, out: &Path, data: &Path, extra: &[&str]) -> std::pro
 
 #[tokio::test]
 async fn calibrate_reports_and_writes_a_config_that_routes_as_reported() {
-    let items = fixture();
+    let items = read_jsonl(Path::new(FIXTURE));
     // The stronger tier knows every answer of the fixture.
     let stub = Stub::start(Mode::Lookup);
     stub.set_answers(
@@ -77,7 +78,13 @@ async fn calibrate_reports_and_writes_a_config_that_routes_as_reported() {
     let config = dir.path().join("config.toml");
     std::fs::write(&config, tiers(&stub)).unwrap();
     let out = dir.path().join("out");
-    let run = calibrate(&config, &out, dir.path(), &["--reference"]);
+    let run = calibrate(
+        Path::new(FIXTURE),
+        &config,
+        &out,
+        dir.path(),
+        &["--reference"],
+    );
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
@@ -87,11 +94,7 @@ async fn calibrate_reports_and_writes_a_config_that_routes_as_reported() {
     assert!(stdout.contains("chosen: "), "{stdout}");
 
     // Every item ran locally and once on the stronger tier (through the guard: audited).
-    let records: Vec<Value> = std::fs::read_to_string(out.join("records.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = read_jsonl(&out.join("records.jsonl"));
     assert_eq!(records.len(), items.len());
     assert_eq!(stub.received().len(), items.len());
     for r in &records {
@@ -141,36 +144,19 @@ async fn calibrate_reports_and_writes_a_config_that_routes_as_reported() {
     }
     std::fs::write(&unlabelled, lines).unwrap();
     let agreement_out = dir.path().join("agreement");
-    let run = Command::new(edgellm_bin())
-        .args([
-            "calibrate",
-            "--reference",
-            "--bootstrap",
-            "50",
-            "-t",
-            "2",
-            "-m",
-        ])
-        .arg(default_model())
-        .arg("--set")
-        .arg(&unlabelled)
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&agreement_out)
-        .env("EDGELLM_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
+    let run = calibrate(
+        &unlabelled,
+        &config,
+        &agreement_out,
+        dir.path(),
+        &["--reference"],
+    );
     assert!(
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let agreed: Vec<Value> = std::fs::read_to_string(agreement_out.join("records.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let agreed = read_jsonl(&agreement_out.join("records.jsonl"));
     assert_eq!(agreed.len(), items.len());
     for (r, labelled) in agreed.iter().zip(&records) {
         let reference = r["reference_answer"].as_str().unwrap();
