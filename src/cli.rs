@@ -224,6 +224,25 @@ pub struct ServeArgs {
     /// tokenized at once) or `off` [default: exact]
     #[arg(long, value_enum, env = "EDGELLM_JUMP_FORWARD")]
     pub jump_forward: Option<crate::constraint::JumpForward>,
+    /// Sampling temperature of requests that do not set one; 0 is greedy [default: 0.8]
+    #[arg(long = "temp", env = "EDGELLM_TEMPERATURE")]
+    pub temperature: Option<f32>,
+    /// Seed of requests that do not set one; -1 picks a random one per request [default: -1]
+    #[arg(short = 's', long, env = "EDGELLM_SEED", allow_negative_numbers = true)]
+    pub seed: Option<i64>,
+    /// Top-k of requests that do not set one; 0 turns it off [default: 40]
+    #[arg(long = "top-k", env = "EDGELLM_TOP_K")]
+    pub top_k: Option<i32>,
+    /// Top-p of requests that do not set one; 1 turns it off [default: 0.95]
+    #[arg(long = "top-p", env = "EDGELLM_TOP_P")]
+    pub top_p: Option<f32>,
+    /// Min-p of requests that do not set one; 0 turns it off [default: 0.05]
+    #[arg(long = "min-p", env = "EDGELLM_MIN_P")]
+    pub min_p: Option<f32>,
+    /// One of llama.cpp's built-in chat templates (chatml, llama3, gemma, ...) instead of the
+    /// model's own
+    #[arg(long, env = "EDGELLM_CHAT_TEMPLATE")]
+    pub chat_template: Option<String>,
     /// Accepted API key (repeatable); with any key set, every endpoint but /health needs one
     #[arg(long = "api-key", env = "EDGELLM_API_KEY", value_delimiter = ',')]
     pub api_keys: Vec<String>,
@@ -311,10 +330,16 @@ impl ServeArgs {
         set(&mut raw.model.ubatch_size, &self.ubatch_size);
         set(&mut raw.model.kv_type, &self.kv_type);
         set(&mut raw.model.jump_forward, &self.jump_forward);
+        set(&mut raw.model.chat_template, &self.chat_template);
         set(&mut raw.limits.max_body_bytes, &self.max_body_bytes);
         set(&mut raw.limits.max_prompt_tokens, &self.max_prompt_tokens);
         set(&mut raw.limits.max_tokens, &self.max_tokens);
         set(&mut raw.limits.queue_depth, &self.queue_depth);
         set(&mut raw.limits.request_timeout_secs, &self.request_timeout);
+        set(&mut raw.sampling.temperature, &self.temperature);
+        set(&mut raw.sampling.seed, &self.seed);
+        set(&mut raw.sampling.top_k, &self.top_k);
+        set(&mut raw.sampling.top_p, &self.top_p);
+        set(&mut raw.sampling.min_p, &self.min_p);
     }
 }

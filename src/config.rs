@@ -45,6 +45,9 @@ pub struct RawConfig {
     pub model: RawModel,
     #[serde(default)]
     pub limits: RawLimits,
+    /// `[sampling]`: what a request gets for the sampling settings it does not set.
+    #[serde(default)]
+    pub sampling: RawSampling,
     #[serde(default)]
     pub routing: RawRouting,
     /// The ordered tiers; none means the embedded engine alone.
@@ -112,6 +115,9 @@ pub struct RawModel {
     pub kv_type: Option<KvType>,
     /// How tokens a schema or grammar forces are appended: exact, canonical, off [default: exact].
     pub jump_forward: Option<crate::constraint::JumpForward>,
+    /// One of llama.cpp's built-in chat templates (`chatml`, `llama3`, ...) instead of the
+    /// GGUF's own; an unknown name refuses the start.
+    pub chat_template: Option<String>,
     pub slots: Option<u32>,
 }
 
@@ -123,6 +129,46 @@ pub struct RawLimits {
     pub max_tokens: Option<u32>,
     pub queue_depth: Option<usize>,
     pub request_timeout_secs: Option<u64>,
+}
+
+/// `[sampling]`: the server's defaults for requests (llama-server's `--temp`, `--seed`, ...).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSampling {
+    pub temperature: Option<f32>,
+    /// -1 picks a random seed per request.
+    pub seed: Option<i64>,
+    pub top_k: Option<i32>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+}
+
+impl RawSampling {
+    /// The defaults, checked as a request's settings are.
+    fn into_params(self) -> Result<crate::engine::SamplingParams, ConfigError> {
+        let defaults = crate::engine::SamplingParams::default();
+        let seed = match self.seed {
+            None | Some(-1) => None,
+            Some(seed) => Some(u32::try_from(seed).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "sampling.seed {seed} must be -1 (random) or between 0 and {}",
+                    u32::MAX
+                ))
+            })?),
+        };
+        let params = crate::engine::SamplingParams {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            min_p: self.min_p.unwrap_or(defaults.min_p),
+            seed,
+            ..defaults
+        };
+        params
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[sampling]: {e}")))?;
+        Ok(params)
+    }
 }
 
 /// `[routing]`: when a request leaves the local tier, and how remote tiers are called.
@@ -235,6 +281,8 @@ pub struct ServeConfig {
     pub slots_endpoint: bool,
     pub shutdown_grace: Duration,
     pub limits: Limits,
+    /// What a request gets for the sampling settings it does not set (`[sampling]`).
+    pub sampling: crate::engine::SamplingParams,
     pub routing: RoutingPolicy,
     /// Where the ledger lives.
     pub data_dir: PathBuf,
@@ -294,6 +342,16 @@ impl ServeConfig {
             .unwrap_or(EngineConfig::DEFAULT_N_UBATCH.min(engine.n_batch));
         engine.kv_type = raw.model.kv_type.unwrap_or(KvType::F16);
         engine.jump_forward = raw.model.jump_forward.unwrap_or_default();
+        if let Some(name) = &raw.model.chat_template {
+            let known = crate::engine::builtin_template_names();
+            if !known.contains(name) {
+                return Err(invalid(format!(
+                    "model.chat_template {name:?} is not one of llama.cpp's built-in templates: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        engine.chat_template = raw.model.chat_template.clone();
         engine.validate().map_err(|e| invalid(e.to_string()))?;
         let list = |field: &str, text: &str| -> Result<Vec<String>, ConfigError> {
             let mut names = std::collections::BTreeSet::new();
@@ -422,7 +480,9 @@ impl ServeConfig {
             ));
         }
         let packs = std::sync::Arc::new(crate::pack::Packs::open(&raw.packs).map_err(invalid)?);
+        let sampling = raw.sampling.into_params()?;
         Ok(ServeConfig {
+            sampling,
             packs,
             embedding,
             telemetry,

@@ -112,6 +112,57 @@ fn load_models(
     Ok(())
 }
 
+/// Serves one listener until `stop`, then waits for its open connections to finish their
+/// requests. HTTP/1 header names go out in title case (`Access-Control-Allow-Origin`), as
+/// llama-server writes them: clients that copy headers into a plain map look them up so.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = GracefulShutdown::new();
+    let builder = Builder::new(TokioExecutor::new()).title_case_headers(true);
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors, say: back off rather than spin.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(error = %error, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut stopped => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let mut listeners = Vec::with_capacity(config.listen.len());
     for address in &config.listen {
@@ -174,13 +225,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let app = api::app(gateway.clone());
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
-        let server = axum::serve(listener, app.clone()).with_graceful_shutdown({
-            let mut rx = shutdown_rx.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            }
-        });
-        servers.spawn(async move { server.await });
+        servers.spawn(accept(listener, app.clone(), shutdown_rx.clone()));
     }
     let server = tokio::spawn(async move {
         while let Some(joined) = servers.join_next().await {

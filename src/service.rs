@@ -15,8 +15,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::constraint::{Constraint, Spec};
 use crate::engine::{
-    self, ChatMessage, Engine, EngineError, Event, GenerateRequest, SamplingParams, Summary,
-    TokenEvent,
+    self, BiasTarget, ChatMessage, Engine, EngineError, Event, GenerateRequest, LogitBias,
+    SamplingParams, Summary, TokenEvent,
 };
 use crate::metrics::Metrics;
 use crate::route::LocalFailure;
@@ -30,8 +30,13 @@ pub enum ServiceError {
     Overloaded { slots: u32, queued: usize },
     #[error("prompt has {tokens} tokens, more than the limit of {limit}")]
     PromptTooLong { tokens: usize, limit: usize },
+    /// A token id in `field` (`prompt`, `logit_bias`) that the vocabulary does not have.
     #[error("token id {token} is outside the vocabulary (0..{n_vocab})")]
-    TokenOutOfRange { token: i64, n_vocab: usize },
+    TokenOutOfRange {
+        field: &'static str,
+        token: i64,
+        n_vocab: usize,
+    },
     #[error("max_tokens {requested} exceeds the limit of {limit}")]
     MaxTokensTooLarge { requested: u32, limit: u32 },
     #[error("invalid JSON schema: {0}")]
@@ -253,6 +258,7 @@ impl LocalService {
             params.max_tokens = self.limits.max_tokens.min(room).max(1);
         }
         params.validate()?;
+        params.logit_bias = bias_token_ids(engine, std::mem::take(&mut params.logit_bias))?;
         engine.check_fits(prompt_tokens.len(), params.max_tokens)?;
         let constraint_field = spec.as_ref().map_or("response_format", |(field, _)| *field);
         let constraint = match spec {
@@ -535,10 +541,73 @@ fn tool_spec(tools: &ToolSet, format: &OutputFormat) -> Result<Spec, ServiceErro
         .map_err(|e| ServiceError::InvalidTools(e.to_string()))
 }
 
+/// `logit_bias` with every text target replaced by its tokens (no special tokens, as
+/// llama.cpp does), and every token id checked against the vocabulary.
+fn bias_token_ids(
+    engine: &Engine,
+    entries: Vec<LogitBias>,
+) -> Result<Vec<LogitBias>, ServiceError> {
+    let n_vocab = engine.info().n_vocab;
+    let mut ids = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match entry.target {
+            BiasTarget::Token(token) => {
+                if usize::try_from(token).map_or(true, |t| t >= n_vocab) {
+                    return Err(ServiceError::TokenOutOfRange {
+                        field: "logit_bias",
+                        token,
+                        n_vocab,
+                    });
+                }
+                ids.push(entry);
+            }
+            BiasTarget::Text(text) => {
+                ids.extend(
+                    engine
+                        .tokenize_with(&text, false, false)
+                        .into_iter()
+                        .map(|t| LogitBias {
+                            target: BiasTarget::Token(i64::from(t)),
+                            bias: entry.bias,
+                        }),
+                );
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Rewrites draft-07 tuple validation (`items` as an array, with `additionalItems`) into the
+/// 2020-12 keywords every checker here reads (`prefixItems`, `items`), as llama.cpp accepts
+/// both. Everywhere in the schema; nothing else changes.
+pub fn tuple_items(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if map.get("items").is_some_and(serde_json::Value::is_array) {
+                if let Some(tuple) = map.remove("items") {
+                    map.insert("prefixItems".into(), tuple);
+                }
+                if let Some(rest) = map.remove("additionalItems") {
+                    map.insert("items".into(), rest);
+                }
+            }
+            // Values (not schemas) are left as they are.
+            map.iter_mut()
+                .filter(|(key, _)| {
+                    !matches!(key.as_str(), "const" | "enum" | "default" | "examples")
+                })
+                .for_each(|(_, value)| tuple_items(value));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(tuple_items),
+        _ => {}
+    }
+}
+
 /// Token-id prompts must name tokens of the vocabulary.
 fn check_token_ids(tokens: &[i32], n_vocab: usize) -> Result<(), ServiceError> {
     match tokens.iter().find(|&&t| t < 0 || t as usize >= n_vocab) {
         Some(bad) => Err(ServiceError::TokenOutOfRange {
+            field: "prompt",
             token: i64::from(*bad),
             n_vocab,
         }),
@@ -575,5 +644,42 @@ fn with_instructions(messages: &mut Vec<ChatMessage>, instructions: &str) {
             first.content = format!("{}\n\n{instructions}", first.content);
         }
         _ => messages.insert(0, ChatMessage::new("system", instructions)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::tuple_items;
+
+    #[test]
+    fn tuple_items_become_prefix_items_and_values_stay() {
+        let mut schema = json!({
+            "type": "object",
+            "properties": {
+                "pair": {"items": [{"type": "integer"}, {"type": "string"}], "additionalItems": false},
+                "open": {"items": [{"type": "integer"}]},
+                "list": {"items": {"type": "integer"}},
+                "fixed": {"const": {"items": [1, 2]}, "enum": [{"items": [3]}]}
+            }
+        });
+        tuple_items(&mut schema);
+        assert_eq!(
+            schema["properties"]["pair"],
+            json!({"prefixItems": [{"type": "integer"}, {"type": "string"}], "items": false})
+        );
+        assert_eq!(
+            schema["properties"]["open"],
+            json!({"prefixItems": [{"type": "integer"}]})
+        );
+        assert_eq!(
+            schema["properties"]["list"],
+            json!({"items": {"type": "integer"}})
+        );
+        assert_eq!(
+            schema["properties"]["fixed"],
+            json!({"const": {"items": [1, 2]}, "enum": [{"items": [3]}]})
+        );
     }
 }

@@ -32,6 +32,7 @@ VALUED = {
     "--lora", "--spec-type", "--api-key", "--spec-draft-n-max", "--spec-draft-n-min",
     "--spec-synth-len", "--spec-synth-rates", "--reasoning-format", "--reasoning-budget",
     "--chat-template", "--chat-template-file", "--seed", "-s", "--temp", "--draft-max",
+    "--top-k", "--top-p", "--min-p",
     "--draft-min", "--draft", "--n-probs", "--sleep-idle-seconds", "--media-path", "-ctxcp",
     "--ctx-checkpoints", "--cache-ram", "-cram", "--timeout", "-to", "--threads-http",
     "--mmproj", "--mmproj-url", "--override-tensor", "-ot", "--cache-reuse", "--keep",
@@ -76,6 +77,9 @@ def edgellm(flags):
         ("--ubatch-size", "-ub"): "--ubatch-size", ("--threads", "-t"): "-t",
         ("--alias", "-a"): "--alias", ("--tags",): "--tags", ("--api-key",): "--api-key", ("--n-predict", "-n"): "--max-tokens",
         ("--pooling",): "--pooling", ("--cors-origins",): "--cors-origins",
+        ("--temp",): "--temp", ("--seed", "-s"): "--seed", ("--top-k",): "--top-k",
+        ("--top-p",): "--top-p", ("--min-p",): "--min-p",
+        ("--chat-template",): "--chat-template",
     }
     used = set()
     for names, ours in mapped.items():

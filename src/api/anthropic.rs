@@ -401,7 +401,8 @@ pub async fn messages(
     let ApiJson(mut request) = body?;
     let route = route_override(&headers, request.edgellm.take())?;
     let stream = request.stream.unwrap_or(false);
-    let (generation, _) = chat_request(&request, stream)?.into_generation()?;
+    let (generation, _) =
+        chat_request(&request, stream)?.into_generation(&state.config.sampling)?;
     let input_estimate = if stream {
         state.service.count_prompt_tokens(&generation).ok()
     } else {
@@ -551,7 +552,7 @@ pub async fn count_tokens(
         output_format: None,
         edgellm: None,
     };
-    let (generation, _) = chat_request(&request, false)?.into_generation()?;
+    let (generation, _) = chat_request(&request, false)?.into_generation(&state.config.sampling)?;
     let tokens = state.service.count_prompt_tokens(&generation)?;
     Ok(axum::Json(json!({ "input_tokens": tokens })).into_response())
 }

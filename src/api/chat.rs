@@ -4,6 +4,7 @@
 //! complete and checked.
 
 use std::convert::Infallible;
+use std::time::Instant;
 
 use axum::Extension;
 use axum::extract::State;
@@ -36,10 +37,24 @@ pub async fn chat_completions(
         .map(|e| (e.pack.take(), e.top_k.take()))
         .unwrap_or_default();
     let route = route_override(&headers, edge)?;
-    let (mut generation, options) = request.into_generation()?;
+    let (mut generation, options) = request.into_generation(&state.config.sampling)?;
     let retrieved = super::packs::retrieve(&state, pack, &mut generation).await?;
     let response = respond(state, record, route, generation, options, Shape::Chat).await?;
     Ok(super::packs::cite(response, retrieved.as_ref()).await)
+}
+
+/// `POST /v1/chat/completions/input_tokens` (llama-server's): `{"input_tokens": n}`, the prompt
+/// tokens the local model would read for this request, tools' instructions included, without
+/// generating.
+pub async fn input_tokens(
+    State(state): State<AppState>,
+    ApiJson(mut request): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    request.stream = None;
+    request.n = None;
+    let (generation, _) = request.into_generation(&state.config.sampling)?;
+    let tokens = state.service.count_prompt_tokens(&generation)?;
+    Ok(axum::Json(json!({ "input_tokens": tokens })).into_response())
 }
 
 pub async fn completions(
@@ -49,7 +64,7 @@ pub async fn completions(
     ApiJson(mut request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let route = route_override(&headers, request.edgellm.take())?;
-    let (generation, options) = request.into_generation()?;
+    let (generation, options) = request.into_generation(&state.config.sampling)?;
     respond(state, record, route, generation, options, Shape::Completion).await
 }
 
@@ -81,63 +96,108 @@ async fn respond(
     shape: Shape,
 ) -> Result<Response, ApiError> {
     record.prompt(&generation.prompt);
-    let running = state
-        .router
-        .start(generation, route, mode(options.stream))
-        .await?;
-    let model = answered_model(&state, &running);
-    let meta = running.meta.clone();
+    let verbose = options
+        .verbose
+        .then(|| local_prompt_text(&state, &generation))
+        .flatten();
     if options.stream {
+        let running = state.router.start(generation, route, Mode::Stream).await?;
+        let model = answered_model(&state, &running);
+        let meta = running.meta.clone();
         return Ok(with_headers(
             stream(running, model, options, shape, record).await?,
             &meta,
         ));
     }
-    let completion = collect_recorded(running, &record).await?;
+    // `n` choices are `n` generations, one after another (a seed moves on by one per choice,
+    // so a seeded request still gets different choices).
+    let mut choices = Vec::new();
+    let mut answered = None;
+    for index in 0..options.n.max(1) {
+        let mut generation = generation.clone();
+        if let Some(seed) = generation.params.seed.as_mut() {
+            *seed = seed.wrapping_add(index);
+        }
+        let running = state.router.start(generation, route, Mode::Whole).await?;
+        let model = answered_model(&state, &running);
+        let meta = running.meta.clone();
+        choices.push(collect_recorded(running, &record).await?);
+        answered = Some((model, meta));
+    }
+    let Some((model, meta)) = answered else {
+        return Err(ApiError::invalid("n", "n must be at least 1"));
+    };
     let id = request_id(match shape {
         Shape::Chat => "chatcmpl-",
         Shape::Completion => "cmpl-",
     });
-    let finish = match completion.tool_calls.is_empty() {
+    let finish = |completion: &Collected| match completion.tool_calls.is_empty() {
         true => openai::finish_reason(&completion.summary.stop_reason),
         false => "tool_calls",
     };
-    let body = match shape {
+    let generated: usize = choices.iter().map(|c| c.summary.generated_tokens).sum();
+    let mut usage = openai::usage(&choices[0].summary);
+    usage["completion_tokens"] = json!(generated);
+    usage["total_tokens"] = json!(choices[0].summary.prompt_tokens + generated);
+    let mut body = match shape {
         Shape::Chat => {
-            let logprobs = options
-                .logprobs
-                .then(|| json!({"content": completion.tokens.iter().map(openai::chat_logprob).collect::<Vec<_>>()}));
-            let mut message =
-                json!({"role": "assistant", "content": completion.text, "refusal": null});
-            if !completion.tool_calls.is_empty() {
-                message["tool_calls"] = calls_json(&completion.tool_calls);
-                if completion.text.is_empty() {
-                    message["content"] = Value::Null;
-                }
-            }
+            let choices: Vec<Value> = choices
+                .iter()
+                .enumerate()
+                .map(|(index, completion)| {
+                    let logprobs = options.logprobs.then(|| {
+                        json!({"content": completion.tokens.iter().map(openai::chat_logprob).collect::<Vec<_>>()})
+                    });
+                    let mut message =
+                        json!({"role": "assistant", "content": completion.text, "refusal": null});
+                    if !completion.tool_calls.is_empty() {
+                        message["tool_calls"] = calls_json(&completion.tool_calls);
+                        if completion.text.is_empty() {
+                            message["content"] = Value::Null;
+                        }
+                    }
+                    json!({"index": index, "message": message, "logprobs": logprobs,
+                           "finish_reason": finish(completion)})
+                })
+                .collect();
             json!({
                 "id": id, "object": "chat.completion", "created": unix_now(), "model": model,
-                "system_fingerprint": fingerprint(),
-                "choices": [{"index": 0, "message": message,
-                             "logprobs": logprobs, "finish_reason": finish}],
-                "usage": openai::usage(&completion.summary),
+                "system_fingerprint": fingerprint(), "choices": choices, "usage": usage,
             })
         }
         Shape::Completion => {
-            let logprobs = options
-                .logprobs
-                .then(|| openai::completion_logprobs(&completion.tokens, 0));
+            let choices: Vec<Value> = choices
+                .iter()
+                .enumerate()
+                .map(|(index, completion)| {
+                    let logprobs = options
+                        .logprobs
+                        .then(|| openai::completion_logprobs(&completion.tokens, 0));
+                    json!({"index": index, "text": completion.text, "logprobs": logprobs,
+                           "finish_reason": finish(completion)})
+                })
+                .collect();
             json!({
                 "id": id, "object": "text_completion", "created": unix_now(), "model": model,
-                "system_fingerprint": fingerprint(),
-                "choices": [{"index": 0, "text": completion.text, "logprobs": logprobs, "finish_reason": finish}],
-                "usage": openai::usage(&completion.summary),
+                "system_fingerprint": fingerprint(), "choices": choices, "usage": usage,
             })
         }
     };
-    let mut body = body;
+    if let Some(prompt) = verbose.filter(|_| meta.remote_model.is_none()) {
+        body["__verbose"] = json!({ "prompt": prompt });
+    }
     body["edgellm"] = meta_json(&meta);
     Ok(with_headers(axum::Json(body).into_response(), &meta))
+}
+
+/// The text the local model reads for `generation` (llama-server's `__verbose.prompt`).
+fn local_prompt_text(state: &AppState, generation: &Generation) -> Option<String> {
+    let engine = state.service.engine()?;
+    match &generation.prompt {
+        Prompt::Text(text) => Some(text.clone()),
+        Prompt::Tokens(_) => None,
+        Prompt::Chat(messages) => engine.apply_chat_template(messages).ok(),
+    }
 }
 
 pub struct Collected {
@@ -185,6 +245,8 @@ pub async fn collect(mut running: Routed) -> Result<Collected, ApiError> {
 
 /// Streams SSE chunks. The first step is awaited before the response starts, so an error that
 /// happens before any token (a bad grammar, say) is still a plain JSON error with its status.
+/// llama-server's `timings` ride on the last chunk, and on every token's chunk with
+/// `timings_per_token` (measured here: the prompt until the first token, then decoding).
 async fn stream(
     mut running: Routed,
     model: String,
@@ -192,39 +254,32 @@ async fn stream(
     shape: Shape,
     record: RequestRecord,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let first = running.next().await?;
+    let first_at = Instant::now();
+    let prompt_n = running.prompt_tokens;
     let edgellm = meta_json(&running.meta);
     let id = request_id(match shape {
         Shape::Chat => "chatcmpl-",
         Shape::Completion => "cmpl-",
     });
     let created = unix_now();
-    let chunk = move |choice: Value, usage: Option<Value>, edgellm: Option<&Value>| -> SseEvent {
-        let (object, choices) = match shape {
-            Shape::Chat => (
-                "chat.completion.chunk",
-                if choice.is_null() {
-                    json!([])
-                } else {
-                    json!([choice])
-                },
-            ),
-            Shape::Completion => (
-                "text_completion",
-                if choice.is_null() {
-                    json!([])
-                } else {
-                    json!([choice])
-                },
-            ),
+    let object = match shape {
+        Shape::Chat => "chat.completion.chunk",
+        Shape::Completion => "text_completion",
+    };
+    // One chunk: `choice` (none when null), then top-level `extra` fields (usage, timings,
+    // the `edgellm` object).
+    let chunk = move |choice: Value, extra: Value| -> SseEvent {
+        let choices = if choice.is_null() {
+            json!([])
+        } else {
+            json!([choice])
         };
         let mut body = json!({"id": id, "object": object, "created": created, "model": model,
                               "system_fingerprint": fingerprint(), "choices": choices});
-        if let Some(usage) = usage {
-            body["usage"] = usage;
-        }
-        if let Some(edgellm) = edgellm {
-            body["edgellm"] = edgellm.clone();
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
         }
         SseEvent::default().data(body.to_string())
     };
@@ -238,40 +293,59 @@ async fn stream(
                                         "finish_reason": null}),
         }
     };
+    let timings_now = move |predicted: usize| {
+        super::llama::timings_of(
+            0,
+            prompt_n,
+            first_at.duration_since(started).as_secs_f64() * 1000.0,
+            predicted,
+            first_at.elapsed().as_secs_f64() * 1000.0,
+        )
+    };
     let events = async_stream::stream! {
         if let Shape::Chat = shape {
-            yield Ok::<_, Infallible>(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), None, None));
+            yield Ok::<_, Infallible>(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": null}, "logprobs": null, "finish_reason": null}), json!({})));
         }
         let mut step = Ok(first);
         let mut called = false;
+        let mut predicted = 0usize;
         loop {
             match step {
                 Ok(Step::Token(token)) => {
                     record.answer_part(&token.text);
+                    predicted += 1;
                     if !token.text.is_empty() || options.logprobs {
-                        yield Ok(chunk(token_choice(&token.text, Some(&token)), None, None));
+                        let extra = match options.timings_per_token {
+                            true => json!({"timings": timings_now(predicted)}),
+                            false => json!({}),
+                        };
+                        yield Ok(chunk(token_choice(&token.text, Some(&token)), extra));
                     }
                 }
                 Ok(Step::ToolCalls(calls)) => {
                     called = !calls.is_empty();
                     yield Ok(chunk(json!({"index": 0, "delta": {"tool_calls": call_deltas(&calls)},
-                                          "logprobs": null, "finish_reason": null}), None, None));
+                                          "logprobs": null, "finish_reason": null}), json!({})));
                 }
                 Ok(Step::Done(summary)) => {
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
                     record.answer_part(&summary.tail_text);
                     if !summary.tail_text.is_empty() {
-                        yield Ok(chunk(token_choice(&summary.tail_text, None), None, None));
+                        yield Ok(chunk(token_choice(&summary.tail_text, None), json!({})));
                     }
                     let finish = if called { "tool_calls" } else { openai::finish_reason(&summary.stop_reason) };
                     let last = match shape {
                         Shape::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish}),
                         Shape::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish}),
                     };
-                    // The `edgellm` object rides on the last chunk before [DONE].
-                    yield Ok(chunk(last, None, (!options.include_usage).then_some(&edgellm)));
+                    let timings = super::llama::timings(&summary);
+                    // The `edgellm` object and the timings ride on the last chunk before [DONE].
                     if options.include_usage {
-                        yield Ok(chunk(Value::Null, Some(openai::usage(&summary)), Some(&edgellm)));
+                        yield Ok(chunk(last, json!({})));
+                        yield Ok(chunk(Value::Null, json!({"usage": openai::usage(&summary),
+                                                           "timings": timings, "edgellm": edgellm})));
+                    } else {
+                        yield Ok(chunk(last, json!({"timings": timings, "edgellm": edgellm})));
                     }
                     yield Ok(SseEvent::default().data("[DONE]"));
                     break;

@@ -167,8 +167,8 @@ impl From<ServiceError> for ApiError {
                 };
                 ApiError::invalid(field, message).with_code(code)
             }
-            ServiceError::TokenOutOfRange { .. } => {
-                ApiError::invalid("prompt", message).with_code("invalid_token")
+            ServiceError::TokenOutOfRange { field, .. } => {
+                ApiError::invalid(field, message).with_code("invalid_token")
             }
             ServiceError::InvalidTools(_) => ApiError::invalid("tools", message),
             ServiceError::OutputInvalid(_) => {

@@ -1,6 +1,11 @@
 //! `POST /completion`: llama.cpp server's native shape, so code written for `llama-server` works
 //! unchanged (`prompt`, `n_predict`, `stop`, `stream`, `n_probs`, `cache_prompt`, `grammar`,
-//! `json_schema`; `content`, `stop`, `tokens_predicted`, `tokens_evaluated`, `timings`).
+//! `json_schema`, `logit_bias`, `response_fields`; `content`, `tokens`, `stop`,
+//! `tokens_predicted`, `tokens_evaluated`, `generation_settings`, `timings`).
+//!
+//! `prompt` takes every form llama-server takes: text, token ids, text and ids mixed (one
+//! prompt), `{"prompt_string": ...}`, or a list of those (several prompts: the answer is then a
+//! list, one object per prompt, generated one after another).
 
 use std::convert::Infallible;
 
@@ -15,15 +20,19 @@ use serde_json::{Value, json};
 use super::chat::{answered_model, collect_recorded, mode, prompt_for_log, sse};
 use super::error::ApiError;
 use super::json::ApiJson;
-use super::openai::{PromptField, Sampling, StopField, token_string};
+use super::openai::{Sampling, StopField, token_string};
 use super::routed::{meta_json, route_override, with_headers};
 use super::{AppState, RequestRecord};
-use crate::engine::{StopReason, Summary, TokenEvent};
-use crate::service::{Generation, OutputFormat, Step};
+use crate::embeddings::{EmbedInput, Piece};
+use crate::engine::{SamplingParams, StopReason, Summary, TokenEvent};
+use crate::service::{Generation, OutputFormat, Prompt, Step};
+
+/// Most prompts one `/completion` request may carry.
+const MAX_PROMPTS: usize = 16;
 
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    pub prompt: PromptField,
+    pub prompt: Value,
     /// Tokens to predict; -1 (the default) means as many as the limits allow.
     pub n_predict: Option<i64>,
     /// OpenAI's name for `n_predict`, which llama-server also takes here (`n_predict` wins).
@@ -46,6 +55,9 @@ pub struct CompletionRequest {
     pub ignore_eos: Option<bool>,
     pub grammar: Option<String>,
     pub json_schema: Option<Value>,
+    pub logit_bias: Option<Value>,
+    /// Answer only these fields (`a/b` reads `b` inside `a`), under their paths as keys.
+    pub response_fields: Option<Vec<String>>,
     /// edgellm's own options (the routing override).
     pub edgellm: Option<super::routed::EdgeOptions>,
 }
@@ -90,42 +102,76 @@ pub async fn completion(
         max_tokens,
         stop: request.stop.map(StopField::Many),
         top_logprobs: n_probs,
+        logit_bias: request.logit_bias,
     }
-    .into_params()?;
+    .into_params(&state.config.sampling)?;
     params.stop_at_eog = !request.ignore_eos.unwrap_or(false);
     let format = super::openai::llama_format(request.json_schema, request.grammar)?
         .unwrap_or(OutputFormat::Text);
-    let generation = Generation {
+    let settings = generation_settings(&params, n_predict.unwrap_or(-1), n_probs);
+    let stream = request.stream.unwrap_or(false);
+    let mut prompts = prompts(&state, &request.prompt)?;
+    if prompts.len() > 1 && stream {
+        return Err(ApiError::invalid(
+            "prompt",
+            "several prompts cannot be streamed; send one per request",
+        ));
+    }
+    let generation = |prompt| Generation {
         sources: Vec::new(),
-        prompt: request.prompt.into_prompt()?,
-        params,
-        format,
+        prompt,
+        params: params.clone(),
+        format: format.clone(),
         tools: None,
     };
-    let prompt_text = prompt_for_log(&generation.prompt);
-    record.prompt_text(prompt_text.clone());
-    let stream = request.stream.unwrap_or(false);
+    if !stream {
+        let mut answers = Vec::new();
+        for prompt in prompts {
+            let generation = generation(prompt);
+            let prompt_text = prompt_for_log(&generation.prompt);
+            record.prompt_text(prompt_text.clone());
+            let running = state.router.start(generation, route, mode(false)).await?;
+            let model = answered_model(&state, &running);
+            let meta = running.meta.clone();
+            let collected = collect_recorded(running, &record).await?;
+            let mut body = final_object(&model, &collected.summary, &collected.text);
+            body["tokens"] = json!(collected.tokens.iter().map(|t| t.token).collect::<Vec<_>>());
+            body["prompt"] = json!(prompt_text);
+            body["generation_settings"] = settings.clone();
+            if n_probs > 0 {
+                body["completion_probabilities"] = json!(
+                    collected
+                        .tokens
+                        .iter()
+                        .map(probabilities)
+                        .collect::<Vec<_>>()
+                );
+            }
+            body["edgellm"] = meta_json(&meta);
+            if let Some(fields) = request.response_fields.as_ref().filter(|f| !f.is_empty()) {
+                body = only_fields(&body, fields);
+            }
+            answers.push((body, meta));
+        }
+        let (body, meta) = match answers.len() {
+            1 => answers.remove(0),
+            _ => {
+                let meta = answers.last().map(|(_, meta)| meta.clone());
+                let list = answers.into_iter().map(|(body, _)| body).collect();
+                (
+                    Value::Array(list),
+                    meta.ok_or_else(|| ApiError::invalid("prompt", "no prompt"))?,
+                )
+            }
+        };
+        return Ok(with_headers(axum::Json(body).into_response(), &meta));
+    }
+    let generation = generation(prompts.remove(0));
+    record.prompt_text(prompt_for_log(&generation.prompt));
     let mut running = state.router.start(generation, route, mode(stream)).await?;
     let model = answered_model(&state, &running);
     let meta = running.meta.clone();
     let edgellm = meta_json(&meta);
-    if !stream {
-        let collected = collect_recorded(running, &record).await?;
-        let mut body = final_object(&model, &collected.summary, &collected.text);
-        body["tokens"] = json!([]);
-        body["prompt"] = json!(prompt_text);
-        if n_probs > 0 {
-            body["completion_probabilities"] = json!(
-                collected
-                    .tokens
-                    .iter()
-                    .map(probabilities)
-                    .collect::<Vec<_>>()
-            );
-        }
-        body["edgellm"] = edgellm;
-        return Ok(with_headers(axum::Json(body).into_response(), &meta));
-    }
     let first = running.next().await?;
     let events = async_stream::stream! {
         let mut step = Ok(first);
@@ -149,6 +195,7 @@ pub async fn completion(
                     record.answer_part(&summary.tail_text);
                     let mut body = final_object(&model, &summary, &summary.tail_text);
                     body["tokens"] = json!([]);
+                    body["generation_settings"] = settings.clone();
                     body["edgellm"] = edgellm.clone();
                     yield Ok(SseEvent::default().data(body.to_string()));
                     break;
@@ -170,18 +217,6 @@ fn final_object(model: &str, summary: &Summary, content: &str) -> Value {
         StopReason::StopString(word) => ("word", word.clone()),
         StopReason::Length => ("limit", String::new()),
     };
-    let prompt_n = summary.prompt_tokens - summary.cached_tokens;
-    let prompt_ms = summary.prefill_time.as_secs_f64() * 1000.0;
-    let predicted_ms = summary.decode_time.as_secs_f64() * 1000.0;
-    let per = |ms: f64, n: usize| if n == 0 { 0.0 } else { ms / n as f64 };
-    let rate = |ms: f64, n: usize| {
-        if ms <= 0.0 {
-            0.0
-        } else {
-            n as f64 * 1000.0 / ms
-        }
-    };
-    let decoded = summary.generated_tokens.saturating_sub(1);
     json!({
         "index": 0,
         "content": content,
@@ -195,17 +230,137 @@ fn final_object(model: &str, summary: &Summary, content: &str) -> Value {
         "has_new_line": content.contains('\n'),
         "stop_type": stop_type,
         "stopping_word": stopping_word,
-        "timings": {
-            "cache_n": summary.cached_tokens,
-            "prompt_n": prompt_n,
-            "prompt_ms": prompt_ms,
-            "prompt_per_token_ms": per(prompt_ms, prompt_n),
-            "prompt_per_second": rate(prompt_ms, prompt_n),
-            "predicted_n": summary.generated_tokens,
-            "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": per(predicted_ms, decoded),
-            "predicted_per_second": rate(predicted_ms, decoded),
-        },
+        "timings": timings(summary),
+    })
+}
+
+/// The request's prompts, in every form llama-server takes (see the module's comment). Mixed
+/// text and token ids become token ids here: the first text piece gets the model's BOS, as
+/// llama-server tokenizes them.
+fn prompts(state: &AppState, prompt: &Value) -> Result<Vec<Prompt>, ApiError> {
+    if prompt.get("multimodal_data").is_some() {
+        return Err(ApiError::invalid(
+            "prompt",
+            "multimodal_data: this model takes text only",
+        ));
+    }
+    let inputs = super::embeddings::parse_input(prompt, "prompt")?;
+    if inputs.len() > MAX_PROMPTS {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!("at most {MAX_PROMPTS} prompts per request"),
+        ));
+    }
+    let id = |token: i64| {
+        i32::try_from(token).map_err(|_| {
+            ApiError::invalid(
+                "prompt",
+                format!("token id {token} is outside the vocabulary"),
+            )
+            .with_code("invalid_token")
+        })
+    };
+    inputs
+        .into_iter()
+        .map(|input| match input {
+            EmbedInput::Text(text) => Ok(Prompt::Text(text)),
+            EmbedInput::Tokens(tokens) => Ok(Prompt::Tokens(
+                tokens.into_iter().map(id).collect::<Result<_, _>>()?,
+            )),
+            EmbedInput::Mixed(pieces) => {
+                let engine = state
+                    .service
+                    .engine()
+                    .ok_or_else(|| ApiError::from(crate::service::ServiceError::Loading))?;
+                let mut tokens = Vec::new();
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    match piece {
+                        Piece::Text(text) if i == 0 => tokens.extend(engine.tokenize(&text)),
+                        Piece::Text(text) => {
+                            tokens.extend(engine.tokenize_with(&text, false, true))
+                        }
+                        Piece::Token(token) => tokens.push(id(token)?),
+                    }
+                }
+                Ok(Prompt::Tokens(tokens))
+            }
+        })
+        .collect()
+}
+
+/// llama-server's `generation_settings`: the sampling a request ran with, in its names
+/// (`seed` 4294967295 means a random one).
+pub fn generation_settings(params: &SamplingParams, n_predict: i64, n_probs: usize) -> Value {
+    json!({
+        "seed": params.seed.unwrap_or(u32::MAX),
+        "temperature": params.temperature,
+        "top_k": params.top_k,
+        "top_p": params.top_p,
+        "min_p": params.min_p,
+        "repeat_penalty": params.repeat_penalty,
+        "repeat_last_n": params.repeat_last_n,
+        "frequency_penalty": params.frequency_penalty,
+        "presence_penalty": params.presence_penalty,
+        "n_predict": n_predict,
+        "n_probs": n_probs,
+        "stop": params.stop,
+        "ignore_eos": !params.stop_at_eog,
+    })
+}
+
+/// `response_fields`: each path (`a/b` is `b` inside `a`) under its own name; a missing one is
+/// left out, as in llama-server.
+fn only_fields(body: &Value, fields: &[String]) -> Value {
+    let mut out = serde_json::Map::new();
+    for field in fields {
+        let pointer = format!("/{field}");
+        if let Some(value) = body.pointer(&pointer) {
+            out.insert(field.clone(), value.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// llama-server's `timings` object for a finished request.
+pub fn timings(summary: &Summary) -> Value {
+    let prompt_n = summary.prompt_tokens - summary.cached_tokens;
+    timings_of(
+        summary.cached_tokens,
+        prompt_n,
+        summary.prefill_time.as_secs_f64() * 1000.0,
+        summary.generated_tokens,
+        summary.decode_time.as_secs_f64() * 1000.0,
+    )
+}
+
+/// llama-server's `timings` object from its parts (also while a stream is under way).
+pub fn timings_of(
+    cache_n: usize,
+    prompt_n: usize,
+    prompt_ms: f64,
+    predicted_n: usize,
+    predicted_ms: f64,
+) -> Value {
+    let per = |ms: f64, n: usize| if n == 0 { 0.0 } else { ms / n as f64 };
+    let rate = |ms: f64, n: usize| {
+        if ms <= 0.0 {
+            0.0
+        } else {
+            n as f64 * 1000.0 / ms
+        }
+    };
+    // The first token comes out of the prompt's decode: the rate counts the ones after it.
+    let decoded = predicted_n.saturating_sub(1);
+    json!({
+        "cache_n": cache_n,
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": per(prompt_ms, prompt_n),
+        "prompt_per_second": rate(prompt_ms, prompt_n),
+        "predicted_n": predicted_n,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": per(predicted_ms, decoded),
+        "predicted_per_second": rate(predicted_ms, decoded),
     })
 }
 

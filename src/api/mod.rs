@@ -49,6 +49,11 @@ fn routes(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/chat/completions", post(chat::chat_completions))
+        .route(
+            "/v1/chat/completions/input_tokens",
+            post(chat::input_tokens),
+        )
+        .route("/chat/completions/input_tokens", post(chat::input_tokens))
         .route("/v1/completions", post(chat::completions))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))

@@ -118,7 +118,10 @@ fn output_format(format: Option<Value>) -> Result<OutputFormat, ApiError> {
     }
 }
 
-fn params(options: Option<Options>) -> Result<crate::engine::SamplingParams, ApiError> {
+fn params(
+    options: Option<Options>,
+    defaults: &crate::engine::SamplingParams,
+) -> Result<crate::engine::SamplingParams, ApiError> {
     let o = options.unwrap_or_default();
     let max_tokens = match o.num_predict {
         None | Some(-1) | Some(-2) => None,
@@ -142,8 +145,9 @@ fn params(options: Option<Options>) -> Result<crate::engine::SamplingParams, Api
         max_tokens,
         stop: o.stop,
         top_logprobs: 0,
+        logit_bias: None,
     }
-    .into_params()
+    .into_params(defaults)
 }
 
 #[derive(Clone, Copy)]
@@ -163,7 +167,7 @@ pub async fn chat(
     let generation = Generation {
         sources: Vec::new(),
         prompt: Prompt::Chat(messages_to_chat(request.messages, "messages")?),
-        params: params(request.options)?,
+        params: params(request.options, &state.config.sampling)?,
         format: output_format(request.format)?,
         tools: None,
     };
@@ -203,7 +207,7 @@ pub async fn generate(
     let generation = Generation {
         sources: Vec::new(),
         prompt,
-        params: params(request.options)?,
+        params: params(request.options, &state.config.sampling)?,
         format: output_format(request.format)?,
         tools: None,
     };
@@ -437,17 +441,23 @@ mod tests {
             assert_eq!(output_format(Some(bad)).unwrap_err().status, 400);
         }
         assert!(
-            params(Some(Options {
-                num_predict: Some(0),
-                ..Options::default()
-            }))
+            params(
+                Some(Options {
+                    num_predict: Some(0),
+                    ..Options::default()
+                }),
+                &crate::engine::SamplingParams::default()
+            )
             .is_err()
         );
         assert_eq!(
-            params(Some(Options {
-                num_predict: Some(7),
-                ..Options::default()
-            }))
+            params(
+                Some(Options {
+                    num_predict: Some(7),
+                    ..Options::default()
+                }),
+                &crate::engine::SamplingParams::default()
+            )
             .unwrap()
             .max_tokens,
             7

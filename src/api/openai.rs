@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::tools::{self, ToolCallIn, ToolChoiceIn, ToolIn};
-use crate::engine::{ChatMessage, SamplingParams, TokenEvent};
+use crate::engine::{BiasTarget, ChatMessage, LogitBias, SamplingParams, TokenEvent};
 use crate::service::{Generation, OutputFormat, Prompt};
 
 /// `stop`: one string or a list of up to 4.
@@ -37,8 +37,13 @@ pub struct StreamOptions {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseFormat {
     Text,
-    JsonObject,
-    JsonSchema { json_schema: JsonSchemaSpec },
+    /// llama-server also takes a `schema` here.
+    JsonObject {
+        schema: Option<Value>,
+    },
+    JsonSchema {
+        json_schema: JsonSchemaSpec,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,7 +57,16 @@ impl ResponseFormat {
     fn into_output_format(self) -> Result<OutputFormat, ApiError> {
         Ok(match self {
             ResponseFormat::Text => OutputFormat::Text,
-            ResponseFormat::JsonObject => OutputFormat::JsonObject,
+            ResponseFormat::JsonObject { schema: None } => OutputFormat::JsonObject,
+            ResponseFormat::JsonObject {
+                schema: Some(schema),
+            } if schema.is_object() => OutputFormat::JsonSchema(schema),
+            ResponseFormat::JsonObject { schema: Some(_) } => {
+                return Err(ApiError::invalid(
+                    "response_format.schema",
+                    "the schema must be a JSON object",
+                ));
+            }
             ResponseFormat::JsonSchema { json_schema } => match json_schema.schema {
                 Some(schema) if schema.is_object() => OutputFormat::JsonSchema(schema),
                 Some(_) => {
@@ -129,6 +143,17 @@ pub fn messages_to_chat(
             format!("'{param}' must contain at least one message"),
         ));
     }
+    if messages.len() >= 2
+        && messages[messages.len() - 2..]
+            .iter()
+            .all(|m| m.role == "assistant")
+    {
+        // One trailing assistant message is a prefill the answer continues; two are ambiguous.
+        return Err(ApiError::invalid(
+            param,
+            format!("'{param}' cannot end with two or more assistant messages"),
+        ));
+    }
     messages
         .into_iter()
         .enumerate()
@@ -183,12 +208,14 @@ pub struct Sampling {
     pub max_tokens: Option<u32>,
     pub stop: Option<StopField>,
     pub top_logprobs: usize,
+    /// OpenAI's `{"token id": bias}` map or llama.cpp's `[[token id or text, bias], ...]`.
+    pub logit_bias: Option<Value>,
 }
 
 impl Sampling {
-    /// Validated sampling parameters; absent fields take llama.cpp server's defaults.
-    pub fn into_params(self) -> Result<SamplingParams, ApiError> {
-        let defaults = SamplingParams::default();
+    /// Validated sampling parameters; absent fields take the server's `defaults` (`[sampling]`).
+    pub fn into_params(self, defaults: &SamplingParams) -> Result<SamplingParams, ApiError> {
+        let defaults = defaults.clone();
         let stop = self.stop.map(StopField::into_vec).unwrap_or_default();
         if stop.len() > 4 {
             return Err(ApiError::invalid(
@@ -219,7 +246,12 @@ impl Sampling {
                 "max_tokens must be at least 1",
             ));
         }
+        let logit_bias = match self.logit_bias {
+            None | Some(Value::Null) => Vec::new(),
+            Some(value) => logit_bias(value)?,
+        };
         let params = SamplingParams {
+            logit_bias,
             temperature: self.temperature.unwrap_or(defaults.temperature),
             top_p: self.top_p.unwrap_or(defaults.top_p),
             top_k: self.top_k.unwrap_or(defaults.top_k),
@@ -228,7 +260,7 @@ impl Sampling {
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             presence_penalty: self.presence_penalty.unwrap_or(0.0),
             // OpenAI seeds are 64-bit; llama.cpp's are 32-bit.
-            seed: self.seed.map(|s| s as u32),
+            seed: self.seed.map(|s| s as u32).or(defaults.seed),
             max_tokens: self.max_tokens.unwrap_or(0),
             stop,
             top_logprobs: self.top_logprobs,
@@ -248,10 +280,87 @@ impl Sampling {
     }
 }
 
-fn check_n(n: Option<u32>) -> Result<(), ApiError> {
+/// Parses `logit_bias` in either form. A key or first element that is an integer (or a string
+/// of one, OpenAI's map keys) is a token id; other text stands for its tokens, as in llama.cpp.
+/// A bias is a number, or `false` to forbid the token.
+fn logit_bias(value: Value) -> Result<Vec<LogitBias>, ApiError> {
+    fn bias(value: &Value, at: &str) -> Result<f32, ApiError> {
+        match value {
+            Value::Bool(false) => Ok(f32::NEG_INFINITY),
+            Value::Number(n) => match n.as_f64().map(|v| v as f32) {
+                Some(v) if v.is_finite() => Ok(v),
+                _ => Err(ApiError::invalid(
+                    at,
+                    format!("{at} is too large; a bias is a finite number"),
+                )),
+            },
+            _ => Err(ApiError::invalid(
+                at,
+                format!("{at} must be a number, or false to forbid the token"),
+            )),
+        }
+    }
+    fn target(key: &str) -> BiasTarget {
+        match key.parse::<i64>() {
+            Ok(token) => BiasTarget::Token(token),
+            Err(_) => BiasTarget::Text(key.to_string()),
+        }
+    }
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .map(|(key, value)| {
+                Ok(LogitBias {
+                    target: target(key),
+                    bias: bias(value, &format!("logit_bias[{key:?}]"))?,
+                })
+            })
+            .collect(),
+        Value::Array(pairs) => pairs
+            .iter()
+            .enumerate()
+            .map(|(i, pair)| {
+                let at = format!("logit_bias[{i}]");
+                let shape = || {
+                    ApiError::invalid(&at, format!("{at} must be a [token id or text, bias] pair"))
+                };
+                let [key, value] = pair.as_array().map(Vec::as_slice).ok_or_else(shape)? else {
+                    return Err(shape());
+                };
+                let target = match key {
+                    Value::Number(n) => BiasTarget::Token(n.as_i64().ok_or_else(shape)?),
+                    Value::String(text) => BiasTarget::Text(text.clone()),
+                    _ => return Err(shape()),
+                };
+                Ok(LogitBias {
+                    target,
+                    bias: bias(value, &format!("{at}[1]"))?,
+                })
+            })
+            .collect(),
+        _ => Err(ApiError::invalid(
+            "logit_bias",
+            "logit_bias must be an object of token ids to biases, or a list of [token, bias] pairs",
+        )),
+    }
+}
+
+/// Most choices one request may ask for (each is a generation of its own).
+pub const MAX_CHOICES: u32 = 8;
+
+fn check_n(n: Option<u32>, stream: bool) -> Result<u32, ApiError> {
     match n {
-        None | Some(1) => Ok(()),
-        Some(_) => Err(ApiError::invalid("n", "only n=1 is supported")),
+        None => Ok(1),
+        Some(0) => Err(ApiError::invalid("n", "n must be at least 1")),
+        Some(n) if n > MAX_CHOICES => Err(ApiError::invalid(
+            "n",
+            format!("n must be at most {MAX_CHOICES}"),
+        )),
+        Some(n) if n > 1 && stream => Err(ApiError::invalid(
+            "n",
+            "n > 1 is not supported with stream: true",
+        )),
+        Some(n) => Ok(n),
     }
 }
 
@@ -323,18 +432,36 @@ pub struct ChatRequest {
     pub tools: Option<Vec<ToolIn>>,
     pub tool_choice: Option<ToolChoiceIn>,
     pub parallel_tool_calls: Option<bool>,
+    pub logit_bias: Option<Value>,
+    /// llama-server's: continue the last (assistant) message rather than start a new turn.
+    pub continue_final_message: Option<bool>,
+    pub add_generation_prompt: Option<bool>,
+    /// llama-server's: `timings` on every streamed chunk, not only the last.
+    pub timings_per_token: Option<bool>,
+    /// llama-server's: `__verbose` with the prompt the local model read.
+    pub verbose: Option<bool>,
 }
 
 /// What a chat or completion handler needs besides the generation itself.
+#[derive(Default)]
 pub struct Options {
     pub stream: bool,
     pub include_usage: bool,
     pub logprobs: bool,
+    /// How many choices (`n`), each generated on its own.
+    pub n: u32,
+    pub timings_per_token: bool,
+    pub verbose: bool,
 }
 
 impl ChatRequest {
-    pub fn into_generation(self) -> Result<(Generation, Options), ApiError> {
-        check_n(self.n)?;
+    pub fn into_generation(
+        self,
+        defaults: &SamplingParams,
+    ) -> Result<(Generation, Options), ApiError> {
+        let stream = self.stream.unwrap_or(false);
+        let n = check_n(self.n, stream)?;
+        self.check_continuation()?;
         let logprobs = self.logprobs.unwrap_or(false);
         let top_logprobs = check_top_logprobs(logprobs, self.top_logprobs)?;
         let params = Sampling {
@@ -349,8 +476,9 @@ impl ChatRequest {
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             stop: self.stop,
             top_logprobs,
+            logit_bias: self.logit_bias,
         }
-        .into_params()?;
+        .into_params(defaults)?;
         let format = self
             .response_format
             .map_or(Ok(OutputFormat::Text), ResponseFormat::into_output_format)?;
@@ -373,9 +501,12 @@ impl ChatRequest {
         let prompt = Prompt::Chat(messages_to_chat(self.messages, "messages")?);
         let tools = tools::tool_set(self.tools, self.tool_choice, self.parallel_tool_calls)?;
         let options = Options {
-            stream: self.stream.unwrap_or(false),
+            stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
             logprobs,
+            n,
+            timings_per_token: self.timings_per_token.unwrap_or(false),
+            verbose: self.verbose.unwrap_or(false),
         };
         Ok((
             Generation {
@@ -387,6 +518,29 @@ impl ChatRequest {
             },
             options,
         ))
+    }
+}
+
+impl ChatRequest {
+    /// A trailing assistant message is always continued (llama-server's assistant prefill);
+    /// `continue_final_message` asks for exactly that, so it needs one and excludes a new turn.
+    fn check_continuation(&self) -> Result<(), ApiError> {
+        let ends_with_assistant = self.messages.last().is_some_and(|m| m.role == "assistant");
+        match (self.continue_final_message, self.add_generation_prompt) {
+            (Some(true), Some(true)) => Err(ApiError::invalid(
+                "continue_final_message",
+                "continue_final_message and add_generation_prompt cannot both be true",
+            )),
+            (Some(true), _) if !ends_with_assistant => Err(ApiError::invalid(
+                "continue_final_message",
+                "continue_final_message needs the last message to be the assistant's",
+            )),
+            (_, Some(false)) if !ends_with_assistant => Err(ApiError::invalid(
+                "add_generation_prompt",
+                "add_generation_prompt: false is supported only to continue a final assistant message",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -438,11 +592,16 @@ pub struct CompletionRequest {
     pub logprobs: Option<usize>,
     pub echo: Option<bool>,
     pub response_format: Option<ResponseFormat>,
+    pub logit_bias: Option<Value>,
 }
 
 impl CompletionRequest {
-    pub fn into_generation(self) -> Result<(Generation, Options), ApiError> {
-        check_n(self.n)?;
+    pub fn into_generation(
+        self,
+        defaults: &SamplingParams,
+    ) -> Result<(Generation, Options), ApiError> {
+        let stream = self.stream.unwrap_or(false);
+        let n = check_n(self.n, stream)?;
         if self.echo == Some(true) {
             return Err(ApiError::invalid("echo", "echo is not supported"));
         }
@@ -464,15 +623,18 @@ impl CompletionRequest {
             max_tokens: Some(self.max_tokens.unwrap_or(16)),
             stop: self.stop,
             top_logprobs: self.logprobs.unwrap_or(0),
+            logit_bias: self.logit_bias,
         }
-        .into_params()?;
+        .into_params(defaults)?;
         let format = self
             .response_format
             .map_or(Ok(OutputFormat::Text), ResponseFormat::into_output_format)?;
         let options = Options {
-            stream: self.stream.unwrap_or(false),
+            stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
             logprobs: self.logprobs.is_some(),
+            n,
+            ..Options::default()
         };
         Ok((
             Generation {
@@ -530,7 +692,10 @@ pub struct ResponsesRequest {
 }
 
 impl ResponsesRequest {
-    pub fn into_generation(self) -> Result<(Generation, bool), ApiError> {
+    pub fn into_generation(
+        self,
+        defaults: &SamplingParams,
+    ) -> Result<(Generation, bool), ApiError> {
         if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(ApiError::invalid(
                 "tools",
@@ -551,7 +716,7 @@ impl ResponsesRequest {
             max_tokens: self.max_output_tokens,
             ..Sampling::default()
         }
-        .into_params()
+        .into_params(defaults)
         .map_err(|mut e| {
             if e.param.as_deref() == Some("max_tokens") {
                 e.param = Some("max_output_tokens".into());

@@ -25,7 +25,7 @@ pub async fn create(
     ApiJson(mut request): ApiJson<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
     let route = route_override(&headers, request.edgellm.take())?;
-    let (generation, stream) = request.into_generation()?;
+    let (generation, stream) = request.into_generation(&state.config.sampling)?;
     record.prompt(&generation.prompt);
     let mut running = state.router.start(generation, route, mode(stream)).await?;
     let meta = running.meta.clone();

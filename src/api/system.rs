@@ -92,25 +92,9 @@ pub async fn models(State(state): State<AppState>) -> Response {
     axum::Json(json!({"object": "list", "data": [model]})).into_response()
 }
 
-/// llama.cpp's "random seed" value, which llama-server reports when no seed is set.
-const RANDOM_SEED: u32 = u32::MAX;
-
 /// The defaults a request gets for what it does not set, in llama-server's names.
-fn default_params() -> serde_json::Value {
-    let d = crate::engine::SamplingParams::default();
-    json!({
-        "seed": d.seed.unwrap_or(RANDOM_SEED),
-        "temperature": d.temperature,
-        "top_k": d.top_k,
-        "top_p": d.top_p,
-        "min_p": d.min_p,
-        "repeat_penalty": d.repeat_penalty,
-        "repeat_last_n": d.repeat_last_n,
-        "frequency_penalty": d.frequency_penalty,
-        "presence_penalty": d.presence_penalty,
-        "n_predict": -1,
-        "n_probs": 0,
-    })
+fn default_params(state: &AppState) -> serde_json::Value {
+    super::llama::generation_settings(&state.config.sampling, -1, 0)
 }
 
 /// `GET /props`: llama-server's server properties (model, slots, per-slot context, defaults,
@@ -129,9 +113,13 @@ pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> 
             "id": 0,
             "n_ctx": info.n_ctx_slot,
             "is_processing": false,
-            "params": default_params(),
+            "params": default_params(&state),
         },
-        "chat_template": engine.chat_template_text().unwrap_or_default(),
+        "chat_template": info
+            .template_name
+            .clone()
+            .or_else(|| engine.chat_template_text())
+            .unwrap_or_default(),
         "modalities": {"vision": false, "audio": false},
         "build_info": format!("edgellm {}", env!("CARGO_PKG_VERSION")),
         "is_sleeping": false,

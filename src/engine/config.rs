@@ -49,6 +49,8 @@ pub struct EngineConfig {
     pub verbose_llama_logs: bool,
     /// How the tokens a constraint forces are appended (jump-forward).
     pub jump_forward: crate::constraint::JumpForward,
+    /// One of llama.cpp's built-in chat templates, instead of the GGUF's (`--chat-template`).
+    pub chat_template: Option<String>,
 }
 
 impl EngineConfig {
@@ -69,6 +71,7 @@ impl EngineConfig {
             slots: 1,
             verbose_llama_logs: false,
             jump_forward: crate::constraint::JumpForward::Exact,
+            chat_template: None,
         }
     }
 

@@ -19,7 +19,9 @@ mod worker;
 pub use config::{EngineConfig, KvType};
 pub use logprob::Spread;
 pub use memory::{BufferSizes, ProcessMemory};
-pub use template::{ChatMessage, TemplateKind, ToolCall, apply_plain};
+pub use template::{
+    ChatMessage, TemplateKind, ToolCall, apply_plain, builtin_names as builtin_template_names,
+};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,6 +93,23 @@ pub struct SamplingParams {
     pub spread_top: usize,
     /// Stop at end-of-generation tokens (false only for benchmarks that must run exactly N tokens).
     pub stop_at_eog: bool,
+    /// Added to a token's logit before sampling (`f32::NEG_INFINITY` forbids it). Text targets
+    /// are the API's; the service turns them into token ids before the engine sees them.
+    pub logit_bias: Vec<LogitBias>,
+}
+
+/// One `logit_bias` entry: OpenAI's token-id map or llama.cpp's `[token or text, bias]` pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogitBias {
+    pub target: BiasTarget,
+    pub bias: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BiasTarget {
+    Token(i64),
+    /// Every token of this text (tokenized without special tokens), as llama.cpp does.
+    Text(String),
 }
 
 impl Default for SamplingParams {
@@ -110,6 +129,7 @@ impl Default for SamplingParams {
             top_logprobs: 0,
             spread_top: 0,
             stop_at_eog: true,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -132,6 +152,13 @@ impl SamplingParams {
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
             return bad("repeat_penalty must be > 0");
+        }
+        if self
+            .logit_bias
+            .iter()
+            .any(|b| b.bias.is_nan() || b.bias == f32::INFINITY)
+        {
+            return bad("logit_bias values must be finite numbers, or false to forbid a token");
         }
         if self.top_logprobs.max(self.spread_top) > logprob::MAX_TOP_LOGPROBS {
             return Err(EngineError::InvalidParameter(format!(
@@ -266,6 +293,8 @@ pub struct ModelInfo {
     pub n_ctx_slot: u32,
     pub slots: u32,
     pub template: TemplateKind,
+    /// The built-in template configured instead of the GGUF's (`--chat-template`).
+    pub template_name: Option<String>,
     pub buffers: BufferSizes,
     pub load_time: Duration,
     pub resident: LoadMemory,
@@ -329,7 +358,7 @@ impl Engine {
         // whatever it is batched with, and on this model it costs nothing measurable
         // (docs/performance.md, "Batch invariance").
         let model = load_model(backend, &config.model_path)?;
-        let template = template::detect(&model);
+        let template = template::detect(&model, config.chat_template.as_deref())?;
         let load = Arc::new(EngineLoad::default());
         let resident_after_model = ProcessMemory::read().resident_bytes;
         let (commands, buffers) = worker::spawn(model.clone(), &config, load.clone(), log_mark)?;
@@ -345,6 +374,7 @@ impl Engine {
             n_ctx_slot: config.n_ctx / config.slots,
             slots: config.slots,
             template,
+            template_name: config.chat_template.clone(),
             buffers,
             load_time: started.elapsed(),
             resident: LoadMemory {
@@ -434,7 +464,12 @@ impl Engine {
 
     /// Formats chat messages into a prompt with the model's chat template.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        template::apply(&self.model, self.info.template, messages)
+        template::apply(
+            &self.model,
+            self.info.template,
+            self.info.template_name.as_deref(),
+            messages,
+        )
     }
 
     /// Refuses a request whose prompt plus `max_tokens` does not fit one slot's context.

@@ -9,7 +9,7 @@
 //! constrained to produce, see `crate::tools`), and a tool result is a message with role `tool`
 //! whose content is the result. llama.cpp's template API takes only role and content.
 
-use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 
 use super::EngineError;
 
@@ -73,6 +73,8 @@ impl ChatMessage {
 pub enum TemplateKind {
     /// The template stored in the GGUF (`tokenizer.chat_template`).
     Gguf,
+    /// One of llama.cpp's built-in templates, named in the configuration (`--chat-template`).
+    Builtin,
     /// The model has no usable template: `System: ...\nUser: ...\nAssistant:`.
     Plain,
 }
@@ -81,35 +83,98 @@ impl TemplateKind {
     pub fn as_str(self) -> &'static str {
         match self {
             TemplateKind::Gguf => "gguf",
+            TemplateKind::Builtin => "builtin",
             TemplateKind::Plain => "plain",
         }
     }
 }
 
-/// Uses the GGUF's template when llama.cpp can apply it.
-pub fn detect(model: &LlamaModel) -> TemplateKind {
+/// Uses the GGUF's template when llama.cpp can apply it; a configured name must be one of
+/// llama.cpp's built-in templates.
+pub fn detect(model: &LlamaModel, name: Option<&str>) -> Result<TemplateKind, EngineError> {
     let probe = [ChatMessage::new("user", "hi")];
-    match apply_gguf(model, &probe) {
+    if let Some(name) = name {
+        if !builtin_names().iter().any(|known| known == name) {
+            return Err(EngineError::Template(format!(
+                "unknown chat template {name:?}; llama.cpp's built-in templates are: {}",
+                builtin_names().join(", ")
+            )));
+        }
+        return apply_gguf(model, Some(name), &probe).map(|_| TemplateKind::Builtin);
+    }
+    Ok(match apply_gguf(model, None, &probe) {
         Ok(_) => TemplateKind::Gguf,
         Err(_) => TemplateKind::Plain,
+    })
+}
+
+/// The names of llama.cpp's built-in chat templates (`chatml`, `llama3`, `command-r`, ...).
+pub fn builtin_names() -> Vec<String> {
+    // SAFETY: with a null buffer llama.cpp only counts; then it fills at most `count` pointers
+    // to static C strings.
+    unsafe {
+        let count = llama_cpp_sys_2::llama_chat_builtin_templates(std::ptr::null_mut(), 0);
+        let Ok(len) = usize::try_from(count) else {
+            return Vec::new();
+        };
+        let mut names = vec![std::ptr::null(); len];
+        let filled = llama_cpp_sys_2::llama_chat_builtin_templates(names.as_mut_ptr(), len);
+        names
+            .into_iter()
+            .take(usize::try_from(filled).unwrap_or(0))
+            .filter(|p| !p.is_null())
+            .map(|p| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+            .collect()
     }
 }
 
+/// Formats `messages` and opens the assistant's turn. A final assistant message (text, no tool
+/// calls) is a prefill: the turn opens with its text and the answer continues it, as
+/// llama-server does (its `continue_final_message`).
 pub fn apply(
     model: &LlamaModel,
     kind: TemplateKind,
+    name: Option<&str>,
     messages: &[ChatMessage],
 ) -> Result<String, EngineError> {
-    match kind {
-        TemplateKind::Gguf => apply_gguf(model, messages),
-        TemplateKind::Plain => Ok(apply_plain(messages)),
+    let (head, prefill) = split_prefill(messages);
+    let mut prompt = match kind {
+        TemplateKind::Gguf => apply_gguf(model, None, head)?,
+        TemplateKind::Builtin => apply_gguf(model, name, head)?,
+        TemplateKind::Plain => apply_plain(head),
+    };
+    if let Some(prefill) = prefill {
+        if kind == TemplateKind::Plain {
+            prompt.push(' ');
+        }
+        prompt.push_str(prefill);
+    }
+    Ok(prompt)
+}
+
+/// The messages before a prefill, and the prefill's text.
+fn split_prefill(messages: &[ChatMessage]) -> (&[ChatMessage], Option<&str>) {
+    match messages.split_last() {
+        Some((last, head))
+            if last.role == "assistant" && last.tool_calls.is_empty() && !head.is_empty() =>
+        {
+            (head, Some(last.content.as_str()))
+        }
+        _ => (messages, None),
     }
 }
 
-fn apply_gguf(model: &LlamaModel, messages: &[ChatMessage]) -> Result<String, EngineError> {
-    let template = model
-        .chat_template(None)
-        .map_err(|e| EngineError::Template(e.to_string()))?;
+/// Applies the GGUF's template, or the built-in one `name` names.
+fn apply_gguf(
+    model: &LlamaModel,
+    name: Option<&str>,
+    messages: &[ChatMessage],
+) -> Result<String, EngineError> {
+    let template = match name {
+        Some(name) => LlamaChatTemplate::new(name).map_err(|e| e.to_string()),
+        None => model.chat_template(None).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| EngineError::Template(e.to_string()))?;
     let chat = messages
         .iter()
         .map(|m| LlamaChatMessage::new(m.role.clone(), m.model_text()))
@@ -153,6 +218,33 @@ mod tests {
             apply_plain(&messages),
             "System: Be brief.\nUser: Hi\nAssistant:"
         );
+    }
+
+    #[test]
+    fn a_final_assistant_message_is_continued() {
+        let messages = [
+            ChatMessage::new("user", "Name a colour."),
+            ChatMessage::new("assistant", "The colour is"),
+        ];
+        let (head, prefill) = split_prefill(&messages);
+        assert_eq!(head.len(), 1);
+        assert_eq!(prefill, Some("The colour is"));
+        assert_eq!(
+            apply_plain(head) + " " + prefill.unwrap(),
+            "User: Name a colour.\nAssistant: The colour is"
+        );
+        // Alone, or with tool calls, an assistant message is history, not a prefill.
+        let alone = [ChatMessage::new("assistant", "Hello")];
+        assert_eq!(split_prefill(&alone).1, None);
+        let call = ChatMessage {
+            tool_calls: vec![ToolCall {
+                id: "c".into(),
+                name: "f".into(),
+                arguments: "{}".into(),
+            }],
+            ..ChatMessage::new("assistant", "")
+        };
+        assert_eq!(split_prefill(&[messages[0].clone(), call]).1, None);
     }
 
     #[test]

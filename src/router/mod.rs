@@ -248,11 +248,14 @@ impl Router {
     /// and otherwise one error listing every tier's reason.
     pub async fn start(
         &self,
-        generation: Generation,
+        mut generation: Generation,
         route: RouteOverride,
         mode: Mode,
     ) -> Result<Routed, ServiceError> {
         let started = Instant::now();
+        if let crate::service::OutputFormat::JsonSchema(schema) = &mut generation.format {
+            crate::service::tuple_items(schema);
+        }
         let operation = match generation.prompt {
             crate::service::Prompt::Chat(_) => "chat",
             _ => "text_completion",

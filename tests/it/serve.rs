@@ -288,7 +288,11 @@ async fn bad_requests_get_openai_errors() {
             "temperature",
         ),
         (
-            json!({"messages": [{"role": "user", "content": "hi"}], "n": 3}),
+            json!({"messages": [{"role": "user", "content": "hi"}], "n": 9}),
+            "n",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": true}),
             "n",
         ),
         (
@@ -1226,4 +1230,306 @@ async fn model_aliases_and_tags_are_listed() {
         assert_eq!(model["aliases"], json!(["code", "fim", "tinyllama-2"]));
         assert_eq!(model["tags"], json!(["chat", "fim", "small"]));
     }
+}
+
+/// The first token greedy decoding picks after `prompt`, with `extra` fields in the request.
+async fn first_token(server: &Server, prompt: &str, extra: Value) -> (i64, String) {
+    let mut body = json!({"prompt": prompt, "n_predict": 1, "temperature": 0, "n_probs": 1});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (status, answer) = post(server, "/completion", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let first = &answer["completion_probabilities"][0];
+    (
+        first["id"].as_i64().unwrap(),
+        answer["content"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn logit_bias_forbids_and_favours_tokens() {
+    let server = Server::start(&[]);
+    let prompt = "The capital of France is";
+    let (free, _) = first_token(&server, prompt, json!({})).await;
+    // Forbidden by id, in every form a client sends it: the greedy choice moves elsewhere.
+    for bias in [
+        json!({ free.to_string(): -100 }),
+        json!({ free.to_string(): false }),
+        json!([[free, -100]]),
+        json!([[free, false]]),
+    ] {
+        let (token, _) = first_token(&server, prompt, json!({ "logit_bias": bias })).await;
+        assert_ne!(token, free, "{bias}");
+    }
+    // Favoured by text (llama.cpp's form): the text's token wins, sampled or greedy, and the
+    // constrained path (a grammar) honours the bias among the tokens it allows.
+    let (_, pieces) = post(
+        &server,
+        "/tokenize",
+        json!({"content": " banana", "with_pieces": true}),
+    )
+    .await;
+    let banana = pieces["tokens"][0]["id"].as_i64().unwrap();
+    for extra in [
+        json!({"logit_bias": [[" banana", 100]]}),
+        json!({"logit_bias": {" banana": 100}, "temperature": 0.8, "seed": 7}),
+        json!({"logit_bias": [[banana, 100]], "grammar": "root ::= \" apple\" | \" banana\" | \" cherry\""}),
+    ] {
+        let (token, text) = first_token(&server, prompt, extra.clone()).await;
+        assert_eq!(token, banana, "{extra}");
+        assert!(text.starts_with(" banana"), "{extra}: {text}");
+    }
+    // OpenAI's routes take the map; a chat answer avoids a forbidden first token too.
+    let chat = json!({"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 1,
+                      "temperature": 0, "logprobs": true});
+    let (status, free_chat) = post(&server, "/v1/chat/completions", chat.clone()).await;
+    assert_eq!(status, 200, "{free_chat}");
+    let free_text = free_chat["choices"][0]["logprobs"]["content"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, ids) = post(&server, "/tokenize", json!({ "content": free_text })).await;
+    let free_id = ids["tokens"][0].as_i64().unwrap();
+    let mut biased = chat.clone();
+    biased["logit_bias"] = json!({ free_id.to_string(): -100 });
+    let (status, answer) = post(&server, "/v1/chat/completions", biased).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_ne!(
+        answer["choices"][0]["logprobs"]["content"][0]["token"],
+        free_text.as_str(),
+        "{answer}"
+    );
+    // Malformed biases are 400s naming the field.
+    for (bias, param) in [
+        (json!({"99999999": -100}), "logit_bias"),
+        (json!([[-1, 5]]), "logit_bias"),
+        (json!({"5": "lots"}), "logit_bias[\"5\"]"),
+        (json!({"5": true}), "logit_bias[\"5\"]"),
+        (json!({"5": 1e300}), "logit_bias[\"5\"]"),
+        (json!([[5]]), "logit_bias[0]"),
+        (json!([[5, 1, 2]]), "logit_bias[0]"),
+        (json!([[{"x": 1}, 1]]), "logit_bias[0]"),
+        (json!("forbid"), "logit_bias"),
+    ] {
+        let (status, body) = post(
+            &server,
+            "/completion",
+            json!({"prompt": prompt, "n_predict": 1, "logit_bias": bias}),
+        )
+        .await;
+        assert_eq!(status, 400, "{bias}: {body}");
+        assert_openai_error(&body, Some(param));
+    }
+}
+
+/// The raw head of `GET path`: the status line and headers as the server wrote them.
+fn raw_head(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nOrigin: http://localhost:3000\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// llama-server's request extensions and server defaults, as its clients use them.
+#[tokio::test]
+async fn llama_server_request_extensions() {
+    let server = Server::start(&["--seed", "42", "--temp", "0.7", "--chat-template", "chatml"]);
+    // Server defaults: /props reports them, and two unseeded requests sample alike.
+    let props = get_json(&server, "/props").await;
+    assert_eq!(props["default_generation_settings"]["params"]["seed"], 42);
+    assert_eq!(props["chat_template"], "chatml");
+    let request = json!({"prompt": "Once upon a time", "n_predict": 12});
+    let (_, first) = post(&server, "/completion", request.clone()).await;
+    let (_, second) = post(&server, "/completion", request).await;
+    assert_eq!(first["content"], second["content"]);
+    assert_eq!(first["generation_settings"]["seed"], 42, "{first}");
+    assert_eq!(first["generation_settings"]["temperature"], 0.7_f32);
+    assert_eq!(
+        first["tokens"].as_array().unwrap().len() as u64,
+        first["tokens_predicted"].as_u64().unwrap()
+    );
+    // The named built-in template formats chats.
+    let (_, applied) = post(
+        &server,
+        "/apply-template",
+        json!({"messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(
+        applied["prompt"],
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+
+    // Prompt forms: token ids, several prompts (a list back), mixed text and ids, objects.
+    let (_, ids) = post(
+        &server,
+        "/tokenize",
+        json!({"content": "The sky is", "add_special": true}),
+    )
+    .await;
+    let ids = ids["tokens"].clone();
+    let greedy = |prompt: Value| json!({"prompt": prompt, "n_predict": 6, "temperature": 0});
+    let (status, one) = post(&server, "/completion", greedy(ids.clone())).await;
+    assert_eq!(status, 200, "{one}");
+    let (status, two) = post(&server, "/completion", greedy(json!([ids, "The sky is"]))).await;
+    assert_eq!(status, 200, "{two}");
+    let two = two.as_array().unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0]["content"], one["content"]);
+    assert_eq!(two[1]["content"], one["content"]);
+    let (status, object) = post(
+        &server,
+        "/completion",
+        greedy(json!({"prompt_string": "The sky is"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{object}");
+    assert_eq!(object["content"], one["content"]);
+    let mut mixed = ids.as_array().unwrap().clone();
+    let last = mixed.pop().unwrap();
+    let (_, last_text) = post(&server, "/detokenize", json!({"tokens": [last]})).await;
+    mixed.push(last_text["content"].clone());
+    let (status, mixed) = post(&server, "/completion", greedy(Value::Array(mixed))).await;
+    assert_eq!(status, 200, "{mixed}");
+    assert_eq!(mixed["content"], one["content"]);
+    for (bad, param) in [
+        (
+            json!({"prompt_string": "x", "multimodal_data": ["AAAA"]}),
+            "prompt",
+        ),
+        (json!([]), "prompt"),
+        (json!([1.5]), "prompt"),
+        (json!(vec!["x"; 17]), "prompt"),
+    ] {
+        let (status, body) = post(&server, "/completion", greedy(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_openai_error(&body, Some(param));
+    }
+    let mut fields = greedy(ids.clone());
+    fields["response_fields"] = json!(["content", "generation_settings/n_predict"]);
+    let (_, only) = post(&server, "/completion", fields).await;
+    assert_eq!(
+        only,
+        json!({"content": one["content"], "generation_settings/n_predict": 6})
+    );
+
+    // Chat: n choices, usage over all of them.
+    let chat = "/v1/chat/completions";
+    let ask = json!({"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 4});
+    let mut several = ask.clone();
+    several["n"] = json!(3);
+    let (status, answer) = post(&server, chat, several).await;
+    assert_eq!(status, 200, "{answer}");
+    let choices = answer["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], i);
+        assert_eq!(choice["message"]["role"], "assistant");
+    }
+    assert_eq!(answer["usage"]["completion_tokens"], 12, "{answer}");
+    // What the prompt costs, without generating, is what generating it reports.
+    let (status, counted) = post(&server, "/v1/chat/completions/input_tokens", ask.clone()).await;
+    assert_eq!(status, 200, "{counted}");
+    let (_, generated) = post(&server, chat, ask.clone()).await;
+    assert_eq!(counted["input_tokens"], generated["usage"]["prompt_tokens"]);
+    // Assistant prefill: the answer continues the last assistant message.
+    let prefill = json!({"messages": [{"role": "user", "content": "Name a colour."},
+                                      {"role": "assistant", "content": "My favourite colour is"}],
+                         "max_tokens": 3, "verbose": true});
+    let (status, continued) = post(&server, chat, prefill.clone()).await;
+    assert_eq!(status, 200, "{continued}");
+    assert!(
+        continued["__verbose"]["prompt"]
+            .as_str()
+            .unwrap()
+            .ends_with("<|im_start|>assistant\nMy favourite colour is"),
+        "{continued}"
+    );
+    let mut both = prefill.clone();
+    both["continue_final_message"] = json!(true);
+    both["add_generation_prompt"] = json!(true);
+    let (status, body) = post(&server, chat, both).await;
+    assert_eq!(status, 400, "{body}");
+    assert_openai_error(&body, Some("continue_final_message"));
+    let mut twice = prefill.clone();
+    twice["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "assistant", "content": "again"}));
+    let (status, body) = post(&server, chat, twice).await;
+    assert_eq!(status, 400, "{body}");
+    // JSON mode with llama-server's `schema`, in draft-07 tuple form.
+    let (status, body) = post(
+        &server,
+        chat,
+        json!({"messages": [{"role": "user", "content": "Numbers?"}], "max_tokens": 24,
+               "response_format": {"type": "json_object", "schema": {"type": "array",
+                   "items": [{"type": "integer", "minimum": 0, "maximum": 99}],
+                   "additionalItems": false, "minItems": 1}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let content: Value =
+        serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(
+        content
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && a[0].is_i64()),
+        "{content}"
+    );
+
+    // Streaming: the role chunk has null content; timings per token, and on the last chunk.
+    let response = client()
+        .post(server.url(chat))
+        .json(
+            &json!({"messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 5,
+                      "stream": true, "timings_per_token": true,
+                      "stream_options": {"include_usage": true}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks[0]["choices"][0]["delta"]["content"].is_null());
+    assert!(chunks[0].get("timings").is_none());
+    let predicted: Vec<u64> = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"]["content"].is_string())
+        .map(|c| c["timings"]["predicted_n"].as_u64().unwrap())
+        .collect();
+    assert!(!predicted.is_empty(), "{text}");
+    assert!(predicted.windows(2).all(|w| w[0] < w[1]), "{predicted:?}");
+    let last = chunks.last().unwrap();
+    assert!(last["choices"].as_array().unwrap().is_empty());
+    assert_eq!(
+        last["timings"]["predicted_n"],
+        last["usage"]["completion_tokens"]
+    );
+
+    // Header names go out in title case, as llama-server writes them.
+    let head = raw_head(&server.base, "/metrics");
+    assert!(head.contains("\r\nProcess-Start-Time-Unix: "), "{head}");
+    assert!(
+        head.contains("\r\nAccess-Control-Allow-Origin: http://localhost:3000"),
+        "{head}"
+    );
 }
