@@ -97,9 +97,10 @@ impl Gateway {
     /// (with today's spend read from the ledger). The telemetry pusher scrapes the same text.
     pub async fn render_metrics(&self) -> String {
         let engine = self.service.engine();
-        let mut text = self
-            .metrics
-            .render(engine.map(|e| e.load()), self.config.engine.slots);
+        let embed = self.embeddings.embedder().map(|e| e.load());
+        let mut text =
+            self.metrics
+                .render(engine.map(|e| e.load()), embed, self.config.engine.slots);
         text.push_str(&self.metrics.render_breakers(&self.router.breaker_states()));
         if let Some(guard) = self.router.egress() {
             let ledger = guard.ledger().clone();

@@ -587,7 +587,14 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self, load: Option<&EngineLoad>, slots: u32) -> String {
+    /// `embed` is the embedding engine's load, counted in llama-server's prompt and decode
+    /// families as llama-server counts its embedding work.
+    pub fn render(
+        &self,
+        load: Option<&EngineLoad>,
+        embed: Option<&crate::engine::embed::EmbedLoad>,
+        slots: u32,
+    ) -> String {
         let mut out = String::new();
         out.push_str("# HELP edgellm_requests_total HTTP requests by endpoint and status code.\n# TYPE edgellm_requests_total counter\n");
         if let Ok(requests) = self.requests.lock() {
@@ -699,7 +706,7 @@ impl Metrics {
         );
         self.render_routing(&mut out);
         self.render_tasks(&mut out);
-        self.render_llamacpp(&mut out, load);
+        self.render_llamacpp(&mut out, load, embed);
         self.render_gen_ai(&mut out);
         if let Some(telemetry) = self.telemetry.get() {
             telemetry.render(&mut out);
@@ -711,10 +718,18 @@ impl Metrics {
     /// dashboards and clients read edgellm unchanged. Local generations only; cached prompt
     /// tokens are counted apart from processed ones, as llama-server counts them. edgellm does
     /// no speculative decoding: those counters stay 0.
-    fn render_llamacpp(&self, out: &mut String, load: Option<&EngineLoad>) {
+    fn render_llamacpp(
+        &self,
+        out: &mut String,
+        load: Option<&EngineLoad>,
+        embed: Option<&crate::engine::embed::EmbedLoad>,
+    ) {
         let prompt = self.prompt_tokens.load(Ordering::Relaxed);
         let cached = self.cached_prompt_tokens.load(Ordering::Relaxed);
-        let processed = prompt.saturating_sub(cached);
+        let embedded = embed.map_or(0, |e| e.tokens.load(Ordering::Relaxed));
+        let encodes = embed.map_or(0, |e| e.batches.load(Ordering::Relaxed));
+        let generation_prompt = prompt.saturating_sub(cached);
+        let processed = generation_prompt + embedded;
         let predicted = self.generated_tokens.load(Ordering::Relaxed);
         let prompt_secs = self.prompt_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let predicted_secs = self.predicted_micros.load(Ordering::Relaxed) as f64 / 1e6;
@@ -726,7 +741,7 @@ impl Metrics {
             }
         };
         let relaxed = |a: Option<&AtomicU64>| a.map_or(0, |a| a.load(Ordering::Relaxed));
-        let decodes = relaxed(load.map(|l| &l.decodes));
+        let decodes = relaxed(load.map(|l| &l.decodes)) + encodes;
         let sequences = relaxed(load.map(|l| &l.decoded_sequences));
         let busy = load.map_or(0, |l| l.busy_slots.load(Ordering::Relaxed));
         let queued = load.map_or(0, |l| l.queued.load(Ordering::Relaxed));
@@ -800,7 +815,7 @@ impl Metrics {
                 "prompt_tokens_seconds",
                 "gauge",
                 "Average prompt throughput in tokens/s.",
-                rate(processed, prompt_secs),
+                rate(generation_prompt, prompt_secs),
             ),
             (
                 "predicted_tokens_seconds",
@@ -1115,7 +1130,7 @@ mod tests {
         for v in [0.003, 0.2, 7.0, 100.0] {
             metrics.time_to_first_token.observe(v);
         }
-        let text = metrics.render(None, 4);
+        let text = metrics.render(None, None, 4);
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"0.25\"} 2\n"));
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"10\"} 3\n"));
@@ -1129,7 +1144,7 @@ mod tests {
         let name = "a\"b\\c\nd";
         metrics.count_routed(name, "default", false);
         metrics.count_task_run(name, "ok");
-        let text = metrics.render(None, 1);
+        let text = metrics.render(None, None, 1);
         let (lines, bad) = crate::telemetry::exposition::parse(&text);
         assert_eq!(bad, 0, "{text}");
         let routed = lines
@@ -1150,7 +1165,7 @@ mod tests {
         metrics.count_request("/v1/chat/completions", 200);
         metrics.count_request("/v1/chat/completions", 200);
         metrics.count_request("/v1/completions", 400);
-        let text = metrics.render(None, 1);
+        let text = metrics.render(None, None, 1);
         assert!(text.contains(
             "edgellm_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 2\n"
         ));
@@ -1170,7 +1185,7 @@ mod tests {
         let mqtt = Arc::new(MqttCounters::default());
         mqtt.malformed.fetch_add(2, Ordering::Relaxed);
         metrics.set_mqtt_counters(mqtt);
-        let text = metrics.render(None, 1);
+        let text = metrics.render(None, None, 1);
         for line in [
             "edgellm_task_runs_total{task=\"triage\",outcome=\"ok\"} 1\n",
             "edgellm_actions_total{action=\"notify\",outcome=\"executed\"} 1\n",

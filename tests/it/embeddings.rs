@@ -215,6 +215,18 @@ async fn embeddings_behave_like_embeddings() {
             && metrics.contains("gen_ai_operation_name=\"embeddings\""),
         "{metrics}"
     );
+    // llama-server's families count embedding work as prompt processing and decode calls.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    let embedded = value("edgellm_embedding_tokens_total");
+    assert!(embedded > 0.0);
+    assert!(value("llamacpp:prompt_tokens_total") >= embedded);
+    assert!(value("llamacpp:n_decode_total") >= value("edgellm_embedding_batches_total"));
+    assert!(value("edgellm_embedding_batches_total") > 0.0);
 }
 
 /// Many clients at once (within the admission limit, `queue_depth` = 16 requests in flight):
