@@ -32,11 +32,13 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
-  # The official OpenAI, Ollama and Anthropic clients drive the server in the tests. Debian's own python3
-  # refuses pip installs into the system (PEP 668); fall back to its override there.
-  python3 -c "import openai, ollama, anthropic, numpy, tokenizers" 2>/dev/null \
-    || python3 -m pip install --quiet openai ollama anthropic numpy tokenizers \
-    || python3 -m pip install --quiet --break-system-packages openai ollama anthropic numpy tokenizers
+  # The official OpenAI, Ollama and Anthropic clients, LiteLLM (SDK and proxy) and LangChain
+  # drive the server in the tests. Debian's own python3 refuses pip installs into the system
+  # (PEP 668); fall back to its override there.
+  py_deps=(openai ollama anthropic numpy tokenizers 'litellm[proxy]' langchain-openai)
+  python3 -c "import openai, ollama, anthropic, numpy, tokenizers, litellm.proxy.proxy_server, langchain_openai" 2>/dev/null \
+    || python3 -m pip install --quiet "${py_deps[@]}" \
+    || python3 -m pip install --quiet --break-system-packages "${py_deps[@]}"
 fi
 
 scripts/install-model.sh

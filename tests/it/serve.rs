@@ -68,6 +68,29 @@ fn official_anthropic_python_client() {
     python_client("anthropic_client.py", &server.base);
 }
 
+/// LiteLLM's SDK with edgellm as its backend (tests/py/litellm_client.py), its context-window
+/// error included.
+#[test]
+fn litellm_sdk_client() {
+    let server = Server::start(&[]);
+    python_client("litellm_client.py", &server.url("/v1"));
+}
+
+/// LiteLLM's proxy with edgellm as its only backend (tests/py/litellm_proxy.py): the proxy's
+/// context-window fallback fires on edgellm's overflow error, and refusals cause no cooldown.
+#[test]
+fn litellm_proxy_in_front() {
+    let server = Server::start(&[]);
+    python_client("litellm_proxy.py", &server.base);
+}
+
+/// LangChain's `ChatOpenAI` and `OpenAIEmbeddings` (tests/py/langchain_client.py).
+#[test]
+fn langchain_chat_openai_client() {
+    let server = Server::start(&[]);
+    python_client("langchain_client.py", &server.url("/v1"));
+}
+
 /// Anthropic's event stream read as bytes: named events in order, block indices that open and
 /// close in pairs, the routing object on `message_delta`; errors in Anthropic's shape.
 #[tokio::test]
