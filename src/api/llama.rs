@@ -47,6 +47,8 @@ pub struct CompletionRequest {
     pub stop: Option<Vec<String>>,
     pub stream: Option<bool>,
     pub n_probs: Option<usize>,
+    /// `n_probs` as probabilities after the sampler chain (`prob`, `top_probs`).
+    pub post_sampling_probs: Option<bool>,
     /// Accepted for compatibility: edgellm always reuses a slot's matching prompt prefix.
     #[serde(rename = "cache_prompt")]
     pub _cache_prompt: Option<bool>,
@@ -106,6 +108,7 @@ pub async fn completion(
     }
     .into_params(&state.config.sampling)?;
     params.stop_at_eog = !request.ignore_eos.unwrap_or(false);
+    params.post_sampling_probs = request.post_sampling_probs.unwrap_or(false) && n_probs > 0;
     let format = super::openai::llama_format(request.json_schema, request.grammar)?
         .unwrap_or(OutputFormat::Text);
     let settings = generation_settings(&params, n_predict.unwrap_or(-1), n_probs);
@@ -365,6 +368,17 @@ pub fn timings_of(
 }
 
 fn probabilities(token: &TokenEvent) -> Value {
+    if let Some(post) = &token.post {
+        return json!({
+            "id": token.token,
+            "token": token_string(&token.piece),
+            "prob": post.prob,
+            "bytes": token.piece,
+            "top_probs": post.top.iter().map(|t| json!({
+                "id": t.token, "token": token_string(&t.bytes), "prob": t.prob, "bytes": t.bytes,
+            })).collect::<Vec<_>>(),
+        });
+    }
     json!({
         "id": token.token,
         "token": token_string(&token.piece),

@@ -120,9 +120,102 @@ pub fn top_n(logits: &[f32], n: usize, lse: f32) -> Vec<(usize, f32)> {
     best.into_iter().map(|(i, x)| (i, x - lse)).collect()
 }
 
+/// Candidates kept when no top-k bounds the chain (the tail beyond them carries no mass a
+/// top-p or min-p cut would keep).
+const POST_SAMPLING_CANDIDATES: usize = 1024;
+
+/// The distribution the sampler chain draws from, computed the way the chain computes it:
+/// top-k, then top-p over the top-k renormalised, then min-p relative to the most likely, then
+/// temperature. Returns the probability of `chosen` in it (0 when a constraint or bias chose a
+/// token outside it) and its `n` most likely tokens with their probabilities. Greedy decoding
+/// (temperature 0) is certainty on the chosen token. Penalties and biases are not in it.
+pub fn post_sampling(
+    logits: &[f32],
+    top_k: i32,
+    top_p: f32,
+    min_p: f32,
+    temperature: f32,
+    chosen: usize,
+    n: usize,
+) -> (f32, Vec<(usize, f32)>) {
+    if temperature <= 0.0 {
+        return (1.0, vec![(chosen, 1.0)]);
+    }
+    let k = usize::try_from(top_k)
+        .ok()
+        .filter(|&k| k > 0)
+        .unwrap_or(POST_SAMPLING_CANDIDATES)
+        .min(logits.len());
+    // Raw logits, most likely first.
+    let mut kept = top_n(logits, k, 0.0);
+    let Some(&(_, max)) = kept.first() else {
+        return (0.0, Vec::new());
+    };
+    if top_p < 1.0 {
+        let total: f32 = kept.iter().map(|&(_, l)| (l - max).exp()).sum();
+        let mut mass = 0.0;
+        let mut keep = kept.len();
+        for (i, &(_, l)) in kept.iter().enumerate() {
+            mass += (l - max).exp() / total;
+            if mass >= top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        kept.truncate(keep.max(1));
+    }
+    if min_p > 0.0 {
+        let floor = max + min_p.ln();
+        kept.retain(|&(_, l)| l >= floor);
+    }
+    let scaled_max = max / temperature;
+    let total: f32 = kept
+        .iter()
+        .map(|&(_, l)| (l / temperature - scaled_max).exp())
+        .sum();
+    let probs: Vec<(usize, f32)> = kept
+        .iter()
+        .map(|&(id, l)| (id, (l / temperature - scaled_max).exp() / total))
+        .collect();
+    let prob = probs
+        .iter()
+        .find(|&&(id, _)| id == chosen)
+        .map_or(0.0, |&(_, p)| p);
+    (prob, probs.into_iter().take(n).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn post_sampling_follows_the_chain() {
+        // Logits of probabilities 0.5, 0.25, 0.125, 0.0625, ... (log base e of each).
+        let logits: Vec<f32> = (0..12).map(|i| -(i as f32 + 1.0) * 2f32.ln()).collect();
+        // No cut, temperature 1: the distribution itself, renormalised over the vocabulary.
+        let (prob, top) = post_sampling(&logits, 0, 1.0, 0.0, 1.0, 1, 3);
+        let total: f32 = (1..=12).map(|i| 0.5f32.powi(i)).sum();
+        assert!((prob - 0.25 / total).abs() < 1e-6);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [0, 1, 2]);
+        // top-k 2: two tokens, renormalised (2/3 and 1/3).
+        let (prob, top) = post_sampling(&logits, 2, 1.0, 0.0, 1.0, 0, 10);
+        assert_eq!(top.len(), 2);
+        assert!((prob - 2.0 / 3.0).abs() < 1e-6);
+        // top-p 0.7 over the top 3 (4/7, 2/7, 1/7): the first two reach it.
+        let (_, top) = post_sampling(&logits, 3, 0.7, 0.0, 1.0, 0, 10);
+        assert_eq!(top.len(), 2);
+        // min-p 0.2: tokens at least a fifth as likely as the first (0.5, 0.25, 0.125).
+        let (_, top) = post_sampling(&logits, 0, 1.0, 0.2, 1.0, 0, 10);
+        assert_eq!(top.len(), 3);
+        let sum: f32 = top.iter().map(|t| t.1).sum();
+        assert!((sum - 1.0).abs() < 1e-6);
+        // Temperature 0.5 sharpens: 0.5^2 : 0.25^2 = 4 : 1 over two tokens.
+        let (prob, _) = post_sampling(&logits, 2, 1.0, 0.0, 0.5, 0, 10);
+        assert!((prob - 0.8).abs() < 1e-6);
+        // Greedy is certainty; a chosen token outside the kept set has probability 0.
+        assert_eq!(post_sampling(&logits, 2, 1.0, 0.0, 0.0, 5, 10).0, 1.0);
+        assert_eq!(post_sampling(&logits, 2, 1.0, 0.0, 1.0, 5, 10).0, 0.0);
+    }
 
     #[test]
     fn log_sum_exp_matches_naive() {

@@ -91,6 +91,10 @@ pub struct SamplingParams {
     /// Compute each token's [`Spread`] over this many alternatives (0 for none): confidence
     /// routing's margin and entropy, apart from what the client asked to see.
     pub spread_top: usize,
+    /// Also report probabilities after the sampler chain (top-k, top-p, min-p, temperature):
+    /// the chosen token's and the `top_logprobs` most likely (llama-server's
+    /// `post_sampling_probs`).
+    pub post_sampling_probs: bool,
     /// Stop at end-of-generation tokens (false only for benchmarks that must run exactly N tokens).
     pub stop_at_eog: bool,
     /// Added to a token's logit before sampling (`f32::NEG_INFINITY` forbids it). Text targets
@@ -128,6 +132,7 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             top_logprobs: 0,
             spread_top: 0,
+            post_sampling_probs: false,
             stop_at_eog: true,
             logit_bias: Vec::new(),
         }
@@ -198,6 +203,22 @@ pub struct TopLogprob {
     pub logprob: f32,
 }
 
+/// The chosen token's probability in the distribution the sampler chain drew it from, and
+/// that distribution's most likely tokens (probabilities, not logs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostSampling {
+    pub prob: f32,
+    pub top: Vec<TokenProb>,
+}
+
+/// One of the most likely tokens after the sampler chain, with its probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenProb {
+    pub token: i32,
+    pub bytes: Vec<u8>,
+    pub prob: f32,
+}
+
 /// A generated token.
 #[derive(Debug, Clone)]
 pub struct TokenEvent {
@@ -214,6 +235,8 @@ pub struct TokenEvent {
     /// The token's margin and entropy when `spread_top` asked for them (never for a forced
     /// token).
     pub spread: Option<Spread>,
+    /// Probabilities after the sampler chain, when `post_sampling_probs` asked for them.
+    pub post: Option<PostSampling>,
     /// Appended by the constraint without sampling (jump-forward).
     pub forced: bool,
     /// Time the constraint took to compute this token's mask (zero when unconstrained or

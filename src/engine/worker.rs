@@ -27,8 +27,8 @@ use super::memory::{self, BufferSizes};
 use super::sampling::TokenSampler;
 use super::text::TextAssembler;
 use super::{
-    EngineConfig, EngineError, EngineLoad, Event, GenerateRequest, KvType, StopReason, Summary,
-    TokenEvent, TopLogprob, logprob,
+    EngineConfig, EngineError, EngineLoad, Event, GenerateRequest, KvType, PostSampling,
+    StopReason, Summary, TokenEvent, TokenProb, TopLogprob, logprob,
 };
 
 /// A request arriving at an idle engine waits this long for more of its burst...
@@ -542,21 +542,42 @@ fn step(
         logprob::Spread::from_top(&values)
     });
     top.truncate(active.params.top_logprobs);
-    let top = top
-        .into_iter()
-        .map(|(id, logprob)| TopLogprob {
-            token: id as i32,
-            bytes: vocab.token_to_piece(LlamaToken(id as i32), false, None),
-            logprob,
-        })
-        .collect();
+    let entry = |(id, logprob): (usize, f32)| TopLogprob {
+        token: id as i32,
+        bytes: vocab.token_to_piece(LlamaToken(id as i32), false, None),
+        logprob,
+    };
+    let top = top.into_iter().map(entry).collect();
+    let post = active.params.post_sampling_probs.then(|| {
+        let p = &active.params;
+        let (prob, top) = logprob::post_sampling(
+            logits,
+            p.top_k,
+            p.top_p,
+            p.min_p,
+            p.temperature,
+            token.0 as usize,
+            p.top_logprobs,
+        );
+        PostSampling {
+            prob,
+            top: top
+                .into_iter()
+                .map(|(id, prob)| TokenProb {
+                    token: id as i32,
+                    bytes: vocab.token_to_piece(LlamaToken(id as i32), false, None),
+                    prob,
+                })
+                .collect(),
+        }
+    });
     active.first_token_at.get_or_insert(now);
     active.last_token_at = Some(now);
     if active.params.stop_at_eog && vocab.is_eog(token) {
         return Some(End::Stop(StopReason::EndOfGeneration));
     }
     match send(
-        active, vocab, piece, token.0, chosen, top, spread, false, mask_time,
+        active, vocab, piece, token.0, chosen, top, spread, post, false, mask_time,
     ) {
         Sent::Continue => {}
         Sent::Stopped(stop) => return Some(End::Stop(StopReason::StopString(stop))),
@@ -593,6 +614,15 @@ fn step(
             } else {
                 Vec::new()
             };
+            // Forced: certain, after the chain as before it.
+            let post = active.params.post_sampling_probs.then(|| PostSampling {
+                prob: 1.0,
+                top: vec![TokenProb {
+                    token,
+                    bytes: vocab.token_to_piece(LlamaToken(token), false, None),
+                    prob: 1.0,
+                }],
+            });
             match send(
                 active,
                 vocab,
@@ -601,6 +631,7 @@ fn step(
                 0.0,
                 top,
                 None,
+                post,
                 true,
                 Duration::ZERO,
             ) {
@@ -630,6 +661,7 @@ fn send(
     logprob: f32,
     top: Vec<TopLogprob>,
     spread: Option<logprob::Spread>,
+    post: Option<PostSampling>,
     forced: bool,
     mask_time: Duration,
 ) -> Sent {
@@ -644,6 +676,7 @@ fn send(
         logprob,
         top,
         spread,
+        post,
         forced,
         mask_time,
     };

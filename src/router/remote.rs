@@ -245,6 +245,7 @@ fn token(text: String) -> TokenEvent {
         logprob: 0.0,
         top: Vec::new(),
         spread: None,
+        post: None,
         forced: false,
         mask_time: Duration::ZERO,
     }

@@ -1448,6 +1448,26 @@ async fn llama_server_request_extensions() {
         json!({"content": one["content"], "generation_settings/n_predict": 6})
     );
 
+    // Probabilities after the sampler chain: top-k 3 leaves three tokens, renormalised.
+    let (status, sampled) = post(
+        &server,
+        "/completion",
+        json!({"prompt": "The sky is", "n_predict": 4, "n_probs": 5, "top_k": 3,
+               "temperature": 1.0, "post_sampling_probs": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{sampled}");
+    for entry in sampled["completion_probabilities"].as_array().unwrap() {
+        let prob = entry["prob"].as_f64().unwrap();
+        assert!(prob > 0.0 && prob <= 1.0, "{entry}");
+        let top = entry["top_probs"].as_array().unwrap();
+        assert!(!top.is_empty() && top.len() <= 3, "{entry}");
+        let sum: f64 = top.iter().map(|t| t["prob"].as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{entry}");
+        assert!(top.iter().any(|t| t["id"] == entry["id"]), "{entry}");
+        assert!(entry.get("logprob").is_none());
+    }
+
     // Chat: n choices, usage over all of them.
     let chat = "/v1/chat/completions";
     let ask = json!({"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 4});
