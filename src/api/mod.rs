@@ -16,6 +16,7 @@ mod llama;
 mod ollama;
 pub mod openai;
 mod packs;
+mod rerank;
 mod responses;
 mod routed;
 mod system;
@@ -63,6 +64,10 @@ fn routes(state: AppState) -> Router {
         .route("/v1/embeddings", post(embeddings::create))
         .route("/embeddings", post(embeddings::llama))
         .route("/embedding", post(embeddings::llama))
+        .route("/rerank", post(rerank::rerank))
+        .route("/reranking", post(rerank::rerank))
+        .route("/v1/rerank", post(rerank::rerank))
+        .route("/v1/reranking", post(rerank::rerank))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/apply-template", post(tokens::apply_template))

@@ -376,3 +376,80 @@ fn a_bad_embedding_model_refuses_to_start() {
         assert!(stderr.contains(expect), "{model}: {stderr}");
     }
 }
+
+/// llama-server's rerank endpoint on the embedding model: documents ordered by their cosine
+/// similarity to the query, in Jina's shape and TEI's, `top_n`, and clear refusals.
+#[tokio::test]
+async fn rerank_orders_documents_by_similarity() {
+    let server = Server::start(&[]);
+    let documents = [
+        "Invoices are due at the end of the month.",
+        "The coolant pump on line 2 is overheating and must be stopped.",
+        "La tour Eiffel est à Paris.",
+        "A pump that runs hot may have a blocked coolant filter.",
+    ];
+    let query = "Why is the pump overheating?";
+    let (status, body) = post(
+        &server,
+        "/rerank",
+        json!({"query": query, "documents": documents}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    let order: Vec<u64> = results
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    // The two pump documents first, best first; scores are cosines, descending.
+    let mut top: Vec<u64> = order[..2].to_vec();
+    top.sort_unstable();
+    assert_eq!(top, [1, 3], "{body}");
+    let scores: Vec<f64> = results
+        .iter()
+        .map(|r| r["relevance_score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(scores.iter().all(|s| (-1.0..=1.0001).contains(s)));
+    // Each score is the cosine of the two embeddings /v1/embeddings gives.
+    let (_, embedded) = post(
+        &server,
+        "/v1/embeddings",
+        json!({"input": [query, documents[order[0] as usize]]}),
+    )
+    .await;
+    let v = vectors(&embedded);
+    assert!((cosine(&v[0], &v[1]) as f64 - scores[0]).abs() < 1e-4);
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
+
+    // TEI's shape, top_n, and the text back.
+    let (status, tei) = post(
+        &server,
+        "/v1/rerank",
+        json!({"query": query, "texts": documents, "top_n": 2, "return_text": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{tei}");
+    let list = tei.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["index"].as_u64(), Some(order[0]));
+    assert_eq!(list[0]["text"], documents[order[0] as usize]);
+    assert!(list[0]["score"].is_number());
+
+    for (bad, param) in [
+        (json!({"query": query, "documents": []}), "documents"),
+        (json!({"query": query, "documents": 123}), "documents"),
+        (json!({"query": query, "documents": [1, 2]}), "documents[0]"),
+        (json!({"query": query}), "documents"),
+        (json!({"query": 5, "documents": ["a"]}), "query"),
+        (
+            json!({"query": query, "documents": ["a"], "texts": ["b"]}),
+            "texts",
+        ),
+    ] {
+        let (status, body) = post(&server, "/rerank", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["param"], param, "{bad}: {body}");
+    }
+}
