@@ -24,7 +24,7 @@ use super::openai::{Sampling, StopField, token_string};
 use super::routed::{meta_json, route_override, with_headers};
 use super::{AppState, RequestRecord};
 use crate::embeddings::{EmbedInput, Piece};
-use crate::engine::{SamplingParams, StopReason, Summary, TokenEvent};
+use crate::engine::{BiasTarget, LogitBias, SamplingParams, StopReason, Summary, TokenEvent};
 use crate::service::{Generation, OutputFormat, Prompt, Step};
 
 /// Most prompts one `/completion` request may carry.
@@ -107,7 +107,21 @@ pub async fn completion(
         logit_bias: request.logit_bias,
     }
     .into_params(&state.config.sampling)?;
-    params.stop_at_eog = !request.ignore_eos.unwrap_or(false);
+    if request.ignore_eos.unwrap_or(false) {
+        // As llama-server: the end-of-generation tokens are forbidden, so generation goes on
+        // to `n_predict` (and past one, should a constraint force it, it is not a stop).
+        params.stop_at_eog = false;
+        let engine = state
+            .service
+            .engine()
+            .ok_or_else(|| ApiError::from(crate::service::ServiceError::Loading))?;
+        params
+            .logit_bias
+            .extend(engine.info().eog_tokens.iter().map(|&token| LogitBias {
+                target: BiasTarget::Token(i64::from(token)),
+                bias: f32::NEG_INFINITY,
+            }));
+    }
     params.post_sampling_probs = request.post_sampling_probs.unwrap_or(false) && n_probs > 0;
     let format = super::openai::llama_format(request.json_schema, request.grammar)?
         .unwrap_or(OutputFormat::Text);
@@ -308,6 +322,14 @@ pub fn generation_settings(params: &SamplingParams, n_predict: i64, n_probs: usi
         "n_probs": n_probs,
         "stop": params.stop,
         "ignore_eos": !params.stop_at_eog,
+        // A forbidden token's bias (minus infinity) is null, as llama-server writes it.
+        "logit_bias": params.logit_bias.iter().map(|b| {
+            let bias = if b.bias.is_finite() { json!(b.bias) } else { Value::Null };
+            match &b.target {
+                BiasTarget::Token(token) => json!({"token": token, "bias": bias}),
+                BiasTarget::Text(text) => json!({"token": text, "bias": bias}),
+            }
+        }).collect::<Vec<_>>(),
     })
 }
 

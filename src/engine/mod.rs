@@ -318,6 +318,8 @@ pub struct ModelInfo {
     pub template: TemplateKind,
     /// The built-in template configured instead of the GGUF's (`--chat-template`).
     pub template_name: Option<String>,
+    /// The vocabulary's end-of-generation tokens (what `ignore_eos` forbids).
+    pub eog_tokens: Vec<i32>,
     pub buffers: BufferSizes,
     pub load_time: Duration,
     pub resident: LoadMemory,
@@ -398,6 +400,9 @@ impl Engine {
             slots: config.slots,
             template,
             template_name: config.chat_template.clone(),
+            eog_tokens: (0..model.n_vocab())
+                .filter(|&id| model.vocab().is_eog(llama_cpp_2::token::LlamaToken(id)))
+                .collect(),
             buffers,
             load_time: started.elapsed(),
             resident: LoadMemory {

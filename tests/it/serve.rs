@@ -1448,6 +1448,25 @@ async fn llama_server_request_extensions() {
         json!({"content": one["content"], "generation_settings/n_predict": 6})
     );
 
+    // ignore_eos forbids the end-of-generation tokens (listed with a null, minus-infinity
+    // bias, as llama-server lists them) and runs to n_predict.
+    let mut endless = greedy(ids.clone());
+    endless["ignore_eos"] = json!(true);
+    endless["n_predict"] = json!(24);
+    let (status, endless) = post(&server, "/completion", endless).await;
+    assert_eq!(status, 200, "{endless}");
+    assert_eq!(endless["tokens_predicted"], 24, "{endless}");
+    let biases = endless["generation_settings"]["logit_bias"]
+        .as_array()
+        .unwrap();
+    assert!(
+        !biases.is_empty()
+            && biases
+                .iter()
+                .all(|b| b["bias"].is_null() && b["token"].is_i64())
+    );
+    assert_eq!(one["generation_settings"]["logit_bias"], json!([]));
+
     // Probabilities after the sampler chain: top-k 3 leaves three tokens, renormalised.
     let (status, sampled) = post(
         &server,
