@@ -1,16 +1,19 @@
 """Per-file table of two JUnit XML runs of the same pytest suite: how many tests each server
 passed, and how many of the tests llama-server passed edgellm passed too.
 
-usage: summarize.py LLAMA_SERVER.xml EDGELLM.xml
+usage: summarize.py LLAMA_SERVER.xml[,MORE.xml...] EDGELLM.xml[,MORE.xml...]
+
+Each side may be several runs (of different test files), comma-separated; a test in two runs
+takes the later run's result.
 """
 import collections
 import sys
 import xml.etree.ElementTree as ET
 
 
-def results(path):
+def results(paths):
     out = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
+    for case in (c for path in paths.split(",") for c in ET.parse(path).getroot().iter("testcase")):
         name = f"{case.get('classname')}::{case.get('name')}"
         if case.find("failure") is not None or case.find("error") is not None:
             out[name] = "fail"
