@@ -36,7 +36,7 @@ if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
   # drive the server in the tests. Debian's own python3 refuses pip installs into the system
   # (PEP 668); fall back to its override there.
   py_deps=(openai ollama anthropic numpy tokenizers 'litellm[proxy]' langchain-openai)
-  python3 -c "import openai, ollama, anthropic, numpy, tokenizers, litellm.proxy.proxy_server, langchain_openai" 2>/dev/null \
+  LITELLM_LOCAL_MODEL_COST_MAP=True python3 -c "import openai, ollama, anthropic, numpy, tokenizers, litellm.proxy.proxy_server, langchain_openai" 2>/dev/null \
     || python3 -m pip install --quiet "${py_deps[@]}" \
     || python3 -m pip install --quiet --break-system-packages "${py_deps[@]}"
 fi
