@@ -16,6 +16,7 @@ mod llama;
 mod ollama;
 pub mod openai;
 mod packs;
+mod predict;
 mod rerank;
 mod responses;
 mod routed;
@@ -65,6 +66,7 @@ fn routes(state: AppState) -> Router {
         .route("/embeddings", post(embeddings::llama))
         .route("/embedding", post(embeddings::llama))
         .route("/rerank", post(rerank::rerank))
+        .route("/predict", post(predict::predict))
         .route("/reranking", post(rerank::rerank))
         .route("/v1/rerank", post(rerank::rerank))
         .route("/v1/reranking", post(rerank::rerank))

@@ -1595,3 +1595,52 @@ async fn llama_server_request_extensions() {
         "{head}"
     );
 }
+
+/// Vertex AI's `/predict`: each instance is the request of the endpoint it names, answered in
+/// order; it passes authentication like any request, and a bad instance is an error entry.
+#[tokio::test]
+async fn vertex_predict_dispatches_instances() {
+    let key = "predict-test-key-0123";
+    let server = Server::start(&["--api-key", key]);
+    let send = |body: Value, with_key: bool| {
+        let mut request = client().post(server.url("/predict")).json(&body);
+        if with_key {
+            request = request.bearer_auth(key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let body = json!({"instances": [
+        {"@requestFormat": "chatCompletions", "max_tokens": 4, "stream": true,
+         "messages": [{"role": "user", "content": "Say hello."}]},
+        {"@requestFormat": "tokenize", "content": "Hello world"},
+        {"@requestFormat": "/completion", "prompt": "The sky is", "n_predict": 3},
+        {"@requestFormat": "chatCompletions", "messages": "not a list"},
+        {"@requestFormat": "predict"},
+        {"max_tokens": 4},
+    ]});
+    let (status, refused) = send(body.clone(), false).await;
+    assert_eq!(status, 401, "{refused}");
+    let (status, answer) = send(body, true).await;
+    assert_eq!(status, 200, "{answer}");
+    let predictions = answer["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 6);
+    assert_eq!(predictions[0]["object"], "chat.completion", "{answer}");
+    assert!(predictions[0]["choices"][0]["message"]["content"].is_string());
+    assert!(!predictions[1]["tokens"].as_array().unwrap().is_empty());
+    assert_eq!(predictions[2]["tokens_predicted"], 3);
+    assert_eq!(predictions[3]["error"]["param"], "messages", "{answer}");
+    assert!(predictions[4]["error"]["message"].is_string());
+    assert!(
+        predictions[5]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("@requestFormat")
+    );
+    let (status, body) = send(json!({"instances": "x"}), true).await;
+    assert_eq!(status, 400, "{body}");
+    assert_openai_error(&body, Some("instances"));
+}
