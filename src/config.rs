@@ -760,6 +760,43 @@ mod tests {
     }
 
     #[test]
+    fn sampling_defaults_and_chat_templates_load_or_are_refused_by_name() {
+        let raw = RawConfig::from_toml(
+            "[model]\nchat_template = \"chatml\"\n[sampling]\ntemperature = 0.2\nseed = 42\ntop_k = 0\n",
+        )
+        .unwrap();
+        let config = ServeConfig::from_raw(raw).unwrap();
+        assert_eq!(config.engine.chat_template.as_deref(), Some("chatml"));
+        assert_eq!(
+            (config.sampling.temperature, config.sampling.seed),
+            (0.2, Some(42))
+        );
+        assert_eq!(config.sampling.top_k, 0);
+        let random = RawConfig::from_toml("[sampling]\nseed = -1\n").unwrap();
+        assert_eq!(ServeConfig::from_raw(random).unwrap().sampling.seed, None);
+        for (body, named) in [
+            ("[sampling]\nseed = 4294967296\n", "sampling.seed"),
+            ("[sampling]\nseed = -2\n", "sampling.seed"),
+            ("[sampling]\ntemperature = -1.0\n", "temperature"),
+            ("[sampling]\ntemperature = nan\n", "temperature"),
+            ("[sampling]\ntop_p = 1.5\n", "top_p"),
+            ("[sampling]\nmin_p = -0.1\n", "min_p"),
+            ("[sampling]\ntop_k = -3\n", "top_k"),
+            (
+                "[model]\nchat_template = \"{% raw %}\"\n",
+                "model.chat_template",
+            ),
+            ("[model]\nchat_template = \"\"\n", "model.chat_template"),
+        ] {
+            let raw = RawConfig::from_toml(body).unwrap();
+            let error = ServeConfig::from_raw(raw).unwrap_err().to_string();
+            assert!(error.contains(named), "{body:?}: {error}");
+        }
+        let unknown = RawConfig::from_toml("[sampling]\ntemprature = 0.2\n");
+        assert!(unknown.unwrap_err().contains("temprature"));
+    }
+
+    #[test]
     fn several_hosts_comma_separated() {
         let raw =
             RawConfig::from_toml("[server]\nhost = \"127.0.0.1, ::1\"\nport = 9000\n").unwrap();

@@ -142,7 +142,9 @@ pub async fn completion(
         tools: None,
     };
     if !stream {
-        let mut answers = Vec::new();
+        // The headers say where the last prompt was answered.
+        let mut bodies = Vec::new();
+        let mut last_meta = None;
         for prompt in prompts {
             let generation = generation(prompt);
             let prompt_text = prompt_for_log(&generation.prompt);
@@ -168,18 +170,14 @@ pub async fn completion(
             if let Some(fields) = request.response_fields.as_ref().filter(|f| !f.is_empty()) {
                 body = only_fields(&body, fields);
             }
-            answers.push((body, meta));
+            bodies.push(body);
+            last_meta = Some(meta);
         }
-        let (body, meta) = match answers.len() {
-            1 => answers.remove(0),
-            _ => {
-                let meta = answers.last().map(|(_, meta)| meta.clone());
-                let list = answers.into_iter().map(|(body, _)| body).collect();
-                (
-                    Value::Array(list),
-                    meta.ok_or_else(|| ApiError::invalid("prompt", "no prompt"))?,
-                )
-            }
+        // `prompts` refuses an empty list, so one prompt at least was answered.
+        let meta = last_meta.ok_or_else(|| ApiError::invalid("prompt", "no prompt"))?;
+        let body = match bodies.len() {
+            1 => bodies.remove(0),
+            _ => Value::Array(bodies),
         };
         return Ok(with_headers(axum::Json(body).into_response(), &meta));
     }
