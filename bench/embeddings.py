@@ -1,8 +1,10 @@
 """/v1/embeddings throughput of two servers, measured in alternation (A/B rounds).
 
 usage: embeddings.py ROUNDS NAME=URL NAME=URL
-Each round sends, to each server in turn: (a) 16 requests of 32 passages each, sequentially
-(batched inputs), and (b) 128 one-passage requests from 4 concurrent clients. The passages are
+Each round sends each server (a) 16 requests of 32 passages each, sequentially (batched
+inputs), the servers taking turns request by request, and (b) 128 one-passage requests from 4
+concurrent clients, in turns of 32. Taking turns this often keeps a shared machine's slow spells
+from falling on one server only. The passages are
 the paragraphs of the repository's docs/*.md (deterministic, 20-200 words). Prints JSON:
 per server, inputs/s per round for both workloads, and their medians.
 """
@@ -34,21 +36,32 @@ def post(url, inputs):
     return answer
 
 
-def batched(url, texts):
+def timed(fn):
     started = time.perf_counter()
-    n = 0
+    fn()
+    return time.perf_counter() - started
+
+
+def batched(servers, texts):
+    """16 requests of 32 passages each, sequential, the servers taking turns request by request
+    (so a slow spell of a shared machine falls on both): inputs/s per server."""
+    spent = {name: 0.0 for name, _ in servers}
     for i in range(16):
         chunk = [texts[(i * 32 + j) % len(texts)] for j in range(32)]
-        post(url, chunk)
-        n += len(chunk)
-    return n / (time.perf_counter() - started)
+        for name, url in servers if i % 2 == 0 else list(reversed(servers)):
+            spent[name] += timed(lambda: post(url, chunk))
+    return {name: 16 * 32 / t for name, t in spent.items()}
 
 
-def single_concurrent(url, texts):
-    started = time.perf_counter()
+def single_concurrent(servers, texts):
+    """128 one-passage requests from 4 concurrent clients, in 4 turns of 32 per server."""
+    spent = {name: 0.0 for name, _ in servers}
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda i: post(url, [texts[i % len(texts)]]), range(128)))
-    return 128 / (time.perf_counter() - started)
+        for turn in range(4):
+            for name, url in servers if turn % 2 == 0 else list(reversed(servers)):
+                ids = range(turn * 32, turn * 32 + 32)
+                spent[name] += timed(lambda: list(pool.map(lambda i: post(url, [texts[i % len(texts)]]), ids)))
+    return {name: 128 / t for name, t in spent.items()}
 
 
 def main():
@@ -60,9 +73,9 @@ def main():
     results = {name: {"batched": [], "single_concurrent": []} for name, _ in servers}
     for r in range(rounds):
         order = servers if r % 2 == 0 else list(reversed(servers))
-        for name, url in order:
-            results[name]["batched"].append(batched(url, texts))
-            results[name]["single_concurrent"].append(single_concurrent(url, texts))
+        for key, workload in (("batched", batched), ("single_concurrent", single_concurrent)):
+            for name, rate in workload(order, texts).items():
+                results[name][key].append(rate)
     for name in results:
         for key in ("batched", "single_concurrent"):
             results[name][key + "_median"] = statistics.median(results[name][key])

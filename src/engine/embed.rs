@@ -379,7 +379,7 @@ fn run(
             }
         } else {
             let started = Instant::now();
-            let result = context.encode(&mut batch);
+            let result = super::compute::run(|| context.encode(&mut batch));
             load.batches.fetch_add(1, Ordering::Relaxed);
             load.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
             load.inputs

@@ -6,6 +6,7 @@
 //! pieces with log probabilities, then one [`Summary`]). Dropping that receiver cancels the
 //! request at the next token.
 
+mod compute;
 mod config;
 pub mod embed;
 mod logprob;
@@ -433,6 +434,7 @@ impl Engine {
         let _ = std::thread::Builder::new()
             .name("edgellm-vocab".into())
             .spawn(move || {
+                lower_this_threads_priority();
                 let _ = engine.compiler();
             });
     }
@@ -533,6 +535,18 @@ impl Engine {
             })
             .map_err(|_| EngineError::Stopped)?;
         Ok(receiver)
+    }
+}
+
+/// Background preparation yields the CPU to requests: on a 2-core device a vocabulary walk at
+/// normal priority takes a core from the compute thread's OpenMP team, and every barrier of the
+/// graphs computed meanwhile waits for it.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority has no memory preconditions; on Linux `who = 0` with PRIO_PROCESS names
+    // the calling thread only. A failure leaves the priority as it was.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 15);
     }
 }
 

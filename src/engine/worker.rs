@@ -116,7 +116,7 @@ fn create_context<'m>(
 fn warm_up(model: &LlamaModel, context: &mut LlamaContext<'_>) {
     let mut batch = LlamaBatch::new(1, 1);
     if batch.add(model.vocab().bos(), 0, &[0], true).is_ok() {
-        let _ = context.decode(&mut batch);
+        let _ = super::compute::run(|| context.decode(&mut batch));
     }
     context.clear_kv_cache();
 }
@@ -211,7 +211,8 @@ impl<'m> Worker<'m> {
             if !self.fill_batch() {
                 continue;
             }
-            if let Err(error) = self.context.decode(&mut self.batch) {
+            let (context, batch) = (&mut self.context, &mut self.batch);
+            if let Err(error) = super::compute::run(|| context.decode(batch)) {
                 self.fail_batch(&error.to_string());
                 continue;
             }
