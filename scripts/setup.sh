@@ -19,6 +19,8 @@ command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 # The telemetry tests push to a real Prometheus (remote-write receiver) and run promtool.
 if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
   command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
+  # The delivery tests push to and pull from a real OCI registry (distribution).
+  command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"

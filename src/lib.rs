@@ -10,6 +10,7 @@ pub mod calibrate;
 pub mod cli;
 pub mod config;
 pub mod constraint;
+pub mod delivery;
 pub mod egress;
 pub mod embeddings;
 pub mod engine;

@@ -1,6 +1,7 @@
 //! `edgellm model`: model files on this device. `import` converts a sentence-transformers BERT
 //! directory into a GGUF the engine loads (the default embedding model is made this way by
-//! `scripts/install-model.sh`).
+//! `scripts/install-model.sh`). `keygen`, `push` and `pull` deliver models through an OCI
+//! registry (`crate::delivery`).
 
 pub mod import;
 
@@ -19,6 +20,77 @@ pub enum ModelCommand {
     /// Convert a sentence-transformers BERT model (config.json, model.safetensors,
     /// tokenizer.json) into a GGUF embedding model
     Import(ImportArgs),
+    /// Write a new ed25519 signing key (KEY, mode 0600) and its public key (KEY.pub)
+    Keygen(KeygenArgs),
+    /// Chunk a GGUF, upload the chunks the registry lacks, and tag a signed manifest
+    Push(PushArgs),
+    /// Verify a signed model manifest, fetch the chunks this device lacks, assemble the file
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The signing key file to create (refused if it exists)
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The GGUF file
+    pub file: PathBuf,
+    /// HOST[:PORT]/NAME[:TAG]
+    pub reference: String,
+    /// Signing key (from `edgellm model keygen`); repeat to sign with several during a rotation
+    #[arg(long = "key", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Days until the manifest expires
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub valid_days: u64,
+    /// Plain HTTP to a registry that is not on loopback
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Print the result as one line of JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// HOST[:PORT]/NAME[:TAG]
+    pub reference: String,
+    /// A file of trusted public keys, one per line (repeatable); at least one is required
+    #[arg(
+        long = "trusted-key",
+        env = "EDGELLM_TRUSTED_KEYS",
+        value_delimiter = ','
+    )]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Bandwidth cap in bytes per second (suffixes k, m: 500k, 2m)
+    #[arg(long, value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
+    /// Plain HTTP to a registry that is not on loopback
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Progress and the result as JSON lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, scale) = match lower.strip_suffix('k') {
+        Some(d) => (d, 1_000),
+        None => match lower.strip_suffix('m') {
+            Some(d) => (d, 1_000_000),
+            None => (lower.as_str(), 1),
+        },
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate (bytes/s, e.g. 500k or 2m)"))?;
+    n.checked_mul(scale)
+        .filter(|r| *r > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive rate"))
 }
 
 #[derive(Debug, Args)]
@@ -35,6 +107,17 @@ pub struct ImportArgs {
 
 pub fn run(args: &ModelArgs) -> anyhow::Result<()> {
     match &args.command {
+        ModelCommand::Keygen(keygen) => {
+            let id = crate::delivery::manifest::keygen(&keygen.out)?;
+            println!(
+                "wrote {} and {} (key id {id})",
+                keygen.out.display(),
+                keygen.out.with_extension("pub").display()
+            );
+            Ok(())
+        }
+        ModelCommand::Push(push) => delivery_push(push),
+        ModelCommand::Pull(pull) => delivery_pull(pull),
         ModelCommand::Import(import) => {
             let done = import::import_bert(&import.dir, &import.output)?;
             if import.json {
@@ -54,4 +137,105 @@ pub fn run(args: &ModelArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn delivery_push(args: &PushArgs) -> anyhow::Result<()> {
+    use crate::delivery::{manifest, push, registry::Reference};
+    let reference = Reference::parse(&args.reference, args.plain_http)?;
+    let keys = args
+        .keys
+        .iter()
+        .map(|p| manifest::load_signing_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = push::PushOptions {
+        keys: &keys,
+        valid_days: args.valid_days,
+    };
+    let pushed = runtime()?.block_on(push::push(&args.file, reference, options))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&pushed)?);
+    } else {
+        println!(
+            "pushed {} ({} bytes, {} chunks, {} uploaded: {} bytes), manifest {}, signed by {}",
+            pushed.reference,
+            pushed.size,
+            pushed.chunks,
+            pushed.uploaded_chunks,
+            pushed.uploaded_bytes,
+            pushed.manifest_digest,
+            pushed.key_ids.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
+    use crate::delivery::{manifest, pull, registry::Reference};
+    use std::io::IsTerminal;
+    let reference = Reference::parse(&args.reference, args.plain_http)?;
+    if args.trusted_keys.is_empty() {
+        anyhow::bail!(
+            "no trusted keys: pass --trusted-key FILE (or EDGELLM_TRUSTED_KEYS); a device accepts no model it cannot verify"
+        );
+    }
+    let trusted = manifest::load_trusted_keys(&args.trusted_keys)?;
+    let home = crate::paths::home();
+    let json = args.json;
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_percent = u64::MAX;
+    let mut report = |p: &pull::Progress| {
+        if json {
+            if let Ok(line) = serde_json::to_string(&serde_json::json!({"progress": p})) {
+                println!("{line}");
+            }
+        } else if terminal {
+            let done = p.fetched_bytes + p.reused_bytes;
+            let percent = (done * 100).checked_div(p.size).unwrap_or(100);
+            if percent != last_percent {
+                last_percent = percent;
+                eprint!(
+                    "\r{percent:3}%  {} of {} chunks, {} MB fetched, {} MB already here",
+                    p.chunks_done,
+                    p.chunks,
+                    p.fetched_bytes / 1_000_000,
+                    p.reused_bytes / 1_000_000
+                );
+            }
+        }
+    };
+    let options = pull::PullOptions {
+        trusted: &trusted,
+        store: home.join("chunks"),
+        models: home.join("models"),
+        rate_limit: args.limit_rate,
+        progress: &mut report,
+    };
+    let pulled = runtime()?.block_on(pull::pull(reference, options))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({"pulled": pulled}))?
+        );
+    } else {
+        if terminal {
+            eprintln!();
+        }
+        println!(
+            "pulled {} to {} (sha256 {}): {} chunks fetched ({} bytes), {} already here ({} bytes)",
+            pulled.reference,
+            pulled.path.display(),
+            pulled.sha256,
+            pulled.progress.fetched_chunks,
+            pulled.progress.fetched_bytes,
+            pulled.progress.reused_chunks,
+            pulled.progress.reused_bytes
+        );
+    }
+    Ok(())
 }

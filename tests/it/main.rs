@@ -7,6 +7,7 @@ mod api;
 mod bench;
 mod calibrate;
 mod constrained;
+mod delivery;
 mod egress;
 mod embeddings;
 mod engine;

@@ -1,0 +1,61 @@
+//! Fleet model delivery over an OCI registry: `edgellm model push` cuts a GGUF into chunks (at
+//! tensor boundaries, content-defined inside large tensors), stores each chunk as a registry
+//! blob and signs a manifest of them; `edgellm model pull` checks that signature against the
+//! device's trusted keys before it downloads anything, fetches only the chunks its
+//! content-addressed store lacks, checks each chunk's digest before writing it, and assembles
+//! and checks the file.
+//!
+//! - `chunk.rs`: where a GGUF is cut (pure over the header, streaming over the file)
+//! - `manifest.rs`: the signed manifest, signing keys and trusted keys
+//! - `registry.rs`: the OCI distribution API over HTTP (references, blobs, manifests)
+//! - `store.rs`: the chunk store under `$EDGELLM_HOME/chunks` (fsync'd: the pull's journal)
+//! - `push.rs`, `pull.rs`: the two commands
+
+pub mod chunk;
+pub mod manifest;
+pub mod pull;
+pub mod push;
+pub mod registry;
+pub mod store;
+
+/// Why a push or a pull stopped. Each names what is wrong in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{0}")]
+    Reference(String),
+    #[error("registry {url}: {reason}")]
+    Registry { url: String, reason: String },
+    #[error("manifest refused: {0}")]
+    Manifest(String),
+    #[error("key: {0}")]
+    Key(String),
+    #[error("chunk {digest}: {reason}")]
+    Chunk { digest: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Model(String),
+}
+
+pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DeliveryError {
+    let path = path.to_path_buf();
+    move |source| DeliveryError::Io { path, source }
+}
+
+/// `sha256:` and the lowercase hex digest of `bytes`, as OCI names blobs.
+pub fn digest_of(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Whether `digest` is a well-formed `sha256:` digest (it becomes a file name in the store).
+pub fn is_sha256_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}

@@ -1,0 +1,367 @@
+//! Model delivery through a real OCI registry (Debian's `docker-registry`, distribution 2.8) on
+//! loopback: push the default model, pull it onto a fresh device, pull a fine-tune that shares
+//! most chunks, refuse untrusted signatures before downloading anything, resume a killed pull,
+//! and refuse a chunk altered inside the registry.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::server::free_port;
+use crate::support::{default_model, edgellm_bin};
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+
+/// A registry process with its own storage directory; killed on drop.
+struct Registry {
+    port: u16,
+    storage: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        assert!(
+            Path::new(REGISTRY).exists(),
+            "{REGISTRY} is missing: install the `docker-registry` Debian package (scripts/setup.sh does with EDGELLM_SETUP_TEST_DEPS=1)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("data");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            port,
+            storage,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn reference(&self, name_tag: &str) -> String {
+        format!("127.0.0.1:{}/{name_tag}", self.port)
+    }
+
+    /// The file the registry serves a blob from.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn edgellm(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(edgellm_bin())
+        .args(args)
+        .env("EDGELLM_HOME", home)
+        .env_remove("EDGELLM_TRUSTED_KEYS")
+        .output()
+        .unwrap()
+}
+
+fn json_lines(output: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn pulled(output: &std::process::Output) -> Value {
+    assert!(
+        output.status.success(),
+        "pull failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = json_lines(output);
+    lines.last().unwrap()["pulled"].clone()
+}
+
+fn stored_chunks(home: &Path) -> usize {
+    std::fs::read_dir(home.join("chunks/sha256")).map_or(0, |d| d.count())
+}
+
+fn get_manifest(url: &str) -> Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        crate::support::http_client()
+            .get(url)
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    })
+}
+
+fn sha256(path: &Path) -> String {
+    edgellm::model::import::sha256_file(path).unwrap()
+}
+
+#[test]
+fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name);
+    let publisher = w("publisher");
+    std::fs::create_dir_all(&publisher).unwrap();
+    let key = w("release.key");
+    let other_key = w("other.key");
+    for k in [&key, &other_key] {
+        let out = edgellm(&publisher, &["model", "keygen", k.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let trusted = key.with_extension("pub");
+    let untrusted = other_key.with_extension("pub");
+    let model = default_model();
+    let model_sha = sha256(&model);
+
+    // Push the default model.
+    let v1 = registry.reference("fleet/gemma:v1");
+    let out = edgellm(
+        &publisher,
+        &[
+            "model",
+            "push",
+            model.to_str().unwrap(),
+            &v1,
+            "--key",
+            key.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed = &json_lines(&out)[0];
+    let chunks = pushed["chunks"].as_u64().unwrap();
+    assert!(chunks > 1000, "{pushed}");
+    assert_eq!(pushed["sha256"], model_sha.as_str());
+
+    // A device that does not trust the publisher's key downloads nothing.
+    let stranger = w("stranger");
+    let out = edgellm(
+        &stranger,
+        &[
+            "model",
+            "pull",
+            &v1,
+            "--trusted-key",
+            untrusted.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("no valid signature by a trusted key"),
+        "{error}"
+    );
+    assert_eq!(stored_chunks(&stranger), 0);
+    // Nor does one with no trusted keys, or an empty key file (fail closed).
+    let out = edgellm(&stranger, &["model", "pull", &v1]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no trusted keys"));
+    std::fs::write(w("empty.pub"), "# no keys yet\n").unwrap();
+    let out = edgellm(
+        &stranger,
+        &[
+            "model",
+            "pull",
+            &v1,
+            "--trusted-key",
+            w("empty.pub").to_str().unwrap(),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no key"));
+    assert!(!stranger.join("models").exists());
+
+    // A killed pull resumes: every chunk reported done before the kill is not fetched again.
+    let device = w("device");
+    let mut child = Command::new(edgellm_bin())
+        .args([
+            "model",
+            "pull",
+            &v1,
+            "--trusted-key",
+            trusted.to_str().unwrap(),
+            "--json",
+        ])
+        .args(["--limit-rate", "20m"])
+        .env("EDGELLM_HOME", &device)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut done_before_kill = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        done_before_kill = line["progress"]["chunks_done"].as_u64().unwrap();
+        if done_before_kill >= 300 {
+            break;
+        }
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(done_before_kill >= 300);
+    assert!(!device.join("models/gemma-3-270m-q4_k_m.gguf").exists());
+    let out = edgellm(
+        &device,
+        &[
+            "model",
+            "pull",
+            &v1,
+            "--trusted-key",
+            trusted.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let result = pulled(&out);
+    let progress = &result["progress"];
+    assert!(
+        progress["reused_chunks"].as_u64().unwrap() >= done_before_kill,
+        "{result}"
+    );
+    assert_eq!(
+        progress["fetched_chunks"].as_u64().unwrap() + progress["reused_chunks"].as_u64().unwrap(),
+        chunks
+    );
+    let path = PathBuf::from(result["path"].as_str().unwrap());
+    assert_eq!(sha256(&path), model_sha);
+
+    // A fine-tune that changed part of one tensor: the registry and the device receive only the
+    // chunks around the change.
+    let tuned = w("gemma-tuned.gguf");
+    std::fs::copy(&model, &tuned).unwrap();
+    let mut bytes = std::fs::read(&tuned).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 200_000] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&tuned, &bytes).unwrap();
+    let tuned_sha = sha256(&tuned);
+    let v2 = registry.reference("fleet/gemma:v2");
+    let out = edgellm(
+        &publisher,
+        &[
+            "model",
+            "push",
+            tuned.to_str().unwrap(),
+            &v2,
+            "--key",
+            key.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed = &json_lines(&out)[0];
+    let uploaded = pushed["uploaded_bytes"].as_u64().unwrap();
+    assert!(
+        uploaded < 2_000_000,
+        "a 200 KB change uploaded {uploaded} bytes"
+    );
+    let out = edgellm(
+        &device,
+        &[
+            "model",
+            "pull",
+            &v2,
+            "--trusted-key",
+            trusted.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let result = pulled(&out);
+    let fetched = result["progress"]["fetched_bytes"].as_u64().unwrap();
+    assert!(
+        fetched < 2_000_000,
+        "a 200 KB change fetched {fetched} bytes"
+    );
+    assert_eq!(
+        sha256(Path::new(result["path"].as_str().unwrap())),
+        tuned_sha
+    );
+
+    // A chunk altered inside the registry is refused before it is written, and nothing is put
+    // in place.
+    let manifest = get_manifest(&format!(
+        "http://127.0.0.1:{}/v2/fleet/gemma/manifests/v1",
+        registry.port
+    ));
+    let victim = manifest["layers"][10]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = registry.blob_file(&victim);
+    let mut data = std::fs::read(&file).unwrap();
+    data[0] ^= 0xff;
+    std::fs::write(&file, &data).unwrap();
+    let fresh = w("fresh");
+    let out = edgellm(
+        &fresh,
+        &[
+            "model",
+            "pull",
+            &v1,
+            "--trusted-key",
+            trusted.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains(&victim) && error.contains("nothing written"),
+        "{error}"
+    );
+    let hex = victim.strip_prefix("sha256:").unwrap();
+    assert!(!fresh.join("chunks/sha256").join(hex).exists());
+    assert!(!fresh.join("models/gemma-3-270m-q4_k_m.gguf").exists());
+}
