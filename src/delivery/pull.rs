@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
+use futures::StreamExt;
 use serde::Serialize;
 use sha2::Digest;
 
@@ -14,6 +15,10 @@ use super::manifest::{self, Body};
 use super::registry::{Reference, Registry};
 use super::store::{ChunkStore, sync_dir};
 use super::{DeliveryError, digest_of, io_error};
+
+/// Chunks fetched at once: enough to hide one request's round trip and one chunk's fsync behind
+/// the others.
+const PARALLEL_FETCHES: usize = 8;
 
 pub struct PullOptions<'a> {
     pub trusted: &'a [VerifyingKey],
@@ -83,29 +88,46 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
         reused_bytes: 0,
         size: body.size,
     };
-    let mut pacer = Pacer::new(options.rate_limit);
+    // Chunks this device lacks, each once (a file can repeat a chunk); everything else is reused.
+    let mut missing: Vec<(String, u64)> = Vec::new();
+    let mut wanted = std::collections::HashSet::new();
     for chunk in &body.chunks {
-        if store.has(&chunk.digest, chunk.size) {
-            progress.reused_chunks += 1;
-            progress.reused_bytes += chunk.size;
-        } else {
-            let bytes = registry
-                .get_blob(&chunk.digest, chunk.size as usize, &mut |n| pacer.took(n))
-                .await?;
-            if bytes.len() as u64 != chunk.size {
+        if !store.has(&chunk.digest, chunk.size) && wanted.insert(chunk.digest.as_str()) {
+            missing.push((chunk.digest.clone(), chunk.size));
+        }
+    }
+    let missing_bytes: u64 = missing.iter().map(|(_, size)| size).sum();
+    progress.reused_chunks = body.chunks.len() - missing.len();
+    progress.reused_bytes = body.size - missing_bytes;
+    progress.chunks_done = progress.reused_chunks;
+    (options.progress)(&progress);
+
+    let pacer = std::sync::Mutex::new(Pacer::new(options.rate_limit));
+    let registry = &registry;
+    let pacer = &pacer;
+    let fetches = futures::stream::iter(missing.into_iter().map(|(digest, size)| {
+        let store_dir = options.store.clone();
+        async move {
+            let mut pace = |n| pacer.lock().ok().and_then(|mut p| p.took(n));
+            let bytes = registry.get_blob(&digest, size as usize, &mut pace).await?;
+            if bytes.len() as u64 != size {
                 return Err(DeliveryError::Chunk {
-                    digest: chunk.digest.clone(),
-                    reason: format!("{} bytes, the manifest says {}", bytes.len(), chunk.size),
+                    digest,
+                    reason: format!("{} bytes, the manifest says {size}", bytes.len()),
                 });
             }
-            let digest = chunk.digest.clone();
-            let store_dir = options.store.clone();
             tokio::task::spawn_blocking(move || ChunkStore::open(&store_dir)?.put(&digest, &bytes))
                 .await
                 .map_err(|e| DeliveryError::Model(e.to_string()))??;
-            progress.fetched_chunks += 1;
-            progress.fetched_bytes += chunk.size;
+            Ok(size)
         }
+    }))
+    .buffer_unordered(PARALLEL_FETCHES);
+    futures::pin_mut!(fetches);
+    while let Some(done) = fetches.next().await {
+        let size = done?;
+        progress.fetched_chunks += 1;
+        progress.fetched_bytes += size;
         progress.chunks_done += 1;
         (options.progress)(&progress);
     }

@@ -1,0 +1,157 @@
+"""Model delivery through a real OCI registry (Debian's docker-registry on loopback), measured.
+
+usage: python3 bench/delivery.py EDGELLM_BIN MODEL [KILLS]
+
+1. push the model; 2. plain download of the same bytes as one blob (curl-like GET to a file,
+fsync) against `edgellm model pull` of the pushed model, 3 rounds in alternation; 3. KILLS pulls
+killed with SIGKILL at random moments (seed 7), then one to completion: the file's sha256, and
+that no model file existed before the last pull; 4. what a one-character change in the chat
+template or general.name (metadata only) and a 200 KB change inside a tensor upload and download.
+"""
+import hashlib, http.client, json, os, random, signal, socket, statistics, subprocess, sys, tempfile, time
+
+BIN, MODEL = sys.argv[1], sys.argv[2]
+KILLS = int(sys.argv[3]) if len(sys.argv) > 3 else 50
+work = tempfile.mkdtemp(prefix="edgellm-delivery-")
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+port = free_port()
+open(f"{work}/reg.yml", "w").write(
+    f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {work}/data\nhttp:\n  addr: 127.0.0.1:{port}\n")
+registry = subprocess.Popen(["docker-registry", "serve", f"{work}/reg.yml"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", port)).close(); break
+    except OSError:
+        time.sleep(0.05)
+
+
+def edgellm(home, *args, check=True):
+    r = subprocess.run([BIN, *args], env={**os.environ, "EDGELLM_HOME": home}, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        registry.kill()
+        sys.exit(f"edgellm {' '.join(args)}: {r.stderr}")
+    return r
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+key = f"{work}/release.key"
+edgellm(work, "model", "keygen", key)
+pub = key[:-4] + ".pub"
+ref = f"127.0.0.1:{port}/fleet/model"
+t = time.perf_counter()
+pushed = json.loads(edgellm(work, "model", "push", MODEL, ref + ":v1", "--key", key, "--json").stdout)
+push_s = time.perf_counter() - t
+digest = "sha256:" + pushed["sha256"]
+size = pushed["size"]
+
+# The same bytes as one blob.
+c = http.client.HTTPConnection("127.0.0.1", port)
+c.request("POST", "/v2/fleet/whole/blobs/uploads/"); r = c.getresponse(); r.read()
+location = r.getheader("Location")
+with open(MODEL, "rb") as f:
+    c.request("PUT", location.split(f":{port}", 1)[-1] + "&digest=" + digest, body=f, headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+r = c.getresponse(); r.read(); assert r.status == 201, r.status
+
+
+def plain_download():
+    out = f"{work}/plain.gguf"
+    t = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.request("GET", f"/v2/fleet/whole/blobs/{digest}")
+    r = conn.getresponse()
+    with open(out, "wb") as f:
+        while True:
+            b = r.read(1 << 20)
+            if not b: break
+            f.write(b)
+        f.flush(); os.fsync(f.fileno())
+    spent = time.perf_counter() - t
+    os.remove(out)
+    return spent
+
+
+def pull_fresh():
+    home = tempfile.mkdtemp(dir=work)
+    t = time.perf_counter()
+    edgellm(home, "model", "pull", ref + ":v1", "--trusted-key", pub)
+    spent = time.perf_counter() - t
+    subprocess.run(["rm", "-rf", home])
+    return spent
+
+
+plain, pulls = [], []
+for _ in range(3):
+    plain.append(plain_download()); pulls.append(pull_fresh())
+ratios = sorted(p / q for p, q in zip(plain, pulls))
+
+# Kills at random moments.
+rng = random.Random(7)
+home = f"{work}/killed"
+name = os.path.basename(MODEL)
+premature = 0
+for _ in range(KILLS):
+    p = subprocess.Popen([BIN, "model", "pull", ref + ":v1", "--trusted-key", pub], env={**os.environ, "EDGELLM_HOME": home}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(0.05, 0.6))
+    p.send_signal(signal.SIGKILL); p.wait()
+    if os.path.exists(f"{home}/models/{name}") and sha256(f"{home}/models/{name}") != pushed["sha256"]:
+        premature += 1
+last = json.loads(edgellm(home, "model", "pull", ref + ":v1", "--trusted-key", pub, "--json").stdout.splitlines()[-1])["pulled"]
+killed_ok = sha256(last["path"]) == pushed["sha256"]
+
+
+def variant(label, change):
+    path = f"{work}/{label}-{name}"
+    data = bytearray(open(MODEL, "rb").read()); change(data); open(path, "wb").write(data)
+    up = json.loads(edgellm(work, "model", "push", path, f"{ref}:{label}", "--key", key, "--json").stdout)
+    dev = tempfile.mkdtemp(dir=work)
+    edgellm(dev, "model", "pull", ref + ":v1", "--trusted-key", pub)
+    down = json.loads(edgellm(dev, "model", "pull", f"{ref}:{label}", "--trusted-key", pub, "--json").stdout.splitlines()[-1])["pulled"]
+    assert sha256(down["path"]) == sha256(path)
+    return up["uploaded_bytes"], down["progress"]["fetched_bytes"]
+
+
+def metadata_char(data):
+    """One character of a string value in the header: the chat template, else general.name."""
+    for key in (b"tokenizer.chat_template", b"general.name"):
+        at = data.find(key)
+        if at > 0:
+            break
+    assert at > 0, "no string key to change"
+    value = at + len(key) + 4 + 8  # value type (u32), string length (u64), then the text
+    data[value + 2] = ord("x") if data[value + 2] != ord("x") else ord("y")
+
+
+def tensor_change(data):
+    mid = len(data) // 2
+    for i in range(mid, mid + 200_000):
+        data[i] ^= 0x5A
+
+
+meta = variant("meta", metadata_char)
+tune = variant("tune", tensor_change)
+registry.kill()
+subprocess.run(["rm", "-rf", work])
+
+print(f"model {name}, {size} bytes, {pushed['chunks']} chunks; push {push_s:.1f} s\n")
+print("| measure | value |\n|---|---:|")
+print(f"| plain download of the same bytes as one blob, s (median of 3) | {statistics.median(plain):.2f} |")
+print(f"| `edgellm model pull`, s (median of 3) | {statistics.median(pulls):.2f} |")
+print(f"| pull throughput / plain download (median; range) | {ratios[1]:.3f} ({ratios[0]:.3f} .. {ratios[2]:.3f}) |")
+print(f"| pulls killed with SIGKILL at random moments | {KILLS} |")
+print(f"| model file present and wrong after a kill | {premature} |")
+print(f"| final sha256 right after the kills | {'yes' if killed_ok else 'NO'} |")
+print(f"| chunks reused by the final pull | {last['progress']['reused_chunks']} of {last['progress']['chunks']} |")
+print(f"| one character of a metadata string changed (the chat template, else general.name): uploaded / downloaded bytes | {meta[0]} / {meta[1]} |")
+print(f"| 200 KB changed inside a tensor: uploaded / downloaded bytes | {tune[0]} / {tune[1]} |")
