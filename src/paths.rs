@@ -23,9 +23,12 @@ pub fn home() -> PathBuf {
     user_home.join(".local/share/edgellm")
 }
 
-/// The default model's path in the model directory.
+/// The model used when none is named: the active slot's (`edgellm model activate`), else the
+/// installed default model.
 pub fn default_model() -> PathBuf {
-    home().join("models").join(DEFAULT_MODEL_FILE)
+    let home = home();
+    crate::delivery::slots::active_model(&home)
+        .unwrap_or_else(|| home.join("models").join(DEFAULT_MODEL_FILE))
 }
 
 /// The default embedding model's path in the model directory.

@@ -202,7 +202,21 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let telemetry = start_telemetry(&config, &gateway, &metrics)?;
 
     // Load the model on a blocking thread while the listener already answers /health with 503.
-    let engine_config = config.engine.clone();
+    let mut engine_config = config.engine.clone();
+    // The A/B slots' boot counter: a start of the active model counts until it has loaded;
+    // after too many that never did, this start rolls back to the previous model.
+    let home = crate::paths::home();
+    let (model, rolled_back) =
+        crate::delivery::slots::begin_boot(&home, &engine_config.model_path)?;
+    if rolled_back {
+        tracing::error!(
+            failed = %engine_config.model_path.display(), now = %model.display(),
+            "the active model failed to load {} starts in a row: rolled back",
+            crate::delivery::slots::MAX_FAILED_BOOTS
+        );
+        engine_config.model_path = model;
+    }
+    let booted_model = engine_config.model_path.clone();
     let embed_config = config.embedding.as_ref().map(|e| e.engine.clone());
     let embed_cell = gateway.embeddings.cell().clone();
     let (load_failed_tx, load_failed) = tokio::sync::oneshot::channel();
@@ -214,8 +228,15 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             &embed_cell,
             &metrics,
         );
-        if let Err(error) = loaded {
-            let _ = load_failed_tx.send(error);
+        match loaded {
+            Ok(()) => {
+                if let Err(error) = crate::delivery::slots::boot_succeeded(&home, &booted_model) {
+                    tracing::warn!(%error, "cannot clear the boot counter");
+                }
+            }
+            Err(error) => {
+                let _ = load_failed_tx.send(error);
+            }
         }
     });
 

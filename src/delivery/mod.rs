@@ -8,6 +8,7 @@
 //! - `chunk.rs`: where a GGUF is cut (pure over the header, streaming over the file)
 //! - `manifest.rs`: the signed manifest, signing keys and trusted keys
 //! - `registry.rs`: the OCI distribution API over HTTP (references, blobs, manifests)
+//! - `slots.rs`: the active and previous model, the boot counter
 //! - `store.rs`: the chunk store under `$EDGELLM_HOME/chunks` (fsync'd: the pull's journal)
 //! - `push.rs`, `pull.rs`: the two commands
 
@@ -16,6 +17,7 @@ pub mod manifest;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod slots;
 pub mod store;
 
 /// Why a push or a pull stopped. Each names what is wrong in one line.

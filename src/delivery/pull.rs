@@ -133,9 +133,12 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
     }
 
     let models = options.models.clone();
+    let reference = registry.reference().to_string();
     let (path, body) = tokio::task::spawn_blocking(move || {
         let path = assemble(&store, &body, &models)?;
-        Ok::<_, DeliveryError>((path, body))
+        let record = super::slots::Record { reference, body };
+        super::slots::write_record(&path, &record)?;
+        Ok::<_, DeliveryError>((path, record.body))
     })
     .await
     .map_err(|e| DeliveryError::Model(e.to_string()))??;
@@ -150,10 +153,12 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
 }
 
 /// Writes the chunks in order to a temporary file, checks its sha256 and GGUF header, then
-/// renames it into place. A file already there with the same sha256 is kept as it is.
+/// renames it into place as `<stem>-<first 12 of sha256>.gguf`: each release has a file of its
+/// own, so pulling a new release never touches the active or the previous model's file.
 fn assemble(store: &ChunkStore, body: &Body, models: &Path) -> Result<PathBuf, DeliveryError> {
     std::fs::create_dir_all(models).map_err(io_error(models))?;
-    let path = models.join(&body.name);
+    let stem = body.name.strip_suffix(".gguf").unwrap_or(&body.name);
+    let path = models.join(format!("{stem}-{}.gguf", &body.sha256[..12]));
     let temp = models.join(format!(".{}.partial", body.name));
     let mut file = std::fs::File::create(&temp).map_err(io_error(&temp))?;
     let mut hasher = sha2::Sha256::new();

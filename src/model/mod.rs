@@ -4,6 +4,7 @@
 //! registry (`crate::delivery`).
 
 pub mod import;
+mod slots_cli;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,29 @@ pub enum ModelCommand {
     Push(PushArgs),
     /// Verify a signed model manifest, fetch the chunks this device lacks, assemble the file
     Pull(PullArgs),
+    /// The pulled models, which one is active and which one it replaced
+    List(ListArgs),
+    /// Check a pulled model file against the sha256 its signed manifest gave
+    Verify(SlotArgs),
+    /// Health-gate a pulled model (verify, load, decode), then make it the default model
+    Activate(SlotArgs),
+    /// Make the previous model active again (after checking its file)
+    Rollback,
+    /// Delete pulled models that are neither active nor previous, and chunks no kept model uses
+    Gc,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// One JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SlotArgs {
+    /// A pulled model: its file name in $EDGELLM_HOME/models, or a path [default: the active one]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +142,11 @@ pub fn run(args: &ModelArgs) -> anyhow::Result<()> {
         }
         ModelCommand::Push(push) => delivery_push(push),
         ModelCommand::Pull(pull) => delivery_pull(pull),
+        ModelCommand::List(list) => slots_cli::list(list.json),
+        ModelCommand::Verify(target) => slots_cli::verify(target.model.as_deref()),
+        ModelCommand::Activate(target) => slots_cli::activate(target.model.as_deref()),
+        ModelCommand::Rollback => slots_cli::rollback(),
+        ModelCommand::Gc => slots_cli::gc(),
         ModelCommand::Import(import) => {
             let done = import::import_bert(&import.dir, &import.output)?;
             if import.json {

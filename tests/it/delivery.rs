@@ -111,6 +111,19 @@ fn pulled(output: &std::process::Output) -> Value {
     lines.last().unwrap()["pulled"].clone()
 }
 
+fn gguf_files(home: &Path) -> usize {
+    std::fs::read_dir(home.join("models")).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "gguf")
+        })
+        .count()
+    })
+}
+
 fn stored_chunks(home: &Path) -> usize {
     std::fs::read_dir(home.join("chunks/sha256")).map_or(0, |d| d.count())
 }
@@ -131,6 +144,17 @@ fn get_manifest(url: &str) -> Value {
             .await
             .unwrap()
     })
+}
+
+fn health_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
 }
 
 fn sha256(path: &Path) -> String {
@@ -248,7 +272,11 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     assert!(done_before_kill >= 300);
-    assert!(!device.join("models/gemma-3-270m-q4_k_m.gguf").exists());
+    assert_eq!(
+        gguf_files(&device),
+        0,
+        "no model file before a pull completes"
+    );
     let out = edgellm(
         &device,
         &[
@@ -330,6 +358,92 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         tuned_sha
     );
 
+    // Slots: activate v1, then the fine-tune (v1 becomes previous), each behind the health gate.
+    let v1_file = path.file_name().unwrap().to_str().unwrap().to_string();
+    let tuned_path = PathBuf::from(result["path"].as_str().unwrap());
+    let tuned_file = tuned_path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(v1_file, tuned_file, "each release has a file of its own");
+    for file in [&v1_file, &tuned_file] {
+        let out = edgellm(&device, &["model", "activate", file]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("health gate: loaded"));
+    }
+    let slots = |home: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(home.join("slots.json")).unwrap()).unwrap()
+    };
+    assert_eq!(
+        slots(&device)["active"]["path"],
+        tuned_path.to_str().unwrap()
+    );
+    assert_eq!(slots(&device)["previous"]["path"], path.to_str().unwrap());
+    let listed = json_lines(&edgellm(&device, &["model", "list", "--json"]))[0].clone();
+    let roles: Vec<&str> = listed["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles.len(), 2);
+    assert!(
+        roles.contains(&"active") && roles.contains(&"previous"),
+        "{listed}"
+    );
+
+    // The boot counter: after three starts of the active model that never loaded, `serve`
+    // rolls back to the previous model on its own, loads it, and clears the count.
+    let mut state = slots(&device);
+    state["boots"] = 3.into();
+    std::fs::write(device.join("slots.json"), state.to_string()).unwrap();
+    let serve_port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(edgellm_bin())
+        .args(["serve", "--port", &serve_port.to_string(), "-t", "2"])
+        .env("EDGELLM_HOME", &device)
+        .env("EDGELLM_DATA_DIR", data.path())
+        .env_remove("EDGELLM_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(serve.try_wait().unwrap().is_none(), "serve exited");
+        if health_ok(serve_port) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve did not become healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let after = slots(&device);
+    assert_eq!(after["active"]["path"], path.to_str().unwrap(), "{after}");
+    assert_eq!(after["boots"], 0);
+
+    // A model file changed on disk is refused before it is loaded, and nothing changes.
+    let mut bytes = std::fs::read(&tuned_path).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&tuned_path, &bytes).unwrap();
+    let out = edgellm(&device, &["model", "verify", &tuned_file]);
+    assert!(!out.status.success());
+    let out = edgellm(&device, &["model", "activate", &tuned_file]);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && error.contains("refused before loading"),
+        "{error}"
+    );
+    assert!(!edgellm(&device, &["model", "rollback"]).status.success());
+    assert_eq!(slots(&device)["active"]["path"], path.to_str().unwrap());
+
     // A chunk altered inside the registry is refused before it is written, and nothing is put
     // in place.
     let manifest = get_manifest(&format!(
@@ -363,5 +477,5 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
     );
     let hex = victim.strip_prefix("sha256:").unwrap();
     assert!(!fresh.join("chunks/sha256").join(hex).exists());
-    assert!(!fresh.join("models/gemma-3-270m-q4_k_m.gguf").exists());
+    assert_eq!(gguf_files(&fresh), 0);
 }

@@ -1,0 +1,188 @@
+//! `edgellm model list | verify | activate | rollback | gc`: the A/B slots of pulled models
+//! (`crate::delivery::slots`) from the command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::delivery::slots::{self, Slots};
+use crate::engine::{Engine, EngineConfig, Event, GenerateRequest, SamplingParams};
+
+/// The tokens the activation gate decodes.
+const GATE_TOKENS: u32 = 16;
+
+fn resolve(home: &Path, model: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match model {
+        Some(path) if path.components().count() == 1 => Ok(home.join("models").join(path)),
+        Some(path) => Ok(path.to_path_buf()),
+        None => slots::load(home)?
+            .map(|s| s.active.path)
+            .context("nothing is active: name a model"),
+    }
+}
+
+/// Pulled models: every GGUF in the model directory with a pull record beside it.
+fn pulled(home: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(home.join("models")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf") && slots::read_record(p).is_some())
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn list(json: bool) -> anyhow::Result<()> {
+    let home = crate::paths::home();
+    let state = slots::load(&home)?;
+    let role = |path: &Path| match &state {
+        Some(s) if s.active.path == path => "active",
+        Some(Slots {
+            previous: Some(p), ..
+        }) if p.path == path => "previous",
+        _ => "",
+    };
+    let models: Vec<serde_json::Value> = pulled(&home)
+        .iter()
+        .filter_map(|path| {
+            let record = slots::read_record(path)?;
+            Some(serde_json::json!({
+                "file": path.file_name()?.to_string_lossy(),
+                "role": role(path),
+                "reference": record.reference,
+                "sha256": record.body.sha256,
+                "size": record.body.size,
+                "architecture": record.body.gguf.architecture,
+                "parameters": record.body.gguf.parameters,
+            }))
+        })
+        .collect();
+    if json {
+        let answer = serde_json::json!({"models": models, "slots": state});
+        println!("{}", serde_json::to_string(&answer)?);
+        return Ok(());
+    }
+    if models.is_empty() {
+        println!("no pulled models in {}", home.join("models").display());
+    }
+    for m in &models {
+        println!(
+            "{:<9} {}  {}  {} bytes  {}",
+            m["role"].as_str().unwrap_or(""),
+            m["file"].as_str().unwrap_or(""),
+            m["reference"].as_str().unwrap_or(""),
+            m["size"],
+            &m["sha256"].as_str().unwrap_or("")[..12.min(m["sha256"].as_str().unwrap_or("").len())]
+        );
+    }
+    Ok(())
+}
+
+pub fn verify(model: Option<&Path>) -> anyhow::Result<()> {
+    let home = crate::paths::home();
+    let path = resolve(&home, model)?;
+    let sha = slots::verify(&path, None)?;
+    println!("{}: sha256 {sha} as signed", path.display());
+    Ok(())
+}
+
+pub fn activate(model: Option<&Path>) -> anyhow::Result<()> {
+    let home = crate::paths::home();
+    let Some(model) = model else {
+        bail!("name the pulled model to activate (edgellm model list)");
+    };
+    let path = resolve(&home, Some(model))?;
+    let sha = slots::verify(&path, None).context("refused before loading")?;
+    let rate =
+        health_gate(&path).context("the health gate failed; the active model is unchanged")?;
+    let state = slots::activate(&home, &path, sha)?;
+    println!(
+        "active: {} (health gate: loaded, decoded {GATE_TOKENS} tokens at {rate:.1} tokens/s){}",
+        state.active.path.display(),
+        state
+            .previous
+            .map(|p| format!("; previous: {}", p.path.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Loads the model through the engine and decodes a short greedy completion; returns the
+/// decode rate.
+fn health_gate(path: &Path) -> anyhow::Result<f64> {
+    let mut config = EngineConfig::new(path.to_path_buf());
+    config.n_ctx = 512;
+    config.slots = 1;
+    let engine = Engine::start(config)?;
+    let prompt = engine.tokenize("The weather station reported");
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: GATE_TOKENS,
+        stop_at_eog: false,
+        ..SamplingParams::default()
+    };
+    let mut events = engine.submit(GenerateRequest::new(prompt, params))?;
+    let mut tokens = 0;
+    loop {
+        match events.blocking_recv() {
+            Some(Event::Token(_)) => tokens += 1,
+            Some(Event::Done(summary)) => {
+                if tokens == 0 {
+                    bail!("the model decoded no token");
+                }
+                return Ok(summary.decode_tokens_per_second());
+            }
+            Some(Event::Failed(error)) => return Err(error.into()),
+            None => bail!("the engine stopped"),
+        }
+    }
+}
+
+pub fn rollback() -> anyhow::Result<()> {
+    let home = crate::paths::home();
+    let state = slots::rollback(&home)?;
+    println!("active: {} (rolled back)", state.active.path.display());
+    Ok(())
+}
+
+pub fn gc() -> anyhow::Result<()> {
+    let home = crate::paths::home();
+    let Some(state) = slots::load(&home)? else {
+        bail!("nothing is active yet: gc keeps every model until one is activated");
+    };
+    let kept: Vec<PathBuf> = Some(state)
+        .iter()
+        .flat_map(|s| {
+            std::iter::once(s.active.path.clone()).chain(s.previous.iter().map(|p| p.path.clone()))
+        })
+        .collect();
+    let (mut models, mut freed) = (0, 0u64);
+    let mut used = std::collections::HashSet::new();
+    for path in pulled(&home) {
+        if kept.contains(&path) {
+            if let Some(record) = slots::read_record(&path) {
+                used.extend(record.body.chunks.into_iter().map(|c| c.digest));
+            }
+            continue;
+        }
+        freed += std::fs::metadata(&path).map_or(0, |m| m.len());
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        let _ = std::fs::remove_file(slots::record_path(&path));
+        models += 1;
+    }
+    let mut chunks = 0;
+    if let Ok(entries) = std::fs::read_dir(home.join("chunks/sha256")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !used.contains(&format!("sha256:{name}")) {
+                freed += entry.metadata().map_or(0, |m| m.len());
+                let _ = std::fs::remove_file(entry.path());
+                chunks += 1;
+            }
+        }
+    }
+    println!("removed {models} models and {chunks} chunks, {freed} bytes");
+    Ok(())
+}
