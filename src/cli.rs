@@ -182,7 +182,8 @@ pub struct ServeArgs {
     /// Port to listen on [default: 8080]
     #[arg(long, env = "EDGELLM_PORT")]
     pub port: Option<u16>,
-    /// GGUF model file [default: the installed default model]
+    /// GGUF model file, or the reference of a pulled model (HOST[:PORT]/NAME[:TAG]) [default:
+    /// the active model, else the installed default model]
     #[arg(short = 'm', long = "model", env = "EDGELLM_MODEL")]
     pub model: Option<PathBuf>,
     /// Embedding GGUF served on /v1/embeddings [default: the installed default embedding model]

@@ -319,7 +319,11 @@ impl ServeConfig {
             listen.push(address);
         }
 
-        let model_path = raw.model.path.unwrap_or_else(crate::paths::default_model);
+        let model_path = match raw.model.path {
+            Some(path) => crate::delivery::slots::resolve_reference(&crate::paths::home(), path)
+                .map_err(invalid)?,
+            None => crate::paths::default_model(),
+        };
         let mut engine = EngineConfig::new(model_path);
         if let Some(t) = raw.model.threads {
             engine.n_threads = t;

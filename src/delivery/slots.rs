@@ -93,6 +93,32 @@ pub fn active_model(home: &Path) -> Option<PathBuf> {
     }
 }
 
+/// `serve -m`: an existing file is itself; otherwise, a registry reference names the newest
+/// pulled model recorded under it; anything else is left for the engine to refuse.
+pub fn resolve_reference(home: &Path, model: PathBuf) -> Result<PathBuf, String> {
+    let Some(text) = model.to_str() else {
+        return Ok(model);
+    };
+    let path_like = text.starts_with('.') || text.starts_with('/') || text.ends_with(".gguf");
+    if model.exists() || path_like || super::registry::Reference::parse(text, false).is_err() {
+        return Ok(model);
+    }
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(home.join("models"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .filter_map(|p| {
+            let record = read_record(&p)?;
+            (record.reference == text).then_some((record.body.created, p))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p).ok_or_else(|| {
+        format!("model {text}: no pulled model has this reference (edgellm model pull {text})")
+    })
+}
+
 /// Checks a model file against the sha256 its pull recorded (or `expected`).
 pub fn verify(model: &Path, expected: Option<&str>) -> Result<String, DeliveryError> {
     let want = match expected {

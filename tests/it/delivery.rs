@@ -429,6 +429,60 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
     assert_eq!(after["active"]["path"], path.to_str().unwrap(), "{after}");
     assert_eq!(after["boots"], 0);
 
+    // `serve -m REF` finds the model pulled under that reference; an unknown one is refused.
+    let mut refused = Command::new(edgellm_bin())
+        .args(["serve", "-m", &registry.reference("fleet/gemma:v9")])
+        .args(["--port", &free_port().to_string()])
+        .env("EDGELLM_HOME", &device)
+        .env("EDGELLM_DATA_DIR", data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("serve -m with an unknown reference did not refuse to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = refused.wait_with_output().unwrap();
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && error.contains("no pulled model has this reference"),
+        "{error}"
+    );
+    let serve_port = free_port();
+    let mut serve = Command::new(edgellm_bin())
+        .args([
+            "serve",
+            "-m",
+            &v2,
+            "--port",
+            &serve_port.to_string(),
+            "-t",
+            "2",
+        ])
+        .env("EDGELLM_HOME", &device)
+        .env("EDGELLM_DATA_DIR", data.path())
+        .env_remove("EDGELLM_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !health_ok(serve_port) {
+        assert!(serve.try_wait().unwrap().is_none(), "serve -m REF exited");
+        assert!(
+            Instant::now() < deadline,
+            "serve -m REF did not become healthy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+
     // A model file changed on disk is refused before it is loaded, and nothing changes.
     let mut bytes = std::fs::read(&tuned_path).unwrap();
     bytes[1000] ^= 1;
