@@ -6,8 +6,6 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use sha2::Digest;
-
 use super::{DeliveryError, io_error};
 use crate::plan::gguf::GgufHeader;
 
@@ -116,7 +114,7 @@ fn chunk_of(offset: u64, data: &[u8]) -> Chunk {
     Chunk {
         offset,
         size: data.len() as u64,
-        digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(data))),
+        digest: super::digest_of(data),
     }
 }
 

@@ -105,8 +105,9 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
     let pacer = std::sync::Mutex::new(Pacer::new(options.rate_limit));
     let registry = &registry;
     let pacer = &pacer;
+    let fetch_store = store.clone();
     let fetches = futures::stream::iter(missing.into_iter().map(|(digest, size)| {
-        let store_dir = options.store.clone();
+        let store = fetch_store.clone();
         async move {
             let mut pace = |n| pacer.lock().ok().and_then(|mut p| p.took(n));
             let bytes = registry.get_blob(&digest, size as usize, &mut pace).await?;
@@ -116,7 +117,7 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
                     reason: format!("{} bytes, the manifest says {size}", bytes.len()),
                 });
             }
-            tokio::task::spawn_blocking(move || ChunkStore::open(&store_dir)?.put(&digest, &bytes))
+            tokio::task::spawn_blocking(move || store.put(&digest, &bytes))
                 .await
                 .map_err(|e| DeliveryError::Model(e.to_string()))??;
             Ok(size)

@@ -128,14 +128,36 @@ impl Registry {
         }
     }
 
+    /// Sends `request` to `url`; a transport failure names the URL.
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DeliveryError> {
+        request.send().await.map_err(|e| self.fail(url, e))
+    }
+
+    /// `response` unless its status differs from `want`; then an error with what the registry
+    /// said (its first 4 KiB).
+    async fn expect(
+        &self,
+        url: &str,
+        response: reqwest::Response,
+        want: u16,
+        what: &str,
+    ) -> Result<reqwest::Response, DeliveryError> {
+        if response.status().as_u16() == want {
+            return Ok(response);
+        }
+        let code = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let text: String = text.trim().chars().take(4096).collect();
+        Err(self.fail(url, format!("{what} answered {code}: {text}")))
+    }
+
     pub async fn has_blob(&self, digest: &str) -> Result<bool, DeliveryError> {
         let url = format!("{}/blobs/{digest}", self.reference.base());
-        let response = self
-            .client
-            .head(&url)
-            .send()
-            .await
-            .map_err(|e| self.fail(&url, e))?;
+        let response = self.send(&url, self.client.head(&url)).await?;
         match response.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -146,15 +168,8 @@ impl Registry {
     /// Uploads one blob in one request (POST for a session, PUT with the digest).
     pub async fn put_blob(&self, digest: &str, bytes: Vec<u8>) -> Result<(), DeliveryError> {
         let url = format!("{}/blobs/uploads/", self.reference.base());
-        let response = self
-            .client
-            .post(&url)
-            .send()
-            .await
-            .map_err(|e| self.fail(&url, e))?;
-        if response.status().as_u16() != 202 {
-            return Err(self.fail(&url, format!("upload start answered {}", response.status())));
-        }
+        let response = self.send(&url, self.client.post(&url)).await?;
+        let response = self.expect(&url, response, 202, "upload start").await?;
         let location = response
             .headers()
             .get(reqwest::header::LOCATION)
@@ -172,19 +187,13 @@ impl Registry {
         };
         put_url.push(if put_url.contains('?') { '&' } else { '?' });
         put_url.push_str(&format!("digest={digest}"));
-        let response = self
+        let request = self
             .client
             .put(&put_url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| self.fail(&url, e))?;
-        if response.status().as_u16() != 201 {
-            let code = response.status();
-            let text = response.text().await.unwrap_or_default();
-            return Err(self.fail(&url, format!("upload answered {code}: {}", text.trim())));
-        }
+            .body(bytes);
+        let response = self.send(&url, request).await?;
+        self.expect(&url, response, 201, "upload").await?;
         Ok(())
     }
 
@@ -198,36 +207,25 @@ impl Registry {
             ));
         }
         let digest = super::digest_of(&bytes);
-        let response = self
+        let request = self
             .client
             .put(&url)
             .header(reqwest::header::CONTENT_TYPE, OCI_MANIFEST)
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| self.fail(&url, e))?;
-        if response.status().as_u16() != 201 {
-            let code = response.status();
-            let text = response.text().await.unwrap_or_default();
-            return Err(self.fail(
-                &url,
-                format!("manifest put answered {code}: {}", text.trim()),
-            ));
-        }
+            .body(bytes);
+        let response = self.send(&url, request).await?;
+        self.expect(&url, response, 201, "manifest put").await?;
         Ok(digest)
     }
 
     pub async fn get_manifest(&self) -> Result<OciManifest, DeliveryError> {
         let url = format!("{}/manifests/{}", self.reference.base(), self.reference.tag);
-        let response = self
+        let request = self
             .client
             .get(&url)
-            .header(reqwest::header::ACCEPT, OCI_MANIFEST)
-            .send()
-            .await
-            .map_err(|e| self.fail(&url, e))?;
+            .header(reqwest::header::ACCEPT, OCI_MANIFEST);
+        let response = self.send(&url, request).await?;
         let bytes = self
-            .read_bounded(&url, response, MAX_MANIFEST_BYTES)
+            .read_bounded(&url, response, MAX_MANIFEST_BYTES, &mut |_| None)
             .await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| self.fail(&url, format!("not an OCI manifest: {e}")))
@@ -242,43 +240,28 @@ impl Registry {
         pace: &mut (dyn FnMut(usize) -> Option<Duration> + Send),
     ) -> Result<Vec<u8>, DeliveryError> {
         let url = format!("{}/blobs/{digest}", self.reference.base());
-        let mut response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| self.fail(&url, e))?;
-        if !response.status().is_success() {
-            return Err(self.fail(&url, format!("answered {}", response.status())));
-        }
-        let mut out = Vec::new();
-        while let Some(piece) = response.chunk().await.map_err(|e| self.fail(&url, e))? {
-            if out.len() + piece.len() > limit {
-                return Err(self.fail(&url, format!("blob longer than its {limit} bytes")));
-            }
-            out.extend_from_slice(&piece);
-            if let Some(wait) = pace(piece.len()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        Ok(out)
+        let response = self.send(&url, self.client.get(&url)).await?;
+        self.read_bounded(&url, response, limit, pace).await
     }
 
+    /// A successful answer's body, refused past `limit` bytes.
     async fn read_bounded(
         &self,
         url: &str,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         limit: usize,
+        pace: &mut (dyn FnMut(usize) -> Option<Duration> + Send),
     ) -> Result<Vec<u8>, DeliveryError> {
-        if !response.status().is_success() {
-            return Err(self.fail(url, format!("answered {}", response.status())));
-        }
+        let mut response = self.expect(url, response, 200, "GET").await?;
         let mut out = Vec::new();
         while let Some(piece) = response.chunk().await.map_err(|e| self.fail(url, e))? {
             if out.len() + piece.len() > limit {
                 return Err(self.fail(url, format!("answer longer than {limit} bytes")));
             }
             out.extend_from_slice(&piece);
+            if let Some(wait) = pace(piece.len()) {
+                tokio::time::sleep(wait).await;
+            }
         }
         Ok(out)
     }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::DeliveryError;
 use super::manifest::Body;
-use super::{DeliveryError, io_error};
+use super::store::write_durably;
 
 pub const FILE: &str = "slots.json";
 pub const MAX_FAILED_BOOTS: u32 = 3;
@@ -211,18 +212,6 @@ pub fn boot_succeeded(home: &Path, model: &Path) -> Result<(), DeliveryError> {
         save(home, &slots)?;
     }
     Ok(())
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeliveryError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp).map_err(io_error(&temp))?;
-    file.write_all(bytes).map_err(io_error(&temp))?;
-    file.sync_all().map_err(io_error(&temp))?;
-    std::fs::rename(&temp, path).map_err(io_error(path))?;
-    super::store::sync_dir(dir)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{DeliveryError, digest_of, io_error, is_sha256_digest};
 
+#[derive(Clone)]
 pub struct ChunkStore {
     dir: PathBuf,
 }
@@ -45,12 +46,7 @@ impl ChunkStore {
                 ),
             });
         }
-        let temp = path.with_extension("partial");
-        let mut file = std::fs::File::create(&temp).map_err(io_error(&temp))?;
-        file.write_all(bytes).map_err(io_error(&temp))?;
-        file.sync_all().map_err(io_error(&temp))?;
-        std::fs::rename(&temp, &path).map_err(io_error(&path))?;
-        sync_dir(&self.dir)
+        write_durably(&path, bytes)
     }
 
     /// Drops a chunk (found damaged), so that the next pull fetches it again.
@@ -67,6 +63,19 @@ impl ChunkStore {
         })?;
         std::fs::read(&path).map_err(io_error(&path))
     }
+}
+
+/// Writes `bytes` to a temporary name beside `path`, fsyncs, renames, fsyncs the directory: a
+/// reader finds the old file or the whole new one, also after a power cut.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeliveryError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let temp = path.with_extension("partial");
+    let mut file = std::fs::File::create(&temp).map_err(io_error(&temp))?;
+    file.write_all(bytes).map_err(io_error(&temp))?;
+    file.sync_all().map_err(io_error(&temp))?;
+    std::fs::rename(&temp, path).map_err(io_error(path))?;
+    sync_dir(dir)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), DeliveryError> {

@@ -68,13 +68,15 @@ pub fn list(json: bool) -> anyhow::Result<()> {
         println!("no pulled models in {}", home.join("models").display());
     }
     for m in &models {
+        let text = |key: &str| m[key].as_str().unwrap_or_default().to_string();
+        let sha = text("sha256");
         println!(
             "{:<9} {}  {}  {} bytes  {}",
-            m["role"].as_str().unwrap_or(""),
-            m["file"].as_str().unwrap_or(""),
-            m["reference"].as_str().unwrap_or(""),
+            text("role"),
+            text("file"),
+            text("reference"),
             m["size"],
-            &m["sha256"].as_str().unwrap_or("")[..12.min(m["sha256"].as_str().unwrap_or("").len())]
+            sha.get(..12).unwrap_or(&sha)
         );
     }
     Ok(())

@@ -146,6 +146,32 @@ fn get_manifest(url: &str) -> Value {
     })
 }
 
+/// Starts `edgellm serve` on `home` with `args`, waits until `/health` is 200, stops it.
+fn serve_until_healthy(home: &Path, data: &Path, args: &[&str]) {
+    let port = free_port();
+    let mut serve = Command::new(edgellm_bin())
+        .args(["serve", "--port", &port.to_string(), "-t", "2"])
+        .args(args)
+        .env("EDGELLM_HOME", home)
+        .env("EDGELLM_DATA_DIR", data)
+        .env_remove("EDGELLM_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !health_ok(port) {
+        assert!(serve.try_wait().unwrap().is_none(), "serve {args:?} exited");
+        assert!(
+            Instant::now() < deadline,
+            "serve {args:?} did not become healthy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
+
 fn health_ok(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -268,8 +294,7 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
             break;
         }
     }
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
     assert!(done_before_kill >= 300);
     assert_eq!(
@@ -403,28 +428,8 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
     let mut state = slots(&device);
     state["boots"] = 3.into();
     std::fs::write(device.join("slots.json"), state.to_string()).unwrap();
-    let serve_port = free_port();
     let data = tempfile::tempdir().unwrap();
-    let mut serve = Command::new(edgellm_bin())
-        .args(["serve", "--port", &serve_port.to_string(), "-t", "2"])
-        .env("EDGELLM_HOME", &device)
-        .env("EDGELLM_DATA_DIR", data.path())
-        .env_remove("EDGELLM_API_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(serve.try_wait().unwrap().is_none(), "serve exited");
-        if health_ok(serve_port) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "serve did not become healthy");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = serve.kill();
-    let _ = serve.wait();
+    serve_until_healthy(&device, data.path(), &[]);
     let after = slots(&device);
     assert_eq!(after["active"]["path"], path.to_str().unwrap(), "{after}");
     assert_eq!(after["boots"], 0);
@@ -453,35 +458,7 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         !out.status.success() && error.contains("no pulled model has this reference"),
         "{error}"
     );
-    let serve_port = free_port();
-    let mut serve = Command::new(edgellm_bin())
-        .args([
-            "serve",
-            "-m",
-            &v2,
-            "--port",
-            &serve_port.to_string(),
-            "-t",
-            "2",
-        ])
-        .env("EDGELLM_HOME", &device)
-        .env("EDGELLM_DATA_DIR", data.path())
-        .env_remove("EDGELLM_API_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !health_ok(serve_port) {
-        assert!(serve.try_wait().unwrap().is_none(), "serve -m REF exited");
-        assert!(
-            Instant::now() < deadline,
-            "serve -m REF did not become healthy"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = serve.kill();
-    let _ = serve.wait();
+    serve_until_healthy(&device, data.path(), &["-m", &v2]);
 
     // A model file changed on disk is refused before it is loaded, and nothing changes.
     let mut bytes = std::fs::read(&tuned_path).unwrap();
