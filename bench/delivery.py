@@ -3,15 +3,16 @@
 usage: python3 bench/delivery.py EDGELLM_BIN MODEL [KILLS]
 
 1. push the model; 2. plain download of the same bytes as one blob (curl-like GET to a file,
-fsync) against `edgellm model pull` of the pushed model, 3 rounds in alternation; 3. KILLS pulls
+fsync) against `edgellm model pull` of the pushed model, 5 rounds in alternation; 3. KILLS pulls
 killed with SIGKILL at random moments (seed 7), then one to completion: the file's sha256, and
-that no model file existed before the last pull; 4. what a one-character change in the chat
+that every model file present after a kill is whole; 4. what a one-character change in the chat
 template or general.name (metadata only) and a 200 KB change inside a tensor upload and download.
 """
 import hashlib, http.client, json, os, random, signal, socket, statistics, subprocess, sys, tempfile, time
 
 BIN, MODEL = sys.argv[1], sys.argv[2]
 KILLS = int(sys.argv[3]) if len(sys.argv) > 3 else 50
+ROUNDS = 5
 work = tempfile.mkdtemp(prefix="edgellm-delivery-")
 
 
@@ -92,21 +93,26 @@ def pull_fresh():
 
 
 plain, pulls = [], []
-for _ in range(3):
+for _ in range(ROUNDS):
     plain.append(plain_download()); pulls.append(pull_fresh())
 ratios = sorted(p / q for p, q in zip(plain, pulls))
 
-# Kills at random moments.
+# Kills at random moments. A pull that finished before its kill is checked and removed, so
+# that the next one starts over.
 rng = random.Random(7)
-home = f"{work}/killed"
 name = os.path.basename(MODEL)
-premature = 0
+home = f"{work}/killed"
+premature, finished = 0, 0
 for _ in range(KILLS):
     p = subprocess.Popen([BIN, "model", "pull", ref + ":v1", "--trusted-key", pub], env={**os.environ, "EDGELLM_HOME": home}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.05, 0.6))
+    time.sleep(rng.uniform(0.02, 0.5))
     p.send_signal(signal.SIGKILL); p.wait()
-    if os.path.exists(f"{home}/models/{name}") and sha256(f"{home}/models/{name}") != pushed["sha256"]:
-        premature += 1
+    for f in os.listdir(f"{home}/models") if os.path.isdir(f"{home}/models") else []:
+        if f.endswith(".gguf"):
+            finished += 1
+            if sha256(f"{home}/models/{f}") != pushed["sha256"]:
+                premature += 1
+            os.remove(f"{home}/models/{f}"); os.remove(f"{home}/models/{f}.manifest.json")
 last = json.loads(edgellm(home, "model", "pull", ref + ":v1", "--trusted-key", pub, "--json").stdout.splitlines()[-1])["pulled"]
 killed_ok = sha256(last["path"]) == pushed["sha256"]
 
@@ -114,7 +120,7 @@ killed_ok = sha256(last["path"]) == pushed["sha256"]
 def variant(label, change):
     path = f"{work}/{label}-{name}"
     data = bytearray(open(MODEL, "rb").read()); change(data); open(path, "wb").write(data)
-    up = json.loads(edgellm(work, "model", "push", path, f"{ref}:{label}", "--key", key, "--json").stdout)
+    up = json.loads(edgellm(work, "model", "push", path, f"{ref}:{label}", "--key", key, "--base", "v1", "--json").stdout)
     dev = tempfile.mkdtemp(dir=work)
     edgellm(dev, "model", "pull", ref + ":v1", "--trusted-key", pub)
     down = json.loads(edgellm(dev, "model", "pull", f"{ref}:{label}", "--trusted-key", pub, "--json").stdout.splitlines()[-1])["pulled"]
@@ -146,12 +152,13 @@ subprocess.run(["rm", "-rf", work])
 
 print(f"model {name}, {size} bytes, {pushed['chunks']} chunks; push {push_s:.1f} s\n")
 print("| measure | value |\n|---|---:|")
-print(f"| plain download of the same bytes as one blob, s (median of 3) | {statistics.median(plain):.2f} |")
-print(f"| `edgellm model pull`, s (median of 3) | {statistics.median(pulls):.2f} |")
-print(f"| pull throughput / plain download (median; range) | {ratios[1]:.3f} ({ratios[0]:.3f} .. {ratios[2]:.3f}) |")
+print(f"| plain download of the same bytes as one blob, s (median of {ROUNDS}) | {statistics.median(plain):.2f} |")
+print(f"| `edgellm model pull`, s (median of {ROUNDS}) | {statistics.median(pulls):.2f} |")
+print(f"| pull throughput / plain download (median; range) | {statistics.median(ratios):.3f} ({ratios[0]:.3f} .. {ratios[-1]:.3f}) |")
 print(f"| pulls killed with SIGKILL at random moments | {KILLS} |")
+print(f"| pulls that had finished before their kill (file checked, then removed) | {finished} |")
 print(f"| model file present and wrong after a kill | {premature} |")
 print(f"| final sha256 right after the kills | {'yes' if killed_ok else 'NO'} |")
-print(f"| chunks reused by the final pull | {last['progress']['reused_chunks']} of {last['progress']['chunks']} |")
+print(f"| chunks found in the partial file by the final pull | {last['progress']['reused_chunks']} of {last['progress']['chunks']} |")
 print(f"| one character of a metadata string changed (the chat template, else general.name): uploaded / downloaded bytes | {meta[0]} / {meta[1]} |")
 print(f"| 200 KB changed inside a tensor: uploaded / downloaded bytes | {tune[0]} / {tune[1]} |")

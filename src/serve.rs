@@ -83,8 +83,11 @@ fn load_models(
     engine_cell: &OnceLock<Engine>,
     embed_cell: &OnceLock<crate::engine::embed::Embedder>,
     metrics: &Metrics,
+    on_loaded: impl FnOnce(),
 ) -> Result<(), crate::engine::EngineError> {
     let engine = Engine::start(engine_config)?;
+    // Before /health turns ready, so whoever sees a ready server also sees the boot recorded.
+    on_loaded();
     let info = engine.info();
     tracing::info!(
         model = %info.id, load_ms = info.load_time.as_millis() as u64,
@@ -227,16 +230,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             &engine_cell,
             &embed_cell,
             &metrics,
-        );
-        match loaded {
-            Ok(()) => {
+            || {
                 if let Err(error) = crate::delivery::slots::boot_succeeded(&home, &booted_model) {
                     tracing::warn!(%error, "cannot clear the boot counter");
                 }
-            }
-            Err(error) => {
-                let _ = load_failed_tx.send(error);
-            }
+            },
+        );
+        if let Err(error) = loaded {
+            let _ = load_failed_tx.send(error);
         }
     });
 

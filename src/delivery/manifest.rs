@@ -1,7 +1,8 @@
 //! The delivery manifest and its signatures.
 //!
 //! The manifest (`Body`) names the model (file name, size, sha256, a summary of its GGUF
-//! header) and lists its chunks in file order. It is signed as bytes: the envelope carries the
+//! header), lists the packs (registry blobs) that hold its chunks, and lists its chunks in file
+//! order, each with the pack and offset it is read from. It is signed as bytes: the envelope carries the
 //! exact JSON that was signed (base64) beside the signatures, so verifying never depends on
 //! re-serialising. A signature is ed25519 over `SIGNING_CONTEXT` followed by those bytes. A pull
 //! accepts the manifest only when a key the device trusts signed it and it has not expired, and
@@ -18,10 +19,10 @@ use super::{DeliveryError, io_error, is_sha256_digest};
 
 /// Domain separation: a signature over a manifest is never a valid signature over anything else.
 const SIGNING_CONTEXT: &[u8] = b"edgellm model manifest v1\n";
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 /// The OCI media types edgellm pushes.
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.edgellm.model.manifest.v1+json";
-pub const CHUNK_MEDIA_TYPE: &str = "application/vnd.edgellm.model.chunk.v1";
+pub const PACK_MEDIA_TYPE: &str = "application/vnd.edgellm.model.pack.v1";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +37,16 @@ pub struct Body {
     /// Unix seconds.
     pub created: u64,
     pub expires: u64,
+    /// The registry blobs the chunks are read from: chunks in file order, concatenated.
+    pub packs: Vec<PackEntry>,
     pub chunks: Vec<ChunkEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackEntry {
+    pub digest: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +64,9 @@ pub struct GgufSummary {
 pub struct ChunkEntry {
     pub digest: String,
     pub size: u64,
+    /// Index into `packs`, and where in that pack the chunk starts.
+    pub pack: u32,
+    pub offset: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -168,6 +181,11 @@ fn check_body(body: &Body, now: u64) -> Result<(), DeliveryError> {
     if body.sha256.len() != 64 || !is_sha256_digest(&format!("sha256:{}", body.sha256)) {
         return bad("sha256 is not 64 lowercase hex digits".into());
     }
+    for pack in &body.packs {
+        if !is_sha256_digest(&pack.digest) {
+            return bad(format!("pack digest {:?} is not sha256", pack.digest));
+        }
+    }
     let mut total: u64 = 0;
     for chunk in &body.chunks {
         if !is_sha256_digest(&chunk.digest) {
@@ -175,6 +193,18 @@ fn check_body(body: &Body, now: u64) -> Result<(), DeliveryError> {
         }
         if chunk.size == 0 || chunk.size > u64::from(fastcdc::v2020::MAXIMUM_MAX) {
             return bad(format!("chunk {} has size {}", chunk.digest, chunk.size));
+        }
+        let inside = body.packs.get(chunk.pack as usize).is_some_and(|pack| {
+            chunk
+                .offset
+                .checked_add(chunk.size)
+                .is_some_and(|end| end <= pack.size)
+        });
+        if !inside {
+            return bad(format!(
+                "chunk {} lies outside pack {}",
+                chunk.digest, chunk.pack
+            ));
         }
         total = total.saturating_add(chunk.size);
     }
@@ -260,10 +290,10 @@ fn decode_key_hex(text: &str, path: &Path) -> Result<[u8; 32], DeliveryError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn body() -> Body {
+    pub(crate) fn body() -> Body {
         Body {
             schema: SCHEMA,
             name: "m.gguf".into(),
@@ -278,14 +308,22 @@ mod tests {
             },
             created: 100,
             expires: 200,
+            packs: vec![PackEntry {
+                digest: format!("sha256:{}", "2".repeat(64)),
+                size: 10,
+            }],
             chunks: vec![
                 ChunkEntry {
                     digest: format!("sha256:{}", "0".repeat(64)),
                     size: 4,
+                    pack: 0,
+                    offset: 0,
                 },
                 ChunkEntry {
                     digest: format!("sha256:{}", "1".repeat(64)),
                     size: 6,
+                    pack: 0,
+                    offset: 4,
                 },
             ],
         }
@@ -339,11 +377,14 @@ mod tests {
     #[test]
     fn signed_bodies_that_do_not_add_up_are_refused() {
         type Change = fn(&mut Body);
-        let cases: [(Change, &str); 4] = [
+        let cases: [(Change, &str); 7] = [
             (|b| b.size = 11, "add up"),
             (|b| b.name = "../etc/passwd".into(), "plain file name"),
             (|b| b.chunks[0].digest = "sha256:../x".into(), "not sha256"),
-            (|b| b.schema = 2, "schema 2"),
+            (|b| b.packs[0].digest = "sha256:".into(), "not sha256"),
+            (|b| b.chunks[1].offset = 5, "outside pack 0"),
+            (|b| b.chunks[1].pack = 1, "outside pack 1"),
+            (|b| b.schema = 1, "schema 1"),
         ];
         for (change, want) in cases {
             let mut b = body();
@@ -352,5 +393,37 @@ mod tests {
             let error = verify(&signed, &[key(1).verifying_key()], 150).unwrap_err();
             assert!(error.to_string().contains(want), "{want}: {error}");
         }
+    }
+
+    #[test]
+    fn trusted_key_files_that_hold_no_usable_key_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = hex::encode(key(1).verifying_key().as_bytes());
+        let cases = [
+            ("", "holds no key"),
+            ("# rotation planned\n\n", "holds no key"),
+            ("not hex at all", "not hex"),
+            ("abcd", "64 hex digits"),
+            (&*format!("{good}\nzz"), "not hex"),
+        ];
+        for (n, (text, want)) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("{n}.pub"));
+            std::fs::write(&path, text).unwrap();
+            let error = load_trusted_keys(std::slice::from_ref(&path))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(want) && error.contains(&format!("{n}.pub")),
+                "{text:?}: {error}"
+            );
+        }
+        let path = dir.path().join("good.pub");
+        std::fs::write(&path, format!("# release key\n{good}  # 2026\n")).unwrap();
+        assert_eq!(
+            load_trusted_keys(&[path]).unwrap(),
+            vec![key(1).verifying_key()]
+        );
+        let missing = dir.path().join("missing.pub");
+        assert!(load_trusted_keys(&[missing]).is_err());
     }
 }

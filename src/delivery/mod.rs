@@ -1,24 +1,25 @@
 //! Fleet model delivery over an OCI registry: `edgellm model push` cuts a GGUF into chunks (at
-//! tensor boundaries, content-defined inside large tensors), stores each chunk as a registry
-//! blob and signs a manifest of them; `edgellm model pull` checks that signature against the
-//! device's trusted keys before it downloads anything, fetches only the chunks its
-//! content-addressed store lacks, checks each chunk's digest before writing it, and assembles
-//! and checks the file.
+//! tensor boundaries, content-defined inside large tensors), uploads the chunks the registry
+//! does not hold yet in packs (blobs of consecutive chunks) and signs a manifest of them;
+//! `edgellm model pull` checks that signature against the device's trusted keys before it
+//! downloads anything, takes every chunk it can from models already on the device, fetches the
+//! others with range requests on the packs, checks each chunk's digest before writing it, and
+//! puts the file in place only when it is whole.
 //!
 //! - `chunk.rs`: where a GGUF is cut (pure over the header, streaming over the file)
 //! - `manifest.rs`: the signed manifest, signing keys and trusted keys
 //! - `registry.rs`: the OCI distribution API over HTTP (references, blobs, manifests)
 //! - `slots.rs`: the active and previous model, the boot counter
-//! - `store.rs`: the chunk store under `$EDGELLM_HOME/chunks` (fsync'd: the pull's journal)
+//! - `durable.rs`: small files written so that a power cut leaves the old or the new one
 //! - `push.rs`, `pull.rs`: the two commands
 
 pub mod chunk;
+pub mod durable;
 pub mod manifest;
 pub mod pull;
 pub mod push;
 pub mod registry;
 pub mod slots;
-pub mod store;
 
 /// Why a push or a pull stopped. Each names what is wrong in one line.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +54,7 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
-/// Whether `digest` is a well-formed `sha256:` digest (it becomes a file name in the store).
+/// Whether `digest` is a well-formed `sha256:` digest (digests end up in URLs and file names).
 pub fn is_sha256_digest(digest: &str) -> bool {
     digest.strip_prefix("sha256:").is_some_and(|h| {
         h.len() == 64

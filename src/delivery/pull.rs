@@ -1,34 +1,43 @@
-//! `edgellm model pull REF`: verify the signed manifest first, fetch the chunks the store lacks
-//! (each checked before it is written), assemble, check the whole file, and only then put it in
-//! place.
+//! `edgellm model pull REF`: verify the signed manifest first, then build the model file from
+//! what is already on the device and what the registry sends, checking every chunk's digest
+//! before its bytes are written, and put the file in place only when every chunk is there.
+//!
+//! The file is built in `.<name>-<sha12>.partial` beside the models. A chunk comes from, in this
+//! order: that partial file (a pull killed or cut by a power loss left it there; its chunks are
+//! read back and kept only when their digest matches, so the partial file is its own journal
+//! and nothing unverified survives into the model), another pulled model on the device that
+//! holds the same chunk (read back and checked as well), or the registry. Chunks fetched from the
+//! registry are read with `Range` requests on the packs that hold them, neighbouring chunks in
+//! one request, several requests at once.
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use futures::StreamExt;
 use serde::Serialize;
-use sha2::Digest;
 
+use super::durable::sync_dir;
 use super::manifest::{self, Body};
 use super::registry::{Reference, Registry};
-use super::store::{ChunkStore, sync_dir};
 use super::{DeliveryError, digest_of, io_error};
 
-/// Chunks fetched at once: enough to hide one request's round trip and one chunk's fsync behind
-/// the others.
+/// Range requests in flight at once: enough to hide each request's round trip.
 const PARALLEL_FETCHES: usize = 8;
+/// The most bytes one range request asks for, so that the work spreads over the requests in
+/// flight and a killed pull leaves little half-received.
+const MAX_RANGE: u64 = 4 << 20;
 
 pub struct PullOptions<'a> {
     pub trusted: &'a [VerifyingKey],
-    /// Where chunks are kept (`$EDGELLM_HOME/chunks`).
-    pub store: PathBuf,
     /// Directory the model file is written to (`$EDGELLM_HOME/models`).
     pub models: PathBuf,
     /// Bytes per second, `None` for no cap.
     pub rate_limit: Option<u64>,
-    /// Called after each chunk with the progress so far.
+    /// Called as chunks arrive with the progress so far.
     pub progress: &'a mut (dyn FnMut(&Progress) + Send),
 }
 
@@ -38,6 +47,7 @@ pub struct Progress {
     pub chunks_done: usize,
     pub fetched_chunks: usize,
     pub fetched_bytes: u64,
+    /// Chunks found on the device: in an interrupted pull's partial file or in another model.
     pub reused_chunks: usize,
     pub reused_bytes: u64,
     pub size: u64,
@@ -53,14 +63,23 @@ pub struct Pulled {
     pub progress: Progress,
 }
 
-pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pulled, DeliveryError> {
-    let registry = Registry::new(reference)?;
-    let oci = registry.get_manifest().await?;
+/// The signed manifest tagged `tag`, verified against `trusted` at `now` (unix seconds);
+/// `None` when the registry has no such tag. Nothing of it is read before its signature is
+/// checked.
+pub async fn signed_body(
+    registry: &Registry,
+    tag: &str,
+    trusted: &[VerifyingKey],
+    now: u64,
+) -> Result<Option<Body>, DeliveryError> {
+    let Some(oci) = registry.get_manifest(tag).await? else {
+        return Ok(None);
+    };
+    let reference = registry.reference();
     if oci.config.media_type != manifest::CONFIG_MEDIA_TYPE {
         return Err(DeliveryError::Manifest(format!(
-            "{} is not an edgellm model (config media type {})",
-            registry.reference(),
-            oci.config.media_type
+            "{}/{}:{tag} is not an edgellm model (config media type {})",
+            reference.host, reference.name, oci.config.media_type
         )));
     }
     let envelope = registry
@@ -75,10 +94,130 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
             "the signed manifest's digest does not match".into(),
         ));
     }
-    // Nothing of the manifest is used before its signature and expiry are checked.
-    let body = manifest::verify(&envelope, options.trusted, super::push::unix_now())?;
+    manifest::verify(&envelope, trusted, now).map(Some)
+}
 
-    let store = ChunkStore::open(&options.store)?;
+pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pulled, DeliveryError> {
+    let registry = Registry::new(reference)?;
+    let tag = registry.reference().tag.clone();
+    let body = signed_body(&registry, &tag, options.trusted, super::push::unix_now())
+        .await?
+        .ok_or_else(|| DeliveryError::Registry {
+            url: registry.reference().to_string(),
+            reason: "no such tag".into(),
+        })?;
+
+    let models = options.models.clone();
+    std::fs::create_dir_all(&models).map_err(io_error(&models))?;
+    let stem = body.name.strip_suffix(".gguf").unwrap_or(&body.name);
+    let path = models.join(format!("{stem}-{}.gguf", &body.sha256[..12]));
+    let partial = models.join(format!(".{stem}-{}.partial", &body.sha256[..12]));
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == body.size)
+        && super::slots::read_record(&path).is_some_and(|r| r.body == body)
+    {
+        // Pulled before (`edgellm model verify` checks the file's bytes).
+        let progress = Progress {
+            chunks: body.chunks.len(),
+            chunks_done: body.chunks.len(),
+            fetched_chunks: 0,
+            fetched_bytes: 0,
+            reused_chunks: body.chunks.len(),
+            reused_bytes: body.size,
+            size: body.size,
+        };
+        (options.progress)(&progress);
+        return Ok(Pulled {
+            reference: registry.reference().to_string(),
+            path,
+            sha256: body.sha256,
+            architecture: body.gguf.architecture,
+            parameters: body.gguf.parameters,
+            progress,
+        });
+    }
+    let body = Arc::new(body);
+
+    // What the device already holds; the rest is fetched.
+    let (file, missing, mut progress) = {
+        let (body, path, partial, models) =
+            (body.clone(), path.clone(), partial.clone(), models.clone());
+        tokio::task::spawn_blocking(move || gather(&body, &path, &partial, &models))
+            .await
+            .map_err(|e| DeliveryError::Model(e.to_string()))??
+    };
+    (options.progress)(&progress);
+
+    let file = Arc::new(file);
+    let pacer = std::sync::Mutex::new(Pacer::new(options.rate_limit));
+    {
+        let (registry, body, file, partial, pacer) = (&registry, &body, &file, &partial, &pacer);
+        let fetches =
+            futures::stream::iter(ranges(body, &missing).into_iter().map(|range| async move {
+                fetch_range(registry, body, &range, file, partial, pacer).await?;
+                Ok::<_, DeliveryError>(range)
+            }))
+            .buffer_unordered(PARALLEL_FETCHES);
+        futures::pin_mut!(fetches);
+        while let Some(done) = fetches.next().await {
+            let range = done?;
+            progress.fetched_chunks += range.chunks.len();
+            progress.fetched_bytes += range.end - range.start;
+            progress.chunks_done += range.chunks.iter().map(|c| c.places.len()).sum::<usize>();
+            (options.progress)(&progress);
+        }
+    }
+
+    let reference = registry.reference().to_string();
+    let record_body = (*body).clone();
+    let (final_path, record_path) = (path.clone(), partial.clone());
+    tokio::task::spawn_blocking(move || {
+        finish(&file, &record_path, &final_path, &models)?;
+        let record = super::slots::Record {
+            reference,
+            body: record_body,
+        };
+        super::slots::write_record(&final_path, &record)
+    })
+    .await
+    .map_err(|e| DeliveryError::Model(e.to_string()))??;
+    Ok(Pulled {
+        reference: registry.reference().to_string(),
+        path,
+        sha256: body.sha256.clone(),
+        architecture: body.gguf.architecture.clone(),
+        parameters: body.gguf.parameters,
+        progress,
+    })
+}
+
+/// A chunk the registry must send: where it lies in its pack and every place in the file it
+/// goes (a file can repeat a chunk).
+#[derive(Debug, Clone)]
+struct Missing {
+    digest: String,
+    pack: u32,
+    offset: u64,
+    size: u64,
+    places: Vec<u64>,
+}
+
+/// One range request: neighbouring missing chunks of one pack.
+#[derive(Debug)]
+struct Range {
+    pack: u32,
+    start: u64,
+    end: u64,
+    chunks: Vec<Missing>,
+}
+
+/// Opens (or creates) the partial file and fills it from what the device holds: the chunks a
+/// killed pull left in it, then chunks of other pulled models. Returns the chunks still missing.
+fn gather(
+    body: &Body,
+    path: &Path,
+    partial: &Path,
+    models: &Path,
+) -> Result<(std::fs::File, Vec<Missing>, Progress), DeliveryError> {
     let mut progress = Progress {
         chunks: body.chunks.len(),
         chunks_done: 0,
@@ -88,114 +227,184 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
         reused_bytes: 0,
         size: body.size,
     };
-    // Chunks this device lacks, each once (a file can repeat a chunk); everything else is reused.
-    let mut missing: Vec<(String, u64)> = Vec::new();
-    let mut wanted = std::collections::HashSet::new();
+    let resumed = std::fs::metadata(partial).is_ok_and(|m| m.len() == body.size);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(partial)
+        .map_err(io_error(partial))?;
+    file.set_len(body.size).map_err(io_error(partial))?;
+
+    // Chunks of the other pulled models, by digest: (file, offset, size).
+    let mut local: HashMap<&str, (PathBuf, u64)> = HashMap::new();
+    let records: Vec<(PathBuf, super::slots::Record)> = super::slots::pulled(models)
+        .into_iter()
+        .filter(|p| p != path)
+        .filter_map(|p| super::slots::read_record(&p).map(|r| (p, r)))
+        .collect();
+    for (model, record) in &records {
+        let mut at = 0;
+        for chunk in &record.body.chunks {
+            local
+                .entry(chunk.digest.as_str())
+                .or_insert((model.clone(), at));
+            at += chunk.size;
+        }
+    }
+
+    let mut missing: Vec<Missing> = Vec::new();
+    let mut wanted: HashMap<&str, usize> = HashMap::new();
+    let mut at = 0;
+    let mut buffer = Vec::new();
+    let mut sources: HashMap<PathBuf, std::fs::File> = HashMap::new();
     for chunk in &body.chunks {
-        if !store.has(&chunk.digest, chunk.size) && wanted.insert(chunk.digest.as_str()) {
-            missing.push((chunk.digest.clone(), chunk.size));
+        let place = at;
+        at += chunk.size;
+        buffer.resize(chunk.size as usize, 0);
+        if resumed
+            && file.read_exact_at(&mut buffer, place).is_ok()
+            && digest_of(&buffer) == chunk.digest
+        {
+            progress.reused_chunks += 1;
+            progress.reused_bytes += chunk.size;
+            progress.chunks_done += 1;
+            continue;
         }
-    }
-    let missing_bytes: u64 = missing.iter().map(|(_, size)| size).sum();
-    progress.reused_chunks = body.chunks.len() - missing.len();
-    progress.reused_bytes = body.size - missing_bytes;
-    progress.chunks_done = progress.reused_chunks;
-    (options.progress)(&progress);
-
-    let pacer = std::sync::Mutex::new(Pacer::new(options.rate_limit));
-    let registry = &registry;
-    let pacer = &pacer;
-    let fetch_store = store.clone();
-    let fetches = futures::stream::iter(missing.into_iter().map(|(digest, size)| {
-        let store = fetch_store.clone();
-        async move {
-            let mut pace = |n| pacer.lock().ok().and_then(|mut p| p.took(n));
-            let bytes = registry.get_blob(&digest, size as usize, &mut pace).await?;
-            if bytes.len() as u64 != size {
-                return Err(DeliveryError::Chunk {
-                    digest,
-                    reason: format!("{} bytes, the manifest says {size}", bytes.len()),
-                });
-            }
-            tokio::task::spawn_blocking(move || store.put(&digest, &bytes))
-                .await
-                .map_err(|e| DeliveryError::Model(e.to_string()))??;
-            Ok(size)
+        if let Some(&i) = wanted.get(chunk.digest.as_str()) {
+            missing[i].places.push(place);
+            continue;
         }
-    }))
-    .buffer_unordered(PARALLEL_FETCHES);
-    futures::pin_mut!(fetches);
-    while let Some(done) = fetches.next().await {
-        let size = done?;
-        progress.fetched_chunks += 1;
-        progress.fetched_bytes += size;
-        progress.chunks_done += 1;
-        (options.progress)(&progress);
+        let copied = local
+            .get(chunk.digest.as_str())
+            .is_some_and(|(source, from)| {
+                if !sources.contains_key(source) {
+                    match std::fs::File::open(source) {
+                        Ok(f) => sources.insert(source.clone(), f),
+                        Err(_) => return false,
+                    };
+                }
+                let source = &sources[source];
+                // A damaged model on the device is not a source: its chunk is fetched instead.
+                source.read_exact_at(&mut buffer, *from).is_ok()
+                    && digest_of(&buffer) == chunk.digest
+                    && file.write_all_at(&buffer, place).is_ok()
+            });
+        if copied {
+            progress.reused_chunks += 1;
+            progress.reused_bytes += chunk.size;
+            progress.chunks_done += 1;
+            continue;
+        }
+        wanted.insert(&chunk.digest, missing.len());
+        missing.push(Missing {
+            digest: chunk.digest.clone(),
+            pack: chunk.pack,
+            offset: chunk.offset,
+            size: chunk.size,
+            places: vec![place],
+        });
     }
-
-    let models = options.models.clone();
-    let reference = registry.reference().to_string();
-    let (path, body) = tokio::task::spawn_blocking(move || {
-        let path = assemble(&store, &body, &models)?;
-        let record = super::slots::Record { reference, body };
-        super::slots::write_record(&path, &record)?;
-        Ok::<_, DeliveryError>((path, record.body))
-    })
-    .await
-    .map_err(|e| DeliveryError::Model(e.to_string()))??;
-    Ok(Pulled {
-        reference: registry.reference().to_string(),
-        path,
-        sha256: body.sha256,
-        architecture: body.gguf.architecture,
-        parameters: body.gguf.parameters,
-        progress,
-    })
+    Ok((file, missing, progress))
 }
 
-/// Writes the chunks in order to a temporary file, checks its sha256 and GGUF header, then
-/// renames it into place as `<stem>-<first 12 of sha256>.gguf`: each release has a file of its
-/// own, so pulling a new release never touches the active or the previous model's file.
-fn assemble(store: &ChunkStore, body: &Body, models: &Path) -> Result<PathBuf, DeliveryError> {
-    std::fs::create_dir_all(models).map_err(io_error(models))?;
-    let stem = body.name.strip_suffix(".gguf").unwrap_or(&body.name);
-    let path = models.join(format!("{stem}-{}.gguf", &body.sha256[..12]));
-    let temp = models.join(format!(".{}.partial", body.name));
-    let mut file = std::fs::File::create(&temp).map_err(io_error(&temp))?;
-    let mut hasher = sha2::Sha256::new();
-    for chunk in &body.chunks {
-        let bytes = store.read(&chunk.digest)?;
-        if digest_of(&bytes) != chunk.digest {
-            // The store was damaged on disk after the chunk was written; drop it so the next
-            // pull fetches it again.
-            store.remove(&chunk.digest);
-            return Err(DeliveryError::Chunk {
-                digest: chunk.digest.clone(),
-                reason: "damaged in the chunk store; run the pull again".into(),
-            });
+/// Groups the missing chunks into range requests: chunks that follow each other in a pack, up
+/// to `MAX_RANGE` bytes (a larger chunk is a request of its own).
+fn ranges(body: &Body, missing: &[Missing]) -> Vec<Range> {
+    let mut sorted: Vec<&Missing> = missing.iter().collect();
+    sorted.sort_by_key(|m| (m.pack, m.offset));
+    let mut out: Vec<Range> = Vec::new();
+    for m in sorted {
+        let end = m.offset + m.size;
+        match out.last_mut() {
+            Some(r) if r.pack == m.pack && r.end == m.offset && end - r.start <= MAX_RANGE => {
+                r.end = end;
+                r.chunks.push(m.clone());
+            }
+            _ => out.push(Range {
+                pack: m.pack,
+                start: m.offset,
+                end,
+                chunks: vec![m.clone()],
+            }),
         }
-        hasher.update(&bytes);
-        file.write_all(&bytes).map_err(io_error(&temp))?;
     }
-    let sha256 = hex::encode(hasher.finalize());
-    if sha256 != body.sha256 {
-        let _ = std::fs::remove_file(&temp);
-        return Err(DeliveryError::Model(format!(
-            "assembled file has sha256 {sha256}, the manifest says {}",
-            body.sha256
-        )));
+    debug_assert!(out.iter().all(|r| (r.pack as usize) < body.packs.len()));
+    out
+}
+
+/// Receives one range, checks each chunk's digest as soon as its last byte is in, and writes it
+/// to its places in the partial file. A chunk whose digest differs is refused before any of its
+/// bytes are written.
+async fn fetch_range(
+    registry: &Registry,
+    body: &Body,
+    range: &Range,
+    file: &std::fs::File,
+    partial: &Path,
+    pacer: &std::sync::Mutex<Pacer>,
+) -> Result<(), DeliveryError> {
+    let pack = &body.packs[range.pack as usize].digest;
+    let mut stream = registry
+        .get_blob_range(pack, range.start, range.end)
+        .await?;
+    let mut chunks = range.chunks.iter();
+    let mut current = chunks.next();
+    let mut buffer: Vec<u8> = Vec::with_capacity(current.map_or(0, |c| c.size as usize));
+    while let Some(mut piece) = stream.next().await? {
+        let wait = pacer.lock().ok().and_then(|mut p| p.took(piece.len()));
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+        while !piece.is_empty() {
+            let Some(chunk) = current else {
+                break;
+            };
+            let take = (chunk.size as usize - buffer.len()).min(piece.len());
+            buffer.extend_from_slice(&piece.split_to(take));
+            if buffer.len() as u64 == chunk.size {
+                let actual = digest_of(&buffer);
+                if actual != chunk.digest {
+                    return Err(DeliveryError::Chunk {
+                        digest: chunk.digest.clone(),
+                        reason: format!(
+                            "the registry sent bytes whose digest is {actual} (pack {pack} at \
+                             offset {}); nothing written",
+                            chunk.offset
+                        ),
+                    });
+                }
+                for &place in &chunk.places {
+                    file.write_all_at(&buffer, place)
+                        .map_err(io_error(partial))?;
+                }
+                buffer.clear();
+                current = chunks.next();
+            }
+        }
     }
-    file.sync_all().map_err(io_error(&temp))?;
-    drop(file);
-    if let Err(e) = crate::plan::gguf::read_header(&temp) {
-        let _ = std::fs::remove_file(&temp);
+    Ok(())
+}
+
+/// Every chunk is in the partial file and was checked: make it durable, check that the engine
+/// can read its header, and rename it into place as `<stem>-<first 12 of sha256>.gguf` (each
+/// release has a file of its own, so a pull never touches the active or previous model).
+fn finish(
+    file: &std::fs::File,
+    partial: &Path,
+    path: &Path,
+    models: &Path,
+) -> Result<(), DeliveryError> {
+    file.sync_all().map_err(io_error(partial))?;
+    if let Err(e) = crate::plan::gguf::read_header(partial) {
+        let _ = std::fs::remove_file(partial);
         return Err(DeliveryError::Model(format!(
             "not a GGUF the engine can load: {e}"
         )));
     }
-    std::fs::rename(&temp, &path).map_err(io_error(&path))?;
-    sync_dir(models)?;
-    Ok(path)
+    std::fs::rename(partial, path).map_err(io_error(path))?;
+    sync_dir(models)
 }
 
 /// The bandwidth cap: after each piece, how long to wait so that the bytes so far took at
@@ -233,5 +442,48 @@ mod tests {
         let mut pacer = Pacer::new(Some(1_000_000));
         let wait = pacer.took(2_000_000).unwrap();
         assert!(wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn neighbouring_missing_chunks_share_a_request_up_to_the_range_limit() {
+        let m = |pack, offset, size| Missing {
+            digest: String::new(),
+            pack,
+            offset,
+            size,
+            places: vec![0],
+        };
+        let body = Body {
+            packs: vec![
+                manifest::PackEntry {
+                    digest: String::new(),
+                    size: 3 * MAX_RANGE,
+                };
+                2
+            ],
+            ..manifest::tests::body()
+        };
+        let half = MAX_RANGE / 2;
+        // Out of order; a gap in pack 0; pack 1; three halves that overflow one request.
+        let missing = [
+            m(0, half, half),
+            m(0, 0, half),
+            m(0, 2 * MAX_RANGE, 10),
+            m(1, 0, half),
+            m(0, MAX_RANGE, half),
+        ];
+        let got: Vec<(u32, u64, u64, usize)> = ranges(&body, &missing)
+            .iter()
+            .map(|r| (r.pack, r.start, r.end, r.chunks.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 0, MAX_RANGE, 2),
+                (0, MAX_RANGE, MAX_RANGE + half, 1),
+                (0, 2 * MAX_RANGE, 2 * MAX_RANGE + 10, 1),
+                (1, 0, half, 1),
+            ]
+        );
     }
 }

@@ -1,12 +1,20 @@
-//! `edgellm model push FILE REF --key KEY`: chunk, upload what the registry lacks, sign, tag.
+//! `edgellm model push FILE REF --key KEY [--base TAG]...`: chunk, upload what the registry
+//! lacks, sign, tag.
+//!
+//! Chunks go up in packs: consecutive chunks concatenated into blobs of about `PACK_BYTES`, so
+//! that a pull reads a model with a few dozen range requests instead of one request per chunk.
+//! A chunk that a base release (the tag being replaced, and each `--base` tag) already holds is
+//! not uploaded again: the new manifest points at its place in the base's pack. A base counts
+//! only when one of the pushing keys signed it.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 
 use super::chunk::{ChunkSizes, chunk_file};
-use super::manifest::{self, Body, ChunkEntry, GgufSummary};
+use super::manifest::{self, Body, ChunkEntry, GgufSummary, PackEntry};
 use super::registry::{Descriptor, OCI_MANIFEST, OciManifest, Reference, Registry};
 use super::{DeliveryError, digest_of, io_error};
 
@@ -25,7 +33,12 @@ pub struct Pushed {
 pub struct PushOptions<'a> {
     pub keys: &'a [SigningKey],
     pub valid_days: u64,
+    /// Tags of earlier releases in the same repository whose packs this one may point into.
+    pub bases: &'a [String],
 }
+
+/// About how large a pack is (a pack ends at the first chunk boundary past this).
+const PACK_BYTES: u64 = 32 << 20;
 
 pub async fn push(
     file: &Path,
@@ -56,27 +69,53 @@ pub async fn push(
     .map_err(|e| DeliveryError::Model(e.to_string()))??;
 
     let registry = Registry::new(reference)?;
+    // Where the registry already holds each chunk: in a pack of a base release.
+    let signers: Vec<_> = options.keys.iter().map(|k| k.verifying_key()).collect();
+    let own_tag = registry.reference().tag.clone();
+    let mut held: HashMap<String, (PackEntry, u64)> = HashMap::new();
+    for tag in options.bases.iter().chain(std::iter::once(&own_tag)) {
+        let base = match super::pull::signed_body(&registry, tag, &signers, 0).await {
+            Ok(Some(base)) => base,
+            // The tag being replaced may not exist yet, or be signed by someone else.
+            Ok(None) | Err(_) if *tag == own_tag => continue,
+            Ok(None) => {
+                return Err(DeliveryError::Reference(format!(
+                    "base {tag}: the registry has no such tag"
+                )));
+            }
+            Err(e) => return Err(DeliveryError::Manifest(format!("base {tag}: {e}"))),
+        };
+        for chunk in base.chunks {
+            let pack = base.packs[chunk.pack as usize].clone();
+            held.entry(chunk.digest).or_insert((pack, chunk.offset));
+        }
+    }
+
+    // Each new chunk once, in file order, in new packs.
     let mut file_handle = std::fs::File::open(file).map_err(io_error(file))?;
-    let mut layers: Vec<Descriptor> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let (mut uploaded_chunks, mut uploaded_bytes) = (0, 0);
+    let mut packer = Packer::default();
+    let mut uploaded = (0, 0);
     for chunk in &chunks {
-        if !seen.insert(chunk.digest.clone()) {
+        if packer.placed.contains_key(&chunk.digest) {
             continue;
         }
-        layers.push(Descriptor {
-            media_type: manifest::CHUNK_MEDIA_TYPE.into(),
-            digest: chunk.digest.clone(),
-            size: chunk.size,
-        });
-        if registry.has_blob(&chunk.digest).await? {
+        if let Some((pack, offset)) = held.get(&chunk.digest) {
+            let index = packer.pack_index(pack);
+            packer.placed.insert(chunk.digest.clone(), (index, *offset));
             continue;
         }
         let bytes = read_at(&mut file_handle, file, chunk.offset, chunk.size)?;
-        registry.put_blob(&chunk.digest, bytes).await?;
-        uploaded_chunks += 1;
-        uploaded_bytes += chunk.size;
+        packer.add(&chunk.digest, &bytes);
+        if packer.open.len() as u64 >= PACK_BYTES {
+            let (c, b) = upload(&registry, packer.seal()).await?;
+            uploaded = (uploaded.0 + c, uploaded.1 + b);
+        }
     }
+    if !packer.open.is_empty() {
+        let (c, b) = upload(&registry, packer.seal()).await?;
+        uploaded = (uploaded.0 + c, uploaded.1 + b);
+    }
+    let Packer { packs, placed, .. } = packer;
 
     let now = unix_now();
     let body = Body {
@@ -95,11 +134,17 @@ pub async fn push(
         expires: now + options.valid_days * 86_400,
         chunks: chunks
             .iter()
-            .map(|c| ChunkEntry {
-                digest: c.digest.clone(),
-                size: c.size,
+            .map(|c| {
+                let (pack, offset) = placed[&c.digest];
+                ChunkEntry {
+                    digest: c.digest.clone(),
+                    size: c.size,
+                    pack,
+                    offset,
+                }
             })
             .collect(),
+        packs,
     };
     let envelope = manifest::sign(&body, options.keys)?;
     let config_digest = digest_of(&envelope);
@@ -115,15 +160,23 @@ pub async fn push(
             digest: config_digest,
             size: config_size,
         },
-        layers,
+        layers: body
+            .packs
+            .iter()
+            .map(|p| Descriptor {
+                media_type: manifest::PACK_MEDIA_TYPE.into(),
+                digest: p.digest.clone(),
+                size: p.size,
+            })
+            .collect(),
     };
     let manifest_digest = registry.put_manifest(&oci).await?;
     Ok(Pushed {
         reference: registry.reference().to_string(),
         manifest_digest,
         chunks: chunks.len(),
-        uploaded_chunks,
-        uploaded_bytes,
+        uploaded_chunks: uploaded.0,
+        uploaded_bytes: uploaded.1,
         size: body.size,
         sha256,
         key_ids: options
@@ -132,6 +185,66 @@ pub async fn push(
             .map(|k| manifest::key_id(&k.verifying_key()))
             .collect(),
     })
+}
+
+/// Uploads a sealed pack unless the registry holds it; what was uploaded, in chunks and bytes.
+async fn upload(
+    registry: &Registry,
+    (entry, bytes, chunks): (PackEntry, Vec<u8>, usize),
+) -> Result<(usize, u64), DeliveryError> {
+    if registry.has_blob(&entry.digest).await? {
+        return Ok((0, 0));
+    }
+    registry.put_blob(&entry.digest, bytes).await?;
+    Ok((chunks, entry.size))
+}
+
+/// The packs of a release: the base packs it points into and the new ones it fills.
+#[derive(Default)]
+struct Packer {
+    packs: Vec<PackEntry>,
+    /// Where each chunk is read from: (index into `packs`, offset in the pack).
+    placed: HashMap<String, (u32, u64)>,
+    /// The pack being filled, and the chunks in it.
+    open: Vec<u8>,
+    open_chunks: Vec<String>,
+}
+
+impl Packer {
+    fn pack_index(&mut self, pack: &PackEntry) -> u32 {
+        match self.packs.iter().position(|p| p.digest == pack.digest) {
+            Some(i) => i as u32,
+            None => {
+                self.packs.push(pack.clone());
+                self.packs.len() as u32 - 1
+            }
+        }
+    }
+
+    fn add(&mut self, digest: &str, bytes: &[u8]) {
+        // The pack index is known when the pack is sealed.
+        self.placed
+            .insert(digest.to_string(), (u32::MAX, self.open.len() as u64));
+        self.open_chunks.push(digest.to_string());
+        self.open.extend_from_slice(bytes);
+    }
+
+    /// Closes the open pack: its entry, its bytes and how many chunks it holds.
+    fn seal(&mut self) -> (PackEntry, Vec<u8>, usize) {
+        let bytes = std::mem::take(&mut self.open);
+        let entry = PackEntry {
+            digest: digest_of(&bytes),
+            size: bytes.len() as u64,
+        };
+        let index = self.pack_index(&entry);
+        let count = self.open_chunks.len();
+        for digest in self.open_chunks.drain(..) {
+            if let Some(place) = self.placed.get_mut(&digest) {
+                place.0 = index;
+            }
+        }
+        (entry, bytes, count)
+    }
 }
 
 fn read_at(

@@ -79,6 +79,48 @@ impl std::fmt::Display for Reference {
     }
 }
 
+/// Part of a blob being received: `next` gives its bytes piece by piece, and no more than were
+/// asked for.
+pub struct BlobRange {
+    url: String,
+    response: reqwest::Response,
+    /// Bytes still to drop before the range starts (a registry that answered 200).
+    skip: u64,
+    /// Bytes of the range not received yet.
+    left: u64,
+}
+
+impl BlobRange {
+    pub async fn next(&mut self) -> Result<Option<bytes::Bytes>, DeliveryError> {
+        while self.left > 0 {
+            let piece = self
+                .response
+                .chunk()
+                .await
+                .map_err(|e| DeliveryError::Registry {
+                    url: self.url.clone(),
+                    reason: e.to_string(),
+                })?;
+            let Some(mut piece) = piece else {
+                return Err(DeliveryError::Registry {
+                    url: self.url.clone(),
+                    reason: format!("the answer ended {} bytes short", self.left),
+                });
+            };
+            let skip = self.skip.min(piece.len() as u64);
+            self.skip -= skip;
+            let _ = piece.split_to(skip as usize);
+            piece.truncate(self.left.min(piece.len() as u64) as usize);
+            if piece.is_empty() {
+                continue;
+            }
+            self.left -= piece.len() as u64;
+            return Ok(Some(piece));
+        }
+        Ok(None)
+    }
+}
+
 /// An OCI image manifest (the fields edgellm writes and reads).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -217,17 +259,22 @@ impl Registry {
         Ok(digest)
     }
 
-    pub async fn get_manifest(&self) -> Result<OciManifest, DeliveryError> {
-        let url = format!("{}/manifests/{}", self.reference.base(), self.reference.tag);
+    /// The manifest tagged `tag`; `None` when the registry has no such tag.
+    pub async fn get_manifest(&self, tag: &str) -> Result<Option<OciManifest>, DeliveryError> {
+        let url = format!("{}/manifests/{tag}", self.reference.base());
         let request = self
             .client
             .get(&url)
             .header(reqwest::header::ACCEPT, OCI_MANIFEST);
         let response = self.send(&url, request).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         let bytes = self
             .read_bounded(&url, response, MAX_MANIFEST_BYTES, &mut |_| None)
             .await?;
         serde_json::from_slice(&bytes)
+            .map(Some)
             .map_err(|e| self.fail(&url, format!("not an OCI manifest: {e}")))
     }
 
@@ -242,6 +289,46 @@ impl Registry {
         let url = format!("{}/blobs/{digest}", self.reference.base());
         let response = self.send(&url, self.client.get(&url)).await?;
         self.read_bounded(&url, response, limit, pace).await
+    }
+
+    /// Bytes `start..end` of a blob, as a stream. A registry that ignores the `Range` header
+    /// and sends the whole blob is read from its start: the bytes before `start` are skipped.
+    pub async fn get_blob_range(
+        &self,
+        digest: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<BlobRange, DeliveryError> {
+        let url = format!("{}/blobs/{digest}", self.reference.base());
+        let request = self
+            .client
+            .get(&url)
+            .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1));
+        let response = self.send(&url, request).await?;
+        let (response, skip) = match response.status().as_u16() {
+            200 => (response, start),
+            _ => {
+                let response = self.expect(&url, response, 206, "GET").await?;
+                let content_range = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !content_range.starts_with(&format!("bytes {start}-")) {
+                    return Err(self.fail(
+                        &url,
+                        format!("asked for bytes {start}.., got Content-Range {content_range:?}"),
+                    ));
+                }
+                (response, 0)
+            }
+        };
+        Ok(BlobRange {
+            url,
+            response,
+            skip,
+            left: end - start,
+        })
     }
 
     /// A successful answer's body, refused past `limit` bytes.

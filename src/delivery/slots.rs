@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::DeliveryError;
+use super::durable::write_durably;
 use super::manifest::Body;
-use super::store::write_durably;
 
 pub const FILE: &str = "slots.json";
 pub const MAX_FAILED_BOOTS: u32 = 3;
@@ -59,6 +59,19 @@ pub fn write_record(model: &Path, record: &Record) -> Result<(), DeliveryError> 
     let bytes =
         serde_json::to_vec_pretty(record).map_err(|e| DeliveryError::Model(e.to_string()))?;
     write_durably(&record_path(model), &bytes)
+}
+
+/// The pulled models in `models` (those with a record beside them), by path.
+pub fn pulled(models: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(models) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf") && read_record(p).is_some())
+        .collect();
+    out.sort();
+    out
 }
 
 /// The slots of `home`; `None` when nothing was ever activated.

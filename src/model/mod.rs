@@ -35,7 +35,7 @@ pub enum ModelCommand {
     Activate(SlotArgs),
     /// Make the previous model active again (after checking its file)
     Rollback,
-    /// Delete pulled models that are neither active nor previous, and chunks no kept model uses
+    /// Delete pulled models that are neither active nor previous, and interrupted pulls' files
     Gc,
 }
 
@@ -70,6 +70,10 @@ pub struct PushArgs {
     /// Days until the manifest expires
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub valid_days: u64,
+    /// A tag of an earlier release in the same repository (repeatable): chunks it holds are
+    /// not uploaded again. The tag being replaced always counts.
+    #[arg(long = "base")]
+    pub bases: Vec<String>,
     /// Plain HTTP to a registry that is not on loopback
     #[arg(long)]
     pub plain_http: bool,
@@ -185,6 +189,7 @@ fn delivery_push(args: &PushArgs) -> anyhow::Result<()> {
     let options = push::PushOptions {
         keys: &keys,
         valid_days: args.valid_days,
+        bases: &args.bases,
     };
     let pushed = runtime()?.block_on(push::push(&args.file, reference, options))?;
     if args.json {
@@ -240,7 +245,6 @@ fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
     };
     let options = pull::PullOptions {
         trusted: &trusted,
-        store: home.join("chunks"),
         models: home.join("models"),
         rate_limit: args.limit_rate,
         progress: &mut report,
@@ -267,4 +271,34 @@ fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_caps_parse_or_say_what_a_rate_is() {
+        for (text, want) in [
+            ("500k", 500_000),
+            ("2m", 2_000_000),
+            (" 1200 ", 1200),
+            ("3M", 3_000_000),
+        ] {
+            assert_eq!(parse_rate(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "0k",
+            "fast",
+            "-5m",
+            "2g",
+            "1.5m",
+            "99999999999999999999m",
+        ] {
+            let error = parse_rate(bad).unwrap_err();
+            assert!(error.contains("rate"), "{bad}: {error}");
+        }
+    }
 }

@@ -22,18 +22,6 @@ fn resolve(home: &Path, model: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// Pulled models: every GGUF in the model directory with a pull record beside it.
-fn pulled(home: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(home.join("models")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "gguf") && slots::read_record(p).is_some())
-        .collect();
-    out.sort();
-    out
-}
-
 pub fn list(json: bool) -> anyhow::Result<()> {
     let home = crate::paths::home();
     let state = slots::load(&home)?;
@@ -44,7 +32,7 @@ pub fn list(json: bool) -> anyhow::Result<()> {
         }) if p.path == path => "previous",
         _ => "",
     };
-    let models: Vec<serde_json::Value> = pulled(&home)
+    let models: Vec<serde_json::Value> = slots::pulled(&home.join("models"))
         .iter()
         .filter_map(|path| {
             let record = slots::read_record(path)?;
@@ -161,12 +149,8 @@ pub fn gc() -> anyhow::Result<()> {
         })
         .collect();
     let (mut models, mut freed) = (0, 0u64);
-    let mut used = std::collections::HashSet::new();
-    for path in pulled(&home) {
+    for path in slots::pulled(&home.join("models")) {
         if kept.contains(&path) {
-            if let Some(record) = slots::read_record(&path) {
-                used.extend(record.body.chunks.into_iter().map(|c| c.digest));
-            }
             continue;
         }
         freed += std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -174,17 +158,18 @@ pub fn gc() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(slots::record_path(&path));
         models += 1;
     }
-    let mut chunks = 0;
-    if let Ok(entries) = std::fs::read_dir(home.join("chunks/sha256")) {
+    // What interrupted pulls left (a pull resumes from it; run gc when none is running).
+    let mut partials = 0;
+    if let Ok(entries) = std::fs::read_dir(home.join("models")) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !used.contains(&format!("sha256:{name}")) {
+            if name.starts_with('.') && name.ends_with(".partial") {
                 freed += entry.metadata().map_or(0, |m| m.len());
                 let _ = std::fs::remove_file(entry.path());
-                chunks += 1;
+                partials += 1;
             }
         }
     }
-    println!("removed {models} models and {chunks} chunks, {freed} bytes");
+    println!("removed {models} models and {partials} partial pulls, {freed} bytes");
     Ok(())
 }
