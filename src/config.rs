@@ -77,6 +77,10 @@ pub struct RawConfig {
     /// `[[packs]]`: knowledge packs requests may answer from.
     #[serde(default)]
     pub packs: Vec<crate::pack::PackSpec>,
+    /// `[activation]`: the health gate a newly activated model passes before `serve` switches
+    /// to it (docs/delivery.md).
+    #[serde(default)]
+    pub activation: crate::delivery::gate::GateConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +299,7 @@ pub struct ServeConfig {
     pub embedding: Option<crate::embeddings::EmbeddingConfig>,
     /// The knowledge packs, opened (a configured pack that does not open refuses the start).
     pub packs: std::sync::Arc<crate::pack::Packs>,
+    pub activation: crate::delivery::gate::GateConfig,
 }
 
 impl ServeConfig {
@@ -485,7 +490,9 @@ impl ServeConfig {
         }
         let packs = std::sync::Arc::new(crate::pack::Packs::open(&raw.packs).map_err(invalid)?);
         let sampling = raw.sampling.into_params()?;
+        raw.activation.validate().map_err(invalid)?;
         Ok(ServeConfig {
+            activation: raw.activation,
             sampling,
             packs,
             embedding,

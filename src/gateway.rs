@@ -3,12 +3,12 @@
 //! action registry and its ledger audit). `serve`, `edgellm task` and the tests all build it
 //! with [`Gateway::new`]; the HTTP handlers get it as their one state.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::actions::ActionError;
 use crate::config::ServeConfig;
 use crate::egress::EgressGuard;
-use crate::engine::Engine;
+use crate::engine::EngineSlot;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::router::Router;
@@ -39,7 +39,7 @@ impl Gateway {
     /// cannot start).
     pub fn new(
         config: Arc<ServeConfig>,
-        engine: Arc<OnceLock<Engine>>,
+        engine: Arc<EngineSlot>,
         ledger: Option<Arc<Ledger>>,
         metrics: Arc<Metrics>,
     ) -> Result<Gateway, ActionError> {
@@ -98,9 +98,11 @@ impl Gateway {
     pub async fn render_metrics(&self) -> String {
         let engine = self.service.engine();
         let embed = self.embeddings.embedder().map(|e| e.load());
-        let mut text =
-            self.metrics
-                .render(engine.map(|e| e.load()), embed, self.config.engine.slots);
+        let mut text = self.metrics.render(
+            engine.as_ref().map(|e| e.load()),
+            embed,
+            self.config.engine.slots,
+        );
         text.push_str(&self.metrics.render_breakers(&self.router.breaker_states()));
         if let Some(guard) = self.router.egress() {
             let ledger = guard.ledger().clone();

@@ -77,17 +77,19 @@ pub fn open_ledger(config: &ServeConfig) -> anyhow::Result<Option<Arc<Ledger>>> 
 
 /// Loads the generation model, then the embedding model when one is configured (one after the
 /// other: on a small device they would only compete for the same cores).
+use crate::engine::EngineSlot;
+
 fn load_models(
     engine_config: crate::engine::EngineConfig,
     embed_config: Option<crate::engine::embed::EmbedConfig>,
-    engine_cell: &OnceLock<Engine>,
+    engine_cell: &EngineSlot,
     embed_cell: &OnceLock<crate::engine::embed::Embedder>,
     metrics: &Metrics,
-    on_loaded: impl FnOnce(),
+    on_loaded: impl FnOnce(&Engine),
 ) -> Result<(), crate::engine::EngineError> {
     let engine = Engine::start(engine_config)?;
     // Before /health turns ready, so whoever sees a ready server also sees the boot recorded.
-    on_loaded();
+    on_loaded(&engine);
     let info = engine.info();
     tracing::info!(
         model = %info.id, load_ms = info.load_time.as_millis() as u64,
@@ -100,7 +102,7 @@ fn load_models(
     );
     metrics.set_model_load_time(info.load_time);
     engine.prepare_constraints();
-    let _ = engine_cell.set(engine);
+    engine_cell.set(engine);
     if let Some(embed_config) = embed_config {
         let started = std::time::Instant::now();
         let embedder = crate::engine::embed::Embedder::start(embed_config)?;
@@ -175,7 +177,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tracing::info!(address = %address, model = %config.engine.model_path.display(), slots = config.engine.slots, "listening");
         listeners.push(listener);
     }
-    let engine_cell = Arc::new(OnceLock::new());
+    let engine_cell = Arc::new(EngineSlot::default());
     let metrics = Arc::new(Metrics::default());
     let config = Arc::new(config);
     let ledger = open_ledger(&config)?;
@@ -220,6 +222,23 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         engine_config.model_path = model;
     }
     let booted_model = engine_config.model_path.clone();
+    // Serving the active slot's model: follow the slots while running.
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let follows = crate::delivery::slots::load(&home)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.active.path == booted_model);
+    let booted_rate = Arc::new(std::sync::OnceLock::new());
+    if follows {
+        tokio::spawn(follow_slots(
+            home.clone(),
+            booted_model.clone(),
+            engine_cell.clone(),
+            booted_rate.clone(),
+            config.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     let embed_config = config.embedding.as_ref().map(|e| e.engine.clone());
     let embed_cell = gateway.embeddings.cell().clone();
     let (load_failed_tx, load_failed) = tokio::sync::oneshot::channel();
@@ -230,9 +249,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             &engine_cell,
             &embed_cell,
             &metrics,
-            || {
+            |engine| {
                 if let Err(error) = crate::delivery::slots::boot_succeeded(&home, &booted_model) {
                     tracing::warn!(%error, "cannot clear the boot counter");
+                }
+                // The activation gate's yardstick, measured before any request competes.
+                if follows {
+                    match crate::delivery::gate::decode_rate(engine) {
+                        Ok(rate) => {
+                            let _ = booted_rate.set(rate);
+                        }
+                        Err(error) => tracing::warn!(%error, "cannot measure the decode rate"),
+                    }
                 }
             },
         );
@@ -242,7 +270,6 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
 
     let grace = config.shutdown_grace;
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     // One app behind every listener; each stops taking connections at shutdown.
     let app = api::app(gateway.clone());
     let mut servers = tokio::task::JoinSet::new();
@@ -292,6 +319,101 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("grace period over: cancelling the requests still running"),
     }
     Ok(())
+}
+
+/// How often a server serving the active slot's model looks at the slots file.
+const SLOTS_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Hot activation: when `edgellm model activate` (or `rollback`) makes another model active, the
+/// server loads it beside the one it serves, checks its signed sha256, runs the health gate
+/// (`[activation]`: golden prompts, decode rate against the running model's), and only then
+/// switches. Requests in flight finish on the old engine, which is freed when the last of them
+/// ends. A model that fails is not served: the slots roll back to the one still running.
+async fn follow_slots(
+    home: std::path::PathBuf,
+    mut serving: std::path::PathBuf,
+    cell: Arc<EngineSlot>,
+    booted_rate: Arc<std::sync::OnceLock<f64>>,
+    config: Arc<ServeConfig>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::delivery::slots;
+    let mut refused: Option<std::path::PathBuf> = None;
+    // The served model's decode rate, the gate's yardstick: measured as it loaded, then the
+    // rate each successor showed in its gate.
+    let mut rate: Option<f64> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SLOTS_POLL) => {}
+            _ = stop.changed() => return,
+        }
+        if rate.is_none() {
+            rate = booted_rate.get().copied();
+        }
+        let Ok(Some(state)) = slots::load(&home) else {
+            continue;
+        };
+        let target = state.active.path;
+        if target == serving || refused.as_ref() == Some(&target) || !cell.is_loaded() {
+            continue;
+        }
+        tracing::info!(from = %serving.display(), to = %target.display(), "activating a model");
+        let started = std::time::Instant::now();
+        let (cell_for, config_for, target_for) = (cell.clone(), config.clone(), target.clone());
+        let switched = tokio::task::spawn_blocking(move || {
+            switch_model(&cell_for, &config_for, &target_for, rate)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the activation panicked: {e}"))
+        .and_then(|r| r);
+        match switched {
+            Ok(new_rate) => {
+                rate = Some(new_rate);
+                tracing::info!(
+                    model = %target.display(), decode_tokens_per_second = new_rate,
+                    switch_ms = started.elapsed().as_millis() as u64,
+                    "activated: new requests go to the new model, requests in flight finish on the old one"
+                );
+                if let Err(error) = slots::boot_succeeded(&home, &target) {
+                    tracing::warn!(%error, "cannot clear the boot counter");
+                }
+                serving = target;
+            }
+            Err(error) => {
+                tracing::error!(
+                    model = %target.display(), error = format!("{error:#}"),
+                    "activation refused: still serving {}", serving.display()
+                );
+                refused = Some(target.clone());
+                let restore = slots::load(&home).ok().flatten().filter(|s| {
+                    s.active.path == target
+                        && s.previous.as_ref().is_some_and(|p| p.path == serving)
+                });
+                if restore.is_some()
+                    && let Err(error) = slots::rollback(&home)
+                {
+                    tracing::error!(%error, "cannot roll the slots back");
+                }
+            }
+        }
+    }
+}
+
+/// Loads `model` beside the running engine, gates it, and puts it in `cell`.
+fn switch_model(
+    cell: &EngineSlot,
+    config: &ServeConfig,
+    model: &std::path::Path,
+    running_rate: Option<f64>,
+) -> anyhow::Result<f64> {
+    crate::delivery::slots::verify(model, None)?;
+    let mut engine_config = config.engine.clone();
+    engine_config.model_path = model.to_path_buf();
+    let candidate = Engine::start(engine_config)?;
+    let rate = crate::delivery::gate::check(&candidate, running_rate, &config.activation)?;
+    candidate.prepare_constraints();
+    cell.set(candidate);
+    Ok(rate)
 }
 
 /// How long the MQTT bridge gets to send DISCONNECT after shutdown starts.

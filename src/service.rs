@@ -6,8 +6,10 @@
 //! too, see `crate::tools`; the calls are read back and checked), the request timeout, and
 //! metrics. It knows nothing of HTTP or wire formats.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+
+use crate::engine::EngineSlot;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -156,7 +158,7 @@ pub struct Generation {
 /// The local service; cheap to clone.
 #[derive(Clone)]
 pub struct LocalService {
-    engine: Arc<OnceLock<Engine>>,
+    engine: Arc<EngineSlot>,
     limits: Limits,
     slots: u32,
     in_flight: Arc<AtomicUsize>,
@@ -166,12 +168,7 @@ pub struct LocalService {
 }
 
 impl LocalService {
-    pub fn new(
-        engine: Arc<OnceLock<Engine>>,
-        limits: Limits,
-        slots: u32,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(engine: Arc<EngineSlot>, limits: Limits, slots: u32, metrics: Arc<Metrics>) -> Self {
         LocalService {
             engine,
             limits,
@@ -182,7 +179,9 @@ impl LocalService {
         }
     }
 
-    pub fn engine(&self) -> Option<&Engine> {
+    /// The engine now; a request keeps this handle to its end (an activation may replace the
+    /// engine meanwhile).
+    pub fn engine(&self) -> Option<Engine> {
         self.engine.get()
     }
 
@@ -202,7 +201,7 @@ impl LocalService {
     /// How many prompt tokens `generation` would be for the local model, without admitting or
     /// starting it (Anthropic's `count_tokens`).
     pub fn count_prompt_tokens(&self, generation: &Generation) -> Result<usize, ServiceError> {
-        let engine = self.engine.get().ok_or(ServiceError::Loading)?;
+        let engine = &self.engine.get().ok_or(ServiceError::Loading)?;
         let tools = generation.tools.as_ref().filter(|t| t.active());
         Ok(prompt_token_ids(engine, generation.prompt.clone(), tools)?.len())
     }
@@ -211,7 +210,7 @@ impl LocalService {
     /// or grammar is checked and compiled off the runtime's threads, within the request's
     /// timeout.
     pub async fn start(&self, generation: Generation) -> Result<Running, ServiceError> {
-        let engine = self.engine.get().ok_or(ServiceError::Loading)?;
+        let engine = &self.engine.get().ok_or(ServiceError::Loading)?;
         let admission = self.admit()?;
         let started = Instant::now();
         let deadline = started + self.limits.request_timeout;

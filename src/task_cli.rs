@@ -3,7 +3,7 @@
 //! ledger audit are the same as the server's. Prints the outcome in the HTTP endpoint's shape.
 
 use std::io::Read;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -22,8 +22,8 @@ pub fn run(args: &TaskArgs) -> anyhow::Result<()> {
     let input = read_input(&args.input)?;
     let ledger = open_ledger(&config)?;
     let engine = Engine::start(config.engine.clone()).context("cannot load the model")?;
-    let cell = Arc::new(OnceLock::new());
-    let _ = cell.set(engine);
+    let cell = Arc::new(crate::engine::EngineSlot::default());
+    cell.set(engine);
     // Wired as `serve` wires it: remote tiers pass the same egress guard.
     let gateway = Gateway::new(Arc::new(config), cell, ledger, Arc::new(Metrics::default()))?;
     let tasks = &gateway.tasks;

@@ -167,7 +167,11 @@ pub async fn plan(
 ) -> Result<Response, ApiError> {
     static THIS_MACHINE: std::sync::OnceLock<crate::plan::DeviceProfile> =
         std::sync::OnceLock::new();
-    let model = state.config.engine.model_path.clone();
+    // The model served now (an activation may have replaced the one the server started with).
+    let model = match state.service.engine() {
+        Some(engine) => engine.info().path.clone(),
+        None => state.config.engine.model_path.clone(),
+    };
     let options = crate::plan::PlanOptions {
         n_seq: u64::from(state.config.engine.slots),
         ..Default::default()

@@ -13,7 +13,7 @@ use super::openai::{MessageIn, messages_to_chat};
 use crate::engine::Engine;
 use crate::service::ServiceError;
 
-fn engine(state: &AppState) -> Result<&Engine, ApiError> {
+fn engine(state: &AppState) -> Result<Engine, ApiError> {
     state
         .service
         .engine()

@@ -16,7 +16,9 @@ pub mod report;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use crate::engine::EngineSlot;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -185,8 +187,8 @@ fn generate(
     }
     let ledger = open_ledger(&config)?;
     let engine = Engine::start(config.engine.clone()).context("cannot load the model")?;
-    let cell = Arc::new(OnceLock::new());
-    let _ = cell.set(engine);
+    let cell = Arc::new(EngineSlot::default());
+    cell.set(engine);
     let metrics = Arc::new(Metrics::default());
     let service = LocalService::new(
         cell,

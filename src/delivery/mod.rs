@@ -10,11 +10,13 @@
 //! - `manifest.rs`: the signed manifest, signing keys and trusted keys
 //! - `registry.rs`: the OCI distribution API over HTTP (references, blobs, manifests)
 //! - `slots.rs`: the active and previous model, the boot counter
+//! - `gate.rs`: the health gate a model passes before it becomes active
 //! - `durable.rs`: small files written so that a power cut leaves the old or the new one
 //! - `push.rs`, `pull.rs`: the two commands
 
 pub mod chunk;
 pub mod durable;
+pub mod gate;
 pub mod manifest;
 pub mod pull;
 pub mod push;

@@ -268,6 +268,9 @@ pub struct Summary {
     pub tail_text: String,
     /// Time spent waiting for a free slot.
     pub queue_time: Duration,
+    /// Time llama.cpp computed the batches this request was in (shared batches counted whole;
+    /// waiting for the compute thread not counted).
+    pub compute_time: Duration,
     /// Time from admission to the first generated token (prompt processing).
     pub prefill_time: Duration,
     /// Time from the first to the last generated token.
@@ -281,6 +284,12 @@ impl Summary {
 
     pub fn decode_tokens_per_second(&self) -> f64 {
         per_second(self.generated_tokens.saturating_sub(1), self.decode_time)
+    }
+
+    /// Tokens per second of llama.cpp's own time: what the model costs on this device,
+    /// whatever else the process was doing.
+    pub fn compute_tokens_per_second(&self) -> f64 {
+        per_second(self.generated_tokens, self.compute_time)
     }
 
     pub fn time_to_first_token(&self) -> Duration {
@@ -346,6 +355,36 @@ pub struct EngineLoad {
     /// and `n_busy_slots_per_decode`).
     pub decodes: AtomicU64,
     pub decoded_sequences: AtomicU64,
+}
+
+/// The engine a server answers with: empty while the model loads, replaced when a new model
+/// is activated. A request takes a handle once and keeps it, so requests in flight finish on the
+/// engine they started on; an engine's worker stops when its last handle is dropped.
+#[derive(Default)]
+pub struct EngineSlot(std::sync::RwLock<Option<Engine>>);
+
+impl EngineSlot {
+    pub fn get(&self) -> Option<Engine> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Puts `engine` in the slot; returns the one it replaced.
+    pub fn set(&self, engine: Engine) -> Option<Engine> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .replace(engine)
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some()
+    }
 }
 
 /// A handle to the engine's worker thread. Cheap to clone.

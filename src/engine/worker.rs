@@ -140,6 +140,8 @@ struct Active {
     /// Whether the current batch holds tokens of this slot.
     in_batch: bool,
     queue_time: std::time::Duration,
+    /// Time llama.cpp spent on the batches this request was in.
+    compute_time: std::time::Duration,
     admitted_at: Instant,
     first_token_at: Option<Instant>,
     last_token_at: Option<Instant>,
@@ -212,15 +214,21 @@ impl<'m> Worker<'m> {
                 continue;
             }
             let (context, batch) = (&mut self.context, &mut self.batch);
-            if let Err(error) = super::compute::run(|| context.decode(batch)) {
+            let (decoded, took) = super::compute::run(|| {
+                let started = Instant::now();
+                (context.decode(batch), started.elapsed())
+            });
+            if let Err(error) = decoded {
                 self.fail_batch(&error.to_string());
                 continue;
             }
-            let in_batch = self
-                .slots
-                .iter()
-                .filter(|s| s.active.as_ref().is_some_and(|a| a.in_batch))
-                .count();
+            let mut in_batch = 0;
+            for active in self.slots.iter_mut().filter_map(|s| s.active.as_mut()) {
+                if active.in_batch {
+                    active.compute_time += took;
+                    in_batch += 1;
+                }
+            }
             self.load.decodes.fetch_add(1, Ordering::Relaxed);
             self.load
                 .decoded_sequences
@@ -307,6 +315,7 @@ impl<'m> Worker<'m> {
                 output_index: None,
                 in_batch: false,
                 queue_time: queued_at.elapsed(),
+                compute_time: std::time::Duration::ZERO,
                 admitted_at: Instant::now(),
                 first_token_at: None,
                 last_token_at: None,
@@ -703,6 +712,7 @@ fn finish_request(mut active: Active, stop_reason: StopReason) {
         stop_reason,
         tail_text,
         queue_time: active.queue_time,
+        compute_time: active.compute_time,
         prefill_time: first.duration_since(active.admitted_at),
         decode_time: active
             .last_token_at

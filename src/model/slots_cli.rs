@@ -5,11 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use crate::delivery::gate::DECODE_TOKENS as GATE_TOKENS;
 use crate::delivery::slots::{self, Slots};
-use crate::engine::{Engine, EngineConfig, Event, GenerateRequest, SamplingParams};
-
-/// The tokens the activation gate decodes.
-const GATE_TOKENS: u32 = 16;
+use crate::engine::{Engine, EngineConfig};
 
 fn resolve(home: &Path, model: Option<&Path>) -> anyhow::Result<PathBuf> {
     match model {
@@ -106,28 +104,7 @@ fn health_gate(path: &Path) -> anyhow::Result<f64> {
     config.n_ctx = 512;
     config.slots = 1;
     let engine = Engine::start(config)?;
-    let prompt = engine.tokenize("The weather station reported");
-    let params = SamplingParams {
-        temperature: 0.0,
-        max_tokens: GATE_TOKENS,
-        stop_at_eog: false,
-        ..SamplingParams::default()
-    };
-    let mut events = engine.submit(GenerateRequest::new(prompt, params))?;
-    let mut tokens = 0;
-    loop {
-        match events.blocking_recv() {
-            Some(Event::Token(_)) => tokens += 1,
-            Some(Event::Done(summary)) => {
-                if tokens == 0 {
-                    bail!("the model decoded no token");
-                }
-                return Ok(summary.decode_tokens_per_second());
-            }
-            Some(Event::Failed(error)) => return Err(error.into()),
-            None => bail!("the engine stopped"),
-        }
-    }
+    crate::delivery::gate::decode_rate(&engine)
 }
 
 pub fn rollback() -> anyhow::Result<()> {

@@ -259,6 +259,7 @@ fn summary(usage: Usage, stop_reason: StopReason) -> Summary {
         stop_reason,
         tail_text: String::new(),
         queue_time: Duration::ZERO,
+        compute_time: Duration::ZERO,
         prefill_time: Duration::ZERO,
         decode_time: Duration::ZERO,
     }

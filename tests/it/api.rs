@@ -1,7 +1,7 @@
 //! The router driven in-process (no socket), for states a live server passes through too quickly
 //! to observe: the model still loading.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -18,7 +18,13 @@ fn loading_app() -> axum::Router {
     let metrics = Arc::new(Metrics::default());
     // An engine cell that is never filled: the model is "still loading".
     app(Arc::new(
-        Gateway::new(config, Arc::new(OnceLock::new()), None, metrics).unwrap(),
+        Gateway::new(
+            config,
+            Arc::new(edgellm::engine::EngineSlot::default()),
+            None,
+            metrics,
+        )
+        .unwrap(),
     ))
 }
 

@@ -168,6 +168,104 @@ fn serve_until_healthy(home: &Path, data: &Path, args: &[&str]) {
     let _ = serve.wait();
 }
 
+/// `edgellm serve` on `home` until dropped; its stderr goes to a file read by `stop`.
+struct Serve {
+    child: Child,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl Serve {
+    fn start(home: &Path, data: &Path, config: Option<&Path>) -> Serve {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut command = Command::new(edgellm_bin());
+        command
+            .args(["serve", "--port", &port.to_string(), "-t", "2"])
+            .env("EDGELLM_HOME", home)
+            .env("EDGELLM_DATA_DIR", data)
+            .env_remove("EDGELLM_API_KEY")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap());
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut serve = Serve {
+            child: command.spawn().unwrap(),
+            port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !health_ok(port) {
+            assert!(serve.child.try_wait().unwrap().is_none(), "serve exited");
+            assert!(Instant::now() < deadline, "serve did not become healthy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        serve
+    }
+
+    /// The file the server answers with now (`/props`).
+    fn model_path(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/props", self.port);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let props = runtime.block_on(crate::support::get_json(url.parse().unwrap()));
+        props["model_path"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Stops the server; its log.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A streamed completion of `tokens` tokens, raw: the whole HTTP response. Sends on `started` when
+/// the first event arrives.
+fn stream_completion(
+    port: u16,
+    seed: u32,
+    tokens: u32,
+    started: &std::sync::mpsc::Sender<()>,
+) -> String {
+    use std::io::{Read, Write};
+    let body = format!(
+        r#"{{"prompt": "Maintenance log {seed}: the pump", "max_tokens": {tokens}, "ignore_eos": true, "temperature": 0, "stream": true}}"#
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let mut signalled = false;
+    loop {
+        let n = stream.read(&mut buffer).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buffer[..n]);
+        if !signalled && response.windows(5).any(|w| w == b"data:") {
+            let _ = started.send(());
+            signalled = true;
+        }
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
 fn health_ok(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -470,6 +568,96 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         "{error}"
     );
     serve_until_healthy(&device, data.path(), &["-m", &v2]);
+
+    // Hot activation: a running `serve` follows the slots. Under 4 streams in flight it loads the
+    // fine-tune beside v1, gates it and switches; every stream finishes, and new requests go to
+    // the fine-tune.
+    let serve = Serve::start(&device, data.path(), None);
+    assert_eq!(serve.model_path(), path.to_str().unwrap());
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let streams: Vec<_> = (0..4)
+        .map(|i| {
+            let (port, started, finished) = (serve.port, started_tx.clone(), finished.clone());
+            std::thread::spawn(move || {
+                let body = stream_completion(port, i, 800, &started);
+                finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                body
+            })
+        })
+        .collect();
+    for _ in 0..4 {
+        started_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    }
+    let out = edgellm(&device, &["model", "activate", &tuned_file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        finished.load(std::sync::atomic::Ordering::SeqCst) == 0,
+        "the streams ended before the activation: make them longer"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while serve.model_path() != tuned_path.to_str().unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not switch models: {}",
+            std::fs::read_to_string(serve.log.path()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        finished.load(std::sync::atomic::Ordering::SeqCst) < 4,
+        "the streams ended before the switch: nothing was in flight: {}",
+        std::fs::read_to_string(serve.log.path()).unwrap_or_default()
+    );
+    for stream in streams {
+        let body = stream.join().unwrap();
+        assert!(
+            body.starts_with("HTTP/1.1 200") && body.contains("data: [DONE]"),
+            "a stream in flight was dropped: {body}"
+        );
+        assert!(!body.contains("\"error\""), "{body}");
+    }
+    let (tx, _rx) = std::sync::mpsc::channel();
+    assert!(stream_completion(serve.port, 9, 8, &tx).contains("data: [DONE]"));
+    drop(serve);
+
+    // An activation whose health gate fails in the running server: the server keeps serving the
+    // fine-tune and the slots roll back to it.
+    let config = w("gate.toml");
+    std::fs::write(
+        &config,
+        "[activation]\ngolden = [{ prompt = \"The capital of France is\", contains = \"no model says this 7f3a\" }]\n",
+    )
+    .unwrap();
+    let serve = Serve::start(&device, data.path(), Some(&config));
+    let out = edgellm(&device, &["model", "activate", &v1_file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while slots(&device)["active"]["path"] != tuned_path.to_str().unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "the slots did not roll back after a failed gate"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(serve.model_path(), tuned_path.to_str().unwrap());
+    let log = serve.stop();
+    assert!(
+        log.contains("activation refused") && log.contains("no model says this 7f3a"),
+        "{log}"
+    );
+    // Back to v1 as the active model for what follows.
+    let out = edgellm(&device, &["model", "rollback"]);
+    assert!(out.status.success());
+    assert_eq!(slots(&device)["active"]["path"], path.to_str().unwrap());
 
     // A model file changed on disk is refused before it is loaded, and nothing changes.
     let mut bytes = std::fs::read(&tuned_path).unwrap();

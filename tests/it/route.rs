@@ -677,7 +677,7 @@ async fn all_tiers_failing_lists_each_reason() {
 
 #[tokio::test]
 async fn local_error_model_not_loaded_escalates_whole_and_streamed() {
-    use std::sync::{Arc, OnceLock};
+    use std::sync::Arc;
 
     use axum::body::Body;
     use edgellm::api::app;
@@ -702,7 +702,7 @@ async fn local_error_model_not_loaded_escalates_whole_and_streamed() {
     let router = app(Arc::new(
         Gateway::new(
             config,
-            Arc::new(OnceLock::new()),
+            Arc::new(edgellm::engine::EngineSlot::default()),
             Some(Arc::new(ledger)),
             metrics,
         )

@@ -3,7 +3,7 @@
 //! tiers (the stand-in upstream) answering with valid and invalid calls in both wire formats.
 
 use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -297,7 +297,13 @@ async fn in_process(path: &str, body: Value) -> (u16, Value) {
     let config = Arc::new(ServeConfig::from_raw(RawConfig::default()).unwrap());
     let metrics = Arc::new(Metrics::default());
     let router = app(Arc::new(
-        Gateway::new(config, Arc::new(OnceLock::new()), None, metrics).unwrap(),
+        Gateway::new(
+            config,
+            Arc::new(edgellm::engine::EngineSlot::default()),
+            None,
+            metrics,
+        )
+        .unwrap(),
     ));
     let request = Request::post(path)
         .header("content-type", "application/json")
