@@ -3,10 +3,13 @@
 usage: python3 bench/delivery.py EDGELLM_BIN MODEL [KILLS]
 
 1. push the model; 2. plain download of the same bytes as one blob (curl-like GET to a file,
-fsync) against `edgellm model pull` of the pushed model, 5 rounds in alternation; 3. KILLS pulls
+fsync), the same with the blob's sha256 checked on the way, and `edgellm model pull` of the
+pushed model, 5 rounds in alternation; 3. KILLS pulls
 killed with SIGKILL at random moments (seed 7), then one to completion: the file's sha256, and
 that every model file present after a kill is whole; 4. what a one-character change in the chat
-template or general.name (metadata only) and a 200 KB change inside a tensor upload and download.
+template or general.name (metadata only) and a 200 KB change inside a tensor upload and download;
+5. with the registry stopped: a running serve's hot activation of the fine-tune under 4 streams
+of 800 tokens (streams dropped), and a rollback (time until the server answers with v1).
 """
 import hashlib, http.client, json, os, random, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -66,18 +69,25 @@ with open(MODEL, "rb") as f:
 r = c.getresponse(); r.read(); assert r.status == 201, r.status
 
 
-def plain_download():
+def plain_download(verify=False):
+    """The blob to a file with fsync; with `verify`, hashed on the way as every OCI client
+    (docker, oras, ollama) checks a blob's digest."""
     out = f"{work}/plain.gguf"
     t = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port)
     conn.request("GET", f"/v2/fleet/whole/blobs/{digest}")
     r = conn.getresponse()
+    h = hashlib.sha256()
     with open(out, "wb") as f:
         while True:
             b = r.read(1 << 20)
             if not b: break
+            if verify:
+                h.update(b)
             f.write(b)
         f.flush(); os.fsync(f.fileno())
+    if verify:
+        assert "sha256:" + h.hexdigest() == digest
     spent = time.perf_counter() - t
     os.remove(out)
     return spent
@@ -92,10 +102,11 @@ def pull_fresh():
     return spent
 
 
-plain, pulls = [], []
+plain, checked, pulls = [], [], []
 for _ in range(ROUNDS):
-    plain.append(plain_download()); pulls.append(pull_fresh())
+    plain.append(plain_download()); checked.append(plain_download(verify=True)); pulls.append(pull_fresh())
 ratios = sorted(p / q for p, q in zip(plain, pulls))
+checked_ratios = sorted(p / q for p, q in zip(checked, pulls))
 
 # Kills at random moments. A pull that finished before its kill is checked and removed, so
 # that the next one starts over.
@@ -125,7 +136,11 @@ def variant(label, change):
     edgellm(dev, "model", "pull", ref + ":v1", "--trusted-key", pub)
     down = json.loads(edgellm(dev, "model", "pull", f"{ref}:{label}", "--trusted-key", pub, "--json").stdout.splitlines()[-1])["pulled"]
     assert sha256(down["path"]) == sha256(path)
+    devices[label] = (dev, down["path"])
     return up["uploaded_bytes"], down["progress"]["fetched_bytes"]
+
+
+devices = {}
 
 
 def metadata_char(data):
@@ -147,14 +162,71 @@ def tensor_change(data):
 
 meta = variant("meta", metadata_char)
 tune = variant("tune", tensor_change)
-registry.kill()
+registry.kill()  # the network is down from here on
+
+
+def props_model(port):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/props")
+        return json.loads(c.getresponse().read()).get("model_path")
+    except (OSError, ValueError):
+        return None
+
+
+def stream(port, i, out):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    body = json.dumps({"prompt": f"Maintenance log {i}: the pump", "max_tokens": 800, "ignore_eos": True, "temperature": 0, "stream": True})
+    c.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    text = r.read().decode(errors="replace")
+    out[i] = (r.status, "data: [DONE]" in text and '"error"' not in text)
+
+
+def wait_for(port, path, limit=120):
+    t = time.perf_counter()
+    while props_model(port) != path:
+        if time.perf_counter() - t > limit:
+            sys.exit(f"serve did not switch to {path}")
+        time.sleep(0.02)
+
+
+# Slots on the device that pulled v1 and the fine-tune, the registry gone: activate v1, serve it,
+# activate the fine-tune under 4 streams in flight, then roll back.
+import threading
+dev, tuned_path = devices["tune"]
+v1_path = [f"{dev}/models/{f}" for f in os.listdir(f"{dev}/models") if f.endswith(".gguf") and f"{dev}/models/{f}" != tuned_path][0]
+edgellm(dev, "model", "activate", os.path.basename(v1_path))
+port = free_port()
+serve = subprocess.Popen([BIN, "serve", "--port", str(port), "-t", "2"], env={**os.environ, "EDGELLM_HOME": dev, "EDGELLM_DATA_DIR": dev}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+wait_for(port, v1_path)
+results = {}
+threads = [threading.Thread(target=stream, args=(port, i, results)) for i in range(4)]
+for th in threads:
+    th.start()
+time.sleep(2)
+t = time.perf_counter()
+edgellm(dev, "model", "activate", os.path.basename(tuned_path))
+wait_for(port, tuned_path)
+activation_s = time.perf_counter() - t
+in_flight = sum(th.is_alive() for th in threads)
+for th in threads:
+    th.join()
+dropped = sum(1 for ok in results.values() if not (ok[0] == 200 and ok[1])) + (4 - len(results))
+t = time.perf_counter()
+edgellm(dev, "model", "rollback")
+wait_for(port, v1_path)
+rollback_s = time.perf_counter() - t
+serve.kill()
 subprocess.run(["rm", "-rf", work])
 
 print(f"model {name}, {size} bytes, {pushed['chunks']} chunks; push {push_s:.1f} s\n")
 print("| measure | value |\n|---|---:|")
 print(f"| plain download of the same bytes as one blob, s (median of {ROUNDS}) | {statistics.median(plain):.2f} |")
+print(f"| the same with its sha256 checked on the way (as OCI clients do), s (median of {ROUNDS}) | {statistics.median(checked):.2f} |")
 print(f"| `edgellm model pull`, s (median of {ROUNDS}) | {statistics.median(pulls):.2f} |")
 print(f"| pull throughput / plain download (median; range) | {statistics.median(ratios):.3f} ({ratios[0]:.3f} .. {ratios[-1]:.3f}) |")
+print(f"| pull throughput / download with its digest checked (median; range) | {statistics.median(checked_ratios):.3f} ({checked_ratios[0]:.3f} .. {checked_ratios[-1]:.3f}) |")
 print(f"| pulls killed with SIGKILL at random moments | {KILLS} |")
 print(f"| pulls that had finished before their kill (file checked, then removed) | {finished} |")
 print(f"| model file present and wrong after a kill | {premature} |")
@@ -162,3 +234,6 @@ print(f"| final sha256 right after the kills | {'yes' if killed_ok else 'NO'} |"
 print(f"| chunks found in the partial file by the final pull | {last['progress']['reused_chunks']} of {last['progress']['chunks']} |")
 print(f"| one character of a metadata string changed (the chat template, else general.name): uploaded / downloaded bytes | {meta[0]} / {meta[1]} |")
 print(f"| 200 KB changed inside a tensor: uploaded / downloaded bytes | {tune[0]} / {tune[1]} |")
+print(f"| activation of the fine-tune in a running serve, `model activate` to the switch, s | {activation_s:.2f} |")
+print(f"| streams in flight at the switch / dropped | {in_flight} / {dropped} |")
+print(f"| rollback with the registry down, `model rollback` to the switch, s | {rollback_s:.2f} |")

@@ -57,6 +57,17 @@ pub struct GgufSummary {
     pub parameters: u64,
     pub weight_bytes: u64,
     pub context_length: Option<u64>,
+    /// `edgellm plan`'s memory figures for `serve` with its default slots and an f16 KV cache:
+    /// what the model needs at each context, so a device can refuse one it cannot hold before
+    /// downloading it.
+    pub memory: Vec<MemoryAtContext>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryAtContext {
+    pub context: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +316,10 @@ pub(crate) mod tests {
                 parameters: 5,
                 weight_bytes: 10,
                 context_length: None,
+                memory: vec![MemoryAtContext {
+                    context: 2048,
+                    bytes: 100,
+                }],
             },
             created: 100,
             expires: 200,

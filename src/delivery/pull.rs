@@ -37,6 +37,9 @@ pub struct PullOptions<'a> {
     pub models: PathBuf,
     /// Bytes per second, `None` for no cap.
     pub rate_limit: Option<u64>,
+    /// This device's RAM in bytes: a model whose signed memory figures exceed it at every
+    /// context is refused before anything is downloaded. `None` skips the check.
+    pub ram_total: Option<u64>,
     /// Called as chunks arrive with the progress so far.
     pub progress: &'a mut (dyn FnMut(&Progress) + Send),
 }
@@ -107,6 +110,9 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
             reason: "no such tag".into(),
         })?;
 
+    if let Some(ram) = options.ram_total {
+        fits(&body.gguf.memory, ram)?;
+    }
     let models = options.models.clone();
     std::fs::create_dir_all(&models).map_err(io_error(&models))?;
     let stem = body.name.strip_suffix(".gguf").unwrap_or(&body.name);
@@ -188,6 +194,23 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
         parameters: body.gguf.parameters,
         progress,
     })
+}
+
+/// Refuses a model that needs more than `ram` bytes at the smallest context its manifest gives.
+fn fits(memory: &[manifest::MemoryAtContext], ram: u64) -> Result<(), DeliveryError> {
+    let Some(least) = memory.iter().min_by_key(|m| m.bytes) else {
+        return Ok(());
+    };
+    if least.bytes <= ram {
+        return Ok(());
+    }
+    Err(DeliveryError::Model(format!(
+        "the model needs {} MiB at {} tokens of context (its signed plan figures), more than this \
+         device's {} MiB of RAM; nothing downloaded (--ignore-memory to pull it anyway)",
+        least.bytes >> 20,
+        least.context,
+        ram >> 20
+    )))
 }
 
 /// A chunk the registry must send: where it lies in its pack and every place in the file it
@@ -442,6 +465,19 @@ mod tests {
         let mut pacer = Pacer::new(Some(1_000_000));
         let wait = pacer.took(2_000_000).unwrap();
         assert!(wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_model_larger_than_the_device_is_refused_before_download() {
+        let at = |context, bytes| manifest::MemoryAtContext { context, bytes };
+        let figures = [at(8192, 900 << 20), at(2048, 500 << 20)];
+        assert!(fits(&figures, 512 << 20).is_ok());
+        assert!(fits(&[], 1).is_ok());
+        let error = fits(&figures, 256 << 20).unwrap_err().to_string();
+        assert!(
+            error.contains("500 MiB at 2048 tokens") && error.contains("256 MiB of RAM"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub async fn push(
     }
     let Packer { packs, placed, .. } = packer;
 
+    let memory = memory_figures(file)?;
     let now = unix_now();
     let body = Body {
         schema: manifest::SCHEMA,
@@ -129,6 +130,7 @@ pub async fn push(
             parameters: header.n_params(),
             weight_bytes: header.weight_bytes(),
             context_length: header.arch_get("context_length").and_then(|v| v.as_u64()),
+            memory,
         },
         created: now,
         expires: now + options.valid_days * 86_400,
@@ -185,6 +187,27 @@ pub async fn push(
             .map(|k| manifest::key_id(&k.verifying_key()))
             .collect(),
     })
+}
+
+/// The memory `serve` needs for this model at 2k, 4k and 8k of context, with its default slots
+/// and an f16 KV cache (`edgellm plan`'s estimate).
+fn memory_figures(file: &Path) -> Result<Vec<manifest::MemoryAtContext>, DeliveryError> {
+    let options = crate::plan::PlanOptions {
+        contexts: vec![2048, 4096, 8192],
+        kv_types: vec![crate::plan::GgmlType::F16],
+        n_seq: u64::from(crate::config::ServeConfig::DEFAULT_SLOTS),
+    };
+    let device = crate::plan::probe::this_machine();
+    let plan = crate::plan::plan_for(file, &device, &Default::default(), &options)
+        .map_err(|e| DeliveryError::Model(format!("cannot plan {}: {e}", file.display())))?;
+    Ok(plan
+        .table
+        .iter()
+        .map(|row| manifest::MemoryAtContext {
+            context: row.requested_ctx,
+            bytes: row.total,
+        })
+        .collect())
 }
 
 /// Uploads a sealed pack unless the registry holds it; what was uploaded, in chunks and bytes.

@@ -96,6 +96,9 @@ pub struct PullArgs {
     /// Bandwidth cap in bytes per second (suffixes k, m: 500k, 2m)
     #[arg(long, value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
+    /// Pull even when the model's signed memory figures exceed this device's RAM
+    #[arg(long)]
+    pub ignore_memory: bool,
     /// Plain HTTP to a registry that is not on loopback
     #[arg(long)]
     pub plain_http: bool,
@@ -247,6 +250,12 @@ fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
         trusted: &trusted,
         models: home.join("models"),
         rate_limit: args.limit_rate,
+        ram_total: if args.ignore_memory {
+            None
+        } else {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+            Some(crate::plan::probe::parse_meminfo(&meminfo).total).filter(|t| *t > 0)
+        },
         progress: &mut report,
     };
     let pulled = runtime()?.block_on(pull::pull(reference, options))?;

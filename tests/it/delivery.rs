@@ -419,6 +419,21 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
     );
     let path = PathBuf::from(result["path"].as_str().unwrap());
     assert_eq!(sha256(&path), model_sha);
+    // The signed manifest carries `plan`'s memory figures, growing with the context.
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(format!("{}.manifest.json", path.display())).unwrap(),
+    )
+    .unwrap();
+    let memory = record["body"]["gguf"]["memory"].as_array().unwrap().clone();
+    let bytes: Vec<u64> = memory
+        .iter()
+        .map(|m| m["bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(bytes.len(), 3, "{memory:?}");
+    assert!(
+        bytes.windows(2).all(|w| w[0] < w[1]) && bytes[0] > 253_000_000,
+        "{memory:?}"
+    );
     // Pulling it again fetches nothing.
     let out = edgellm(
         &device,
