@@ -25,11 +25,12 @@ use super::manifest::{self, Body};
 use super::registry::{Reference, Registry};
 use super::{DeliveryError, digest_of, io_error};
 
-/// Range requests in flight at once: enough to hide each request's round trip.
-const PARALLEL_FETCHES: usize = 8;
+/// Range requests in flight at once: enough to hide each request's round trip (1, 3 and 8
+/// measured the same on loopback; a registry far away needs more than one).
+const PARALLEL_FETCHES: usize = 4;
 /// The most bytes one range request asks for, so that the work spreads over the requests in
 /// flight and a killed pull leaves little half-received.
-const MAX_RANGE: u64 = 4 << 20;
+const MAX_RANGE: u64 = 8 << 20;
 
 pub struct PullOptions<'a> {
     pub trusted: &'a [VerifyingKey],
@@ -166,6 +167,7 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
         futures::pin_mut!(fetches);
         while let Some(done) = fetches.next().await {
             let range = done?;
+            start_writeback(file, &range);
             progress.fetched_chunks += range.chunks.len();
             progress.fetched_bytes += range.end - range.start;
             progress.chunks_done += range.chunks.iter().map(|c| c.places.len()).sum::<usize>();
@@ -408,6 +410,33 @@ async fn fetch_range(
         }
     }
     Ok(())
+}
+
+/// Starts writing a finished range's bytes to disk without waiting, so that the final fsync
+/// finds little left to do (it took a third of a pull's time when it found all of it).
+fn start_writeback(file: &std::fs::File, range: &Range) {
+    use std::os::fd::AsRawFd;
+    let places = range
+        .chunks
+        .iter()
+        .flat_map(|c| c.places.iter().map(|p| (*p, c.size)));
+    let (mut low, mut high) = (u64::MAX, 0);
+    for (place, size) in places {
+        low = low.min(place);
+        high = high.max(place + size);
+    }
+    if low < high {
+        // SAFETY: sync_file_range only reads its arguments; the descriptor is open for as long
+        // as `file` is borrowed. A failure only means the final fsync does the work.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                low as libc::off64_t,
+                (high - low) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
 }
 
 /// Every chunk is in the partial file and was checked: make it durable, check that the engine
