@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::api;
 use crate::cli::ServeArgs;
 use crate::config::{RawConfig, ServeConfig};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineSlot};
 use crate::gateway::Gateway;
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::metrics::Metrics;
@@ -77,8 +77,6 @@ pub fn open_ledger(config: &ServeConfig) -> anyhow::Result<Option<Arc<Ledger>>> 
 
 /// Loads the generation model, then the embedding model when one is configured (one after the
 /// other: on a small device they would only compete for the same cores).
-use crate::engine::EngineSlot;
-
 fn load_models(
     engine_config: crate::engine::EngineConfig,
     embed_config: Option<crate::engine::embed::EmbedConfig>,
@@ -339,16 +337,12 @@ async fn follow_slots(
 ) {
     use crate::delivery::slots;
     let mut refused: Option<std::path::PathBuf> = None;
-    // The served model's decode rate, the gate's yardstick: measured as it loaded, then the
-    // rate each successor showed in its gate.
-    let mut rate: Option<f64> = None;
+    // The rate the last activated model showed in its gate; until one is, the booted model's.
+    let mut activated_rate: Option<f64> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SLOTS_POLL) => {}
             _ = stop.changed() => return,
-        }
-        if rate.is_none() {
-            rate = booted_rate.get().copied();
         }
         let Ok(Some(state)) = slots::load(&home) else {
             continue;
@@ -359,6 +353,7 @@ async fn follow_slots(
         }
         tracing::info!(from = %serving.display(), to = %target.display(), "activating a model");
         let started = std::time::Instant::now();
+        let rate = activated_rate.or_else(|| booted_rate.get().copied());
         let (cell_for, config_for, target_for) = (cell.clone(), config.clone(), target.clone());
         let switched = tokio::task::spawn_blocking(move || {
             switch_model(&cell_for, &config_for, &target_for, rate)
@@ -368,7 +363,7 @@ async fn follow_slots(
         .and_then(|r| r);
         match switched {
             Ok(new_rate) => {
-                rate = Some(new_rate);
+                activated_rate = Some(new_rate);
                 tracing::info!(
                     model = %target.display(), decode_tokens_per_second = new_rate,
                     switch_ms = started.elapsed().as_millis() as u64,

@@ -8,8 +8,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use crate::engine::EngineSlot;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,8 +15,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::constraint::{Constraint, Spec};
 use crate::engine::{
-    self, BiasTarget, ChatMessage, Engine, EngineError, Event, GenerateRequest, LogitBias,
-    SamplingParams, Summary, TokenEvent,
+    self, BiasTarget, ChatMessage, Engine, EngineError, EngineSlot, Event, GenerateRequest,
+    LogitBias, SamplingParams, Summary, TokenEvent,
 };
 use crate::metrics::Metrics;
 use crate::route::LocalFailure;

@@ -123,24 +123,12 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
         && super::slots::read_record(&path).is_some_and(|r| r.body == body)
     {
         // Pulled before (`edgellm model verify` checks the file's bytes).
-        let progress = Progress {
-            chunks: body.chunks.len(),
-            chunks_done: body.chunks.len(),
-            fetched_chunks: 0,
-            fetched_bytes: 0,
-            reused_chunks: body.chunks.len(),
-            reused_bytes: body.size,
-            size: body.size,
-        };
+        let mut progress = Progress::none_yet(&body);
+        progress.chunks_done = body.chunks.len();
+        progress.reused_chunks = body.chunks.len();
+        progress.reused_bytes = body.size;
         (options.progress)(&progress);
-        return Ok(Pulled {
-            reference: registry.reference().to_string(),
-            path,
-            sha256: body.sha256,
-            architecture: body.gguf.architecture,
-            parameters: body.gguf.parameters,
-            progress,
-        });
+        return Ok(Pulled::new(registry.reference(), path, &body, progress));
     }
     let body = Arc::new(body);
 
@@ -175,27 +163,45 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
         }
     }
 
-    let reference = registry.reference().to_string();
-    let record_body = (*body).clone();
-    let (final_path, record_path) = (path.clone(), partial.clone());
+    let record = super::slots::Record {
+        reference: registry.reference().to_string(),
+        body: (*body).clone(),
+    };
+    let final_path = path.clone();
     tokio::task::spawn_blocking(move || {
-        finish(&file, &record_path, &final_path, &models)?;
-        let record = super::slots::Record {
-            reference,
-            body: record_body,
-        };
+        finish(&file, &partial, &final_path, &models)?;
         super::slots::write_record(&final_path, &record)
     })
     .await
     .map_err(|e| DeliveryError::Model(e.to_string()))??;
-    Ok(Pulled {
-        reference: registry.reference().to_string(),
-        path,
-        sha256: body.sha256.clone(),
-        architecture: body.gguf.architecture.clone(),
-        parameters: body.gguf.parameters,
-        progress,
-    })
+    Ok(Pulled::new(registry.reference(), path, &body, progress))
+}
+
+impl Progress {
+    fn none_yet(body: &Body) -> Progress {
+        Progress {
+            chunks: body.chunks.len(),
+            chunks_done: 0,
+            fetched_chunks: 0,
+            fetched_bytes: 0,
+            reused_chunks: 0,
+            reused_bytes: 0,
+            size: body.size,
+        }
+    }
+}
+
+impl Pulled {
+    fn new(reference: &Reference, path: PathBuf, body: &Body, progress: Progress) -> Pulled {
+        Pulled {
+            reference: reference.to_string(),
+            path,
+            sha256: body.sha256.clone(),
+            architecture: body.gguf.architecture.clone(),
+            parameters: body.gguf.parameters,
+            progress,
+        }
+    }
 }
 
 /// Refuses a model that needs more than `ram` bytes at the smallest context its manifest gives.
@@ -243,15 +249,7 @@ fn gather(
     partial: &Path,
     models: &Path,
 ) -> Result<(std::fs::File, Vec<Missing>, Progress), DeliveryError> {
-    let mut progress = Progress {
-        chunks: body.chunks.len(),
-        chunks_done: 0,
-        fetched_chunks: 0,
-        fetched_bytes: 0,
-        reused_chunks: 0,
-        reused_bytes: 0,
-        size: body.size,
-    };
+    let mut progress = Progress::none_yet(body);
     let resumed = std::fs::metadata(partial).is_ok_and(|m| m.len() == body.size);
     let file = std::fs::OpenOptions::new()
         .read(true)

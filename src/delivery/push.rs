@@ -117,7 +117,7 @@ pub async fn push(
     }
     let Packer { packs, placed, .. } = packer;
 
-    let memory = memory_figures(file)?;
+    let memory = memory_figures(&header)?;
     let now = unix_now();
     let body = Body {
         schema: manifest::SCHEMA,
@@ -191,15 +191,18 @@ pub async fn push(
 
 /// The memory `serve` needs for this model at 2k, 4k and 8k of context, with its default slots
 /// and an f16 KV cache (`edgellm plan`'s estimate).
-fn memory_figures(file: &Path) -> Result<Vec<manifest::MemoryAtContext>, DeliveryError> {
+fn memory_figures(
+    header: &crate::plan::GgufHeader,
+) -> Result<Vec<manifest::MemoryAtContext>, DeliveryError> {
     let options = crate::plan::PlanOptions {
         contexts: vec![2048, 4096, 8192],
         kv_types: vec![crate::plan::GgmlType::F16],
         n_seq: u64::from(crate::config::ServeConfig::DEFAULT_SLOTS),
     };
     let device = crate::plan::probe::this_machine();
-    let plan = crate::plan::plan_for(file, &device, &Default::default(), &options)
-        .map_err(|e| DeliveryError::Model(format!("cannot plan {}: {e}", file.display())))?;
+    let plan = crate::plan::ModelSpec::from_header(header)
+        .and_then(|spec| crate::plan::build_plan(&spec, &device, &Default::default(), &options))
+        .map_err(|e| DeliveryError::Model(format!("cannot plan the model: {e}")))?;
     Ok(plan
         .table
         .iter()

@@ -1,31 +1,15 @@
 //! The router driven in-process (no socket), for states a live server passes through too quickly
 //! to observe: the model still loading.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use edgellm::api::app;
-use edgellm::config::{RawConfig, ServeConfig};
-use edgellm::gateway::Gateway;
-use edgellm::metrics::Metrics;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
 fn loading_app() -> axum::Router {
-    let config = Arc::new(ServeConfig::from_raw(RawConfig::default()).unwrap());
-    let metrics = Arc::new(Metrics::default());
-    // An engine cell that is never filled: the model is "still loading".
-    app(Arc::new(
-        Gateway::new(
-            config,
-            Arc::new(edgellm::engine::EngineSlot::default()),
-            None,
-            metrics,
-        )
-        .unwrap(),
-    ))
+    // An engine slot that is never filled: the model is "still loading".
+    crate::support::app_without_model()
 }
 
 async fn call(request: Request<Body>) -> (StatusCode, Option<String>, Value) {

@@ -94,6 +94,21 @@ fn edgellm(home: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `edgellm model pull REFERENCE --trusted-key KEY --json` on `home`.
+fn pull_trusting(home: &Path, reference: &str, key: &Path) -> std::process::Output {
+    edgellm(
+        home,
+        &[
+            "model",
+            "pull",
+            reference,
+            "--trusted-key",
+            key.to_str().unwrap(),
+            "--json",
+        ],
+    )
+}
+
 fn json_lines(output: &std::process::Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -144,28 +159,7 @@ fn get_manifest(url: &str) -> Value {
 
 /// Starts `edgellm serve` on `home` with `args`, waits until `/health` is 200, stops it.
 fn serve_until_healthy(home: &Path, data: &Path, args: &[&str]) {
-    let port = free_port();
-    let mut serve = Command::new(edgellm_bin())
-        .args(["serve", "--port", &port.to_string(), "-t", "2"])
-        .args(args)
-        .env("EDGELLM_HOME", home)
-        .env("EDGELLM_DATA_DIR", data)
-        .env_remove("EDGELLM_API_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !health_ok(port) {
-        assert!(serve.try_wait().unwrap().is_none(), "serve {args:?} exited");
-        assert!(
-            Instant::now() < deadline,
-            "serve {args:?} did not become healthy"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = serve.kill();
-    let _ = serve.wait();
+    Serve::start(home, data, args).stop();
 }
 
 /// `edgellm serve` on `home` until dropped; its stderr goes to a file read by `stop`.
@@ -176,20 +170,18 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(home: &Path, data: &Path, config: Option<&Path>) -> Serve {
+    fn start(home: &Path, data: &Path, args: &[&str]) -> Serve {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut command = Command::new(edgellm_bin());
         command
             .args(["serve", "--port", &port.to_string(), "-t", "2"])
+            .args(args)
             .env("EDGELLM_HOME", home)
             .env("EDGELLM_DATA_DIR", data)
             .env_remove("EDGELLM_API_KEY")
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap());
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
         let mut serve = Serve {
             child: command.spawn().unwrap(),
             port,
@@ -197,8 +189,14 @@ impl Serve {
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         while !health_ok(port) {
-            assert!(serve.child.try_wait().unwrap().is_none(), "serve exited");
-            assert!(Instant::now() < deadline, "serve did not become healthy");
+            assert!(
+                serve.child.try_wait().unwrap().is_none(),
+                "serve {args:?} exited"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "serve {args:?} did not become healthy"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         serve
@@ -396,17 +394,7 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         0,
         "no model file before a pull completes"
     );
-    let out = edgellm(
-        &device,
-        &[
-            "model",
-            "pull",
-            &v1,
-            "--trusted-key",
-            trusted.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let out = pull_trusting(&device, &v1, &trusted);
     let result = pulled(&out);
     let progress = &result["progress"];
     assert!(
@@ -435,17 +423,7 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         "{memory:?}"
     );
     // Pulling it again fetches nothing.
-    let out = edgellm(
-        &device,
-        &[
-            "model",
-            "pull",
-            &v1,
-            "--trusted-key",
-            trusted.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let out = pull_trusting(&device, &v1, &trusted);
     assert_eq!(pulled(&out)["progress"]["fetched_bytes"], 0);
 
     // A fine-tune that changed part of one tensor: the registry and the device receive only the
@@ -485,17 +463,7 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         uploaded < 2_000_000,
         "a 200 KB change uploaded {uploaded} bytes"
     );
-    let out = edgellm(
-        &device,
-        &[
-            "model",
-            "pull",
-            &v2,
-            "--trusted-key",
-            trusted.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let out = pull_trusting(&device, &v2, &trusted);
     let result = pulled(&out);
     let fetched = result["progress"]["fetched_bytes"].as_u64().unwrap();
     assert!(
@@ -591,7 +559,11 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
     // two rates are measured at different moments of that load.
     let lenient = w("lenient.toml");
     std::fs::write(&lenient, "[activation]\nmin_decode_ratio = 0.1\n").unwrap();
-    let serve = Serve::start(&device, data.path(), Some(&lenient));
+    let serve = Serve::start(
+        &device,
+        data.path(),
+        &["--config", lenient.to_str().unwrap()],
+    );
     assert_eq!(serve.model_path(), path.to_str().unwrap());
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -652,7 +624,11 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         "[activation]\ngolden = [{ prompt = \"The capital of France is\", contains = \"no model says this 7f3a\" }]\n",
     )
     .unwrap();
-    let serve = Serve::start(&device, data.path(), Some(&config));
+    let serve = Serve::start(
+        &device,
+        data.path(),
+        &["--config", config.to_str().unwrap()],
+    );
     let out = edgellm(&device, &["model", "activate", &v1_file]);
     assert!(
         out.status.success(),

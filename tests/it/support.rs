@@ -7,6 +7,21 @@ use edgellm::engine::{
     Engine, EngineConfig, Event, GenerateRequest, SamplingParams, Summary, TokenEvent,
 };
 
+/// The HTTP router of a gateway with the default configuration whose model never loads: requests
+/// are checked before any engine or tier is asked.
+pub fn app_without_model() -> axum::Router {
+    use edgellm::config::{RawConfig, ServeConfig};
+    let config = std::sync::Arc::new(ServeConfig::from_raw(RawConfig::default()).unwrap());
+    let gateway = edgellm::gateway::Gateway::new(
+        config,
+        std::sync::Arc::new(edgellm::engine::EngineSlot::default()),
+        None,
+        std::sync::Arc::new(edgellm::metrics::Metrics::default()),
+    )
+    .unwrap();
+    edgellm::api::app(std::sync::Arc::new(gateway))
+}
+
 /// An HTTP client for the tests' servers: rustls installed, two minutes per request.
 pub fn http_client() -> reqwest::Client {
     edgellm::upstream::install_crypto_provider();

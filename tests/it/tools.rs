@@ -3,15 +3,10 @@
 //! tiers (the stand-in upstream) answering with valid and invalid calls in both wire formats.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use edgellm::api::app;
-use edgellm::config::{RawConfig, ServeConfig};
-use edgellm::gateway::Gateway;
-use edgellm::metrics::Metrics;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -294,17 +289,7 @@ async fn local_multi_turn_with_tool_results_in_the_history() {
 
 /// The router with a model that never loads: requests are checked before any tier is asked.
 async fn in_process(path: &str, body: Value) -> (u16, Value) {
-    let config = Arc::new(ServeConfig::from_raw(RawConfig::default()).unwrap());
-    let metrics = Arc::new(Metrics::default());
-    let router = app(Arc::new(
-        Gateway::new(
-            config,
-            Arc::new(edgellm::engine::EngineSlot::default()),
-            None,
-            metrics,
-        )
-        .unwrap(),
-    ));
+    let router = crate::support::app_without_model();
     let request = Request::post(path)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
