@@ -339,13 +339,26 @@ async fn follow_slots(
     let mut refused: Option<std::path::PathBuf> = None;
     // The rate the last activated model showed in its gate; until one is, the booted model's.
     let mut activated_rate: Option<f64> = None;
+    let mut unreadable = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SLOTS_POLL) => {}
             _ = stop.changed() => return,
         }
-        let Ok(Some(state)) = slots::load(&home) else {
-            continue;
+        let state = match slots::load(&home) {
+            Ok(Some(state)) => {
+                unreadable = false;
+                state
+            }
+            Ok(None) => continue,
+            Err(error) => {
+                // Keep serving; say so once, not every poll.
+                if !unreadable {
+                    tracing::error!(%error, "the slots file is unreadable: no activation until it is fixed");
+                }
+                unreadable = true;
+                continue;
+            }
         };
         let target = state.active.path;
         if target == serving || refused.as_ref() == Some(&target) || !cell.is_loaded() {

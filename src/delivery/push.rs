@@ -50,6 +50,11 @@ pub async fn push(
             "a push needs at least one signing key".into(),
         ));
     }
+    if let Some(bad) = options.bases.iter().find(|t| !super::registry::is_tag(t)) {
+        return Err(DeliveryError::Reference(format!(
+            "--base {bad:?}: a tag is letters, digits, '.', '_' and '-', at most 128"
+        )));
+    }
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
@@ -290,4 +295,33 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_tag_that_is_not_a_tag_is_refused_before_anything_is_read_or_sent() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let keys = [SigningKey::from_bytes(&[1; 32])];
+        for bad in ["../v1", "v1/manifests", "v1?x=1", "", &"a".repeat(129)] {
+            let bases = [bad.to_string()];
+            let options = PushOptions {
+                keys: &keys,
+                valid_days: 1,
+                bases: &bases,
+            };
+            // Port 9 on loopback: nothing listens there, and nothing must be asked.
+            let reference = Reference::parse("127.0.0.1:9/fleet/model:v2", false).unwrap();
+            let error = runtime
+                .block_on(push(Path::new("/no/such/model.gguf"), reference, options))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("--base"), "{bad:?}: {error}");
+        }
+    }
 }

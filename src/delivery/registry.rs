@@ -11,6 +11,16 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// The largest manifest edgellm reads or writes (distribution refuses more than 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
+/// Whether `tag` is a tag edgellm accepts: letters, digits, '.', '_' and '-', at most 128 (a tag
+/// becomes part of a registry URL).
+pub fn is_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// `HOST[:PORT]/NAME[:TAG]`; plain HTTP for loopback hosts or when asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
@@ -47,12 +57,7 @@ impl Reference {
                 "a repository name is lowercase letters, digits, '.', '_', '-' and '/'",
             ));
         }
-        let tag_ok = !tag.is_empty()
-            && tag.len() <= 128
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !tag_ok {
+        if !is_tag(tag) {
             return Err(bad(
                 "a tag is letters, digits, '.', '_' and '-', at most 128",
             ));
