@@ -81,6 +81,9 @@ pub struct RawConfig {
     /// to it (docs/delivery.md).
     #[serde(default)]
     pub activation: crate::delivery::gate::GateConfig,
+    /// `[delivery]`: the links model pulls may use, the daily download budget.
+    #[serde(default)]
+    pub delivery: crate::delivery::policy::DeliveryPolicy,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,7 +15,9 @@
 //! settled. Boots are told apart by a row in the `boot` table; one process at a time owns the
 //! file (an exclusive lock on `<file>.lock`), so a live process's reservations are never taken
 //! for a dead one's. [`Ledger::open_reader`] (for `edgellm usage`) takes no lock and changes
-//! nothing.
+//! nothing. [`Ledger::open_appender`] (for `edgellm model`, which runs beside a server) takes no
+//! lock either and only appends: audit rows and the download budget's rows
+//! (`ledger/download.rs`), never reservations.
 //!
 //! **Durability.** In WAL mode every commit is written to the WAL before it returns, so a
 //! settlement that returned survives a crash of the process (kill -9, OOM) with the default
@@ -37,6 +39,8 @@
 // mounted elsewhere with `#[path]` (where a plain `mod audit;` would look beside this file).
 #[path = "ledger/audit.rs"]
 mod audit;
+#[path = "ledger/download.rs"]
+mod download;
 #[path = "ledger/open.rs"]
 mod open;
 #[path = "ledger/schema.rs"]
@@ -78,8 +82,10 @@ pub struct Ledger {
     _checkpointer: Option<std::sync::mpsc::Sender<()>>,
     /// Shared with the writer thread; everything else locks it for one call.
     conn: Arc<Mutex<Connection>>,
-    /// This process's boot id; `None` for a reader, which refuses to write.
+    /// This process's boot id; `None` for a reader, which refuses to write, and an appender.
     boot: Option<i64>,
+    /// Opened by [`Ledger::open_appender`]: audit and download rows only.
+    appends: bool,
     options: LedgerOptions,
     /// Held for the ledger's life: one owning process per file.
     _owner_lock: Option<File>,
@@ -165,6 +171,7 @@ pub struct Purged {
     pub audit: usize,
     pub reservations: usize,
     pub prompt_log: usize,
+    pub downloads: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +200,16 @@ pub enum LedgerError {
     UnknownReservation { id: i64 },
     #[error("ledger was opened read-only")]
     ReadOnly,
+    #[error(
+        "the daily download budget is spent: {used} of {cap} bytes fetched on {day}, and this \
+         pull needs {needed} more (delivery.daily_download_bytes)"
+    )]
+    DownloadBudget {
+        day: Date,
+        used: u64,
+        needed: u64,
+        cap: u64,
+    },
     /// The transaction holding this write failed as a whole; nothing of it is in the file.
     #[error("ledger commit failed: {0}")]
     Commit(String),
@@ -300,6 +317,7 @@ impl Ledger {
             _checkpointer: Some(checkpointer),
             conn,
             boot: Some(boot),
+            appends: true,
             options,
             _owner_lock: Some(owner_lock),
         };
@@ -331,6 +349,30 @@ impl Ledger {
             _checkpointer: None,
             conn: Arc::new(Mutex::new(conn)),
             boot: None,
+            appends: false,
+            options,
+            _owner_lock: None,
+        })
+    }
+
+    /// Opens (creating if needed) the ledger at `path` to append audit and download rows
+    /// while a server may own it: no owner lock, no boot, no reservations. SQLite's locking
+    /// (WAL, the busy timeout) orders its writes with the owner's.
+    pub fn open_appender(path: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| LedgerError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut conn = open::connect(path, OpenFlags::default(), options.full_sync)?;
+        schema::migrate(&mut conn)?;
+        Ok(Ledger {
+            writer: None,
+            _checkpointer: None,
+            conn: Arc::new(Mutex::new(conn)),
+            boot: None,
+            appends: true,
             options,
             _owner_lock: None,
         })
@@ -466,6 +508,7 @@ impl Ledger {
                 "DELETE FROM prompt_log WHERE time_ms < ?1",
                 params![prompt_cutoff.as_millisecond()],
             )?,
+            downloads: tx.execute("DELETE FROM download WHERE day < ?1", params![day_cutoff])?,
         };
         tx.commit()?;
         Ok(purged)
@@ -483,6 +526,15 @@ impl Ledger {
 
     fn writable(&self) -> Result<i64, LedgerError> {
         self.boot.ok_or(LedgerError::ReadOnly)
+    }
+
+    /// Whether this handle may append audit and download rows (the owner or an appender).
+    fn appendable(&self) -> Result<(), LedgerError> {
+        if self.appends {
+            Ok(())
+        } else {
+            Err(LedgerError::ReadOnly)
+        }
     }
 }
 

@@ -209,8 +209,9 @@ fn parse_hex(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 16).ok()
 }
 
+/// Fake `/proc` and `/sys` trees for tests here and of the gates that read them.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fake {
     use super::*;
     use std::fs;
     use std::path::PathBuf;
@@ -218,27 +219,27 @@ mod tests {
     const ROUTE_HEADER: &str =
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
 
-    fn route_line(iface: &str, destination: &str, flags: &str, metric: u32) -> String {
+    pub(crate) fn route_line(iface: &str, destination: &str, flags: &str, metric: u32) -> String {
         format!("{iface}\t{destination}\t0102A8C0\t{flags}\t0\t0\t{metric}\t00000000\t0\t0\t0\n")
     }
 
-    struct Tree {
+    pub(crate) struct Tree {
         dir: tempfile::TempDir,
     }
 
     impl Tree {
-        fn new() -> Tree {
+        pub(crate) fn new() -> Tree {
             Tree {
                 dir: tempfile::tempdir().expect("tempdir"),
             }
         }
-        fn proc_root(&self) -> PathBuf {
+        pub(crate) fn proc_root(&self) -> PathBuf {
             self.dir.path().join("proc")
         }
-        fn sys_root(&self) -> PathBuf {
+        pub(crate) fn sys_root(&self) -> PathBuf {
             self.dir.path().join("sys")
         }
-        fn routes(&self, lines: &[String]) -> &Self {
+        pub(crate) fn routes(&self, lines: &[String]) -> &Self {
             let net = self.proc_root().join("net");
             fs::create_dir_all(&net).expect("mkdir");
             fs::write(
@@ -248,14 +249,14 @@ mod tests {
             .expect("write");
             self
         }
-        fn ipv6_routes(&self, text: &str) -> &Self {
+        pub(crate) fn ipv6_routes(&self, text: &str) -> &Self {
             let net = self.proc_root().join("net");
             fs::create_dir_all(&net).expect("mkdir");
             fs::write(net.join("ipv6_route"), text).expect("write");
             self
         }
         /// `files`: (relative path, content); a content of `None` makes a directory.
-        fn iface(&self, name: &str, files: &[(&str, Option<&str>)]) -> &Self {
+        pub(crate) fn iface(&self, name: &str, files: &[(&str, Option<&str>)]) -> &Self {
             let dir = self.sys_root().join("class/net").join(name);
             fs::create_dir_all(&dir).expect("mkdir");
             for (path, content) in files {
@@ -266,10 +267,16 @@ mod tests {
             }
             self
         }
-        fn read(&self) -> NetState {
+        pub(crate) fn read(&self) -> NetState {
             read(&self.proc_root(), &self.sys_root())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{Tree, route_line};
+    use super::*;
 
     fn iface(name: &str, kind: InterfaceKind, up: bool) -> Option<Interface> {
         Some(Interface {

@@ -217,6 +217,19 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             "the active model failed to load {} starts in a row: rolled back",
             crate::delivery::slots::MAX_FAILED_BOOTS
         );
+        let mut record = crate::delivery::policy::audit_record(
+            "auto_rollback",
+            &model
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            None,
+            crate::ledger::Outcome::Ok,
+        );
+        record.detail = Some(format!(
+            "failed_boots={}",
+            crate::delivery::slots::MAX_FAILED_BOOTS
+        ));
+        audit(&config, record).await;
         engine_config.model_path = model;
     }
     let booted_model = engine_config.model_path.clone();
@@ -374,6 +387,19 @@ async fn follow_slots(
         .await
         .map_err(|e| anyhow::anyhow!("the activation panicked: {e}"))
         .and_then(|r| r);
+        let mut record = crate::delivery::policy::audit_record(
+            "activate",
+            &target
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            None,
+            match &switched {
+                Ok(_) => crate::ledger::Outcome::Ok,
+                Err(_) => crate::ledger::Outcome::Error("health_gate".into()),
+            },
+        );
+        record.detail = Some("serve".into());
+        audit(&config, record).await;
         match switched {
             Ok(new_rate) => {
                 activated_rate = Some(new_rate);
@@ -405,6 +431,17 @@ async fn follow_slots(
             }
         }
     }
+}
+
+/// Appends a delivery step's audit row to the ledger in the data directory (a failure is
+/// logged: serving goes on).
+async fn audit(config: &ServeConfig, record: crate::ledger::AuditRecord) {
+    let dir = config.data_dir.clone();
+    let options = crate::ledger::LedgerOptions::from_budget(&config.egress.budget);
+    let _ = tokio::task::spawn_blocking(move || {
+        crate::delivery::policy::record_in(&dir, options, &record)
+    })
+    .await;
 }
 
 /// Loads `model` beside the running engine, gates it, and puts it in `cell`.

@@ -9,15 +9,43 @@ use jiff::Timestamp;
 use crate::guard::budget::{Budget, Totals};
 use crate::ledger::{DayUsage, Ledger, LedgerOptions};
 
-/// Where the ledger is and which caps apply: the same sources `serve` uses.
+/// The server's config file and data directory: the same sources `serve` uses.
 #[derive(Debug, Clone, clap::Args)]
-pub struct LedgerArgs {
+pub struct ConfigArgs {
     /// The server's config file (for the caps, time zone and data directory)
     #[arg(long, env = "EDGELLM_CONFIG")]
     pub config: Option<PathBuf>,
     /// The data directory holding ledger.sqlite3 [default: the config's, else $EDGELLM_HOME]
     #[arg(long, env = "EDGELLM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The config file as written (an empty one when none is given), its `[budget]` checked,
+    /// and the data directory.
+    pub fn load(&self) -> anyhow::Result<(crate::config::RawConfig, Budget, PathBuf)> {
+        let raw = match &self.config {
+            Some(path) => crate::config::RawConfig::from_file(path)?,
+            None => crate::config::RawConfig::default(),
+        };
+        let budget = raw
+            .budget
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[budget]: {e}"))?;
+        let dir = self
+            .data_dir
+            .clone()
+            .or_else(|| raw.server.data_dir.clone())
+            .unwrap_or_else(crate::paths::home);
+        Ok((raw, budget, dir))
+    }
+}
+
+/// Where the ledger is and which caps apply.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LedgerArgs {
+    #[command(flatten)]
+    pub source: ConfigArgs,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -48,19 +76,12 @@ pub struct AuditArgs {
 }
 
 fn open(args: &LedgerArgs) -> anyhow::Result<(Ledger, Budget)> {
-    let raw = match &args.config {
-        Some(path) => crate::config::RawConfig::from_file(path)?,
-        None => crate::config::RawConfig::default(),
-    };
-    let budget = raw
-        .budget
-        .validate()
-        .map_err(|e| anyhow::anyhow!("[budget]: {e}"))?;
-    let dir = args
-        .data_dir
-        .clone()
-        .or(raw.server.data_dir)
-        .unwrap_or_else(crate::paths::home);
+    open_with(args).map(|(ledger, budget, _)| (ledger, budget))
+}
+
+/// The ledger, the caps, and the daily download cap (`[delivery]`).
+fn open_with(args: &LedgerArgs) -> anyhow::Result<(Ledger, Budget, Option<u64>)> {
+    let (raw, budget, dir) = args.source.load()?;
     let path = dir.join(crate::ledger::FILE_NAME);
     if !path.exists() {
         bail!(
@@ -70,17 +91,26 @@ fn open(args: &LedgerArgs) -> anyhow::Result<(Ledger, Budget)> {
     }
     let ledger = Ledger::open_reader(&path, LedgerOptions::from_budget(&budget))
         .with_context(|| format!("cannot read the ledger {}", path.display()))?;
-    Ok((ledger, budget))
+    Ok((ledger, budget, raw.delivery.daily_download_bytes))
 }
 
 pub fn usage(args: &UsageArgs) -> anyhow::Result<()> {
-    let (ledger, budget) = open(&args.ledger)?;
+    let (ledger, budget, download_cap) = open_with(&args.ledger)?;
     let day = args.day.unwrap_or_else(|| ledger.day_of(Timestamp::now()));
     let usage = ledger.usage(day, &budget.caps)?;
+    let downloaded = ledger.downloaded(day)?;
     if args.ledger.json {
-        println!("{}", serde_json::to_string_pretty(&usage)?);
+        let mut answer = serde_json::to_value(&usage)?;
+        answer["model_downloads"] = serde_json::json!({"bytes": downloaded, "cap": download_cap});
+        println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         print!("{}", render_usage(&usage, &budget));
+        println!(
+            "model downloads: {downloaded} bytes{}",
+            download_cap.map_or_else(String::new, |cap| format!(
+                " of {cap} (delivery.daily_download_bytes)"
+            ))
+        );
     }
     Ok(())
 }

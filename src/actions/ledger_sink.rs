@@ -106,6 +106,7 @@ pub fn audit_row(record: &AuditRecord, known: &BTreeSet<String>) -> AuditRow {
             .map_or_else(|| "call".to_string(), |t| format!("task:{t}")),
         redactions: Default::default(),
         bytes_sent: if ran { record.argument_bytes as u64 } else { 0 },
+        bytes_received: 0,
         tokens_sent: 0,
         tokens_received: 0,
         cost_micros: 0,

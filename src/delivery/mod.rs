@@ -11,6 +11,8 @@
 //! - `registry.rs`: the OCI distribution API over HTTP (references, blobs, manifests)
 //! - `slots.rs`: the active and previous model, the boot counter
 //! - `gate.rs`: the health gate a model passes before it becomes active
+//! - `policy.rs`: `[delivery]` (the links a pull may use, the daily download budget) and the
+//!   audit rows of every step
 //! - `durable.rs`: small files written so that a power cut leaves the old or the new one
 //! - `push.rs`, `pull.rs`: the two commands
 
@@ -18,6 +20,7 @@ pub mod chunk;
 pub mod durable;
 pub mod gate;
 pub mod manifest;
+pub mod policy;
 pub mod pull;
 pub mod push;
 pub mod registry;
@@ -43,6 +46,28 @@ pub enum DeliveryError {
     },
     #[error("{0}")]
     Model(String),
+    /// The download budget refused the pull, or its rows could not be written.
+    #[error("{0}; nothing downloaded")]
+    Ledger(crate::ledger::LedgerError),
+}
+
+impl DeliveryError {
+    /// A short class for the audit log's outcome (`error:<class>` or `blocked:<class>`).
+    pub fn class(&self) -> &'static str {
+        match self {
+            DeliveryError::Reference(_) => "reference",
+            DeliveryError::Registry { .. } => "registry",
+            DeliveryError::Manifest(_) => "manifest",
+            DeliveryError::Key(_) => "key",
+            DeliveryError::Chunk { .. } => "chunk",
+            DeliveryError::Io { .. } => "io",
+            DeliveryError::Model(_) => "model",
+            DeliveryError::Ledger(crate::ledger::LedgerError::DownloadBudget { .. }) => {
+                "download_budget"
+            }
+            DeliveryError::Ledger(_) => "ledger",
+        }
+    }
 }
 
 pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DeliveryError {

@@ -43,6 +43,13 @@ pub struct PullOptions<'a> {
     pub ram_total: Option<u64>,
     /// Called as chunks arrive with the progress so far.
     pub progress: &'a mut (dyn FnMut(&Progress) + Send),
+    /// Where the bytes fetched are counted (the ledger's download rows) and the daily cap.
+    pub budget: Option<DownloadBudget<'a>>,
+}
+
+pub struct DownloadBudget<'a> {
+    pub ledger: &'a crate::ledger::Ledger,
+    pub daily_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,26 +149,60 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
     };
     (options.progress)(&progress);
 
+    // Admitted by the download budget before the first chunk is asked for.
+    let ranges = ranges(&body, &missing);
+    let needed: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+    let grant = match &options.budget {
+        Some(budget) if needed > 0 => Some(
+            budget
+                .ledger
+                .reserve_download(
+                    &body.sha256,
+                    needed,
+                    budget.daily_bytes,
+                    jiff::Timestamp::now(),
+                )
+                .map_err(DeliveryError::Ledger)?,
+        ),
+        _ => None,
+    };
+    let count = |fetched: u64, done: bool| {
+        if let (Some(budget), Some(grant)) = (&options.budget, grant)
+            && let Err(error) = budget.ledger.download_fetched(grant, fetched, done)
+        {
+            // The row still counts what was reserved, which is never less.
+            tracing::warn!(%error, "cannot record the bytes fetched");
+        }
+    };
+
     let file = Arc::new(file);
     let pacer = std::sync::Mutex::new(Pacer::new(options.rate_limit));
-    {
+    let fetched = {
         let (registry, body, file, partial, pacer) = (&registry, &body, &file, &partial, &pacer);
-        let fetches =
-            futures::stream::iter(ranges(body, &missing).into_iter().map(|range| async move {
-                fetch_range(registry, body, &range, file, partial, pacer).await?;
-                Ok::<_, DeliveryError>(range)
-            }))
-            .buffer_unordered(PARALLEL_FETCHES);
+        let fetches = futures::stream::iter(ranges.into_iter().map(|range| async move {
+            fetch_range(registry, body, &range, file, partial, pacer).await?;
+            Ok::<_, DeliveryError>(range)
+        }))
+        .buffer_unordered(PARALLEL_FETCHES);
         futures::pin_mut!(fetches);
-        while let Some(done) = fetches.next().await {
-            let range = done?;
-            start_writeback(file, &range);
-            progress.fetched_chunks += range.chunks.len();
-            progress.fetched_bytes += range.end - range.start;
-            progress.chunks_done += range.chunks.iter().map(|c| c.places.len()).sum::<usize>();
-            (options.progress)(&progress);
+        loop {
+            match fetches.next().await {
+                None => break Ok(()),
+                Some(Err(error)) => break Err(error),
+                Some(Ok(range)) => {
+                    start_writeback(file, &range);
+                    progress.fetched_chunks += range.chunks.len();
+                    progress.fetched_bytes += range.end - range.start;
+                    progress.chunks_done +=
+                        range.chunks.iter().map(|c| c.places.len()).sum::<usize>();
+                    count(progress.fetched_bytes, false);
+                    (options.progress)(&progress);
+                }
+            }
         }
-    }
+    };
+    count(progress.fetched_bytes, true);
+    fetched?;
 
     let record = super::slots::Record {
         reference: registry.reference().to_string(),
@@ -258,6 +299,18 @@ fn gather(
         .truncate(false)
         .open(partial)
         .map_err(io_error(partial))?;
+    // One pull of a model at a time (`gc` leaves a locked partial file alone, and the download
+    // budget closes a killed pull's row only when no other pull of the model runs).
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(DeliveryError::Model(format!(
+                "another pull of this model is running ({} is locked)",
+                partial.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_error(partial)(e)),
+    }
     file.set_len(body.size).map_err(io_error(partial))?;
 
     // Chunks of the other pulled models, by digest: (file, offset, size).

@@ -1,7 +1,8 @@
 //! The audit log and the local prompt log, both in the ledger's database.
 //!
-//! An [`AuditRecord`] describes one attempt to send something off the device (`kind = egress`)
-//! or to act on the outside world (`kind = action`): when, for which request, where to, why,
+//! An [`AuditRecord`] describes one attempt to send something off the device (`kind = egress`),
+//! to act on the outside world (`kind = action`) or to change the model the device runs
+//! (`kind = model`: a pull, an activation, a rollback, a gc; `crate::delivery`): when, for which request, where to, why,
 //! how much was redacted (counts per category), how many bytes and tokens went out and came
 //! back, what it cost and how it ended. It has no field for prompt text or for the values that
 //! were redacted, by design: the audit log can be exported and shared without leaking them.
@@ -32,6 +33,9 @@ pub struct AuditRecord {
     /// Redactions applied before sending, counted per category (`email`, `api_key`, ...).
     pub redactions: BTreeMap<String, u64>,
     pub bytes_sent: u64,
+    /// Bytes downloaded (a model pull's chunks); 0 where nothing is counted.
+    #[serde(default)]
+    pub bytes_received: u64,
     pub tokens_sent: u64,
     pub tokens_received: u64,
     pub cost_micros: u64,
@@ -56,6 +60,7 @@ pub struct AuditEntry {
 pub enum AuditKind {
     Egress,
     Action,
+    Model,
 }
 
 /// How an attempt ended. Stored and exported as `ok`, `error:<kind>` or `blocked:<reason>`.
@@ -93,14 +98,15 @@ impl AuditKind {
         match self {
             AuditKind::Egress => "egress",
             AuditKind::Action => "action",
+            AuditKind::Model => "model",
         }
     }
 
     fn parse(text: &str) -> AuditKind {
-        if text == "action" {
-            AuditKind::Action
-        } else {
-            AuditKind::Egress
+        match text {
+            "action" => AuditKind::Action,
+            "model" => AuditKind::Model,
+            _ => AuditKind::Egress,
         }
     }
 }
@@ -146,7 +152,7 @@ impl Serialize for Outcome {
 impl Ledger {
     /// Appends one audit row; returns its id.
     pub fn record_audit(&self, record: &AuditRecord) -> Result<i64, LedgerError> {
-        self.writable()?;
+        self.appendable()?;
         insert_audit(&lock(&self.conn), record)
     }
 
@@ -257,8 +263,9 @@ pub(super) fn insert_audit(conn: &Connection, record: &AuditRecord) -> Result<i6
         .transpose()?;
     conn.prepare_cached(
         "INSERT INTO audit (time_ms, kind, request_id, tier, model, reason, redactions,
-             bytes_sent, tokens_sent, tokens_received, cost_micros, outcome, detail, sources)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             bytes_sent, tokens_sent, tokens_received, cost_micros, outcome, detail, sources,
+             bytes_received)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         record.time.as_millisecond(),
@@ -275,6 +282,7 @@ pub(super) fn insert_audit(conn: &Connection, record: &AuditRecord) -> Result<i6
         record.outcome.to_string(),
         record.detail,
         sources,
+        to_sql_int(record.bytes_received),
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -286,16 +294,25 @@ fn audit_page(
     to_ms: i64,
     limit: usize,
 ) -> Result<Vec<AuditEntry>, LedgerError> {
-    // A reader may look at a file an older edgellm wrote (schema 2: no `sources` yet).
-    let has_sources: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = 'sources'",
-        [],
-        |row| row.get(0),
-    )?;
-    let sources = if has_sources > 0 { "sources" } else { "NULL" };
+    // A reader may look at a file an older edgellm wrote (schema 2: no `sources` yet; before 4:
+    // no `bytes_received`).
+    let column_or = |name: &str, absent: &'static str| -> Result<String, LedgerError> {
+        let found: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )?;
+        Ok(if found > 0 {
+            name.to_string()
+        } else {
+            absent.to_string()
+        })
+    };
+    let sources = column_or("sources", "NULL")?;
+    let received = column_or("bytes_received", "0")?;
     let mut statement = conn.prepare_cached(&format!(
         "SELECT id, time_ms, kind, request_id, tier, model, reason, redactions, bytes_sent,
-                tokens_sent, tokens_received, cost_micros, outcome, detail, {sources}
+                tokens_sent, tokens_received, cost_micros, outcome, detail, {sources}, {received}
          FROM audit
          WHERE (time_ms > ?1 OR (time_ms = ?1 AND id >= ?2)) AND time_ms < ?3
          ORDER BY time_ms, id LIMIT ?4"
@@ -328,6 +345,7 @@ fn audit_entry(row: &Row<'_>) -> Result<AuditEntry, LedgerError> {
             reason: row.get(6)?,
             redactions: serde_json::from_str(&redactions)?,
             bytes_sent: from_sql_int(row.get(8)?),
+            bytes_received: from_sql_int(row.get(15)?),
             tokens_sent: from_sql_int(row.get(9)?),
             tokens_received: from_sql_int(row.get(10)?),
             cost_micros: from_sql_int(row.get(11)?),

@@ -114,6 +114,7 @@ pub(super) fn start_boot(conn: &mut Connection, now: Timestamp) -> Result<i64, L
                 reason: "restart".to_string(),
                 redactions: std::collections::BTreeMap::new(),
                 bytes_sent: 0,
+                bytes_received: 0,
                 tokens_sent: 0,
                 tokens_received: 0,
                 cost_micros: super::from_sql_int(cost),

@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::LedgerError;
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1. Amounts are integers (tokens, micro-dollars); times are Unix milliseconds; `day`
 /// is the budget day (`YYYY-MM-DD` in the configured zone) fixed when the row was reserved.
@@ -107,6 +107,49 @@ INSERT INTO day_total (day, requests, input, output, cost)
 /// Where text added to a prompt came from (knowledge-pack chunk ids), per audit row.
 const V3: &str = "ALTER TABLE audit ADD COLUMN sources TEXT;";
 
+/// Model delivery (`crate::delivery`): audit rows of kind `model` (SQLite cannot change a CHECK
+/// constraint in place, so the audit table is copied into one that allows it) with the bytes
+/// received, and what each pull downloaded, for the daily download budget.
+const V4: &str = "
+CREATE TABLE audit_v4 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('egress', 'action', 'model')),
+    request_id TEXT NOT NULL,
+    tier TEXT,
+    model TEXT,
+    reason TEXT NOT NULL,
+    redactions TEXT NOT NULL,
+    bytes_sent INTEGER NOT NULL,
+    tokens_sent INTEGER NOT NULL,
+    tokens_received INTEGER NOT NULL,
+    cost_micros INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT,
+    sources TEXT,
+    bytes_received INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO audit_v4 (id, time_ms, kind, request_id, tier, model, reason, redactions, bytes_sent,
+        tokens_sent, tokens_received, cost_micros, outcome, detail, sources)
+    SELECT id, time_ms, kind, request_id, tier, model, reason, redactions, bytes_sent,
+        tokens_sent, tokens_received, cost_micros, outcome, detail, sources FROM audit;
+DROP TABLE audit;
+ALTER TABLE audit_v4 RENAME TO audit;
+CREATE INDEX audit_time ON audit(time_ms, id);
+CREATE TABLE download (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    day TEXT NOT NULL,
+    -- The model's sha256: one pull of a model runs at a time (it locks its partial file).
+    model TEXT NOT NULL,
+    reserved INTEGER NOT NULL,
+    fetched INTEGER NOT NULL DEFAULT 0,
+    -- 1 while the pull runs, or after it was killed until the next pull of the same model.
+    open INTEGER NOT NULL CHECK (open IN (0, 1)),
+    started_ms INTEGER NOT NULL
+);
+CREATE INDEX download_day ON download(day, model);
+";
+
 pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -127,6 +170,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     if found < 3 {
         tx.execute_batch(V3)?;
     }
+    if found < 4 {
+        tx.execute_batch(V4)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -135,4 +181,60 @@ pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
 /// The version stored in the file, for a reader that must not migrate.
 pub fn version(conn: &Connection) -> Result<i64, LedgerError> {
     Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_3_file_keeps_its_audit_rows_and_takes_model_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute_batch(V2).unwrap();
+        conn.execute_batch(V3).unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO audit (id, time_ms, kind, request_id, tier, model, reason, redactions,
+                 bytes_sent, tokens_sent, tokens_received, cost_micros, outcome, detail, sources)
+             VALUES (7, 1000, 'egress', 'r7', 'cloud', 'm', 'context', '{\"email\":1}', 10, 2, 3,
+                 4, 'ok', NULL, '[\"pack:a#1\"]')",
+            [],
+        )
+        .unwrap();
+        let model_row = "INSERT INTO audit (time_ms, kind, request_id, reason, redactions,
+                 bytes_sent, tokens_sent, tokens_received, cost_micros, outcome)
+             VALUES (2000, 'model', 'p', 'pull', '{}', 0, 0, 0, 0, 'ok')";
+        assert!(
+            conn.execute(model_row, []).is_err(),
+            "version 3 allows no model rows"
+        );
+
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        let kept: (i64, String, String, i64, i64) = conn
+            .query_row(
+                "SELECT id, redactions, sources, bytes_sent, bytes_received FROM audit",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            kept,
+            (7, "{\"email\":1}".into(), "[\"pack:a#1\"]".into(), 10, 0)
+        );
+        conn.execute(model_row, []).unwrap();
+        // Ids go on after the copied rows.
+        assert_eq!(conn.last_insert_rowid(), 8);
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        // Migrating again changes nothing.
+        migrate(&mut conn).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
 }

@@ -446,6 +446,7 @@ fn audit_record(time: &str, request_id: &str, outcome: Outcome) -> AuditRecord {
         reason: "low_confidence".into(),
         redactions: BTreeMap::from([("email".to_string(), 2), ("api_key".to_string(), 1)]),
         bytes_sent: 1234,
+        bytes_received: 0,
         tokens_sent: 300,
         tokens_received: 40,
         cost_micros: 77,
@@ -606,7 +607,8 @@ fn retention_purges_old_rows_but_keeps_counted_days() {
         Purged {
             audit: 1,
             reservations: 2,
-            prompt_log: 0
+            prompt_log: 0,
+            downloads: 0
         }
     );
     assert!(ledger.reservations(day).expect("rows").is_empty());

@@ -41,6 +41,7 @@ fn audit(id: &str) -> Write {
         reason: "default".into(),
         redactions: Default::default(),
         bytes_sent: 2,
+        bytes_received: 0,
         tokens_sent: 1,
         tokens_received: 9,
         cost_micros: 0,

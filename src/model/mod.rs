@@ -8,6 +8,7 @@ mod slots_cli;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
@@ -31,13 +32,16 @@ pub enum ModelCommand {
     List(ListArgs),
     /// Check a pulled model file against the sha256 its signed manifest gave
     Verify(SlotArgs),
-    /// Health-gate a pulled model (verify, load, decode), then make it the default model
+    /// Health-gate a pulled model (verify, load, decode, the [activation] golden prompts), then
+    /// make it the default model
     Activate(SlotArgs),
     /// Make the previous model active again (after checking its file)
-    Rollback,
+    Rollback(ConfigArgs),
     /// Delete pulled models that are neither active nor previous, and interrupted pulls' files
-    Gc,
+    Gc(ConfigArgs),
 }
+
+pub use crate::usage::ConfigArgs;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -50,6 +54,8 @@ pub struct ListArgs {
 pub struct SlotArgs {
     /// A pulled model: its file name in $EDGELLM_HOME/models, or a path [default: the active one]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +111,9 @@ pub struct PullArgs {
     /// Progress and the result as JSON lines
     #[arg(long)]
     pub json: bool,
+    /// `[delivery]` (links, daily download budget), `[network]`, `[budget]` and the ledger
+    #[command(flatten)]
+    pub device: ConfigArgs,
 }
 
 fn parse_rate(text: &str) -> Result<u64, String> {
@@ -151,9 +160,11 @@ pub fn run(args: &ModelArgs) -> anyhow::Result<()> {
         ModelCommand::Pull(pull) => delivery_pull(pull),
         ModelCommand::List(list) => slots_cli::list(list.json),
         ModelCommand::Verify(target) => slots_cli::verify(target.model.as_deref()),
-        ModelCommand::Activate(target) => slots_cli::activate(target.model.as_deref()),
-        ModelCommand::Rollback => slots_cli::rollback(),
-        ModelCommand::Gc => slots_cli::gc(),
+        ModelCommand::Activate(target) => {
+            slots_cli::activate(&Device::open(&target.device)?, target.model.as_deref())
+        }
+        ModelCommand::Rollback(device) => slots_cli::rollback(&Device::open(device)?),
+        ModelCommand::Gc(device) => slots_cli::gc(&Device::open(device)?),
         ModelCommand::Import(import) => {
             let done = import::import_bert(&import.dir, &import.output)?;
             if import.json {
@@ -172,6 +183,45 @@ pub fn run(args: &ModelArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// The device's settings and its ledger, opened before a step so that every step that changes
+/// the models leaves its audit row (`kind = model`).
+pub(crate) struct Device {
+    pub raw: crate::config::RawConfig,
+    pub ledger: crate::ledger::Ledger,
+}
+
+impl Device {
+    fn open(args: &ConfigArgs) -> anyhow::Result<Device> {
+        let (raw, budget, dir) = args.load()?;
+        let options = crate::ledger::LedgerOptions::from_budget(&budget);
+        let ledger = crate::delivery::policy::open_ledger(&dir, options)?;
+        Ok(Device { raw, ledger })
+    }
+
+    /// Writes `record` with `result`'s outcome (`error:<class>` when it failed), then returns
+    /// `result`; a step whose audit row cannot be written fails.
+    pub fn audit<T>(
+        &self,
+        mut record: crate::ledger::AuditRecord,
+        class: &'static str,
+        result: anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        if let Err(error) = &result {
+            record.outcome = match error.downcast_ref::<crate::delivery::DeliveryError>() {
+                Some(e) if e.class() == "download_budget" => {
+                    crate::ledger::Outcome::Blocked(e.class().into())
+                }
+                Some(e) => crate::ledger::Outcome::Error(e.class().into()),
+                None => crate::ledger::Outcome::Error(class.into()),
+            };
+        }
+        self.ledger
+            .record_audit(&record)
+            .context("cannot write the audit row")?;
+        result
     }
 }
 
@@ -213,7 +263,7 @@ fn delivery_push(args: &PushArgs) -> anyhow::Result<()> {
 }
 
 fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
-    use crate::delivery::{manifest, pull, registry::Reference};
+    use crate::delivery::{manifest, policy, pull, registry::Reference};
     use std::io::IsTerminal;
     let reference = Reference::parse(&args.reference, args.plain_http)?;
     if args.trusted_keys.is_empty() {
@@ -222,11 +272,28 @@ fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
         );
     }
     let trusted = manifest::load_trusted_keys(&args.trusted_keys)?;
+    let device = Device::open(&args.device)?;
+    let mut record = policy::audit_record(
+        "pull",
+        &reference.to_string(),
+        Some(&reference.host),
+        crate::ledger::Outcome::Ok,
+    );
+    // The links a pull may use, before anything is sent.
+    if let Err(refusal) = device.raw.delivery.check_network(&device.raw.network) {
+        record.outcome = crate::ledger::Outcome::Blocked(refusal.reason().into());
+        device.ledger.record_audit(&record)?;
+        anyhow::bail!(
+            "{refusal}: [delivery] does not allow pulls on this link; nothing downloaded"
+        );
+    }
     let home = crate::paths::home();
     let json = args.json;
     let terminal = std::io::stderr().is_terminal();
     let mut last_percent = u64::MAX;
+    let mut fetched = 0;
     let mut report = |p: &pull::Progress| {
+        fetched = p.fetched_bytes;
         if json {
             if let Ok(line) = serde_json::to_string(&serde_json::json!({"progress": p})) {
                 println!("{line}");
@@ -257,8 +324,19 @@ fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
             Some(crate::plan::probe::parse_meminfo(&meminfo).total).filter(|t| *t > 0)
         },
         progress: &mut report,
+        budget: Some(pull::DownloadBudget {
+            ledger: &device.ledger,
+            daily_bytes: device.raw.delivery.daily_download_bytes,
+        }),
     };
-    let pulled = runtime()?.block_on(pull::pull(reference, options))?;
+    let pulled = runtime()?
+        .block_on(pull::pull(reference, options))
+        .map_err(anyhow::Error::from);
+    record.bytes_received = fetched;
+    if let Ok(pulled) = &pulled {
+        record.detail = Some(format!("sha256:{}", pulled.sha256));
+    }
+    let pulled = device.audit(record, "pull", pulled)?;
     if json {
         println!(
             "{}",

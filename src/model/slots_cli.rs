@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::delivery::gate::DECODE_TOKENS as GATE_TOKENS;
+use super::Device;
+use crate::delivery::gate::{DECODE_TOKENS as GATE_TOKENS, GateConfig};
+use crate::delivery::policy::audit_record;
 use crate::delivery::slots::{self, Slots};
 use crate::engine::{Engine, EngineConfig};
+use crate::ledger::Outcome;
 
 fn resolve(home: &Path, model: Option<&Path>) -> anyhow::Result<PathBuf> {
     match model {
@@ -76,19 +79,46 @@ pub fn verify(model: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn activate(model: Option<&Path>) -> anyhow::Result<()> {
+/// The name an audit row gives a model file.
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+pub fn activate(device: &Device, model: Option<&Path>) -> anyhow::Result<()> {
     let home = crate::paths::home();
     let Some(model) = model else {
         bail!("name the pulled model to activate (edgellm model list)");
     };
     let path = resolve(&home, Some(model))?;
-    let sha = slots::verify(&path, None).context("refused before loading")?;
-    let rate =
-        health_gate(&path).context("the health gate failed; the active model is unchanged")?;
-    let state = slots::activate(&home, &path, sha)?;
+    let record = audit_record("activate", &file_name(&path), None, Outcome::Ok);
+    // Verified, gated, recorded in the slots: one audit row, naming the check that failed.
+    let activated = match slots::verify(&path, None) {
+        Err(e) => Err(("verify", anyhow::anyhow!("refused before loading: {e}"))),
+        Ok(sha) => match health_gate(&path, &device.raw.activation) {
+            Err(e) => Err((
+                "health_gate",
+                e.context("the health gate failed; the active model is unchanged"),
+            )),
+            Ok(rate) => slots::activate(&home, &path, sha)
+                .map(|state| (state, rate))
+                .map_err(|e| ("slots", e.into())),
+        },
+    };
+    let (class, activated) = match activated {
+        Ok(done) => ("", Ok(done)),
+        Err((class, error)) => (class, Err(error)),
+    };
+    let (state, rate) = device.audit(record, class, activated)?;
     println!(
-        "active: {} (health gate: loaded, decoded {GATE_TOKENS} tokens at {rate:.1} tokens/s){}",
+        "active: {} (health gate: loaded, decoded {GATE_TOKENS} tokens at {rate:.1} tokens/s{}){}",
         state.active.path.display(),
+        match device.raw.activation.golden.len() {
+            0 => String::new(),
+            n => format!(", {n} golden prompts answered"),
+        },
         state
             .previous
             .map(|p| format!("; previous: {}", p.path.display()))
@@ -97,24 +127,36 @@ pub fn activate(model: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the model through the engine and decodes a short greedy completion; returns the
-/// decode rate.
-fn health_gate(path: &Path) -> anyhow::Result<f64> {
+/// Loads the model through the engine, decodes a short greedy completion and answers the
+/// configured golden prompts; returns the decode rate.
+fn health_gate(path: &Path, gate: &GateConfig) -> anyhow::Result<f64> {
+    gate.validate()
+        .map_err(|e| anyhow::anyhow!("[activation]: {e}"))?;
     let mut config = EngineConfig::new(path.to_path_buf());
-    config.n_ctx = 512;
+    config.n_ctx = gate.context_needed();
     config.slots = 1;
     let engine = Engine::start(config)?;
-    crate::delivery::gate::decode_rate(&engine)
+    crate::delivery::gate::check(&engine, None, gate)
 }
 
-pub fn rollback() -> anyhow::Result<()> {
+pub fn rollback(device: &Device) -> anyhow::Result<()> {
     let home = crate::paths::home();
-    let state = slots::rollback(&home)?;
+    let previous = slots::load(&home)
+        .ok()
+        .flatten()
+        .and_then(|s| s.previous)
+        .map_or_else(|| "none".to_string(), |p| file_name(&p.path));
+    let record = audit_record("rollback", &previous, None, Outcome::Ok);
+    let state = device.audit(
+        record,
+        "rollback",
+        slots::rollback(&home).map_err(Into::into),
+    )?;
     println!("active: {} (rolled back)", state.active.path.display());
     Ok(())
 }
 
-pub fn gc() -> anyhow::Result<()> {
+pub fn gc(device: &Device) -> anyhow::Result<()> {
     let home = crate::paths::home();
     let Some(state) = slots::load(&home)? else {
         bail!("nothing is active yet: gc keeps every model until one is activated");
@@ -135,18 +177,31 @@ pub fn gc() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(slots::record_path(&path));
         models += 1;
     }
-    // What interrupted pulls left (a pull resumes from it; run gc when none is running).
+    // What interrupted pulls left (a pull resumes from it); a running pull holds a lock on its
+    // partial file, which stays.
     let mut partials = 0;
     if let Ok(entries) = std::fs::read_dir(home.join("models")) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.ends_with(".partial") {
+            if !(name.starts_with('.') && name.ends_with(".partial")) {
+                continue;
+            }
+            let idle = std::fs::File::open(entry.path()).is_ok_and(|f| f.try_lock().is_ok());
+            if idle {
                 freed += entry.metadata().map_or(0, |m| m.len());
                 let _ = std::fs::remove_file(entry.path());
                 partials += 1;
             }
         }
     }
+    let mut record = audit_record(
+        "gc",
+        &format!("{models} models, {partials} partial pulls"),
+        None,
+        Outcome::Ok,
+    );
+    record.detail = Some(format!("freed={freed}"));
+    device.audit(record, "gc", Ok(()))?;
     println!("removed {models} models and {partials} partial pulls, {freed} bytes");
     Ok(())
 }

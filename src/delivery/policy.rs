@@ -1,0 +1,197 @@
+//! `[delivery]`: which links a model pull may use and how many bytes a day it may fetch, and
+//! the audit rows every delivery step leaves in the ledger (`kind = model`).
+//!
+//! The network gate judges the interface that carries the default route, read as the egress
+//! guard reads it (`crate::netstate`, the `[network]` section's roots and metered interfaces).
+//! A pull is refused when that link is of a kind not allowed (cellular and tunnels are not by
+//! default), not in `allowed_interfaces`, or metered while `allow_metered` is off. A device with
+//! no default route is not refused: whatever registry it reaches is on its own network, and a
+//! registry it cannot reach fails the pull by itself.
+
+use serde::Deserialize;
+
+use crate::guard::network::{self, InterfaceKind, NetworkPolicy, Refusal};
+use crate::ledger::{AuditKind, AuditRecord, Ledger, LedgerOptions, Outcome};
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryPolicy {
+    /// Kinds of link the default route may be on while a pull runs (default: ethernet, wifi).
+    pub allowed_kinds: Vec<InterfaceKind>,
+    /// Interface names the default route may use; empty means any.
+    pub allowed_interfaces: Vec<String>,
+    /// Pull over a metered link (every cellular one, and `network.metered_interfaces`).
+    pub allow_metered: bool,
+    /// Bytes pulls may fetch per budget day (the `[budget]` time zone); none: no cap.
+    pub daily_download_bytes: Option<u64>,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            allowed_kinds: vec![InterfaceKind::Ethernet, InterfaceKind::Wifi],
+            allowed_interfaces: Vec::new(),
+            allow_metered: false,
+            daily_download_bytes: None,
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// Whether a pull may start on the network as `network`'s roots show it now.
+    pub fn check_network(&self, network: &NetworkPolicy) -> Result<(), Refusal> {
+        let gate = NetworkPolicy {
+            opt_in: true,
+            allowed_interfaces: self.allowed_interfaces.clone(),
+            allowed_kinds: self.allowed_kinds.clone(),
+            deny_metered: !self.allow_metered,
+            metered_interfaces: network.metered_interfaces.clone(),
+            sys_root: network.sys_root.clone(),
+            proc_root: network.proc_root.clone(),
+        };
+        let state = crate::netstate::read(&gate.proc_root, &gate.sys_root);
+        match network::check_network(&gate, &state) {
+            Err(Refusal::Offline) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// One delivery step for the audit log: `step` is `pull`, `activate`, `rollback`,
+/// `auto_rollback` or `gc`; `model` the reference or file it concerns; `source` the registry a
+/// pull reads.
+pub fn audit_record(
+    step: &str,
+    model: &str,
+    source: Option<&str>,
+    outcome: Outcome,
+) -> AuditRecord {
+    AuditRecord {
+        time: jiff::Timestamp::now(),
+        kind: AuditKind::Model,
+        request_id: format!("model-{}", uuid::Uuid::new_v4().simple()),
+        tier: source.map(str::to_string),
+        model: Some(model.to_string()),
+        reason: step.to_string(),
+        redactions: Default::default(),
+        bytes_sent: 0,
+        bytes_received: 0,
+        tokens_sent: 0,
+        tokens_received: 0,
+        cost_micros: 0,
+        outcome,
+        detail: None,
+        sources: Vec::new(),
+    }
+}
+
+/// The ledger in `data_dir`, opened to append delivery rows beside a server that may own it.
+pub fn open_ledger(data_dir: &std::path::Path, options: LedgerOptions) -> anyhow::Result<Ledger> {
+    let path = data_dir.join(crate::ledger::FILE_NAME);
+    Ledger::open_appender(&path, options).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the ledger {} for the audit log and the download budget: {e}",
+            path.display()
+        )
+    })
+}
+
+/// Appends `record` to the ledger in `data_dir` (for `serve`, whose steps must not stop on
+/// the audit log: a failure is logged).
+pub fn record_in(data_dir: &std::path::Path, options: LedgerOptions, record: &AuditRecord) {
+    let written = open_ledger(data_dir, options).and_then(|l| Ok(l.record_audit(record)?));
+    if let Err(error) = written {
+        tracing::warn!(error = format!("{error:#}"), step = %record.reason, "cannot write the audit row");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pulls_use_wired_and_wifi_links_unless_told_otherwise() {
+        use crate::netstate::fake::{Tree, route_line};
+        let trees = std::cell::RefCell::new(Vec::new());
+        // The default route on `iface` (up), with these sysfs files; `metered` names metered
+        // interfaces in [network].
+        let network = |iface: Option<&str>, files: &[(&str, Option<&str>)], metered: &[&str]| {
+            let tree = Tree::new();
+            let routes: Vec<String> = iface
+                .map(|name| route_line(name, "00000000", "0003", 0))
+                .into_iter()
+                .collect();
+            tree.routes(&routes);
+            if let Some(name) = iface {
+                tree.iface(name, files);
+            }
+            let policy = NetworkPolicy {
+                metered_interfaces: metered.iter().map(|s| s.to_string()).collect(),
+                sys_root: tree.sys_root(),
+                proc_root: tree.proc_root(),
+                ..NetworkPolicy::default()
+            };
+            trees.borrow_mut().push(tree);
+            policy
+        };
+        let wired: &[(&str, Option<&str>)] = &[("operstate", Some("up\n")), ("type", Some("1\n"))];
+        let wifi: &[(&str, Option<&str>)] = &[
+            ("operstate", Some("up\n")),
+            ("type", Some("1\n")),
+            ("wireless", None),
+        ];
+        let modem: &[(&str, Option<&str>)] =
+            &[("operstate", Some("up\n")), ("type", Some("519\n"))];
+
+        let default = DeliveryPolicy::default();
+        assert_eq!(
+            default.check_network(&network(Some("eth0"), wired, &[])),
+            Ok(())
+        );
+        assert_eq!(
+            default.check_network(&network(Some("wlan0"), wifi, &[])),
+            Ok(())
+        );
+        // No default route: a registry on the device's own network is still reachable.
+        assert_eq!(default.check_network(&network(None, wired, &[])), Ok(()));
+        let cellular = network(Some("wwan0"), modem, &[]);
+        assert_eq!(
+            default.check_network(&cellular).unwrap_err().reason(),
+            "network_kind"
+        );
+        let with_cellular = DeliveryPolicy {
+            allowed_kinds: vec![InterfaceKind::Ethernet, InterfaceKind::Cellular],
+            ..DeliveryPolicy::default()
+        };
+        assert_eq!(
+            with_cellular.check_network(&cellular).unwrap_err().reason(),
+            "metered"
+        );
+        let metered_ok = DeliveryPolicy {
+            allow_metered: true,
+            ..with_cellular.clone()
+        };
+        assert_eq!(metered_ok.check_network(&cellular), Ok(()));
+        // A tethered phone that looks like ethernet, named metered in [network].
+        let usb = network(Some("usb0"), wired, &["usb0"]);
+        assert_eq!(default.check_network(&usb).unwrap_err().reason(), "metered");
+        let only_eth1 = DeliveryPolicy {
+            allowed_interfaces: vec!["eth1".into()],
+            ..DeliveryPolicy::default()
+        };
+        assert_eq!(
+            only_eth1
+                .check_network(&network(Some("eth0"), wired, &[]))
+                .unwrap_err()
+                .reason(),
+            "interface"
+        );
+        let parsed: DeliveryPolicy = toml::from_str(
+            "allowed_kinds = [\"ethernet\", \"cellular\"]\nallow_metered = true\ndaily_download_bytes = 1_000_000",
+        )
+        .unwrap();
+        assert_eq!(parsed.daily_download_bytes, Some(1_000_000));
+        assert!(toml::from_str::<DeliveryPolicy>("allowed_kinds = [\"satellite\"]").is_err());
+        assert!(toml::from_str::<DeliveryPolicy>("daily_download_bytes = -1").is_err());
+    }
+}
