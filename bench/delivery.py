@@ -108,6 +108,33 @@ for _ in range(ROUNDS):
 ratios = sorted(p / q for p, q in zip(plain, pulls))
 checked_ratios = sorted(p / q for p, q in zip(checked, pulls))
 
+
+def shaped(mbit):
+    """The registry's answers capped at `mbit` Mbit/s (HTB on lo, only packets from the registry's
+    port), as a device's WAN link would carry them; the qdisc is removed on the way out."""
+    def tc(*args, check=True):
+        subprocess.run(["tc", *args], check=check, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tc("qdisc", "del", "dev", "lo", "root", check=False)
+    tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10")
+    tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:10", "htb", "rate", "100gbit")
+    tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:20", "htb", "rate", f"{mbit}mbit", "burst", "1mb")
+    tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "u32", "match", "ip", "sport", str(port), "0xffff", "flowid", "1:20")
+    return lambda: tc("qdisc", "del", "dev", "lo", "root", check=False)
+
+
+LINK_MBIT = [int(m) for m in os.environ.get("LINK_MBIT", "").split(",") if m]
+links = []
+for mbit in LINK_MBIT:
+    unshape = shaped(mbit)
+    try:
+        lp, lc, lq = [], [], []
+        for _ in range(3):
+            lp.append(plain_download()); lc.append(plain_download(verify=True)); lq.append(pull_fresh())
+    finally:
+        unshape()
+    links.append((mbit, statistics.median(lp), statistics.median(lc), statistics.median(lq),
+                  sorted(p / q for p, q in zip(lp, lq))))
+
 # Kills at random moments. A pull that finished before its kill is checked and removed, so
 # that the next one starts over.
 rng = random.Random(7)
@@ -227,6 +254,9 @@ print(f"| the same with its sha256 checked on the way (as OCI clients do), s (me
 print(f"| `edgellm model pull`, s (median of {ROUNDS}) | {statistics.median(pulls):.2f} |")
 print(f"| pull throughput / plain download (median; range) | {statistics.median(ratios):.3f} ({ratios[0]:.3f} .. {ratios[-1]:.3f}) |")
 print(f"| pull throughput / download with its digest checked (median; range) | {statistics.median(checked_ratios):.3f} ({checked_ratios[0]:.3f} .. {checked_ratios[-1]:.3f}) |")
+for mbit, lp, lc, lq, lr in links:
+    print(f"| on a {mbit} Mbit/s link (HTB on the registry's answers): plain / checked / pull, s (median of 3) | {lp:.2f} / {lc:.2f} / {lq:.2f} |")
+    print(f"| on a {mbit} Mbit/s link: pull throughput / plain download (median; range) | {statistics.median(lr):.3f} ({lr[0]:.3f} .. {lr[-1]:.3f}) |")
 print(f"| pulls killed with SIGKILL at random moments | {KILLS} |")
 print(f"| pulls that had finished before their kill (file checked, then removed) | {finished} |")
 print(f"| model file present and wrong after a kill | {premature} |")

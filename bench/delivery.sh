@@ -4,6 +4,7 @@
 # what a metadata-only and a small tensor change transfer.
 #
 #   bench/delivery.sh [KILLS]        (default 50)
+#   LINK_MBIT=100,400 bench/delivery.sh 0   also on links of these speeds (tc HTB on lo, root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILLS="${1:-50}"
