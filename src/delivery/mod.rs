@@ -9,6 +9,7 @@
 //! - `chunk.rs`: where a GGUF is cut (pure over the header, streaming over the file)
 //! - `manifest.rs`: the signed manifest, signing keys and trusted keys
 //! - `registry.rs`: the OCI distribution API over HTTP (references, blobs, manifests)
+//! - `auth.rs`: registry credentials (Docker config.json) and Basic / bearer-token challenges
 //! - `slots.rs`: the active and previous model, the boot counter
 //! - `gate.rs`: the health gate a model passes before it becomes active
 //! - `policy.rs`: `[delivery]` (the links a pull may use, the daily download budget) and the
@@ -16,6 +17,7 @@
 //! - `durable.rs`: small files written so that a power cut leaves the old or the new one
 //! - `push.rs`, `pull.rs`: the two commands
 
+pub mod auth;
 pub mod chunk;
 pub mod durable;
 pub mod gate;

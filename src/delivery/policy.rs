@@ -24,6 +24,8 @@ pub struct DeliveryPolicy {
     pub allow_metered: bool,
     /// Bytes pulls may fetch per budget day (the `[budget]` time zone); none: no cap.
     pub daily_download_bytes: Option<u64>,
+    /// Registry credentials: a Docker `config.json` (`crate::delivery::auth`).
+    pub registry_auth: Option<std::path::PathBuf>,
 }
 
 impl Default for DeliveryPolicy {
@@ -33,6 +35,7 @@ impl Default for DeliveryPolicy {
             allowed_interfaces: Vec::new(),
             allow_metered: false,
             daily_download_bytes: None,
+            registry_auth: None,
         }
     }
 }

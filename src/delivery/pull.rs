@@ -45,6 +45,8 @@ pub struct PullOptions<'a> {
     pub progress: &'a mut (dyn FnMut(&Progress) + Send),
     /// Where the bytes fetched are counted (the ledger's download rows) and the daily cap.
     pub budget: Option<DownloadBudget<'a>>,
+    /// Sent when the registry asks for them.
+    pub credentials: Option<super::auth::Credentials>,
 }
 
 pub struct DownloadBudget<'a> {
@@ -109,7 +111,7 @@ pub async fn signed_body(
 }
 
 pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pulled, DeliveryError> {
-    let registry = Registry::new(reference)?;
+    let registry = Registry::new(reference)?.with_credentials(options.credentials.clone());
     let tag = registry.reference().tag.clone();
     let body = signed_body(&registry, &tag, options.trusted, super::push::unix_now())
         .await?

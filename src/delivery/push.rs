@@ -35,6 +35,8 @@ pub struct PushOptions<'a> {
     pub valid_days: u64,
     /// Tags of earlier releases in the same repository whose packs this one may point into.
     pub bases: &'a [String],
+    /// Sent when the registry asks for them.
+    pub credentials: Option<super::auth::Credentials>,
 }
 
 /// About how large a pack is (a pack ends at the first chunk boundary past this).
@@ -73,7 +75,7 @@ pub async fn push(
     .await
     .map_err(|e| DeliveryError::Model(e.to_string()))??;
 
-    let registry = Registry::new(reference)?;
+    let registry = Registry::new(reference)?.with_credentials(options.credentials.clone());
     // Where the registry already holds each chunk: in a pack of a base release.
     let signers: Vec<_> = options.keys.iter().map(|k| k.verifying_key()).collect();
     let own_tag = registry.reference().tag.clone();
@@ -314,6 +316,7 @@ mod tests {
                 keys: &keys,
                 valid_days: 1,
                 bases: &bases,
+                credentials: None,
             };
             // Port 9 on loopback: nothing listens there, and nothing must be asked.
             let reference = Reference::parse("127.0.0.1:9/fleet/model:v2", false).unwrap();

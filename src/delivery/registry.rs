@@ -148,6 +148,15 @@ pub struct Descriptor {
 pub struct Registry {
     client: reqwest::Client,
     reference: Reference,
+    credentials: Option<super::auth::Credentials>,
+    /// How requests are authorised now: learnt from the registry's first `401`.
+    authorization: std::sync::Mutex<Option<Authorization>>,
+}
+
+#[derive(Debug, Clone)]
+enum Authorization {
+    Basic,
+    Bearer(String),
 }
 
 impl Registry {
@@ -161,7 +170,18 @@ impl Registry {
                 url: reference.to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(Registry { client, reference })
+        Ok(Registry {
+            client,
+            reference,
+            credentials: None,
+            authorization: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Sends `credentials` when the registry asks for them (`crate::delivery::auth`).
+    pub fn with_credentials(mut self, credentials: Option<super::auth::Credentials>) -> Registry {
+        self.credentials = credentials;
+        self
     }
 
     pub fn reference(&self) -> &Reference {
@@ -175,13 +195,135 @@ impl Registry {
         }
     }
 
-    /// Sends `request` to `url`; a transport failure names the URL.
+    /// Sends `request` to `url`; a transport failure names the URL. A `401` that asks for
+    /// Basic credentials or a bearer token is answered once: with the credentials, or with a
+    /// token from the challenge's realm, and the request is sent again.
     async fn send(
         &self,
         url: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, DeliveryError> {
-        request.send().await.map_err(|e| self.fail(url, e))
+        let again = request.try_clone();
+        let response = self
+            .authorize(url, request)?
+            .send()
+            .await
+            .map_err(|e| self.fail(url, e))?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(again) = again else {
+            return Ok(response);
+        };
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::auth::parse_challenge);
+        let authorization = match challenge {
+            Some(super::auth::Challenge::Basic) => {
+                if self.credentials.is_none() {
+                    return Err(self.fail(
+                        url,
+                        "the registry asks for credentials (--registry-auth or \
+                         delivery.registry_auth: a Docker config.json with an entry for this host)",
+                    ));
+                }
+                Authorization::Basic
+            }
+            Some(super::auth::Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => Authorization::Bearer(self.token(url, &realm, service, scope).await?),
+            None => return Ok(response),
+        };
+        if let Ok(mut current) = self.authorization.lock() {
+            *current = Some(authorization);
+        }
+        let response = self
+            .authorize(url, again)?
+            .send()
+            .await
+            .map_err(|e| self.fail(url, e))?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let who = self.credentials.as_ref().map_or_else(
+                || "anonymous".to_string(),
+                |c| format!("user {}", c.username),
+            );
+            return Err(self.fail(url, format!("401 Unauthorized as {who}")));
+        }
+        Ok(response)
+    }
+
+    /// `request` with the authorisation learnt so far; credentials only over HTTPS or to
+    /// loopback.
+    fn authorize(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, DeliveryError> {
+        let current = self.authorization.lock().ok().and_then(|a| a.clone());
+        Ok(match (current, &self.credentials) {
+            (Some(Authorization::Bearer(token)), _) => request.bearer_auth(token),
+            (Some(Authorization::Basic), Some(credentials)) => {
+                self.check_transport(url)?;
+                request.basic_auth(&credentials.username, Some(&credentials.password))
+            }
+            _ => request,
+        })
+    }
+
+    fn check_transport(&self, url: &str) -> Result<(), DeliveryError> {
+        let parsed: reqwest::Url = url.parse().map_err(|e| self.fail(url, e))?;
+        if super::auth::may_carry_credentials(&parsed) {
+            Ok(())
+        } else {
+            Err(self.fail(
+                url,
+                "credentials are not sent over plain HTTP to a host that is not on loopback",
+            ))
+        }
+    }
+
+    /// A bearer token from `realm` for `service` and `scope`: with the credentials when there
+    /// are any, anonymously otherwise.
+    async fn token(
+        &self,
+        url: &str,
+        realm: &str,
+        service: Option<String>,
+        scope: Option<String>,
+    ) -> Result<String, DeliveryError> {
+        let mut token_url: reqwest::Url = realm
+            .parse()
+            .map_err(|e| self.fail(url, format!("the token realm {realm:?}: {e}")))?;
+        for (key, value) in [("service", service), ("scope", scope)] {
+            if let Some(value) = value {
+                token_url.query_pairs_mut().append_pair(key, &value);
+            }
+        }
+        let mut request = self.client.get(token_url);
+        if let Some(credentials) = &self.credentials {
+            self.check_transport(realm)?;
+            request = request.basic_auth(&credentials.username, Some(&credentials.password));
+        }
+        let response = request.send().await.map_err(|e| self.fail(realm, e))?;
+        let response = self
+            .expect(realm, response, 200, "the token service")
+            .await?;
+        let bytes = self
+            .read_bounded(realm, response, 64 << 10, &mut |_| None)
+            .await?;
+        let answer: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| self.fail(realm, format!("the token answer is not JSON: {e}")))?;
+        answer
+            .get("token")
+            .or_else(|| answer.get("access_token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| self.fail(url, "the token service answered without a token"))
     }
 
     /// `response` unless its status differs from `want`; then an error with what the registry

@@ -80,6 +80,9 @@ pub struct PushArgs {
     /// not uploaded again. The tag being replaced always counts.
     #[arg(long = "base")]
     pub bases: Vec<String>,
+    /// Registry credentials: a Docker config.json (`docker login` / `oras login` write one)
+    #[arg(long, env = "EDGELLM_REGISTRY_AUTH")]
+    pub registry_auth: Option<PathBuf>,
     /// Plain HTTP to a registry that is not on loopback
     #[arg(long)]
     pub plain_http: bool,
@@ -105,6 +108,9 @@ pub struct PullArgs {
     /// Pull even when the model's signed memory figures exceed this device's RAM
     #[arg(long)]
     pub ignore_memory: bool,
+    /// Registry credentials: a Docker config.json [default: delivery.registry_auth]
+    #[arg(long, env = "EDGELLM_REGISTRY_AUTH")]
+    pub registry_auth: Option<PathBuf>,
     /// Plain HTTP to a registry that is not on loopback
     #[arg(long)]
     pub plain_http: bool,
@@ -239,10 +245,15 @@ fn delivery_push(args: &PushArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| manifest::load_signing_key(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let credentials = match &args.registry_auth {
+        Some(path) => crate::delivery::auth::load(path, &reference.host)?,
+        None => None,
+    };
     let options = push::PushOptions {
         keys: &keys,
         valid_days: args.valid_days,
         bases: &args.bases,
+        credentials,
     };
     let pushed = runtime()?.block_on(push::push(&args.file, reference, options))?;
     if args.json {
@@ -287,6 +298,15 @@ fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
             "{refusal}: [delivery] does not allow pulls on this link; nothing downloaded"
         );
     }
+    let credentials = match args.registry_auth.as_ref().or(device
+        .raw
+        .delivery
+        .registry_auth
+        .as_ref())
+    {
+        Some(path) => crate::delivery::auth::load(path, &reference.host)?,
+        None => None,
+    };
     let home = crate::paths::home();
     let json = args.json;
     let terminal = std::io::stderr().is_terminal();
@@ -328,6 +348,7 @@ fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
             ledger: &device.ledger,
             daily_bytes: device.raw.delivery.daily_download_bytes,
         }),
+        credentials,
     };
     let pulled = runtime()?
         .block_on(pull::pull(reference, options))

@@ -26,6 +26,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with("")
+    }
+
+    /// A registry whose configuration also holds `extra` (YAML sections, e.g. `auth:`).
+    fn start_with(extra: &str) -> Registry {
         assert!(
             Path::new(REGISTRY).exists(),
             "{REGISTRY} is missing: install the `docker-registry` Debian package (scripts/setup.sh does with EDGELLM_SETUP_TEST_DEPS=1)"
@@ -37,7 +42,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 storage.display()
             ),
         )
@@ -860,4 +865,239 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         "{error}"
     );
     assert_eq!(gguf_files(&fresh), 0);
+}
+
+/// A token service as distribution's token authentication expects one (the protocol Harbor,
+/// GHCR and Docker Hub speak): `GET /token?service=..&scope=repository:NAME:ACTIONS` with Basic
+/// credentials answers `{"token": JWT}`, an ES256 JWT whose `x5c` header carries the signing
+/// certificate the registry trusts. `fleet:s3cret` gets the actions asked for; no credentials
+/// get none; other credentials get a 401. Counts the tokens it issued.
+struct TokenService {
+    port: u16,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenService {
+    fn start(cert_pem: &Path) -> TokenService {
+        use base64::Engine as _;
+        use std::io::{Read, Write};
+        let signer =
+            rcgen::generate_simple_self_signed(vec!["edgellm-test-issuer".into()]).unwrap();
+        std::fs::write(cert_pem, signer.cert.pem()).unwrap();
+        let x5c = base64::engine::general_purpose::STANDARD.encode(signer.cert.der());
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &signer.signing_key.serialize_der(),
+            &rng,
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = issued.clone();
+        std::thread::spawn(move || {
+            let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let good = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("fleet:s3cret")
+            );
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&request).into_owned();
+                let target = request.split(' ').nth(1).unwrap_or("").to_string();
+                let url: reqwest::Url = format!("http://x{target}").parse().unwrap();
+                let query: std::collections::HashMap<String, String> =
+                    url.query_pairs().into_owned().collect();
+                let authorization = request
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("authorization: ")
+                            .or(l.strip_prefix("Authorization: "))
+                    })
+                    .map(str::to_string);
+                let actions: Vec<String> = match &authorization {
+                    Some(a) if *a == good => query
+                        .get("scope")
+                        .and_then(|s| s.rsplit(':').next())
+                        .map(|a| a.split(',').map(str::to_string).collect())
+                        .unwrap_or_default(),
+                    Some(_) => {
+                        let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        continue;
+                    }
+                    None => Vec::new(),
+                };
+                let name = query
+                    .get("scope")
+                    .and_then(|s| s.split(':').nth(1))
+                    .unwrap_or("")
+                    .to_string();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
+                let claims = serde_json::json!({
+                    "iss": "edgellm-test-issuer", "sub": "fleet",
+                    "aud": query.get("service").cloned().unwrap_or_default(),
+                    "exp": now + 600, "nbf": now - 10, "iat": now,
+                    "jti": format!("t{}", counter.load(std::sync::atomic::Ordering::SeqCst)),
+                    "access": [{"type": "repository", "name": name, "actions": actions}],
+                });
+                let input = format!(
+                    "{}.{}",
+                    url64.encode(header.to_string()),
+                    url64.encode(claims.to_string())
+                );
+                let signature = key.sign(&rng, input.as_bytes()).unwrap();
+                let body =
+                    serde_json::json!({"token": format!("{input}.{}", url64.encode(signature))})
+                        .to_string();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenService { port, issued }
+    }
+}
+
+#[test]
+fn registries_that_ask_for_credentials_get_them_from_a_docker_config() {
+    use base64::Engine as _;
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name);
+    let key = w("release.key");
+    assert!(
+        edgellm(work.path(), &["model", "keygen", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let trusted = key.with_extension("pub");
+    let model = default_model();
+    let model_sha = sha256(&model);
+    let auth_file = |name: &str, host: &str, secret: &str| {
+        let path = w(name);
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("fleet:{secret}"));
+        std::fs::write(
+            &path,
+            format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
+        )
+        .unwrap();
+        path
+    };
+
+    // Basic: distribution with an htpasswd file.
+    let htpasswd = w("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("fleet:{}\n", bcrypt::hash("s3cret", 4).unwrap()),
+    )
+    .unwrap();
+    let basic = Registry::start_with(&format!(
+        "auth:\n  htpasswd:\n    realm: fleet\n    path: {}\n",
+        htpasswd.display()
+    ));
+    // Token: distribution trusting the token service's certificate.
+    let cert = w("issuer.pem");
+    let tokens = TokenService::start(&cert);
+    let token = Registry::start_with(&format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: edgellm-test\n    issuer: edgellm-test-issuer\n    rootcertbundle: {}\n",
+        tokens.port,
+        cert.display()
+    ));
+
+    for (kind, registry) in [("basic", &basic), ("token", &token)] {
+        let host = format!("127.0.0.1:{}", registry.port);
+        let reference = registry.reference("fleet/secure:v1");
+        let good = auth_file(&format!("{kind}-good.json"), &host, "s3cret");
+        let wrong = auth_file(&format!("{kind}-wrong.json"), &host, "guess");
+        let push = |auth: Option<&Path>| {
+            let mut args = vec![
+                "model".to_string(),
+                "push".into(),
+                model.to_str().unwrap().into(),
+                reference.clone(),
+                "--key".into(),
+                key.to_str().unwrap().into(),
+            ];
+            if let Some(auth) = auth {
+                args.extend(["--registry-auth".into(), auth.to_str().unwrap().into()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            edgellm(work.path(), &args)
+        };
+        let out = push(None);
+        let error = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && (error.contains("asks for credentials") || error.contains("401")),
+            "{kind}: {error}"
+        );
+        let out = push(Some(&good));
+        assert!(
+            out.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let device = w(&format!("{kind}-device"));
+        let pull = |auth: Option<&Path>| {
+            let mut args = vec![
+                "model".to_string(),
+                "pull".into(),
+                reference.clone(),
+                "--trusted-key".into(),
+                trusted.to_str().unwrap().into(),
+                "--json".into(),
+            ];
+            if let Some(auth) = auth {
+                args.extend(["--registry-auth".into(), auth.to_str().unwrap().into()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            edgellm(&device, &args)
+        };
+        // Refused without credentials and with wrong ones, each saying so.
+        let refusals = match kind {
+            "basic" => [
+                "the registry asks for credentials",
+                "401 Unauthorized as user fleet",
+            ],
+            _ => [
+                "401 Unauthorized as anonymous",
+                "the token service answered 401",
+            ],
+        };
+        for (auth, want) in [None, Some(&wrong)].into_iter().zip(refusals) {
+            let out = pull(auth.map(PathBuf::as_path));
+            let error = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && error.contains(want),
+                "{kind}: {error}"
+            );
+            assert_eq!(gguf_files(&device), 0);
+        }
+        let result = pulled(&pull(Some(&good)));
+        assert_eq!(
+            sha256(Path::new(result["path"].as_str().unwrap())),
+            model_sha,
+            "{kind}"
+        );
+    }
+    assert!(
+        tokens.issued.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the token registry was reached without tokens"
+    );
 }
