@@ -374,7 +374,13 @@ async fn follow_slots(
             }
         };
         let target = state.active.path;
-        if target == serving || refused.as_ref() == Some(&target) || !cell.is_loaded() {
+        if target == serving {
+            // Rolled back (or never changed): a later activation of a refused model is an
+            // operator's new try, and is gated again.
+            refused = None;
+            continue;
+        }
+        if refused.as_ref() == Some(&target) || !cell.is_loaded() {
             continue;
         }
         tracing::info!(from = %serving.display(), to = %target.display(), "activating a model");

@@ -798,6 +798,26 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(serve.model_path(), tuned_path.to_str().unwrap());
+    // Activating the refused model again is a new try: gated again, refused again.
+    let out = edgellm(&device, &["model", "activate", &v1_file]);
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while serve.events().matches("activation refused").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "a second activation of a refused model was not gated: {}",
+            serve.events()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while slots(&device)["active"]["path"] != tuned_path.to_str().unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "the slots did not roll back after the second refusal"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(serve.model_path(), tuned_path.to_str().unwrap());
     let log = serve.stop();
     assert!(
         log.contains("activation refused") && log.contains("no model says this 7f3a"),
@@ -810,6 +830,7 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         [
             "auto_rollback:ok",
             "activate:ok",
+            "activate:error:health_gate",
             "activate:error:health_gate"
         ]
     );
