@@ -219,9 +219,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         );
         let mut record = crate::delivery::policy::audit_record(
             "auto_rollback",
-            &model
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            &crate::delivery::policy::file_label(&model),
             None,
             crate::ledger::Outcome::Ok,
         );
@@ -395,9 +393,7 @@ async fn follow_slots(
         .and_then(|r| r);
         let mut record = crate::delivery::policy::audit_record(
             "activate",
-            &target
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            &crate::delivery::policy::file_label(&target),
             None,
             match &switched {
                 Ok(_) => crate::ledger::Outcome::Ok,

@@ -88,6 +88,14 @@ pub fn audit_record(
     }
 }
 
+/// How an audit row names a model file: its file name.
+pub fn file_label(path: &std::path::Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// The ledger in `data_dir`, opened to append delivery rows beside a server that may own it.
 pub fn open_ledger(data_dir: &std::path::Path, options: LedgerOptions) -> anyhow::Result<Ledger> {
     let path = data_dir.join(crate::ledger::FILE_NAME);

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 
 use super::Device;
 use crate::delivery::gate::{DECODE_TOKENS as GATE_TOKENS, GateConfig};
-use crate::delivery::policy::audit_record;
+use crate::delivery::policy::{audit_record, file_label};
 use crate::delivery::slots::{self, Slots};
 use crate::engine::{Engine, EngineConfig};
 use crate::ledger::Outcome;
@@ -79,21 +79,13 @@ pub fn verify(model: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The name an audit row gives a model file.
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
 pub fn activate(device: &Device, model: Option<&Path>) -> anyhow::Result<()> {
     let home = crate::paths::home();
     let Some(model) = model else {
         bail!("name the pulled model to activate (edgellm model list)");
     };
     let path = resolve(&home, Some(model))?;
-    let record = audit_record("activate", &file_name(&path), None, Outcome::Ok);
+    let record = audit_record("activate", &file_label(&path), None, Outcome::Ok);
     // Verified, gated, recorded in the slots: one audit row, naming the check that failed.
     let activated = match slots::verify(&path, None) {
         Err(e) => Err(("verify", anyhow::anyhow!("refused before loading: {e}"))),
@@ -145,7 +137,7 @@ pub fn rollback(device: &Device) -> anyhow::Result<()> {
         .ok()
         .flatten()
         .and_then(|s| s.previous)
-        .map_or_else(|| "none".to_string(), |p| file_name(&p.path));
+        .map_or_else(|| "none".to_string(), |p| file_label(&p.path));
     let record = audit_record("rollback", &previous, None, Outcome::Ok);
     let state = device.audit(
         record,

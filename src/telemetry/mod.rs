@@ -638,7 +638,10 @@ impl Pusher {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut scrapes = 0u64;
         loop {
+            // Biased: once stopped, no scrape more, even when the tick is due too (an unbiased
+            // select took one more about half the time).
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }
@@ -709,6 +712,7 @@ impl Pusher {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = ticker.tick() => {}
             }
