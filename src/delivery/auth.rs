@@ -16,6 +16,9 @@ use base64::Engine as _;
 
 use super::DeliveryError;
 
+/// The largest credentials file read (Docker's hold a few entries of a few hundred bytes).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// A user name and password for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -46,7 +49,20 @@ pub enum Challenge {
 pub fn load(path: &Path, host: &str) -> Result<Option<Credentials>, DeliveryError> {
     let bad =
         |why: String| DeliveryError::Key(format!("registry credentials {}: {why}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    // Read at most a little past the limit: a named device or a runaway file is refused, not
+    // read into memory.
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|e| bad(e.to_string()))?,
+            MAX_FILE_BYTES + 1,
+        ),
+        &mut text,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(bad(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
     let file: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let auths = file
@@ -238,6 +254,15 @@ mod tests {
             let error = load(&file(text), "h:1").unwrap_err().to_string();
             assert!(error.contains(want), "{text}: {error}");
         }
+        let huge = file(&" ".repeat(MAX_FILE_BYTES as usize + 1));
+        assert!(
+            load(&huge, "h:1")
+                .unwrap_err()
+                .to_string()
+                .contains("larger than")
+        );
+        let endless = load(Path::new("/dev/zero"), "h:1").unwrap_err();
+        assert!(endless.to_string().contains("larger than"), "{endless}");
         let missing = load(&dir.path().join("absent.json"), "h:1").unwrap_err();
         assert!(missing.to_string().contains("absent.json"));
     }
