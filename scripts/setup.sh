@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything edgellm needs to build, run and test on a fresh Debian/Ubuntu machine:
 # the build tools for llama.cpp (cmake, a C/C++ compiler, libclang for bindgen), the Python
-# packages the tests drive the server with (the official OpenAI and Ollama clients), and the default model.
+# packages the tests drive the server with (the official OpenAI and Ollama clients), the TPM2
+# software stack (libtss2) for the TPM key backend, and the default model.
 # Idempotent: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +17,19 @@ ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
+# The TPM 2.0 backend of encrypted models links the TPM2 software stack (tss-esapi).
+pkg-config --exists tss2-esys tss2-tctildr 2>/dev/null || need_apt+=(libtss2-dev pkg-config)
 # The telemetry tests push to a real Prometheus (remote-write receiver) and run promtool.
 if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
   command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
   # The delivery tests push to and pull from a real OCI registry (distribution).
   command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+  # The encryption tests seal the device key in a software TPM (swtpm, on loopback) and
+  # change its PCRs with tpm2-tools; systemd-creds is the other key backend.
+  command -v swtpm >/dev/null || need_apt+=(swtpm swtpm-tools)
+  command -v tpm2_pcrextend >/dev/null || need_apt+=(tpm2-tools)
+  ls /usr/lib/x86_64-linux-gnu/libtss2-tcti-swtpm.so* >/dev/null 2>&1 || need_apt+=(libtss2-tcti-swtpm0)
+  command -v systemd-creds >/dev/null || need_apt+=(systemd)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"

@@ -40,6 +40,8 @@ pub enum Command {
     Model(crate::model::ModelArgs),
     /// Knowledge packs: build one from documents, query it.
     Pack(crate::pack::PackArgs),
+    /// This device's key for encrypted models: make it (TPM, systemd-creds), show it, check it.
+    Key(crate::vault::cli::KeyArgs),
     /// Measure how well each confidence signal picks the answers to escalate on a set of
     /// prompts, and write the routing thresholds for a target share or quality.
     Calibrate(Box<crate::calibrate::CalibrateArgs>),
@@ -94,6 +96,9 @@ pub struct EngineArgs {
     /// Print llama.cpp's own log to stderr
     #[arg(long)]
     pub verbose: bool,
+    /// The device key for an encrypted model
+    #[command(flatten)]
+    pub keys: crate::vault::cli::KeyFlags,
 }
 
 impl EngineArgs {
@@ -116,6 +121,7 @@ impl EngineArgs {
         config.kv_type = self.kv_type;
         config.slots = slots;
         config.verbose_llama_logs = self.verbose;
+        config.keys = self.keys.config();
         config
     }
 }

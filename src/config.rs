@@ -43,6 +43,9 @@ pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub model: RawModel,
+    /// `[keys]`: the device key that opens encrypted models.
+    #[serde(default)]
+    pub keys: crate::vault::KeyConfig,
     #[serde(default)]
     pub limits: RawLimits,
     /// `[sampling]`: what a request gets for the sampling settings it does not set.
@@ -126,6 +129,9 @@ pub struct RawModel {
     /// GGUF's own; an unknown name refuses the start.
     pub chat_template: Option<String>,
     pub slots: Option<u32>,
+    /// The model's sha256 (64 hex digits): checked before every load; a mismatch refuses to
+    /// start. For an encrypted model, the plaintext's (its header names it).
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,6 +370,15 @@ impl ServeConfig {
             }
         }
         engine.chat_template = raw.model.chat_template.clone();
+        if let Some(sha) = &raw.model.sha256 {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "model.sha256 {sha:?} is not a sha256 (64 hex digits)"
+                )));
+            }
+            engine.sha256 = Some(sha.to_ascii_lowercase());
+        }
+        engine.keys = raw.keys.clone();
         engine.validate().map_err(|e| invalid(e.to_string()))?;
         let list = |field: &str, text: &str| -> Result<Vec<String>, ConfigError> {
             let mut names = std::collections::BTreeSet::new();
@@ -385,7 +400,8 @@ impl ServeConfig {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                vec![name.strip_suffix(".gguf").unwrap_or(&name).to_string()]
+                let name = name.strip_suffix(".enc").unwrap_or(&name);
+                vec![name.strip_suffix(".gguf").unwrap_or(name).to_string()]
             }
         };
         // The id is the first alias in alphabetical order, as llama-server takes it.

@@ -38,4 +38,5 @@ pub mod thermal;
 pub mod tools;
 pub mod upstream;
 pub mod usage;
+pub mod vault;
 pub mod wire;

@@ -4,6 +4,13 @@ use clap::Parser;
 use edgellm::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    // tpm2-tss logs every TPM error code to stderr on its own; edgellm reports each failure in
+    // one line of its own (a PCR mismatch, say). A TSS2_LOG the user set is kept.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        // SAFETY: the first statement of main: no other thread exists yet to read the
+        // environment concurrently.
+        unsafe { std::env::set_var("TSS2_LOG", "all+NONE") };
+    }
     let cli = Cli::parse();
     // Before any HTTP client is built (reqwest needs rustls's crypto provider chosen).
     edgellm::upstream::install_crypto_provider();
@@ -18,6 +25,7 @@ fn main() -> std::process::ExitCode {
         Command::Task(args) => edgellm::task_cli::run(args),
         Command::Model(args) => edgellm::model::run(args),
         Command::Pack(args) => edgellm::pack::run(args),
+        Command::Key(args) => edgellm::vault::cli::run(args),
         Command::Redact(args) => edgellm::redact_cli::run(args),
         Command::Calibrate(args) => edgellm::calibrate::run(args),
     };

@@ -169,7 +169,7 @@ pub async fn plan(
         std::sync::OnceLock::new();
     // The model served now (an activation may have replaced the one the server started with).
     let model = match state.service.engine() {
-        Some(engine) => engine.info().path.clone(),
+        Some(engine) => engine.info().load_path.clone(),
         None => state.config.engine.model_path.clone(),
     };
     let options = crate::plan::PlanOptions {

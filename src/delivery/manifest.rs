@@ -63,6 +63,44 @@ pub struct GgufSummary {
     pub memory: Vec<MemoryAtContext>,
 }
 
+impl GgufSummary {
+    /// The summary of a GGUF header, with `plan`'s memory figures.
+    pub fn of(header: &crate::plan::GgufHeader) -> Result<GgufSummary, DeliveryError> {
+        Ok(GgufSummary {
+            architecture: header.architecture().unwrap_or("unknown").to_string(),
+            tensors: header.tensors.len(),
+            parameters: header.n_params(),
+            weight_bytes: header.weight_bytes(),
+            context_length: header.arch_get("context_length").and_then(|v| v.as_u64()),
+            memory: memory_figures(header)?,
+        })
+    }
+}
+
+/// The memory `serve` needs for this model at 2k, 4k and 8k of context, with its default slots
+/// and an f16 KV cache (`edgellm plan`'s estimate).
+pub(crate) fn memory_figures(
+    header: &crate::plan::GgufHeader,
+) -> Result<Vec<MemoryAtContext>, DeliveryError> {
+    let options = crate::plan::PlanOptions {
+        contexts: vec![2048, 4096, 8192],
+        kv_types: vec![crate::plan::GgmlType::F16],
+        n_seq: u64::from(crate::config::ServeConfig::DEFAULT_SLOTS),
+    };
+    let device = crate::plan::probe::this_machine();
+    let plan = crate::plan::ModelSpec::from_header(header)
+        .and_then(|spec| crate::plan::build_plan(&spec, &device, &Default::default(), &options))
+        .map_err(|e| DeliveryError::Model(format!("cannot plan the model: {e}")))?;
+    Ok(plan
+        .table
+        .iter()
+        .map(|row| MemoryAtContext {
+            context: row.requested_ctx,
+            bytes: row.total,
+        })
+        .collect())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryAtContext {

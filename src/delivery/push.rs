@@ -124,21 +124,13 @@ pub async fn push(
     }
     let Packer { packs, placed, .. } = packer;
 
-    let memory = memory_figures(&header)?;
     let now = unix_now();
     let body = Body {
         schema: manifest::SCHEMA,
         name,
         size: header.file_len,
         sha256: sha256.clone(),
-        gguf: GgufSummary {
-            architecture: header.architecture().unwrap_or("unknown").to_string(),
-            tensors: header.tensors.len(),
-            parameters: header.n_params(),
-            weight_bytes: header.weight_bytes(),
-            context_length: header.arch_get("context_length").and_then(|v| v.as_u64()),
-            memory,
-        },
+        gguf: GgufSummary::of(&header)?,
         created: now,
         expires: now + options.valid_days * 86_400,
         chunks: chunks
@@ -194,30 +186,6 @@ pub async fn push(
             .map(|k| manifest::key_id(&k.verifying_key()))
             .collect(),
     })
-}
-
-/// The memory `serve` needs for this model at 2k, 4k and 8k of context, with its default slots
-/// and an f16 KV cache (`edgellm plan`'s estimate).
-fn memory_figures(
-    header: &crate::plan::GgufHeader,
-) -> Result<Vec<manifest::MemoryAtContext>, DeliveryError> {
-    let options = crate::plan::PlanOptions {
-        contexts: vec![2048, 4096, 8192],
-        kv_types: vec![crate::plan::GgmlType::F16],
-        n_seq: u64::from(crate::config::ServeConfig::DEFAULT_SLOTS),
-    };
-    let device = crate::plan::probe::this_machine();
-    let plan = crate::plan::ModelSpec::from_header(header)
-        .and_then(|spec| crate::plan::build_plan(&spec, &device, &Default::default(), &options))
-        .map_err(|e| DeliveryError::Model(format!("cannot plan the model: {e}")))?;
-    Ok(plan
-        .table
-        .iter()
-        .map(|row| manifest::MemoryAtContext {
-            context: row.requested_ctx,
-            bytes: row.total,
-        })
-        .collect())
 }
 
 /// Uploads a sealed pack unless the registry holds it; what was uploaded, in chunks and bytes.

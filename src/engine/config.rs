@@ -51,6 +51,11 @@ pub struct EngineConfig {
     pub jump_forward: crate::constraint::JumpForward,
     /// One of llama.cpp's built-in chat templates, instead of the GGUF's (`--chat-template`).
     pub chat_template: Option<String>,
+    /// Where the device key for an encrypted model is (`[keys]`).
+    pub keys: crate::vault::KeyConfig,
+    /// The plaintext's expected sha256 (`[model] sha256`, or the active slot's signed one):
+    /// checked before the model is loaded.
+    pub sha256: Option<String>,
 }
 
 impl EngineConfig {
@@ -72,6 +77,8 @@ impl EngineConfig {
             verbose_llama_logs: false,
             jump_forward: crate::constraint::JumpForward::Exact,
             chat_template: None,
+            keys: crate::vault::KeyConfig::default(),
+            sha256: None,
         }
     }
 

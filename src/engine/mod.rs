@@ -65,6 +65,13 @@ pub enum EngineError {
     Constraint(#[from] crate::constraint::ConstraintError),
     #[error("chat template failed: {0}")]
     Template(String),
+    /// An encrypted model that does not open here, or a model whose sha256 is not the one
+    /// configured.
+    #[error("cannot load {path}: {error}")]
+    Vault {
+        path: PathBuf,
+        error: crate::vault::VaultError,
+    },
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
     #[error("the engine has stopped")]
@@ -316,7 +323,12 @@ pub enum Event {
 /// Facts about the loaded model and context, for `run`, `/v1/models` and `/metrics`.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
+    /// The model file as configured (a plain GGUF or an encrypted container).
     pub path: PathBuf,
+    /// Where its GGUF is read: `path`, or an encrypted model's memfd (`/proc/self/fd/N`, open
+    /// while `source` is).
+    pub load_path: PathBuf,
+    pub source: Arc<crate::vault::ModelSource>,
     pub id: String,
     pub architecture: String,
     pub n_params: u64,
@@ -406,7 +418,13 @@ impl Engine {
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
         let started = std::time::Instant::now();
         config.validate()?;
-        check_model_file(&config.model_path)?;
+        let source =
+            crate::vault::open_model(&config.model_path, &config.keys, config.sha256.as_deref())
+                .map_err(|error| EngineError::Vault {
+                    path: config.model_path.clone(),
+                    error,
+                })?;
+        check_model_file(source.load_path())?;
         let backend = backend()?;
         memory::capture_llama_logs(config.verbose_llama_logs);
         // One start at a time: buffer sizes are read from the log lines this start produces.
@@ -422,14 +440,18 @@ impl Engine {
         // change (jump-forward would not be exact). Without it every row's result is the same
         // whatever it is batched with, and on this model it costs nothing measurable
         // (docs/performance.md, "Batch invariance").
-        let model = load_model(backend, &config.model_path)?;
+        let model = load_model(backend, source.load_path())?;
         let template = template::detect(&model, config.chat_template.as_deref())?;
         let load = Arc::new(EngineLoad::default());
         let resident_after_model = ProcessMemory::read().resident_bytes;
         let (commands, buffers) = worker::spawn(model.clone(), &config, load.clone(), log_mark)?;
         let mut info = ModelInfo {
-            id: model_id(&config.model_path),
+            id: source
+                .name()
+                .map_or_else(|| model_id(&config.model_path), str::to_string),
             path: config.model_path.clone(),
+            load_path: source.load_path().to_path_buf(),
+            source: Arc::new(source),
             architecture: model
                 .meta_val_str("general.architecture")
                 .unwrap_or_default(),
@@ -659,5 +681,6 @@ fn model_id(path: &std::path::Path) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    name.strip_suffix(".gguf").unwrap_or(&name).to_string()
+    let name = name.strip_suffix(".enc").unwrap_or(&name);
+    name.strip_suffix(".gguf").unwrap_or(name).to_string()
 }

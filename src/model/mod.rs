@@ -39,6 +39,11 @@ pub enum ModelCommand {
     Rollback(ConfigArgs),
     /// Delete pulled models that are neither active nor previous, and interrupted pulls' files
     Gc(ConfigArgs),
+    /// Encrypt a GGUF for devices (their `edgellm key init` recipients), in segments aligned
+    /// with delivery chunks
+    Encrypt(crate::vault::cli::EncryptArgs),
+    /// Replace an encrypted model's recipients; its segments are copied unchanged
+    Rewrap(crate::vault::cli::RewrapArgs),
 }
 
 pub use crate::usage::ConfigArgs;
@@ -171,6 +176,8 @@ pub fn run(args: &ModelArgs) -> anyhow::Result<()> {
         }
         ModelCommand::Rollback(device) => slots_cli::rollback(&Device::open(device)?),
         ModelCommand::Gc(device) => slots_cli::gc(&Device::open(device)?),
+        ModelCommand::Encrypt(args) => crate::vault::cli::encrypt(args),
+        ModelCommand::Rewrap(args) => crate::vault::cli::rewrap(args),
         ModelCommand::Import(import) => {
             let done = import::import_bert(&import.dir, &import.output)?;
             if import.json {

@@ -1,0 +1,656 @@
+//! The encrypted model container. A GGUF is cut where model delivery cuts it (the header, each
+//! tensor, content-defined chunks inside large tensors: `crate::delivery::chunk`) and each piece
+//! is one authenticated-encryption segment, so a new release encrypted with the same data key
+//! shares every unchanged segment byte for byte with the old one (delta delivery still works).
+//!
+//! ```text
+//! "ELLMENC\x01" | body length u32 LE | body (JSON) | segment table | header MAC (32)
+//!   | recipients length u32 LE | recipients (JSON) | segment 0 | tag 0 | segment 1 | tag 1 | ...
+//! ```
+//!
+//! The body names the model (name, plaintext sha256 and size, architecture, `plan` memory
+//! figures) without revealing weights. The table holds each segment's length, nonce and tag.
+//! A segment's nonce is an HMAC of its plaintext (a synthetic IV): equal plaintext gives equal
+//! ciphertext under one data key, distinct plaintexts distinct nonces. The MAC (HMAC-SHA256
+//! under a key derived from the data key) covers magic, body and table; the recipients (the data
+//! key wrapped per device) lie outside it, so re-wrapping for a fleet rewrites only them.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use aes_gcm::Aes256Gcm;
+use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::recipient::{self, DataKey, DeviceKey, Recipient, WrappedKey};
+use super::{VaultError, io_error};
+
+pub const MAGIC: [u8; 8] = *b"ELLMENC\x01";
+const TAG: usize = 16;
+const NONCE: usize = 24;
+const ENTRY: usize = 4 + NONCE + TAG;
+const MAC: usize = 32;
+const MAX_BODY: u32 = 1 << 20;
+const MAX_RECIPIENTS_JSON: u32 = 4 << 20;
+const MAX_SEGMENT: u32 = 256 << 20;
+const MAX_SEGMENTS: u64 = 1 << 20;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cipher {
+    Aes256Gcm,
+    Xchacha20Poly1305,
+}
+
+impl Cipher {
+    /// AES-256-GCM where the CPU has AES and carry-less multiply instructions, XChaCha20-Poly1305
+    /// otherwise (as fast in software as AES is in hardware, and constant-time).
+    pub fn for_this_cpu() -> Cipher {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+        {
+            return Cipher::Aes256Gcm;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("aes") {
+            return Cipher::Aes256Gcm;
+        }
+        Cipher::Xchacha20Poly1305
+    }
+}
+
+/// What the container says about its model (readable without a key).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSummary {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub architecture: String,
+    pub parameters: u64,
+    pub memory: Vec<crate::delivery::manifest::MemoryAtContext>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Body {
+    pub format: u32,
+    pub cipher: Cipher,
+    pub model: ModelSummary,
+    pub segments: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    len: u32,
+    nonce: [u8; NONCE],
+    tag: [u8; TAG],
+}
+
+/// A container's header, read and bounds-checked, not yet authenticated.
+#[derive(Debug)]
+pub struct Header {
+    pub body: Body,
+    pub recipients: Vec<WrappedKey>,
+    entries: Vec<Entry>,
+    /// Magic, body length, body and table: what the MAC covers.
+    authenticated: Vec<u8>,
+    mac: [u8; MAC],
+    /// Where the recipients' length field starts, and where segment 0 starts.
+    recipients_offset: u64,
+    data_offset: u64,
+}
+
+/// The keys a data key expands into.
+struct Keys {
+    segment: Zeroizing<[u8; 32]>,
+    nonce: Zeroizing<[u8; 32]>,
+    mac: Zeroizing<[u8; 32]>,
+}
+
+impl Keys {
+    fn derive(data_key: &DataKey) -> Keys {
+        let hk = hkdf::Hkdf::<Sha256>::new(None, &data_key[..]);
+        let expand = |info: &[u8]| {
+            let mut out = Zeroizing::new([0u8; 32]);
+            // 32 bytes never exceed HKDF-SHA256's output limit.
+            let _ = hk.expand(info, &mut out[..]);
+            out
+        };
+        Keys {
+            segment: expand(b"edgellm container v1 segment key"),
+            nonce: expand(b"edgellm container v1 nonce key"),
+            mac: expand(b"edgellm container v1 header mac key"),
+        }
+    }
+
+    fn hmac(key: &[u8; 32]) -> Hmac<Sha256> {
+        // HMAC takes a key of any length.
+        <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+enum SegmentCipher {
+    Gcm(Box<Aes256Gcm>),
+    XChaCha(Box<XChaCha20Poly1305>),
+}
+
+impl SegmentCipher {
+    fn new(cipher: Cipher, key: &[u8; 32]) -> SegmentCipher {
+        match cipher {
+            Cipher::Aes256Gcm => SegmentCipher::Gcm(Box::new(Aes256Gcm::new(key.into()))),
+            Cipher::Xchacha20Poly1305 => {
+                SegmentCipher::XChaCha(Box::new(XChaCha20Poly1305::new(key.into())))
+            }
+        }
+    }
+
+    fn seal(&self, nonce: &[u8; NONCE], data: &mut [u8]) -> Result<[u8; TAG], VaultError> {
+        let tag = match self {
+            SegmentCipher::Gcm(c) => c.encrypt_inout_detached(gcm_nonce(nonce), &[], data.into()),
+            SegmentCipher::XChaCha(c) => c.encrypt_inout_detached(nonce.into(), &[], data.into()),
+        }
+        .map_err(|_| VaultError::Crypto("segment too large to encrypt".into()))?;
+        let mut out = [0u8; TAG];
+        out.copy_from_slice(&tag);
+        Ok(out)
+    }
+
+    fn open(&self, nonce: &[u8; NONCE], data: &mut [u8], tag: &[u8; TAG]) -> bool {
+        match self {
+            SegmentCipher::Gcm(c) => c
+                .decrypt_inout_detached(gcm_nonce(nonce), &[], data.into(), tag.into())
+                .is_ok(),
+            SegmentCipher::XChaCha(c) => c
+                .decrypt_inout_detached(nonce.into(), &[], data.into(), tag.into())
+                .is_ok(),
+        }
+    }
+}
+
+/// AES-GCM takes the first 12 bytes of the 24-byte synthetic nonce.
+fn gcm_nonce(nonce: &[u8; NONCE]) -> &aes_gcm::Nonce<aes_gcm::aead::consts::U12> {
+    let first: &[u8; 12] = nonce.first_chunk().unwrap_or_else(|| unreachable!());
+    first.into()
+}
+
+/// True when `path` starts with the container's magic (false for anything unreadable: the
+/// engine then says what is wrong with it as a model file).
+pub fn is_container(path: &Path) -> bool {
+    let mut magic = [0u8; 8];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == MAGIC
+}
+
+/// What `encrypt` is asked for.
+#[derive(Debug, Clone)]
+pub struct EncryptOptions {
+    pub cipher: Cipher,
+    /// The model's name in the header [default: the file name without `.gguf`].
+    pub name: Option<String>,
+}
+
+/// Encrypts the GGUF `input` into `output` (written beside, fsynced, renamed), the data key
+/// wrapped for each recipient.
+pub fn encrypt(
+    input: &Path,
+    output: &Path,
+    data_key: &DataKey,
+    recipients: &[Recipient],
+    options: &EncryptOptions,
+) -> Result<Body, VaultError> {
+    if recipients.is_empty() {
+        return Err(VaultError::Recipient(
+            "at least one --recipient is required".into(),
+        ));
+    }
+    let header = crate::plan::gguf::read_header(input)
+        .map_err(|e| VaultError::Format(format!("{} is not a GGUF model: {e}", input.display())))?;
+    let sizes = crate::delivery::chunk::ChunkSizes::for_file(header.file_len);
+    let chunks = crate::delivery::chunk::chunk_file(input, &header, sizes)
+        .map_err(|e| VaultError::Format(e.to_string()))?;
+    if chunks.len() as u64 > MAX_SEGMENTS {
+        return Err(VaultError::Format("the model has too many segments".into()));
+    }
+    let source = File::open(input).map_err(io_error(input))?;
+    let sha256 = crate::model::import::sha256_file(input)
+        .map_err(|e| VaultError::Format(format!("cannot hash {}: {e}", input.display())))?;
+    let name = options.name.clone().unwrap_or_else(|| {
+        let name = input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        name.strip_suffix(".gguf").unwrap_or(&name).to_string()
+    });
+    // `plan`'s figures when it can read the model (a GGUF of an architecture it does not know
+    // is still encrypted, without them).
+    let memory = crate::delivery::manifest::memory_figures(&header).unwrap_or_default();
+    let body = Body {
+        format: 1,
+        cipher: options.cipher,
+        model: ModelSummary {
+            name,
+            sha256,
+            size: header.file_len,
+            architecture: header.architecture().unwrap_or("unknown").to_string(),
+            parameters: header.n_params(),
+            memory,
+        },
+        segments: chunks.len() as u64,
+    };
+    let body_json = serde_json::to_vec(&body)
+        .map_err(|e| VaultError::Format(format!("cannot write the header: {e}")))?;
+    let wrapped = recipients
+        .iter()
+        .map(|r| recipient::wrap(data_key, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let recipients_json = serde_json::to_vec(&wrapped)
+        .map_err(|e| VaultError::Format(format!("cannot write the recipients: {e}")))?;
+
+    let keys = Keys::derive(data_key);
+    let cipher = SegmentCipher::new(body.cipher, &keys.segment);
+    let mut prefix = Vec::with_capacity(12 + body_json.len());
+    prefix.extend_from_slice(&MAGIC);
+    prefix.extend_from_slice(&(body_json.len() as u32).to_le_bytes());
+    prefix.extend_from_slice(&body_json);
+    let table_at = prefix.len() as u64;
+    let mut table = Vec::with_capacity(chunks.len() * ENTRY);
+
+    let tmp = output.with_extension("enc-partial");
+    let mut out = File::create(&tmp).map_err(io_error(&tmp))?;
+    let result = (|| -> Result<(), VaultError> {
+        out.write_all(&prefix).map_err(io_error(&tmp))?;
+        out.write_all(&vec![0u8; chunks.len() * ENTRY + MAC])
+            .map_err(io_error(&tmp))?;
+        out.write_all(&(recipients_json.len() as u32).to_le_bytes())
+            .and_then(|()| out.write_all(&recipients_json))
+            .map_err(io_error(&tmp))?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut out);
+        let mut data = Vec::new();
+        for chunk in &chunks {
+            data.resize(chunk.size as usize, 0);
+            source
+                .read_exact_at(&mut data, chunk.offset)
+                .map_err(io_error(input))?;
+            let mut nonce = [0u8; NONCE];
+            let mut mac = Keys::hmac(&keys.nonce);
+            mac.update(&data);
+            nonce.copy_from_slice(&mac.finalize().into_bytes()[..NONCE]);
+            let tag = cipher.seal(&nonce, &mut data)?;
+            writer.write_all(&data).map_err(io_error(&tmp))?;
+            writer.write_all(&tag).map_err(io_error(&tmp))?;
+            table.extend_from_slice(&(chunk.size as u32).to_le_bytes());
+            table.extend_from_slice(&nonce);
+            table.extend_from_slice(&tag);
+        }
+        writer.flush().map_err(io_error(&tmp))?;
+        drop(writer);
+        let mut mac = Keys::hmac(&keys.mac);
+        mac.update(&prefix);
+        mac.update(&table);
+        out.seek(SeekFrom::Start(table_at))
+            .and_then(|_| out.write_all(&table))
+            .and_then(|()| out.write_all(&mac.finalize().into_bytes()))
+            .and_then(|()| out.sync_all())
+            .map_err(io_error(&tmp))?;
+        std::fs::rename(&tmp, output).map_err(io_error(output))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| body)
+}
+
+fn read_u32(file: &mut File, path: &Path) -> Result<u32, VaultError> {
+    let mut bytes = [0u8; 4];
+    file.read_exact(&mut bytes)
+        .map_err(|_| VaultError::Format(format!("{} ends inside its header", path.display())))?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+fn read_vec(file: &mut File, path: &Path, len: usize) -> Result<Vec<u8>, VaultError> {
+    let mut bytes = Vec::new();
+    file.take(len as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io_error(path))?;
+    if bytes.len() != len {
+        return Err(VaultError::Format(format!(
+            "{} ends inside its header",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Reads and bounds-checks a container's header (any file: every length is checked before it
+/// is used, nothing is allocated past the bounds above).
+pub fn read_header(file: &mut File, path: &Path) -> Result<Header, VaultError> {
+    let format = |what: String| VaultError::Format(format!("{}: {what}", path.display()));
+    file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
+    let mut magic = [0u8; 8];
+    file.read_exact(&mut magic)
+        .map_err(|_| format("not an encrypted model container".into()))?;
+    if magic != MAGIC {
+        return Err(format("not an encrypted model container".into()));
+    }
+    let body_len = read_u32(file, path)?;
+    if body_len > MAX_BODY {
+        return Err(format(format!("header of {body_len} bytes is too large")));
+    }
+    let body_json = read_vec(file, path, body_len as usize)?;
+    let body: Body = serde_json::from_slice(&body_json)
+        .map_err(|e| format(format!("unreadable header: {e}")))?;
+    if body.format != 1 {
+        return Err(format(format!(
+            "container format {}, this edgellm reads format 1",
+            body.format
+        )));
+    }
+    if body.segments == 0 || body.segments > MAX_SEGMENTS {
+        return Err(format(format!("{} segments", body.segments)));
+    }
+    let table = read_vec(file, path, body.segments as usize * ENTRY)?;
+    let mut entries = Vec::with_capacity(body.segments as usize);
+    let mut total = 0u64;
+    for raw in table.chunks_exact(ENTRY) {
+        let len = u32::from_le_bytes(raw[..4].try_into().unwrap_or_default());
+        if len == 0 || len > MAX_SEGMENT {
+            return Err(format(format!("a segment of {len} bytes")));
+        }
+        total += u64::from(len);
+        let mut entry = Entry {
+            len,
+            nonce: [0; NONCE],
+            tag: [0; TAG],
+        };
+        entry.nonce.copy_from_slice(&raw[4..4 + NONCE]);
+        entry.tag.copy_from_slice(&raw[4 + NONCE..]);
+        entries.push(entry);
+    }
+    if total != body.model.size {
+        return Err(format(format!(
+            "segments add up to {total} bytes, the model has {}",
+            body.model.size
+        )));
+    }
+    let mut mac = [0u8; MAC];
+    file.read_exact(&mut mac)
+        .map_err(|_| format("ends inside its header".into()))?;
+    let recipients_offset = 12 + u64::from(body_len) + table.len() as u64 + MAC as u64;
+    let recipients_len = read_u32(file, path)?;
+    if recipients_len > MAX_RECIPIENTS_JSON {
+        return Err(format(format!(
+            "recipient list of {recipients_len} bytes is too large"
+        )));
+    }
+    let recipients: Vec<WrappedKey> =
+        serde_json::from_slice(&read_vec(file, path, recipients_len as usize)?)
+            .map_err(|e| format(format!("unreadable recipient list: {e}")))?;
+    let mut authenticated = Vec::with_capacity(12 + body_json.len() + table.len());
+    authenticated.extend_from_slice(&MAGIC);
+    authenticated.extend_from_slice(&body_len.to_le_bytes());
+    authenticated.extend_from_slice(&body_json);
+    authenticated.extend_from_slice(&table);
+    Ok(Header {
+        body,
+        recipients,
+        entries,
+        authenticated,
+        mac,
+        recipients_offset,
+        data_offset: recipients_offset + 4 + u64::from(recipients_len),
+    })
+}
+
+impl Header {
+    /// The data key, unwrapped with this device's key, once the header's MAC checks out.
+    pub fn unlock(&self, device: &DeviceKey) -> Result<DataKey, VaultError> {
+        let key = recipient::unwrap(&self.recipients, device)?;
+        self.check_mac(&key)?;
+        Ok(key)
+    }
+
+    fn check_mac(&self, key: &DataKey) -> Result<(), VaultError> {
+        let keys = Keys::derive(key);
+        let mut mac = Keys::hmac(&keys.mac);
+        mac.update(&self.authenticated);
+        mac.verify_slice(&self.mac)
+            .map_err(|_| VaultError::HeaderModified)
+    }
+
+    /// Each segment's place in the container and its length with its tag (for tests that
+    /// damage one).
+    #[cfg(test)]
+    pub fn segment_extents(&self) -> Vec<(u64, u64)> {
+        let mut at = self.data_offset;
+        self.entries
+            .iter()
+            .map(|e| {
+                let extent = (at, u64::from(e.len) + TAG as u64);
+                at += extent.1;
+                extent
+            })
+            .collect()
+    }
+
+    /// The container's length when whole.
+    fn expected_len(&self) -> u64 {
+        self.data_offset + self.body.model.size + self.entries.len() as u64 * TAG as u64
+    }
+}
+
+/// Decrypts every segment into a sealed memfd (anonymous memory; no filesystem holds it),
+/// checking each segment's place and tag first. Two or more threads, each over a contiguous run
+/// of segments, read the ciphertext straight into the mapped memory and decrypt it in place.
+pub fn decrypt_to_memfd(
+    file: &File,
+    path: &Path,
+    header: &Header,
+    data_key: &DataKey,
+) -> Result<OwnedFd, VaultError> {
+    let want = header.expected_len();
+    let have = file.metadata().map_err(io_error(path))?.len();
+    if have < want {
+        return Err(VaultError::Truncated { have, want });
+    }
+    if have > want {
+        return Err(VaultError::Trailing(have - want));
+    }
+    let size = header.body.model.size as usize;
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new descriptor.
+    let raw = unsafe {
+        libc::memfd_create(
+            c"edgellm-model".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if raw < 0 {
+        return Err(VaultError::Memory(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a descriptor this process just opened and nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ftruncate on the memfd we own.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+        return Err(VaultError::Memory(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new shared read-write mapping of the whole memfd; unmapped below on every path.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(VaultError::Memory(std::io::Error::last_os_error()));
+    }
+    // SAFETY: the mapping is `size` bytes, writable, and only this function uses it until the
+    // munmap below.
+    let plain = unsafe { std::slice::from_raw_parts_mut(map.cast::<u8>(), size) };
+    let result = decrypt_segments(file, path, header, data_key, plain);
+    // SAFETY: unmapping the mapping made above; `plain` is not used after this.
+    unsafe { libc::munmap(map, size) };
+    result?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on the memfd we own; no writable mapping remains, so F_SEAL_WRITE applies.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(VaultError::Memory(std::io::Error::last_os_error()));
+    }
+    Ok(fd)
+}
+
+fn decrypt_segments(
+    file: &File,
+    path: &Path,
+    header: &Header,
+    data_key: &DataKey,
+    plain: &mut [u8],
+) -> Result<(), VaultError> {
+    let keys = Keys::derive(data_key);
+    let cipher = SegmentCipher::new(header.body.cipher, &keys.segment);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let share = plain.len().div_ceil(threads).max(1);
+    // Contiguous runs of segments of about `share` bytes each.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, entry) in header.entries.iter().enumerate() {
+        bytes += entry.len as usize;
+        if bytes >= share || i + 1 == header.entries.len() {
+            runs.push((start, i + 1));
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    let mut results: Vec<Result<(), VaultError>> = Vec::new();
+    std::thread::scope(|scope| {
+        let mut rest = plain;
+        let mut plain_at = 0u64;
+        let mut file_at = header.data_offset;
+        let mut handles = Vec::new();
+        for &(first, end) in &runs {
+            let run_len: u64 = header.entries[first..end]
+                .iter()
+                .map(|e| u64::from(e.len))
+                .sum();
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(run_len as usize);
+            rest = tail;
+            let (cipher, starts) = (&cipher, (plain_at, file_at));
+            handles.push(
+                scope.spawn(move || {
+                    decrypt_run(file, path, header, cipher, first..end, mine, starts)
+                }),
+            );
+            plain_at += run_len;
+            file_at += run_len + (end - first) as u64 * TAG as u64;
+        }
+        for handle in handles {
+            results.push(handle.join().unwrap_or_else(|_| {
+                Err(VaultError::Crypto("a decryption thread panicked".into()))
+            }));
+        }
+    });
+    // The first failing run names the earliest bad segment.
+    results.into_iter().collect()
+}
+
+fn decrypt_run(
+    file: &File,
+    path: &Path,
+    header: &Header,
+    cipher: &SegmentCipher,
+    range: std::ops::Range<usize>,
+    out: &mut [u8],
+    (mut plain_at, mut file_at): (u64, u64),
+) -> Result<(), VaultError> {
+    let mut at = 0usize;
+    for index in range {
+        let entry = &header.entries[index];
+        let len = entry.len as usize;
+        let data = &mut out[at..at + len];
+        file.read_exact_at(data, file_at).map_err(io_error(path))?;
+        let mut tag = [0u8; TAG];
+        file.read_exact_at(&mut tag, file_at + len as u64)
+            .map_err(io_error(path))?;
+        if tag != entry.tag {
+            return Err(match header.entries.iter().position(|e| e.tag == tag) {
+                Some(holds) => VaultError::OutOfOrder { at: index, holds },
+                None => VaultError::TagModified(index),
+            });
+        }
+        if !cipher.open(&entry.nonce, data, &entry.tag) {
+            return Err(VaultError::SegmentModified {
+                index,
+                start: plain_at,
+                end: plain_at + len as u64,
+            });
+        }
+        at += len;
+        plain_at += len as u64;
+        file_at += (len + TAG) as u64;
+    }
+    Ok(())
+}
+
+/// Replaces the recipients of `path` (the data key checked against its MAC first), writing
+/// `output`: the header before the recipients and every segment are copied unchanged.
+pub fn rewrap(
+    path: &Path,
+    output: &Path,
+    data_key: &DataKey,
+    recipients: &[Recipient],
+) -> Result<usize, VaultError> {
+    if recipients.is_empty() {
+        return Err(VaultError::Recipient(
+            "at least one --recipient is required".into(),
+        ));
+    }
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let header = read_header(&mut file, path)?;
+    header.check_mac(data_key).map_err(|_| {
+        VaultError::KeyStore(format!(
+            "the data key does not open {} (another model's key, or the header was modified)",
+            path.display()
+        ))
+    })?;
+    let wrapped = recipients
+        .iter()
+        .map(|r| recipient::wrap(data_key, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let json = serde_json::to_vec(&wrapped)
+        .map_err(|e| VaultError::Format(format!("cannot write the recipients: {e}")))?;
+    let tmp = output.with_extension("enc-partial");
+    let result = (|| -> Result<(), VaultError> {
+        let mut out = File::create(&tmp).map_err(io_error(&tmp))?;
+        file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
+        std::io::copy(&mut (&mut file).take(header.recipients_offset), &mut out)
+            .map_err(io_error(&tmp))?;
+        out.write_all(&(json.len() as u32).to_le_bytes())
+            .and_then(|()| out.write_all(&json))
+            .map_err(io_error(&tmp))?;
+        file.seek(SeekFrom::Start(header.data_offset))
+            .map_err(io_error(path))?;
+        std::io::copy(&mut file, &mut out).map_err(io_error(&tmp))?;
+        out.sync_all().map_err(io_error(&tmp))?;
+        std::fs::rename(&tmp, output).map_err(io_error(output))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| wrapped.len())
+}
