@@ -96,6 +96,9 @@ pub struct EngineArgs {
     /// Print llama.cpp's own log to stderr
     #[arg(long)]
     pub verbose: bool,
+    /// Read the model into memory instead of mapping it (llama.cpp's --no-mmap)
+    #[arg(long)]
+    pub no_mmap: bool,
     /// The device key for an encrypted model
     #[command(flatten)]
     pub keys: crate::vault::cli::KeyFlags,
@@ -122,6 +125,7 @@ impl EngineArgs {
         config.slots = slots;
         config.verbose_llama_logs = self.verbose;
         config.keys = self.keys.config();
+        config.use_mmap = !self.no_mmap;
         config
     }
 }

@@ -237,6 +237,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .ok()
         .flatten()
         .is_some_and(|s| s.active.path == booted_model);
+    if follows && let Ok(Some(slots)) = crate::delivery::slots::load(&home) {
+        // The active slot's model is checked against the sha256 its signed manifest gave.
+        engine_config.sha256 = Some(slots.active.sha256);
+    }
     let booted_rate = Arc::new(std::sync::OnceLock::new());
     if follows {
         tokio::spawn(follow_slots(
@@ -297,6 +301,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             tracing::info!(signal, grace_secs = grace.as_secs(), "shutting down: no new connections, finishing in-flight requests");
         }
         Ok(error) = load_failed => {
+            // A model that does not open here (a TPM that refuses, a modified container, a
+            // sha256 that differs) is an audit row too, not only a line on stderr.
+            if let crate::engine::EngineError::Vault { path, error: cause } = &error {
+                let record = crate::delivery::policy::audit_record(
+                    "load",
+                    &crate::delivery::policy::file_label(path),
+                    None,
+                    crate::ledger::Outcome::Error(cause.class().to_string()),
+                );
+                audit(&config, record).await;
+            }
             return Err(anyhow::Error::new(error).context("cannot serve"));
         }
     }
@@ -456,6 +471,8 @@ fn switch_model(
     crate::delivery::slots::verify(model, None)?;
     let mut engine_config = config.engine.clone();
     engine_config.model_path = model.to_path_buf();
+    // Checked against its pull record just above (`[model] sha256` is the boot model's).
+    engine_config.sha256 = None;
     let candidate = Engine::start(engine_config)?;
     let rate = crate::delivery::gate::check(&candidate, running_rate, &config.activation)?;
     candidate.prepare_constraints();

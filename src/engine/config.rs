@@ -51,6 +51,9 @@ pub struct EngineConfig {
     pub jump_forward: crate::constraint::JumpForward,
     /// One of llama.cpp's built-in chat templates, instead of the GGUF's (`--chat-template`).
     pub chat_template: Option<String>,
+    /// Map the model file (llama.cpp's default) rather than read it into memory (`--no-mmap`).
+    /// An encrypted model is mapped from its memfd either way.
+    pub use_mmap: bool,
     /// Where the device key for an encrypted model is (`[keys]`).
     pub keys: crate::vault::KeyConfig,
     /// The plaintext's expected sha256 (`[model] sha256`, or the active slot's signed one):
@@ -77,6 +80,7 @@ impl EngineConfig {
             verbose_llama_logs: false,
             jump_forward: crate::constraint::JumpForward::Exact,
             chat_template: None,
+            use_mmap: true,
             keys: crate::vault::KeyConfig::default(),
             sha256: None,
         }

@@ -140,7 +140,7 @@ impl Embedder {
         super::check_model_file(&config.model_path)?;
         let backend = super::backend()?;
         memory::install_capture();
-        let model = super::load_model(backend, &config.model_path)?;
+        let model = super::load_model(backend, &config.model_path, true)?;
         let architecture = model
             .meta_val_str("general.architecture")
             .unwrap_or_default();

@@ -70,7 +70,7 @@ pub enum EngineError {
     #[error("cannot load {path}: {error}")]
     Vault {
         path: PathBuf,
-        error: crate::vault::VaultError,
+        error: Box<crate::vault::VaultError>,
     },
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
@@ -422,7 +422,7 @@ impl Engine {
             crate::vault::open_model(&config.model_path, &config.keys, config.sha256.as_deref())
                 .map_err(|error| EngineError::Vault {
                     path: config.model_path.clone(),
-                    error,
+                    error: Box::new(error),
                 })?;
         check_model_file(source.load_path())?;
         let backend = backend()?;
@@ -440,7 +440,9 @@ impl Engine {
         // change (jump-forward would not be exact). Without it every row's result is the same
         // whatever it is batched with, and on this model it costs nothing measurable
         // (docs/performance.md, "Batch invariance").
-        let model = load_model(backend, source.load_path())?;
+        // An encrypted model's memfd is always mapped: read, it would be held twice.
+        let mmap = config.use_mmap || matches!(source, crate::vault::ModelSource::Decrypted { .. });
+        let model = load_model(backend, source.load_path(), mmap)?;
         let template = template::detect(&model, config.chat_template.as_deref())?;
         let load = Arc::new(EngineLoad::default());
         let resident_after_model = ProcessMemory::read().resident_bytes;
@@ -657,8 +659,11 @@ fn check_model_file(path: &std::path::Path) -> Result<(), EngineError> {
 fn load_model(
     backend: &LlamaBackend,
     path: &std::path::Path,
+    use_mmap: bool,
 ) -> Result<Arc<LlamaModel>, EngineError> {
-    let params = LlamaModelParams::default().with_use_extra_bufts(false);
+    let params = LlamaModelParams::default()
+        .with_use_extra_bufts(false)
+        .with_use_mmap(use_mmap);
     LlamaModel::load_from_file(backend, path, &params)
         .map(Arc::new)
         .map_err(|_| EngineError::LoadFailed {

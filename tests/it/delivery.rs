@@ -117,7 +117,7 @@ fn wired() -> &'static Path {
 }
 
 /// The audit log's delivery rows in `data` (`edgellm audit --json`), oldest first.
-fn model_audit(home: &Path, data: &Path) -> Vec<Value> {
+pub(crate) fn model_audit(home: &Path, data: &Path) -> Vec<Value> {
     let out = edgellm(
         home,
         &["audit", "--json", "--data-dir", data.to_str().unwrap()],
@@ -134,7 +134,7 @@ fn model_audit(home: &Path, data: &Path) -> Vec<Value> {
 }
 
 /// What an audit row says: its step and outcome, `step:outcome`.
-fn steps(rows: &[Value]) -> Vec<String> {
+pub(crate) fn steps(rows: &[Value]) -> Vec<String> {
     rows.iter()
         .map(|r| {
             format!(
@@ -215,14 +215,14 @@ fn serve_until_healthy(home: &Path, data: &Path, args: &[&str]) {
 }
 
 /// `edgellm serve` on `home` until dropped; its stderr goes to a file read by `stop`.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: tempfile::NamedTempFile,
 }
 
 impl Serve {
-    fn start(home: &Path, data: &Path, args: &[&str]) -> Serve {
+    pub(crate) fn start(home: &Path, data: &Path, args: &[&str]) -> Serve {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut command = Command::new(edgellm_bin());
@@ -255,7 +255,7 @@ impl Serve {
     }
 
     /// The file the server answers with now (`/props`).
-    fn model_path(&self) -> String {
+    pub(crate) fn model_path(&self) -> String {
         let url = format!("http://127.0.0.1:{}/props", self.port);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -276,7 +276,7 @@ impl Serve {
     }
 
     /// Stops the server; its log.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::fs::read_to_string(self.log.path()).unwrap_or_default()

@@ -23,3 +23,4 @@ mod tasks;
 mod telemetry;
 mod tools;
 mod upstream_stub;
+mod vault;

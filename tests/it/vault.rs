@@ -1,0 +1,561 @@
+//! Models encrypted at rest, with the device key in a real software TPM (Debian's `swtpm`, on
+//! loopback, its state in a temporary directory) and in systemd-creds: seal, serve, restart
+//! (a TPM reset, as at a reboot), a changed PCR that refuses to unseal, and a scan of every file
+//! the server could have written for plaintext model bytes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::delivery::{Serve, model_audit, steps};
+use crate::server::free_port;
+use crate::support::{default_model, edgellm_bin};
+
+/// The PCR the test key is bound to: 16 is the debug PCR, extendable and resettable at locality 0.
+const PCR: &str = "16";
+
+/// A software TPM 2.0 on loopback; its state directory outlives restarts (a reboot).
+struct Swtpm {
+    child: Child,
+    port: u16,
+    state: PathBuf,
+}
+
+impl Swtpm {
+    fn start(state: &Path) -> Swtpm {
+        std::fs::create_dir_all(state).unwrap();
+        // The swtpm TCTI sends control commands to the port after the command port.
+        let (port, ctrl) = loop {
+            let port = free_port();
+            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                break (port, port + 1);
+            }
+        };
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state.display()))
+            .args([
+                "--server",
+                &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+            ])
+            .args([
+                "--ctrl",
+                &format!("type=tcp,port={ctrl},bindaddr=127.0.0.1"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm (Debian package swtpm; scripts/setup.sh installs it)");
+        let tpm = Swtpm {
+            child,
+            port,
+            state: state.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "swtpm did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        tpm
+    }
+
+    fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Stops and starts it on its state: PCRs start from zero again, the keys stay.
+    fn restart(mut self) -> Swtpm {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Swtpm::start(&self.state.clone())
+    }
+
+    fn extend(&self, pcr: &str) {
+        let out = Command::new("tpm2_pcrextend")
+            .arg(format!("{pcr}:sha256={}", "ab".repeat(32)))
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .output()
+            .expect("tpm2_pcrextend (Debian package tpm2-tools)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn edgellm(home: &Path, args: &[&str], tcti: Option<&str>) -> std::process::Output {
+    let mut command = Command::new(edgellm_bin());
+    command
+        .args(args)
+        .env("EDGELLM_HOME", home)
+        .env_remove("EDGELLM_TPM_TCTI")
+        .env_remove("EDGELLM_KEY_STORE")
+        .env_remove("EDGELLM_CONFIG");
+    if let Some(tcti) = tcti {
+        command.env("EDGELLM_TPM_TCTI", tcti);
+    }
+    command.output().unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A copy of the default model whose `general.name` is a random string of the same length: its
+/// header bytes are this test's own, so a plaintext copy anywhere in /tmp is this test's leak,
+/// not another test's model file.
+fn unique_model(dir: &Path) -> (PathBuf, String) {
+    let source = default_model();
+    let header = edgellm::plan::read_header(&source).unwrap();
+    let name = header.get_str("general.name").unwrap().to_string();
+    let mut bytes = std::fs::read(&source).unwrap();
+    let at = bytes[..header.data_offset as usize]
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .unwrap();
+    let unique: String = uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .cycle()
+        .take(name.len())
+        .collect();
+    bytes[at..at + name.len()].copy_from_slice(unique.as_bytes());
+    let path = dir.join("plain.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    (path, unique)
+}
+
+/// Regular files under `root` (not following links), skipping `except`.
+fn files_under(root: &Path, except: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            files_under(&path, except, out);
+        } else if kind.is_file() && path != except {
+            out.push(path);
+        }
+    }
+}
+
+/// The regular files a process holds open for writing (not its memfd: no filesystem holds that).
+fn written_by(pid: u32) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for fd in fds.flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .unwrap_or(0);
+        let writable = flags & 0o3 != 0;
+        if writable && target.is_file() {
+            out.push(target);
+        }
+    }
+    out
+}
+
+/// Files (of `files`) holding any of `needles`.
+fn holding(files: &[PathBuf], needles: &[Vec<u8>]) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter(|path| {
+            let Ok(bytes) = std::fs::read(path) else {
+                return false;
+            };
+            needles
+                .iter()
+                .any(|n| bytes.windows(n.len()).any(|w| w == n.as_slice()))
+        })
+        .cloned()
+        .collect()
+}
+
+fn complete(port: u16, prompt: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body: Value = runtime.block_on(async {
+        crate::support::http_client()
+            .post(format!("http://127.0.0.1:{port}/v1/completions"))
+            .json(&serde_json::json!({"prompt": prompt, "max_tokens": 12, "temperature": 0}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    body["choices"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `edgellm serve` that must refuse to start: its exit status and its last stderr line.
+fn serve_refuses(home: &Path, data: &Path, config: &Path) -> (i32, String) {
+    let mut child = Command::new(edgellm_bin())
+        .args([
+            "serve",
+            "--port",
+            &free_port().to_string(),
+            "-t",
+            "2",
+            "--config",
+        ])
+        .arg(config)
+        .env("EDGELLM_HOME", home)
+        .env("EDGELLM_DATA_DIR", data)
+        .env_remove("EDGELLM_TPM_TCTI")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve did not refuse the model");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let last = stderr.lines().last().unwrap_or_default().to_string();
+    (status.code().unwrap_or(-1), last)
+}
+
+fn config(dir: &Path, model: &Path, tcti: &str) -> PathBuf {
+    let path = dir.join("edgellm.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[model]\npath = {:?}\n\n[keys]\ntpm_tcti = {tcti:?}\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn an_encrypted_model_is_served_with_a_tpm_sealed_key_and_refused_once_a_pcr_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, data) = (dir.path().join("home"), dir.path().join("data"));
+    std::fs::create_dir_all(home.join("models")).unwrap();
+    let mut tpm = Swtpm::start(&dir.path().join("tpm"));
+
+    // The device seals its key to PCR 16; the publisher encrypts for its recipient.
+    let recipient = ok(&edgellm(
+        &home,
+        &[
+            "key",
+            "init",
+            "--backend",
+            "tpm",
+            "--pcrs",
+            PCR,
+            "--tpm-tcti",
+            &tpm.tcti(),
+        ],
+        None,
+    ));
+    assert!(recipient.starts_with("edgellm-x25519:"), "{recipient}");
+    assert_eq!(ok(&edgellm(&home, &["key", "show"], None)), recipient);
+    let store = std::fs::read_to_string(home.join("keys/device.json")).unwrap();
+    assert!(!store.contains("secret"), "{store}");
+    let (plain, unique) = unique_model(dir.path());
+    let enc = home.join("models/unique.gguf.enc");
+    let data_key = dir.path().join("publisher/data.key");
+    std::fs::create_dir_all(data_key.parent().unwrap()).unwrap();
+    let encrypted: Value = serde_json::from_str(&ok(&edgellm(
+        &home,
+        &[
+            "model",
+            "encrypt",
+            plain.to_str().unwrap(),
+            "-o",
+            enc.to_str().unwrap(),
+            "--recipient",
+            &recipient,
+            "--data-key",
+            data_key.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(
+        encrypted["sha256"],
+        edgellm::model::import::sha256_file(&plain).unwrap()
+    );
+
+    // The same greedy answer as the plaintext model, through `run`.
+    let run = |model: &Path| -> String {
+        let out = edgellm(
+            &home,
+            &[
+                "run",
+                "-m",
+                model.to_str().unwrap(),
+                "-p",
+                "The capital of France is",
+                "-n",
+                "12",
+                "--temp",
+                "0",
+                "-t",
+                "2",
+                "--json",
+            ],
+            Some(&tpm.tcti()),
+        );
+        serde_json::from_str::<Value>(&ok(&out)).unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let expected = run(&plain);
+    assert_eq!(run(&enc), expected);
+
+    // Served; nothing on any filesystem holds plaintext while it runs or after.
+    let sample: Vec<Vec<u8>> = {
+        let bytes = std::fs::read(&plain).unwrap();
+        let n = bytes.len();
+        [n / 3, n / 2, 2 * n / 3]
+            .iter()
+            .map(|&at| bytes[at..at + 64].to_vec())
+            .collect()
+    };
+    let config_file = config(dir.path(), &enc, &tpm.tcti());
+    let serve = Serve::start(&home, &data, &["--config", config_file.to_str().unwrap()]);
+    assert_eq!(serve.model_path(), enc.display().to_string());
+    assert!(!complete(serve.port, "The capital of France is").is_empty());
+    let pid = serve_pid(serve.port);
+    let mut private = written_by(pid);
+    for root in [home.as_path(), data.as_path(), Path::new("/dev/shm")] {
+        files_under(root, &plain, &mut private);
+    }
+    let mut needles = sample.clone();
+    needles.push(unique.as_bytes().to_vec());
+    // The scan finds them where they are (the plaintext source, excluded below).
+    assert_eq!(
+        holding(std::slice::from_ref(&plain), &needles),
+        vec![plain.clone()]
+    );
+    assert_eq!(holding(&private, &needles), Vec::<PathBuf>::new());
+    let mut shared = Vec::new();
+    files_under(&std::env::temp_dir(), &plain, &mut shared);
+    assert_eq!(
+        holding(&shared, &[unique.as_bytes().to_vec()]),
+        Vec::<PathBuf>::new()
+    );
+    serve.stop();
+    let mut after = Vec::new();
+    for root in [home.as_path(), data.as_path(), Path::new("/dev/shm")] {
+        files_under(root, &plain, &mut after);
+    }
+    assert_eq!(holding(&after, &needles), Vec::<PathBuf>::new());
+
+    // A reboot: the TPM restarts, PCRs are measured the same, the key unseals again.
+    tpm = tpm.restart();
+    let config_file = config(dir.path(), &enc, &tpm.tcti());
+    let serve = Serve::start(&home, &data, &["--config", config_file.to_str().unwrap()]);
+    assert_eq!(complete(serve.port, "The capital of France is"), expected);
+    serve.stop();
+
+    // Another boot chain: PCR 16 extended. The TPM refuses; serve exits with one line and an
+    // audit row.
+    tpm.extend(PCR);
+    let (code, line) = serve_refuses(&home, &data, &config_file);
+    assert_ne!(code, 0);
+    assert!(line.contains("PCR 16 changed"), "{line}");
+    assert!(line.contains("unique.gguf.enc"), "{line}");
+    let rows = model_audit(&home, &data);
+    assert!(
+        steps(&rows).contains(&"load:error:pcr_mismatch".to_string()),
+        "{rows:?}"
+    );
+    let out = edgellm(
+        &home,
+        &["key", "check", enc.to_str().unwrap()],
+        Some(&tpm.tcti()),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+/// The pid of the server listening on `port` (from /proc/net/tcp's inode).
+fn serve_pid(port: u16) -> u32 {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let inode = tcp
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit(':').next()?;
+            (u16::from_str_radix(local_port, 16).ok()? == port && fields.get(3)? == &"0A")
+                .then(|| fields.get(9).map(|s| s.to_string()))?
+        })
+        .expect("a listening socket");
+    let wanted = format!("socket:[{inode}]");
+    for proc_dir in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == wanted))
+        {
+            return pid;
+        }
+    }
+    panic!("no process holds the socket of port {port}");
+}
+
+/// A small GGUF for the backends that do not need the real model to be opened.
+fn small_model(dir: &Path) -> PathBuf {
+    let path = dir.join("small.gguf");
+    let mut w = edgellm::plan::gguf::GgufWriter::new();
+    w.kv_str("general.architecture", "llama").tensor(
+        "a.weight",
+        &[4096],
+        edgellm::plan::GgmlType::F32,
+    );
+    let data: Vec<u8> = (0..16384u32).map(|i| (i * 7 % 251) as u8).collect();
+    w.write_with_data(&path, &[&data]).unwrap();
+    path
+}
+
+#[test]
+fn systemd_creds_and_the_development_key_file_hold_device_keys_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let data_key = dir.path().join("data.key");
+
+    // systemd-creds with the host key (a machine without a TPM device).
+    let creds = dir.path().join("creds");
+    let recipient = ok(&edgellm(
+        &creds,
+        &[
+            "key",
+            "init",
+            "--backend",
+            "systemd-creds",
+            "--with-key",
+            "host",
+        ],
+        None,
+    ));
+    let cred = std::fs::read(creds.join("keys/device.cred")).unwrap();
+    let secret_hex_len = cred
+        .split(|b| !b.is_ascii_hexdigit())
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(secret_hex_len < 64, "the credential holds a plain key");
+    let enc = dir.path().join("small.enc");
+    ok(&edgellm(
+        &creds,
+        &[
+            "model",
+            "encrypt",
+            model.to_str().unwrap(),
+            "-o",
+            enc.to_str().unwrap(),
+            "--recipient",
+            &recipient,
+            "--data-key",
+            data_key.to_str().unwrap(),
+        ],
+        None,
+    ));
+    let checked = ok(&edgellm(
+        &creds,
+        &["key", "check", enc.to_str().unwrap()],
+        None,
+    ));
+    assert!(checked.contains("opens on this device"), "{checked}");
+
+    // The key file: refused unless allowed; then it opens only what was wrapped for it.
+    let dev = dir.path().join("dev");
+    let dev_recipient = ok(&edgellm(&dev, &["key", "init", "--backend", "file"], None));
+    let out = edgellm(
+        &dev,
+        &["key", "check", enc.to_str().unwrap(), "--allow-key-file"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a recipient"));
+    ok(&edgellm(
+        &dev,
+        &[
+            "model",
+            "rewrap",
+            enc.to_str().unwrap(),
+            "--recipient",
+            &recipient,
+            "--recipient",
+            &dev_recipient,
+            "--data-key",
+            data_key.to_str().unwrap(),
+        ],
+        None,
+    ));
+    let out = edgellm(&dev, &["key", "check", enc.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_key_file"));
+    ok(&edgellm(
+        &dev,
+        &["key", "check", enc.to_str().unwrap(), "--allow-key-file"],
+        None,
+    ));
+    // The systemd-creds device still opens it after the rewrap.
+    ok(&edgellm(
+        &creds,
+        &["key", "check", enc.to_str().unwrap()],
+        None,
+    ));
+}
