@@ -101,6 +101,9 @@ pub struct LedgerOptions {
     /// `synchronous = FULL` (durable against a power cut) instead of `NORMAL` (against a crash
     /// of the process).
     pub full_sync: bool,
+    /// Prompt-log text is sealed with this key (`[keys] encrypt_prompt_log`): what reaches the
+    /// file is ciphertext that only this device's key opens.
+    pub prompt_key: Option<std::sync::Arc<crate::vault::LocalKey>>,
 }
 
 /// What the router sends to [`Ledger::reserve`].
@@ -228,17 +231,38 @@ impl Default for LedgerOptions {
             retention_days: DEFAULT_RETENTION_DAYS,
             prompt_log_retention_days: None,
             full_sync: false,
+            prompt_key: None,
         }
     }
 }
 
 impl LedgerOptions {
+    /// Prompt-log text as it is stored: sealed when a prompt key is set.
+    fn seal_prompt(&self, text: &str) -> String {
+        match &self.prompt_key {
+            Some(key) => key.seal(text),
+            None => text.to_string(),
+        }
+    }
+
+    /// Stored prompt-log text as read: opened when it is sealed and the key opens it; sealed
+    /// text without its key stays as stored (ciphertext, never a guess).
+    fn open_prompt(&self, stored: String) -> String {
+        match &self.prompt_key {
+            Some(key) if crate::vault::LocalKey::is_sealed(&stored) => {
+                key.open(&stored).unwrap_or(stored)
+            }
+            _ => stored,
+        }
+    }
+
     pub fn from_budget(budget: &Budget) -> LedgerOptions {
         LedgerOptions {
             timezone: budget.timezone.clone(),
             retention_days: budget.retention_days,
             prompt_log_retention_days: budget.prompt_log_retention_days,
             full_sync: budget.full_sync,
+            prompt_key: None,
         }
     }
 }

@@ -142,6 +142,8 @@ fn json_report(
         "parameters": info.n_params,
         "template": if chat { info.template.as_str() } else { "none" },
         "n_ctx": info.n_ctx_slot,
+        // From opening the file (decrypting it, for an encrypted model) to a ready context.
+        "load_ms": info.load_time.as_secs_f64() * 1000.0,
         "text": text,
         "prompt_tokens": summary.prompt_tokens,
         "prefill_tokens_per_second": summary.prefill_tokens_per_second(),

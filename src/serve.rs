@@ -68,7 +68,13 @@ pub fn open_ledger(config: &ServeConfig) -> anyhow::Result<Option<Arc<Ledger>>> 
     if !needed {
         return Ok(None);
     }
-    let options = LedgerOptions::from_budget(&config.egress.budget);
+    let mut options = LedgerOptions::from_budget(&config.egress.budget);
+    if config.engine.keys.encrypt_prompt_log && options.prompt_log_retention_days.is_some() {
+        // Fail closed: a prompt log that was asked to be encrypted is not written in the clear.
+        let key = crate::vault::LocalKey::for_device(&config.engine.keys, "edgellm prompt log v1")
+            .context("[keys] encrypt_prompt_log: cannot derive the prompt log's key")?;
+        options.prompt_key = Some(Arc::new(key));
+    }
     let ledger = Ledger::open_in(&config.data_dir, options, jiff::Timestamp::now())
         .with_context(|| format!("cannot open the ledger in {}", config.data_dir.display()))?;
     tracing::info!(path = %config.data_dir.join(crate::ledger::FILE_NAME).display(), "ledger open");

@@ -217,8 +217,9 @@ impl Ledger {
         if self.options.prompt_log_retention_days.is_none() {
             return Ok(false);
         }
+        let text = self.options.seal_prompt(redacted_text);
         let conn = lock(&self.conn);
-        insert_prompt(&conn, request_id, direction, redacted_text, now)?;
+        insert_prompt(&conn, request_id, direction, &text, now)?;
         Ok(true)
     }
 
@@ -247,7 +248,7 @@ impl Ledger {
                     } else {
                         PromptDirection::Prompt
                     },
-                    redacted_text: row.get(4)?,
+                    redacted_text: self.options.open_prompt(row.get(4)?),
                 })
             },
         )?;

@@ -913,3 +913,73 @@ fn the_day_total_kept_by_triggers_equals_the_sum_of_the_rows() {
     assert_eq!(kept.requests, 8);
     assert_eq!(kept.output_tokens, 4 * 2 + 4 * 20);
 }
+
+#[test]
+fn an_encrypted_prompt_log_holds_only_ciphertext_that_only_its_key_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = std::sync::Arc::new(crate::vault::LocalKey::from_bytes([7; 32]));
+    let options = LedgerOptions {
+        prompt_log_retention_days: Some(7),
+        prompt_key: Some(key.clone()),
+        ..LedgerOptions::default()
+    };
+    {
+        let ledger = open(dir.path(), options.clone(), NOW);
+        assert!(
+            ledger
+                .log_prompt(
+                    "a",
+                    PromptDirection::Prompt,
+                    "pump 7 at [ADDRESS_1]",
+                    ts(NOW)
+                )
+                .expect("log")
+        );
+        ledger.log_prompt_later("b", PromptDirection::Answer, "seal replaced", ts(NOW));
+    }
+    // The file: sealed text only.
+    let conn = rusqlite::Connection::open(dir.path().join(crate::ledger::FILE_NAME)).expect("db");
+    let stored: Vec<String> = conn
+        .prepare("SELECT redacted_text FROM prompt_log ORDER BY id")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(stored.len(), 2);
+    for text in &stored {
+        assert!(crate::vault::LocalKey::is_sealed(text), "{text}");
+        assert!(
+            !text.contains("pump") && !text.contains("seal replaced"),
+            "{text}"
+        );
+    }
+    drop(conn);
+    // Its key opens it; another key or none leaves the ciphertext as it is.
+    let texts = |options: LedgerOptions| -> Vec<String> {
+        open(dir.path(), options, NOW)
+            .prompt_log_list(Timestamp::MIN, Timestamp::MAX, 10)
+            .expect("list")
+            .into_iter()
+            .map(|r| r.redacted_text)
+            .collect()
+    };
+    assert_eq!(
+        texts(options.clone()),
+        ["pump 7 at [ADDRESS_1]", "seal replaced"]
+    );
+    let other = LedgerOptions {
+        prompt_key: Some(std::sync::Arc::new(crate::vault::LocalKey::from_bytes(
+            [8; 32],
+        ))),
+        ..options.clone()
+    };
+    assert_eq!(texts(other), stored);
+    assert_eq!(
+        texts(LedgerOptions {
+            prompt_key: None,
+            ..options
+        }),
+        stored
+    );
+}

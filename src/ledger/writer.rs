@@ -210,7 +210,7 @@ impl Ledger {
         drop(writer.submit(vec![Write::Prompt {
             request_id: request_id.to_string(),
             direction,
-            redacted_text: redacted_text.to_string(),
+            redacted_text: self.options.seal_prompt(redacted_text),
             now,
         }]));
     }

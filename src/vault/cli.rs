@@ -51,15 +51,7 @@ impl KeyFlags {
             store: self.store.clone(),
             allow_key_file: self.allow_key_file,
             tpm_tcti: self.tpm_tcti.clone(),
-        }
-    }
-
-    /// The flags over a configuration's `[keys]`: a flag given wins.
-    pub fn over(&self, config: &KeyConfig) -> KeyConfig {
-        KeyConfig {
-            store: self.store.clone().or(config.store.clone()),
-            allow_key_file: self.allow_key_file || config.allow_key_file,
-            tpm_tcti: self.tpm_tcti.clone().or(config.tpm_tcti.clone()),
+            encrypt_prompt_log: false,
         }
     }
 }

@@ -165,13 +165,23 @@ impl SegmentCipher {
         Ok(out)
     }
 
-    fn open(&self, nonce: &[u8; NONCE], data: &mut [u8], tag: &[u8; TAG]) -> bool {
+    /// Decrypts `sealed` into `out` (same length) if its tag checks out.
+    fn open_into(
+        &self,
+        nonce: &[u8; NONCE],
+        sealed: &[u8],
+        out: &mut [u8],
+        tag: &[u8; TAG],
+    ) -> bool {
+        let Ok(buffer) = aes_gcm::aead::inout::InOutBuf::new(sealed, out) else {
+            return false;
+        };
         match self {
             SegmentCipher::Gcm(c) => c
-                .decrypt_inout_detached(gcm_nonce(nonce), &[], data.into(), tag.into())
+                .decrypt_inout_detached(gcm_nonce(nonce), &[], buffer, tag.into())
                 .is_ok(),
             SegmentCipher::XChaCha(c) => c
-                .decrypt_inout_detached(nonce.into(), &[], data.into(), tag.into())
+                .decrypt_inout_detached(nonce.into(), &[], buffer, tag.into())
                 .is_ok(),
         }
     }
@@ -498,12 +508,42 @@ pub fn decrypt_to_memfd(
     if map == libc::MAP_FAILED {
         return Err(VaultError::Memory(std::io::Error::last_os_error()));
     }
-    // SAFETY: the mapping is `size` bytes, writable, and only this function uses it until the
-    // munmap below.
-    let plain = unsafe { std::slice::from_raw_parts_mut(map.cast::<u8>(), size) };
-    let result = decrypt_segments(file, path, header, data_key, plain);
-    // SAFETY: unmapping the mapping made above; `plain` is not used after this.
-    unsafe { libc::munmap(map, size) };
+    // The container, mapped read-only: each segment is decrypted from the page cache straight
+    // into the memfd, with no copy in between (reading it into the memfd first cost a third
+    // more load time). Its length was checked just above; a process that can truncate the
+    // model file meanwhile could as well replace it.
+    let source_len = want as usize;
+    // SAFETY: a new read-only mapping of the container's checked length; unmapped below.
+    let source = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            source_len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if source == libc::MAP_FAILED {
+        let error = std::io::Error::last_os_error();
+        // SAFETY: unmapping the memfd mapping made above.
+        unsafe { libc::munmap(map, size) };
+        return Err(VaultError::Memory(error));
+    }
+    // SAFETY: both mappings are live until the munmaps below; `plain` is writable and only this
+    // function uses it, `sealed` is only read.
+    let (plain, sealed) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(map.cast::<u8>(), size),
+            std::slice::from_raw_parts(source.cast::<u8>(), source_len),
+        )
+    };
+    let result = decrypt_segments(sealed, header, data_key, plain);
+    // SAFETY: unmapping both mappings made above; neither slice is used after this.
+    unsafe {
+        libc::munmap(source, source_len);
+        libc::munmap(map, size);
+    }
     result?;
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
     // SAFETY: fcntl on the memfd we own; no writable mapping remains, so F_SEAL_WRITE applies.
@@ -514,8 +554,7 @@ pub fn decrypt_to_memfd(
 }
 
 fn decrypt_segments(
-    file: &File,
-    path: &Path,
+    sealed: &[u8],
     header: &Header,
     data_key: &DataKey,
     plain: &mut [u8],
@@ -552,9 +591,7 @@ fn decrypt_segments(
             rest = tail;
             let (cipher, starts) = (&cipher, (plain_at, file_at));
             handles.push(
-                scope.spawn(move || {
-                    decrypt_run(file, path, header, cipher, first..end, mine, starts)
-                }),
+                scope.spawn(move || decrypt_run(sealed, header, cipher, first..end, mine, starts)),
             );
             plain_at += run_len;
             file_at += run_len + (end - first) as u64 * TAG as u64;
@@ -570,30 +607,31 @@ fn decrypt_segments(
 }
 
 fn decrypt_run(
-    file: &File,
-    path: &Path,
+    sealed: &[u8],
     header: &Header,
     cipher: &SegmentCipher,
     range: std::ops::Range<usize>,
     out: &mut [u8],
-    (mut plain_at, mut file_at): (u64, u64),
+    (mut plain_at, file_at): (u64, u64),
 ) -> Result<(), VaultError> {
-    let mut at = 0usize;
+    let (mut at, mut from) = (0usize, file_at as usize);
+    // The container's pages this run has decrypted leave the process's page tables every few
+    // MiB (they stay in the page cache): mapped whole, they would count in its resident memory.
+    let mut released = from & !(PAGE - 1);
     for index in range {
         let entry = &header.entries[index];
         let len = entry.len as usize;
-        let data = &mut out[at..at + len];
-        file.read_exact_at(data, file_at).map_err(io_error(path))?;
-        let mut tag = [0u8; TAG];
-        file.read_exact_at(&mut tag, file_at + len as u64)
-            .map_err(io_error(path))?;
+        let data = &sealed[from..from + len];
+        let tag: [u8; TAG] = sealed[from + len..from + len + TAG]
+            .try_into()
+            .unwrap_or_default();
         if tag != entry.tag {
             return Err(match header.entries.iter().position(|e| e.tag == tag) {
                 Some(holds) => VaultError::OutOfOrder { at: index, holds },
                 None => VaultError::TagModified(index),
             });
         }
-        if !cipher.open(&entry.nonce, data, &entry.tag) {
+        if !cipher.open_into(&entry.nonce, data, &mut out[at..at + len], &entry.tag) {
             return Err(VaultError::SegmentModified {
                 index,
                 start: plain_at,
@@ -601,10 +639,35 @@ fn decrypt_run(
             });
         }
         at += len;
+        from += len + TAG;
         plain_at += len as u64;
-        file_at += (len + TAG) as u64;
+        let done = from & !(PAGE - 1);
+        if done - released >= RELEASE_EVERY {
+            release(sealed, released, done);
+            released = done;
+        }
     }
+    release(sealed, released, from & !(PAGE - 1));
     Ok(())
+}
+
+const PAGE: usize = 4096;
+const RELEASE_EVERY: usize = 4 << 20;
+
+/// Drops `sealed[from..to]` (page-aligned offsets of a file mapping) from the page tables.
+fn release(sealed: &[u8], from: usize, to: usize) {
+    if to > from {
+        // SAFETY: a page-aligned range inside the read-only shared file mapping `sealed` (its
+        // base is page-aligned); MADV_DONTNEED on it only unmaps page-cache pages, which a later
+        // read would map again. Nothing reads this range afterwards.
+        unsafe {
+            libc::madvise(
+                sealed.as_ptr().add(from).cast_mut().cast(),
+                to - from,
+                libc::MADV_DONTNEED,
+            )
+        };
+    }
 }
 
 /// Replaces the recipients of `path` (the data key checked against its MAC first), writing

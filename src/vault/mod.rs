@@ -136,6 +136,84 @@ pub struct KeyConfig {
     pub allow_key_file: bool,
     /// The TPM to use, overriding the store's (`device:/dev/tpmrm0`, `swtpm:host=...,port=...`).
     pub tpm_tcti: Option<String>,
+    /// Encrypt the ledger's prompt log (`[budget] prompt_log`) with a key derived from the
+    /// device key.
+    #[serde(default)]
+    pub encrypt_prompt_log: bool,
+}
+
+/// A key for a local cache (the ledger's prompt log), derived from this device's key: what it
+/// encrypts opens only where the device key unseals.
+pub struct LocalKey(zeroize::Zeroizing<[u8; 32]>);
+
+/// How a sealed text starts in the column that held plain text before.
+const SEALED_TEXT: &str = "enc1:";
+
+impl std::fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalKey(..)")
+    }
+}
+
+impl PartialEq for LocalKey {
+    fn eq(&self, other: &LocalKey) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0[..].ct_eq(&other.0[..]).into()
+    }
+}
+
+impl LocalKey {
+    /// The key for `purpose`, from this device's key (one unseal).
+    pub fn for_device(keys: &KeyConfig, purpose: &str) -> Result<LocalKey, VaultError> {
+        let device = keystore::unlock(keys)?;
+        Ok(LocalKey(device.derive(purpose.as_bytes())))
+    }
+
+    #[cfg(test)]
+    pub fn from_bytes(bytes: [u8; 32]) -> LocalKey {
+        LocalKey(zeroize::Zeroizing::new(bytes))
+    }
+
+    /// `enc1:` and base64 of a random 24-byte nonce and the XChaCha20-Poly1305 ciphertext.
+    pub fn seal(&self, text: &str) -> String {
+        use base64::Engine as _;
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new((&*self.0).into());
+        let mut nonce = [0u8; 24];
+        rand::fill(&mut nonce);
+        // Encryption fails only past 256 GiB of text.
+        let sealed = cipher
+            .encrypt((&nonce).into(), text.as_bytes())
+            .unwrap_or_default();
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        format!(
+            "{SEALED_TEXT}{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    }
+
+    /// The text [`LocalKey::seal`] sealed; `None` for text it did not seal with this key.
+    pub fn open(&self, stored: &str) -> Option<String> {
+        use base64::Engine as _;
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(stored.strip_prefix(SEALED_TEXT)?)
+            .ok()?;
+        if bytes.len() < 24 + 16 {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(24);
+        let nonce: &[u8; 24] = nonce.try_into().ok()?;
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new((&*self.0).into());
+        let plain = cipher.decrypt(nonce.into(), sealed).ok()?;
+        String::from_utf8(plain).ok()
+    }
+
+    /// Whether `stored` is sealed text (of any key).
+    pub fn is_sealed(stored: &str) -> bool {
+        stored.starts_with(SEALED_TEXT)
+    }
 }
 
 /// A model file as the engine loads it.

@@ -50,6 +50,15 @@ impl DeviceKey {
         })
     }
 
+    /// A 32-byte key for one purpose (the prompt log's), derived from this key with HKDF.
+    pub fn derive(&self, purpose: &[u8]) -> Zeroizing<[u8; 32]> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes never exceed HKDF-SHA256's output limit.
+        let _ = hkdf::Hkdf::<Sha256>::new(Some(b"edgellm local key"), self.secret.as_bytes())
+            .expand(purpose, &mut out[..]);
+        out
+    }
+
     pub fn recipient(&self) -> Recipient {
         Recipient(x25519_dalek::PublicKey::from(&self.secret).to_bytes())
     }

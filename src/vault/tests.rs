@@ -25,7 +25,7 @@ impl Fixture {
             keys: KeyConfig {
                 store: Some(store),
                 allow_key_file: true,
-                tpm_tcti: None,
+                ..KeyConfig::default()
             },
             dir,
             recipient,
@@ -406,4 +406,27 @@ fn mutated_headers_never_panic() {
             VaultError::Format(_)
         ));
     }
+}
+
+#[test]
+fn local_keys_come_from_the_device_key_per_purpose() {
+    let f = Fixture::new();
+    let a = super::LocalKey::for_device(&f.keys, "prompt log").unwrap();
+    let again = super::LocalKey::for_device(&f.keys, "prompt log").unwrap();
+    let other = super::LocalKey::for_device(&f.keys, "packs").unwrap();
+    assert_eq!(a, again);
+    assert_ne!(a, other);
+    assert_eq!(format!("{a:?}"), "LocalKey(..)");
+    let sealed = a.seal("pump 7");
+    assert_ne!(a.seal("pump 7"), sealed, "a fresh nonce each time");
+    assert_eq!(again.open(&sealed).as_deref(), Some("pump 7"));
+    assert_eq!(other.open(&sealed), None);
+    assert_eq!(a.open("pump 7"), None);
+    assert_eq!(a.open("enc1:!!"), None);
+    // No device key: refused, not a key made up.
+    let missing = KeyConfig {
+        store: Some(f.path("none.json")),
+        ..f.keys.clone()
+    };
+    assert!(super::LocalKey::for_device(&missing, "prompt log").is_err());
 }
