@@ -244,8 +244,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .flatten()
         .is_some_and(|s| s.active.path == booted_model);
     if follows && let Ok(Some(slots)) = crate::delivery::slots::load(&home) {
-        // The active slot's model is checked against the sha256 its signed manifest gave.
-        engine_config.sha256 = Some(slots.active.sha256);
+        // The active slot's model is checked against the sha256 its signed manifest gave (an
+        // encrypted one is authenticated segment by segment as it is decrypted; its manifest's
+        // sha256 is the container's, not the plaintext's the engine compares).
+        if !crate::vault::is_container(&booted_model) {
+            engine_config.sha256 = Some(slots.active.sha256);
+        }
     }
     let booted_rate = Arc::new(std::sync::OnceLock::new());
     if follows {

@@ -34,6 +34,10 @@ pub struct Body {
     /// sha256 of the whole file, lowercase hex.
     pub sha256: String,
     pub gguf: GgufSummary,
+    /// An encrypted model container (`edgellm model encrypt`): pulled as `.gguf.enc`, its
+    /// chunks are the container's header and segments. Absent for a plain GGUF.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
     /// Unix seconds.
     pub created: u64,
     pub expires: u64,
@@ -64,6 +68,18 @@ pub struct GgufSummary {
 }
 
 impl GgufSummary {
+    /// The summary an encrypted container's header gives (its tensors stay private).
+    pub fn of_encrypted(model: &crate::vault::ModelSummary) -> GgufSummary {
+        GgufSummary {
+            architecture: model.architecture.clone(),
+            tensors: 0,
+            parameters: model.parameters,
+            weight_bytes: model.size,
+            context_length: None,
+            memory: model.memory.clone(),
+        }
+    }
+
     /// The summary of a GGUF header, with `plan`'s memory figures.
     pub fn of(header: &crate::plan::GgufHeader) -> Result<GgufSummary, DeliveryError> {
         Ok(GgufSummary {
@@ -359,6 +375,7 @@ pub(crate) mod tests {
                     bytes: 100,
                 }],
             },
+            encrypted: false,
             created: 100,
             expires: 200,
             packs: vec![PackEntry {

@@ -125,8 +125,10 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
     }
     let models = options.models.clone();
     std::fs::create_dir_all(&models).map_err(io_error(&models))?;
-    let stem = body.name.strip_suffix(".gguf").unwrap_or(&body.name);
-    let path = models.join(format!("{stem}-{}.gguf", &body.sha256[..12]));
+    let name = body.name.strip_suffix(".enc").unwrap_or(&body.name);
+    let stem = name.strip_suffix(".gguf").unwrap_or(name);
+    let extension = if body.encrypted { "gguf.enc" } else { "gguf" };
+    let path = models.join(format!("{stem}-{}.{extension}", &body.sha256[..12]));
     let partial = models.join(format!(".{stem}-{}.partial", &body.sha256[..12]));
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == body.size)
         && super::slots::read_record(&path).is_some_and(|r| r.body == body)
@@ -210,9 +212,9 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
         reference: registry.reference().to_string(),
         body: (*body).clone(),
     };
-    let final_path = path.clone();
+    let (final_path, encrypted) = (path.clone(), body.encrypted);
     tokio::task::spawn_blocking(move || {
-        finish(&file, &partial, &final_path, &models)?;
+        finish(&file, &partial, &final_path, &models, encrypted)?;
         super::slots::write_record(&final_path, &record)
     })
     .await
@@ -500,13 +502,31 @@ fn finish(
     partial: &Path,
     path: &Path,
     models: &Path,
+    encrypted: bool,
 ) -> Result<(), DeliveryError> {
     file.sync_all().map_err(io_error(partial))?;
-    if let Err(e) = crate::plan::gguf::read_header(partial) {
+    let readable = if encrypted {
+        // Its segments open only with a device key, at load; here its header must read.
+        std::fs::File::open(partial)
+            .map_err(|e| e.to_string())
+            .and_then(|mut f| {
+                crate::vault::container::read_header(&mut f, partial)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+    } else {
+        crate::plan::gguf::read_header(partial)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = readable {
         let _ = std::fs::remove_file(partial);
-        return Err(DeliveryError::Model(format!(
-            "not a GGUF the engine can load: {e}"
-        )));
+        let what = if encrypted {
+            "an encrypted model container"
+        } else {
+            "a GGUF the engine can load"
+        };
+        return Err(DeliveryError::Model(format!("not {what}: {e}")));
     }
     std::fs::rename(partial, path).map_err(io_error(path))?;
     sync_dir(models)

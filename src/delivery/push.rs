@@ -62,15 +62,23 @@ pub async fn push(
         .and_then(|n| n.to_str())
         .ok_or_else(|| DeliveryError::Model(format!("{} has no file name", file.display())))?
         .to_string();
-    let header =
-        crate::plan::gguf::read_header(file).map_err(|e| DeliveryError::Model(e.to_string()))?;
-    let sizes = ChunkSizes::for_file(header.file_len);
+    let encrypted = crate::vault::is_container(file);
     let path = file.to_path_buf();
-    let (chunks, sha256, header) = tokio::task::spawn_blocking(move || {
-        let chunks = chunk_file(&path, &header, sizes)?;
+    let (chunks, sha256, gguf) = tokio::task::spawn_blocking(move || {
+        let (chunks, gguf) = if encrypted {
+            encrypted_chunks(&path)?
+        } else {
+            let header = crate::plan::gguf::read_header(&path)
+                .map_err(|e| DeliveryError::Model(e.to_string()))?;
+            let sizes = ChunkSizes::for_file(header.file_len);
+            (
+                chunk_file(&path, &header, sizes)?,
+                GgufSummary::of(&header)?,
+            )
+        };
         let sha256 = crate::model::import::sha256_file(&path)
             .map_err(|e| DeliveryError::Model(format!("{e:#}")))?;
-        Ok::<_, DeliveryError>((chunks, sha256, header))
+        Ok::<_, DeliveryError>((chunks, sha256, gguf))
     })
     .await
     .map_err(|e| DeliveryError::Model(e.to_string()))??;
@@ -128,9 +136,10 @@ pub async fn push(
     let body = Body {
         schema: manifest::SCHEMA,
         name,
-        size: header.file_len,
+        size: chunks.iter().map(|c| c.size).sum(),
         sha256: sha256.clone(),
-        gguf: GgufSummary::of(&header)?,
+        gguf,
+        encrypted,
         created: now,
         expires: now + options.valid_days * 86_400,
         chunks: chunks
@@ -186,6 +195,32 @@ pub async fn push(
             .map(|k| manifest::key_id(&k.verifying_key()))
             .collect(),
     })
+}
+
+/// An encrypted container's chunks: its header, then each segment with its tag (the segments
+/// are the plain model's delivery chunks, so releases under one data key share them).
+fn encrypted_chunks(path: &Path) -> Result<(Vec<super::chunk::Chunk>, GgufSummary), DeliveryError> {
+    let mut file = std::fs::File::open(path).map_err(io_error(path))?;
+    let header = crate::vault::container::read_header(&mut file, path)
+        .map_err(|e| DeliveryError::Model(e.to_string()))?;
+    let mut chunks = Vec::new();
+    for (offset, size) in header.chunk_extents() {
+        let bytes = read_at(&mut file, path, offset, size)?;
+        chunks.push(super::chunk::Chunk {
+            offset,
+            size,
+            digest: digest_of(&bytes),
+        });
+    }
+    let len = file.metadata().map_err(io_error(path))?.len();
+    let end = chunks.last().map_or(0, |c| c.offset + c.size);
+    if end != len {
+        return Err(DeliveryError::Model(format!(
+            "{}: the container's segments end at byte {end}, the file at {len}",
+            path.display()
+        )));
+    }
+    Ok((chunks, GgufSummary::of_encrypted(&header.body.model)))
 }
 
 /// Uploads a sealed pack unless the registry holds it; what was uploaded, in chunks and bytes.

@@ -61,6 +61,13 @@ pub fn write_record(model: &Path, record: &Record) -> Result<(), DeliveryError> 
     write_durably(&record_path(model), &bytes)
 }
 
+/// A model file's name: `.gguf`, or `.gguf.enc` for an encrypted one.
+fn is_model_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".gguf") || n.ends_with(".gguf.enc"))
+}
+
 /// The pulled models in `models` (those with a record beside them), by path.
 pub fn pulled(models: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(models) else {
@@ -68,7 +75,7 @@ pub fn pulled(models: &Path) -> Vec<PathBuf> {
     };
     let mut out: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "gguf") && read_record(p).is_some())
+        .filter(|p| is_model_file(p) && read_record(p).is_some())
         .collect();
     out.sort();
     out
@@ -113,7 +120,10 @@ pub fn resolve_reference(home: &Path, model: PathBuf) -> Result<PathBuf, String>
     let Some(text) = model.to_str() else {
         return Ok(model);
     };
-    let path_like = text.starts_with('.') || text.starts_with('/') || text.ends_with(".gguf");
+    let path_like = text.starts_with('.')
+        || text.starts_with('/')
+        || text.ends_with(".gguf")
+        || text.ends_with(".gguf.enc");
     if model.exists() || path_like || super::registry::Reference::parse(text, false).is_err() {
         return Ok(model);
     }
@@ -121,7 +131,7 @@ pub fn resolve_reference(home: &Path, model: PathBuf) -> Result<PathBuf, String>
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .filter(|p| is_model_file(p))
         .filter_map(|p| {
             let record = read_record(&p)?;
             (record.reference == text).then_some((record.body.created, p))

@@ -439,9 +439,15 @@ impl Header {
             .map_err(|_| VaultError::HeaderModified)
     }
 
-    /// Each segment's place in the container and its length with its tag (for tests that
-    /// damage one).
-    #[cfg(test)]
+    /// The container cut for delivery: its header (up to segment 0), then each segment with
+    /// its tag, as (offset, length).
+    pub fn chunk_extents(&self) -> Vec<(u64, u64)> {
+        let mut out = vec![(0, self.data_offset)];
+        out.extend(self.segment_extents());
+        out
+    }
+
+    /// Each segment's place in the container and its length with its tag.
     pub fn segment_extents(&self) -> Vec<(u64, u64)> {
         let mut at = self.data_offset;
         self.entries

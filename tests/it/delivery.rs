@@ -17,7 +17,7 @@ use crate::support::{default_model, edgellm_bin};
 const REGISTRY: &str = "/usr/bin/docker-registry";
 
 /// A registry process with its own storage directory; killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     port: u16,
     storage: PathBuf,
     child: Child,
@@ -25,7 +25,7 @@ struct Registry {
 }
 
 impl Registry {
-    fn start() -> Registry {
+    pub(crate) fn start() -> Registry {
         Registry::start_with("")
     }
 
@@ -68,7 +68,7 @@ impl Registry {
         }
     }
 
-    fn reference(&self, name_tag: &str) -> String {
+    pub(crate) fn reference(&self, name_tag: &str) -> String {
         format!("127.0.0.1:{}/{name_tag}", self.port)
     }
 
@@ -92,7 +92,7 @@ impl Drop for Registry {
 
 /// `edgellm ARGS` on the device `home`, whose network is a fake wired link (the delivery gate
 /// reads it) unless ARGS name a `--config` of their own.
-fn edgellm(home: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn edgellm(home: &Path, args: &[&str]) -> std::process::Output {
     let mut command = Command::new(edgellm_bin());
     command
         .args(args)
@@ -147,7 +147,7 @@ pub(crate) fn steps(rows: &[Value]) -> Vec<String> {
 }
 
 /// `edgellm model pull REFERENCE --trusted-key KEY --json` on `home`.
-fn pull_trusting(home: &Path, reference: &str, key: &Path) -> std::process::Output {
+pub(crate) fn pull_trusting(home: &Path, reference: &str, key: &Path) -> std::process::Output {
     edgellm(
         home,
         &[
@@ -161,14 +161,14 @@ fn pull_trusting(home: &Path, reference: &str, key: &Path) -> std::process::Outp
     )
 }
 
-fn json_lines(output: &std::process::Output) -> Vec<Value> {
+pub(crate) fn json_lines(output: &std::process::Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 
-fn pulled(output: &std::process::Output) -> Value {
+pub(crate) fn pulled(output: &std::process::Output) -> Value {
     assert!(
         output.status.success(),
         "pull failed: {}",

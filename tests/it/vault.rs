@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::delivery::{Serve, model_audit, steps};
+use crate::delivery::{Registry, Serve, json_lines, model_audit, pull_trusting, pulled, steps};
 use crate::server::free_port;
 use crate::support::{default_model, edgellm_bin};
 
@@ -558,4 +558,105 @@ fn systemd_creds_and_the_development_key_file_hold_device_keys_too() {
         &["key", "check", enc.to_str().unwrap()],
         None,
     ));
+}
+
+#[test]
+fn an_encrypted_model_travels_through_a_registry_and_a_new_release_moves_only_what_changed() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (publisher, device) = (dir.path().join("publisher"), dir.path().join("device"));
+    std::fs::create_dir_all(&publisher).unwrap();
+    let sign = publisher.join("release.key");
+    ok(&crate::delivery::edgellm(
+        &publisher,
+        &["model", "keygen", sign.to_str().unwrap()],
+    ));
+    let recipient = ok(&edgellm(
+        &device,
+        &["key", "init", "--backend", "file"],
+        None,
+    ));
+
+    // Two releases: the second changes 1 MiB in the middle of one tensor.
+    let (v1_plain, _) = unique_model(&publisher);
+    let v2_plain = publisher.join("v2.gguf");
+    let mut bytes = std::fs::read(&v1_plain).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + (1 << 20)] {
+        *b ^= 0x55;
+    }
+    std::fs::write(&v2_plain, bytes).unwrap();
+    let data_key = publisher.join("data.key");
+    let mut pushed_chunks = Vec::new();
+    for (plain, tag, base) in [(&v1_plain, "v1", None), (&v2_plain, "v2", Some("v1"))] {
+        let enc = publisher.join(format!("pump-{tag}.gguf.enc"));
+        ok(&edgellm(
+            &publisher,
+            &[
+                "model",
+                "encrypt",
+                plain.to_str().unwrap(),
+                "-o",
+                enc.to_str().unwrap(),
+                "--recipient",
+                &recipient,
+                "--data-key",
+                data_key.to_str().unwrap(),
+            ],
+            None,
+        ));
+        let reference = registry.reference(&format!("fleet/pump:{tag}"));
+        let mut args = vec![
+            "model",
+            "push",
+            enc.to_str().unwrap(),
+            &reference,
+            "--key",
+            sign.to_str().unwrap(),
+            "--json",
+        ];
+        if let Some(base) = base {
+            args.extend(["--base", base]);
+        }
+        let out = crate::delivery::edgellm(&publisher, &args);
+        ok(&out);
+        pushed_chunks.push(json_lines(&out)[0].clone());
+    }
+    // The second push uploads the changed segments and the container's header, not the model.
+    let size = std::fs::metadata(&v2_plain).unwrap().len();
+    let uploaded = pushed_chunks[1]["uploaded_bytes"].as_u64().unwrap();
+    assert!(uploaded < size / 20, "{}", pushed_chunks[1]);
+
+    let trusted = sign.with_extension("pub");
+    let first = pulled(&pull_trusting(
+        &device,
+        &registry.reference("fleet/pump:v1"),
+        &trusted,
+    ));
+    let path = PathBuf::from(first["path"].as_str().unwrap());
+    assert!(path.to_string_lossy().ends_with(".gguf.enc"), "{first}");
+    let second = pulled(&pull_trusting(
+        &device,
+        &registry.reference("fleet/pump:v2"),
+        &trusted,
+    ));
+    let fetched = second["progress"]["fetched_bytes"].as_u64().unwrap();
+    assert!(fetched < size / 20, "{second}");
+    eprintln!(
+        "encrypted release with 1 MiB changed: pushed {uploaded} bytes, pulled {fetched} of {size}"
+    );
+    // Both open on the device (every segment authenticated), and nowhere else.
+    let stranger = dir.path().join("stranger");
+    ok(&edgellm(
+        &stranger,
+        &["key", "init", "--backend", "file"],
+        None,
+    ));
+    for result in [&first, &second] {
+        let file = result["path"].as_str().unwrap();
+        let out = edgellm(&device, &["key", "check", file, "--allow-key-file"], None);
+        assert!(ok(&out).contains("opens on this device"));
+        let out = edgellm(&stranger, &["key", "check", file, "--allow-key-file"], None);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a recipient"));
+    }
 }
