@@ -262,7 +262,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ));
     }
-    let embed_config = config.embedding.as_ref().map(|e| e.engine.clone());
+    let embed_config = config.embedding.as_ref().map(|e| {
+        let mut engine = e.engine.clone();
+        engine.keys = config.engine.keys.clone();
+        engine
+    });
     let embed_cell = gateway.embeddings.cell().clone();
     let (load_failed_tx, load_failed) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {

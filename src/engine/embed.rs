@@ -67,6 +67,8 @@ pub struct EmbedConfig {
     /// Tokens per batch (and micro-batch: an encoder needs the whole batch in one). At least the
     /// model's trained context, so that any input that fits the model fits a batch.
     pub n_batch: u32,
+    /// The device key, for an encrypted embedding model.
+    pub keys: crate::vault::KeyConfig,
 }
 
 impl EmbedConfig {
@@ -78,6 +80,7 @@ impl EmbedConfig {
             pooling: None,
             n_threads: super::config::default_threads(),
             n_batch: Self::DEFAULT_N_BATCH,
+            keys: crate::vault::KeyConfig::default(),
         }
     }
 }
@@ -137,10 +140,17 @@ impl Embedder {
                 config.n_batch
             )));
         }
-        super::check_model_file(&config.model_path)?;
+        let source =
+            crate::vault::open_model(&config.model_path, &config.keys, None).map_err(|error| {
+                EngineError::Vault {
+                    path: config.model_path.clone(),
+                    error: Box::new(error),
+                }
+            })?;
+        super::check_model_file(source.load_path())?;
         let backend = super::backend()?;
         memory::install_capture();
-        let model = super::load_model(backend, &config.model_path, true)?;
+        let model = super::load_model(backend, source.load_path(), true)?;
         let architecture = model
             .meta_val_str("general.architecture")
             .unwrap_or_default();
@@ -164,7 +174,9 @@ impl Embedder {
         let n_ctx_train = usize::try_from(model.n_ctx_train()).unwrap_or(0);
         let max_input_tokens = n_ctx_train.min(config.n_batch as usize);
         let info = EmbedInfo {
-            id: super::model_id(&config.model_path),
+            id: source
+                .name()
+                .map_or_else(|| super::model_id(&config.model_path), str::to_string),
             path: config.model_path.clone(),
             architecture: model
                 .meta_val_str("general.architecture")
@@ -190,6 +202,8 @@ impl Embedder {
         std::thread::Builder::new()
             .name("edgellm-embed".into())
             .spawn(move || {
+                // An encrypted model's memfd stays open as long as the model it holds.
+                let _source = source;
                 let context = match create_context(&worker_model, &config) {
                     Ok(context) => context,
                     Err(error) => {

@@ -227,6 +227,28 @@ fn complete(port: u16, prompt: &str) -> String {
         .to_string()
 }
 
+fn embedding(port: u16, input: &str) -> Vec<f64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body: Value = runtime.block_on(async {
+        crate::support::http_client()
+            .post(format!("http://127.0.0.1:{port}/v1/embeddings"))
+            .json(&serde_json::json!({"input": input}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    body["data"][0]["embedding"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
 /// `edgellm serve` that must refuse to start: its exit status and its last stderr line.
 fn serve_refuses(home: &Path, data: &Path, config: &Path) -> (i32, String) {
     let mut child = Command::new(edgellm_bin())
@@ -365,10 +387,40 @@ fn an_encrypted_model_is_served_with_a_tpm_sealed_key_and_refused_once_a_pcr_cha
             .map(|&at| bytes[at..at + 64].to_vec())
             .collect()
     };
+    // The embedding model encrypted too: one process serves both from memfds.
+    let embed = home.join("models/minilm.gguf.enc");
+    ok(&edgellm(
+        &home,
+        &[
+            "model",
+            "encrypt",
+            edgellm::paths::default_embedding_model().to_str().unwrap(),
+            "-o",
+            embed.to_str().unwrap(),
+            "--recipient",
+            &recipient,
+            "--data-key",
+            dir.path().join("publisher/embed.key").to_str().unwrap(),
+        ],
+        None,
+    ));
     let config_file = config(dir.path(), &enc, &tpm.tcti());
-    let serve = Serve::start(&home, &data, &["--config", config_file.to_str().unwrap()]);
+    let serve = Serve::start(
+        &home,
+        &data,
+        &[
+            "--config",
+            config_file.to_str().unwrap(),
+            "--embedding-model",
+            embed.to_str().unwrap(),
+        ],
+    );
     assert_eq!(serve.model_path(), enc.display().to_string());
     assert!(!complete(serve.port, "The capital of France is").is_empty());
+    let vector = embedding(serve.port, "pump seal");
+    assert_eq!(vector.len(), 384);
+    let norm: f64 = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "{norm}");
     let pid = serve_pid(serve.port);
     let mut private = written_by(pid);
     for root in [home.as_path(), data.as_path(), Path::new("/dev/shm")] {
