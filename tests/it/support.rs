@@ -43,6 +43,19 @@ pub async fn get_json(url: reqwest::Url) -> serde_json::Value {
         .unwrap()
 }
 
+/// The JSON answer to a POST of `body` to `url`.
+pub async fn post_json(url: String, body: &serde_json::Value) -> serde_json::Value {
+    http_client()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The default model, installed by `scripts/install-model.sh` (the README's test command runs it).
 pub fn default_model() -> PathBuf {
     let path = edgellm::paths::default_model();

@@ -205,45 +205,52 @@ fn holding(files: &[PathBuf], needles: &[Vec<u8>]) -> Vec<PathBuf> {
         .collect()
 }
 
-fn complete(port: u16, prompt: &str) -> String {
+/// `edgellm model encrypt PLAIN -o OUT --recipient R --data-key KEY --json` (run on `home`):
+/// its JSON result.
+fn encrypt(home: &Path, plain: &Path, out: &Path, recipient: &str, data_key: &Path) -> Value {
+    let out = edgellm(
+        home,
+        &[
+            "model",
+            "encrypt",
+            plain.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--recipient",
+            recipient,
+            "--data-key",
+            data_key.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    serde_json::from_str(&ok(&out)).unwrap()
+}
+
+/// A POST of `body` to `path` on the server at `port`: its JSON answer.
+fn post(port: u16, path: &str, body: Value) -> Value {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let body: Value = runtime.block_on(async {
-        crate::support::http_client()
-            .post(format!("http://127.0.0.1:{port}/v1/completions"))
-            .json(&serde_json::json!({"prompt": prompt, "max_tokens": 12, "temperature": 0}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    body["choices"][0]["text"]
+    runtime.block_on(crate::support::post_json(
+        format!("http://127.0.0.1:{port}{path}"),
+        &body,
+    ))
+}
+
+fn complete(port: u16, prompt: &str) -> String {
+    let body = serde_json::json!({"prompt": prompt, "max_tokens": 12, "temperature": 0});
+    let answer = post(port, "/v1/completions", body);
+    answer["choices"][0]["text"]
         .as_str()
         .unwrap_or_default()
         .to_string()
 }
 
 fn embedding(port: u16, input: &str) -> Vec<f64> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let body: Value = runtime.block_on(async {
-        crate::support::http_client()
-            .post(format!("http://127.0.0.1:{port}/v1/embeddings"))
-            .json(&serde_json::json!({"input": input}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    body["data"][0]["embedding"]
+    let answer = post(port, "/v1/embeddings", serde_json::json!({"input": input}));
+    answer["data"][0]["embedding"]
         .as_array()
         .map(|v| v.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default()
@@ -328,23 +335,7 @@ fn an_encrypted_model_is_served_with_a_tpm_sealed_key_and_refused_once_a_pcr_cha
     let enc = home.join("models/unique.gguf.enc");
     let data_key = dir.path().join("publisher/data.key");
     std::fs::create_dir_all(data_key.parent().unwrap()).unwrap();
-    let encrypted: Value = serde_json::from_str(&ok(&edgellm(
-        &home,
-        &[
-            "model",
-            "encrypt",
-            plain.to_str().unwrap(),
-            "-o",
-            enc.to_str().unwrap(),
-            "--recipient",
-            &recipient,
-            "--data-key",
-            data_key.to_str().unwrap(),
-            "--json",
-        ],
-        None,
-    )))
-    .unwrap();
+    let encrypted = encrypt(&home, &plain, &enc, &recipient, &data_key);
     assert_eq!(
         encrypted["sha256"],
         edgellm::model::import::sha256_file(&plain).unwrap()
@@ -389,21 +380,14 @@ fn an_encrypted_model_is_served_with_a_tpm_sealed_key_and_refused_once_a_pcr_cha
     };
     // The embedding model encrypted too: one process serves both from memfds.
     let embed = home.join("models/minilm.gguf.enc");
-    ok(&edgellm(
+    let embed_key = dir.path().join("publisher/embed.key");
+    encrypt(
         &home,
-        &[
-            "model",
-            "encrypt",
-            edgellm::paths::default_embedding_model().to_str().unwrap(),
-            "-o",
-            embed.to_str().unwrap(),
-            "--recipient",
-            &recipient,
-            "--data-key",
-            dir.path().join("publisher/embed.key").to_str().unwrap(),
-        ],
-        None,
-    ));
+        &edgellm::paths::default_embedding_model(),
+        &embed,
+        &recipient,
+        &embed_key,
+    );
     let config_file = config(dir.path(), &enc, &tpm.tcti());
     let serve = Serve::start(
         &home,
@@ -549,21 +533,7 @@ fn systemd_creds_and_the_development_key_file_hold_device_keys_too() {
         .unwrap_or(0);
     assert!(secret_hex_len < 64, "the credential holds a plain key");
     let enc = dir.path().join("small.enc");
-    ok(&edgellm(
-        &creds,
-        &[
-            "model",
-            "encrypt",
-            model.to_str().unwrap(),
-            "-o",
-            enc.to_str().unwrap(),
-            "--recipient",
-            &recipient,
-            "--data-key",
-            data_key.to_str().unwrap(),
-        ],
-        None,
-    ));
+    encrypt(&creds, &model, &enc, &recipient, &data_key);
     let checked = ok(&edgellm(
         &creds,
         &["key", "check", enc.to_str().unwrap()],
@@ -642,21 +612,7 @@ fn an_encrypted_model_travels_through_a_registry_and_a_new_release_moves_only_wh
     let mut pushed_chunks = Vec::new();
     for (plain, tag, base) in [(&v1_plain, "v1", None), (&v2_plain, "v2", Some("v1"))] {
         let enc = publisher.join(format!("pump-{tag}.gguf.enc"));
-        ok(&edgellm(
-            &publisher,
-            &[
-                "model",
-                "encrypt",
-                plain.to_str().unwrap(),
-                "-o",
-                enc.to_str().unwrap(),
-                "--recipient",
-                &recipient,
-                "--data-key",
-                data_key.to_str().unwrap(),
-            ],
-            None,
-        ));
+        encrypt(&publisher, plain, &enc, &recipient, &data_key);
         let reference = registry.reference(&format!("fleet/pump:{tag}"));
         let mut args = vec![
             "model",
