@@ -790,6 +790,25 @@ mod tests {
     }
 
     #[test]
+    fn model_sha256_and_keys_load_or_are_refused_by_name() {
+        let sha = "AB".repeat(32);
+        let raw = RawConfig::from_toml(&format!(
+            "[model]\nsha256 = \"{sha}\"\n[keys]\nallow_key_file = true\nencrypt_prompt_log = true\n"
+        ))
+        .unwrap();
+        let config = ServeConfig::from_raw(raw).unwrap();
+        assert_eq!(config.engine.sha256, Some("ab".repeat(32)));
+        assert!(config.engine.keys.allow_key_file && config.engine.keys.encrypt_prompt_log);
+        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(65)] {
+            let raw = RawConfig::from_toml(&format!("[model]\nsha256 = \"{bad}\"\n")).unwrap();
+            let error = ServeConfig::from_raw(raw).unwrap_err().to_string();
+            assert!(error.contains("model.sha256"), "{bad:?}: {error}");
+        }
+        let unknown = RawConfig::from_toml("[keys]\nsecret = \"00\"\n");
+        assert!(unknown.is_err());
+    }
+
+    #[test]
     fn sampling_defaults_and_chat_templates_load_or_are_refused_by_name() {
         let raw = RawConfig::from_toml(
             "[model]\nchat_template = \"chatml\"\n[sampling]\ntemperature = 0.2\nseed = 42\ntop_k = 0\n",

@@ -220,11 +220,8 @@ pub fn encrypt(
     recipients: &[Recipient],
     options: &EncryptOptions,
 ) -> Result<Body, VaultError> {
-    if recipients.is_empty() {
-        return Err(VaultError::Recipient(
-            "at least one --recipient is required".into(),
-        ));
-    }
+    // Before the model is read: a bad recipient list fails at once.
+    let recipients_json = wrap_all(data_key, recipients)?;
     let header = crate::plan::gguf::read_header(input)
         .map_err(|e| VaultError::Format(format!("{} is not a GGUF model: {e}", input.display())))?;
     let sizes = crate::delivery::chunk::ChunkSizes::for_file(header.file_len);
@@ -261,13 +258,6 @@ pub fn encrypt(
     };
     let body_json = serde_json::to_vec(&body)
         .map_err(|e| VaultError::Format(format!("cannot write the header: {e}")))?;
-    let wrapped = recipients
-        .iter()
-        .map(|r| recipient::wrap(data_key, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let recipients_json = serde_json::to_vec(&wrapped)
-        .map_err(|e| VaultError::Format(format!("cannot write the recipients: {e}")))?;
-
     let keys = Keys::derive(data_key);
     let cipher = SegmentCipher::new(body.cipher, &keys.segment);
     let mut prefix = Vec::with_capacity(12 + body_json.len());
@@ -684,11 +674,7 @@ pub fn rewrap(
     data_key: &DataKey,
     recipients: &[Recipient],
 ) -> Result<usize, VaultError> {
-    if recipients.is_empty() {
-        return Err(VaultError::Recipient(
-            "at least one --recipient is required".into(),
-        ));
-    }
+    let json = wrap_all(data_key, recipients)?;
     let mut file = File::open(path).map_err(io_error(path))?;
     let header = read_header(&mut file, path)?;
     header.check_mac(data_key).map_err(|_| {
@@ -697,12 +683,6 @@ pub fn rewrap(
             path.display()
         ))
     })?;
-    let wrapped = recipients
-        .iter()
-        .map(|r| recipient::wrap(data_key, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let json = serde_json::to_vec(&wrapped)
-        .map_err(|e| VaultError::Format(format!("cannot write the recipients: {e}")))?;
     let tmp = output.with_extension("enc-partial");
     let result = (|| -> Result<(), VaultError> {
         let mut out = File::create(&tmp).map_err(io_error(&tmp))?;
@@ -721,5 +701,20 @@ pub fn rewrap(
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map(|()| wrapped.len())
+    result.map(|()| recipients.len())
+}
+
+/// The data key wrapped for each recipient, as the container's recipient list (JSON).
+fn wrap_all(data_key: &DataKey, recipients: &[Recipient]) -> Result<Vec<u8>, VaultError> {
+    if recipients.is_empty() {
+        return Err(VaultError::Recipient(
+            "at least one --recipient is required".into(),
+        ));
+    }
+    let wrapped = recipients
+        .iter()
+        .map(|r| recipient::wrap(data_key, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    serde_json::to_vec(&wrapped)
+        .map_err(|e| VaultError::Format(format!("cannot write the recipients: {e}")))
 }
