@@ -507,7 +507,8 @@ impl ServeConfig {
                     .into(),
             ));
         }
-        let packs = std::sync::Arc::new(crate::pack::Packs::open(&raw.packs).map_err(invalid)?);
+        let packs =
+            std::sync::Arc::new(crate::pack::Packs::open(&raw.packs, &raw.keys).map_err(invalid)?);
         let sampling = raw.sampling.into_params()?;
         raw.activation.validate().map_err(invalid)?;
         Ok(ServeConfig {

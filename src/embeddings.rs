@@ -115,6 +115,8 @@ pub enum EmbedError {
     NotConfigured,
     #[error("the embedding model is still loading")]
     Loading,
+    #[error("the embedding model is unavailable: {0}")]
+    Unavailable(String),
     #[error("input {index}: {error}")]
     Input {
         index: usize,
@@ -232,6 +234,8 @@ pub struct EmbedMetrics {
 pub struct EmbeddingService {
     config: Option<Arc<EmbeddingConfig>>,
     embedder: Arc<OnceLock<Embedder>>,
+    /// Why the embedding model did not load, when it did not.
+    failure: Arc<OnceLock<String>>,
     admission: Arc<tokio::sync::Semaphore>,
     queue: usize,
     timeout: Duration,
@@ -246,6 +250,7 @@ impl EmbeddingService {
         EmbeddingService {
             config: config.map(Arc::new),
             embedder: Arc::new(OnceLock::new()),
+            failure: Arc::new(OnceLock::new()),
             admission: Arc::new(tokio::sync::Semaphore::new(queue)),
             queue,
             timeout: limits.request_timeout,
@@ -273,10 +278,27 @@ impl EmbeddingService {
         self.embedder.get()
     }
 
+    /// Records why the embedding model did not load (the first reason stays).
+    pub fn fail(&self, reason: String) {
+        let _ = self.failure.set(reason);
+    }
+
+    /// Why the embedding model did not load, when it did not.
+    pub fn load_failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// The loaded embedder, or why there is none: still loading, or failed to load.
+    pub fn require_embedder(&self) -> Result<&Embedder, EmbedError> {
+        self.embedder.get().ok_or_else(|| match self.failure.get() {
+            Some(reason) => EmbedError::Unavailable(reason.clone()),
+            None => EmbedError::Loading,
+        })
+    }
+
     fn ready(&self) -> Result<(&Embedder, &EmbeddingConfig), EmbedError> {
         let config = self.config.as_deref().ok_or(EmbedError::NotConfigured)?;
-        let embedder = self.embedder.get().ok_or(EmbedError::Loading)?;
-        Ok((embedder, config))
+        Ok((self.require_embedder()?, config))
     }
 
     /// Embeds every input, or fails the whole request naming the first bad input.

@@ -44,7 +44,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGELLM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // tss-esapi logs each TPM refusal as its own error; edgellm says it once, with the why.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tss_esapi=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -81,13 +82,59 @@ pub fn open_ledger(config: &ServeConfig) -> anyhow::Result<Option<Arc<Ledger>>> 
     Ok(Some(Arc::new(ledger)))
 }
 
+/// A model `serve` could not load: which one, its file, and why.
+struct LoadFailure {
+    embedding: bool,
+    path: std::path::PathBuf,
+    error: crate::engine::EngineError,
+}
+
 /// Loads the generation model, then the embedding model when one is configured (one after the
-/// other: on a small device they would only compete for the same cores).
+/// other: on a small device they would only compete for the same cores). One that fails does
+/// not keep the other from loading; the failures are returned.
 fn load_models(
     engine_config: crate::engine::EngineConfig,
     embed_config: Option<crate::engine::embed::EmbedConfig>,
     engine_cell: &EngineSlot,
     embed_cell: &OnceLock<crate::engine::embed::Embedder>,
+    metrics: &Metrics,
+    on_loaded: impl FnOnce(&Engine),
+) -> Vec<LoadFailure> {
+    let mut failures = Vec::new();
+    let path = engine_config.model_path.clone();
+    if let Err(error) = load_engine(engine_config, engine_cell, metrics, on_loaded) {
+        failures.push(LoadFailure {
+            embedding: false,
+            path,
+            error,
+        });
+    }
+    if let Some(embed_config) = embed_config {
+        let started = std::time::Instant::now();
+        let path = embed_config.model_path.clone();
+        match crate::engine::embed::Embedder::start(embed_config) {
+            Ok(embedder) => {
+                let info = embedder.info();
+                tracing::info!(
+                    model = %info.id, dimensions = info.n_embd, pooling = info.pooling,
+                    max_input_tokens = info.max_input_tokens,
+                    load_ms = started.elapsed().as_millis() as u64, "embedding model loaded"
+                );
+                let _ = embed_cell.set(embedder);
+            }
+            Err(error) => failures.push(LoadFailure {
+                embedding: true,
+                path,
+                error,
+            }),
+        }
+    }
+    failures
+}
+
+fn load_engine(
+    engine_config: crate::engine::EngineConfig,
+    engine_cell: &EngineSlot,
     metrics: &Metrics,
     on_loaded: impl FnOnce(&Engine),
 ) -> Result<(), crate::engine::EngineError> {
@@ -107,17 +154,6 @@ fn load_models(
     metrics.set_model_load_time(info.load_time);
     engine.prepare_constraints();
     engine_cell.set(engine);
-    if let Some(embed_config) = embed_config {
-        let started = std::time::Instant::now();
-        let embedder = crate::engine::embed::Embedder::start(embed_config)?;
-        let info = embedder.info();
-        tracing::info!(
-            model = %info.id, dimensions = info.n_embd, pooling = info.pooling,
-            max_input_tokens = info.max_input_tokens,
-            load_ms = started.elapsed().as_millis() as u64, "embedding model loaded"
-        );
-        let _ = embed_cell.set(embedder);
-    }
     Ok(())
 }
 
@@ -268,16 +304,19 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         engine
     });
     let embed_cell = gateway.embeddings.cell().clone();
+    let embeddings = gateway.embeddings.clone();
+    let (boot_home, boot_model) = (home.clone(), booted_model.clone());
     let (load_failed_tx, load_failed) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let loaded = load_models(
+        let failures = load_models(
             engine_config,
             embed_config,
             &engine_cell,
             &embed_cell,
             &metrics,
             |engine| {
-                if let Err(error) = crate::delivery::slots::boot_succeeded(&home, &booted_model) {
+                if let Err(error) = crate::delivery::slots::boot_succeeded(&boot_home, &boot_model)
+                {
                     tracing::warn!(%error, "cannot clear the boot counter");
                 }
                 // The activation gate's yardstick, measured before any request competes.
@@ -291,8 +330,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 }
             },
         );
-        if let Err(error) = loaded {
-            let _ = load_failed_tx.send(error);
+        if !failures.is_empty() {
+            // Before anyone hears of it: /health and requests name the reason from now on.
+            for failure in &failures {
+                let reason = failure.error.to_string();
+                if failure.embedding {
+                    embeddings.fail(reason);
+                } else {
+                    engine_cell.fail(reason);
+                }
+            }
+            let _ = load_failed_tx.send(failures);
         }
     });
 
@@ -310,25 +358,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Ok::<(), anyhow::Error>(())
     });
 
-    tokio::select! {
-        signal = shutdown_signal() => {
-            tracing::info!(signal, grace_secs = grace.as_secs(), "shutting down: no new connections, finishing in-flight requests");
+    let signal = tokio::select! {
+        signal = shutdown_signal() => signal,
+        Ok(failures) = load_failed => {
+            report_load_failures(&config, &home, &booted_model, follows, failures).await?;
+            shutdown_signal().await
         }
-        Ok(error) = load_failed => {
-            // A model that does not open here (a TPM that refuses, a modified container, a
-            // sha256 that differs) is an audit row too, not only a line on stderr.
-            if let crate::engine::EngineError::Vault { path, error: cause } = &error {
-                let record = crate::delivery::policy::audit_record(
-                    "load",
-                    &crate::delivery::policy::file_label(path),
-                    None,
-                    crate::ledger::Outcome::Error(cause.class().to_string()),
-                );
-                audit(&config, record).await;
-            }
-            return Err(anyhow::Error::new(error).context("cannot serve"));
-        }
-    }
+    };
+    tracing::info!(
+        signal,
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections, finishing in-flight requests"
+    );
     let _ = shutdown_tx.send(true);
     if let Some(telemetry) = &telemetry {
         // What is buffered stays in the file and is sent after the next start.
@@ -473,6 +514,54 @@ async fn audit(config: &ServeConfig, record: crate::ledger::AuditRecord) {
         crate::delivery::policy::record_in(&dir, options, &record)
     })
     .await;
+}
+
+/// A model that does not load here (a TPM that refuses, a modified container, a sha256 that
+/// differs) is an audit row and one error line. The server then stays up without it: `/health`
+/// answers 503 naming it, requests that need it too, remote tiers still answer. Except when the
+/// active delivery slot's model fails and a previous one is on disk: then the start fails, and
+/// the boot counter rolls back to the previous model after a few (`slots::begin_boot`).
+async fn report_load_failures(
+    config: &ServeConfig,
+    home: &std::path::Path,
+    booted_model: &std::path::Path,
+    follows: bool,
+    failures: Vec<LoadFailure>,
+) -> anyhow::Result<()> {
+    for failure in &failures {
+        let class = match &failure.error {
+            crate::engine::EngineError::Vault { error, .. } => error.class(),
+            _ => "engine",
+        };
+        let record = crate::delivery::policy::audit_record(
+            "load",
+            &crate::delivery::policy::file_label(&failure.path),
+            None,
+            crate::ledger::Outcome::Error(class.to_string()),
+        );
+        audit(config, record).await;
+    }
+    let can_roll_back = follows
+        && crate::delivery::slots::load(home)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.active.path == booted_model && s.previous.is_some());
+    for failure in failures {
+        let which = if failure.embedding {
+            "the embedding model"
+        } else {
+            "the model"
+        };
+        if !failure.embedding && can_roll_back {
+            return Err(anyhow::Error::new(failure.error)
+                .context("cannot serve (the next start rolls back to the previous model)"));
+        }
+        tracing::error!(
+            error = %failure.error,
+            "{which} did not load; serving without it (/health answers 503 naming it)"
+        );
+    }
+    Ok(())
 }
 
 /// Loads `model` beside the running engine, gates it, and puts it in `cell`.

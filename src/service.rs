@@ -26,6 +26,10 @@ use crate::tools::{ToolCall, ToolSet, Turn};
 pub enum ServiceError {
     #[error("the model is still loading")]
     Loading,
+    /// The model did not load (a container that does not open, a sha256 that differs): the
+    /// server stays up to say so.
+    #[error("the local model is unavailable: {0}")]
+    Unavailable(String),
     #[error("all {slots} slots are busy and {queued} requests are queued; retry later")]
     Overloaded { slots: u32, queued: usize },
     #[error("prompt has {tokens} tokens, more than the limit of {limit}")]
@@ -183,6 +187,21 @@ impl LocalService {
         self.engine.get()
     }
 
+    /// The engine, or why there is none: still loading, or failed to load.
+    pub fn require_engine(&self) -> Result<Engine, ServiceError> {
+        self.engine
+            .get()
+            .ok_or_else(|| match self.engine.failure() {
+                Some(reason) => ServiceError::Unavailable(reason.to_string()),
+                None => ServiceError::Loading,
+            })
+    }
+
+    /// Why the model did not load, when it did not.
+    pub fn load_failure(&self) -> Option<&str> {
+        self.engine.failure()
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -199,7 +218,7 @@ impl LocalService {
     /// How many prompt tokens `generation` would be for the local model, without admitting or
     /// starting it (Anthropic's `count_tokens`).
     pub fn count_prompt_tokens(&self, generation: &Generation) -> Result<usize, ServiceError> {
-        let engine = &self.engine.get().ok_or(ServiceError::Loading)?;
+        let engine = &self.require_engine()?;
         let tools = generation.tools.as_ref().filter(|t| t.active());
         Ok(prompt_token_ids(engine, generation.prompt.clone(), tools)?.len())
     }
@@ -208,7 +227,7 @@ impl LocalService {
     /// or grammar is checked and compiled off the runtime's threads, within the request's
     /// timeout.
     pub async fn start(&self, generation: Generation) -> Result<Running, ServiceError> {
-        let engine = &self.engine.get().ok_or(ServiceError::Loading)?;
+        let engine = &self.require_engine()?;
         let admission = self.admit()?;
         let started = Instant::now();
         let deadline = started + self.limits.request_timeout;

@@ -55,6 +55,16 @@ impl ApiError {
         }
     }
 
+    /// A 503 for a model that failed to load: no retry helps until the device is mended.
+    pub fn unavailable(message: String) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable_error",
+            message,
+        )
+        .with_code("model_unavailable")
+    }
+
     /// A 503 when admission is full: retry in 1 s.
     pub fn overloaded(message: String) -> Self {
         ApiError {
@@ -153,6 +163,7 @@ impl From<ServiceError> for ApiError {
         let message = error.to_string();
         match error {
             ServiceError::Loading => ApiError::loading(),
+            ServiceError::Unavailable(_) => ApiError::unavailable(message),
             ServiceError::Overloaded { .. } => ApiError::overloaded(message),
             ServiceError::PromptTooLong { tokens, limit } => {
                 ApiError::context_exceeded(&message, tokens, limit)
@@ -285,6 +296,7 @@ impl From<crate::embeddings::EmbedError> for ApiError {
                     .with_code("no_embedding_model")
             }
             EmbedError::Loading => ApiError::loading(),
+            EmbedError::Unavailable(_) => ApiError::unavailable(message),
             EmbedError::Input {
                 error: crate::engine::embed::EmbedInputError::TooLong { tokens, max },
                 ..

@@ -111,10 +111,7 @@ pub async fn completion(
         // As llama-server: the end-of-generation tokens are forbidden, so generation goes on
         // to `n_predict` (and past one, should a constraint force it, it is not a stop).
         params.stop_at_eog = false;
-        let engine = state
-            .service
-            .engine()
-            .ok_or_else(|| ApiError::from(crate::service::ServiceError::Loading))?;
+        let engine = state.service.require_engine()?;
         params
             .logit_bias
             .extend(engine.info().eog_tokens.iter().map(|&token| LogitBias {
@@ -283,10 +280,7 @@ fn prompts(state: &AppState, prompt: &Value) -> Result<Vec<Prompt>, ApiError> {
                 tokens.into_iter().map(id).collect::<Result<_, _>>()?,
             )),
             EmbedInput::Mixed(pieces) => {
-                let engine = state
-                    .service
-                    .engine()
-                    .ok_or_else(|| ApiError::from(crate::service::ServiceError::Loading))?;
+                let engine = state.service.require_engine()?;
                 let mut tokens = Vec::new();
                 for (i, piece) in pieces.into_iter().enumerate() {
                     match piece {

@@ -185,9 +185,7 @@ pub async fn generate(
     let route = route_override(&headers, request.edgellm.take())?;
     if request.prompt.is_empty() {
         // Ollama's "load the model" call: nothing to generate.
-        if state.service.engine().is_none() {
-            return Err(crate::service::ServiceError::Loading.into());
-        }
+        state.service.require_engine()?;
         return Ok(axum::Json(json!({
             "model": state.model_name(), "created_at": now_rfc3339(),
             "response": "", "done": true, "done_reason": "load",
@@ -394,10 +392,7 @@ pub async fn show(
     body: Result<ApiJson<Value>, ApiError>,
 ) -> Result<Response, OllamaError> {
     let ApiJson(_request) = body?;
-    let engine = state
-        .service
-        .engine()
-        .ok_or(crate::service::ServiceError::Loading)?;
+    let engine = state.service.require_engine()?;
     let info = engine.info();
     let entry = model_entry(&state);
     Ok(axum::Json(json!({

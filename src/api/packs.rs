@@ -62,11 +62,7 @@ pub async fn retrieve(
             "a pack request needs a user message to search for",
         ));
     };
-    let embedder = state
-        .embeddings
-        .embedder()
-        .cloned()
-        .ok_or_else(|| ApiError::from(crate::embeddings::EmbedError::Loading))?;
+    let embedder = state.embeddings.require_embedder()?.clone();
     pack.check_embedder(embedder.info()).map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,

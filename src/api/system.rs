@@ -8,8 +8,34 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 
-/// 503 while the model loads (as llama-server answers), then 200.
+/// 503 while the model loads (as llama-server answers), then 200. A model that failed to load
+/// (a container that does not open on this device, a sha256 that differs) keeps it at 503,
+/// naming the model and why: the server stays up to say so.
 pub async fn health(State(state): State<AppState>) -> Response {
+    let failures: Vec<String> = [
+        state
+            .service
+            .load_failure()
+            .map(|r| format!("the local model is unavailable: {r}")),
+        state
+            .embeddings
+            .load_failure()
+            .map(|r| format!("the embedding model is unavailable: {r}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !failures.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "status": "error",
+                "error": {"code": 503, "message": failures.join("; "),
+                          "type": "unavailable_error"},
+            })),
+        )
+            .into_response();
+    }
     // Ready once every configured model is loaded.
     let embeddings_ready =
         state.embeddings.config().is_none() || state.embeddings.embedder().is_some();
@@ -54,7 +80,8 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "object": "edgellm.status",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": now.saturating_sub(state.started_unix),
-        "model": {"id": state.model_name(), "loaded": service.engine().is_some()},
+        "model": {"id": state.model_name(), "loaded": service.engine().is_some(),
+                  "error": service.load_failure()},
         "slots": {"total": slots, "busy": in_flight.min(slots)},
         "queued": in_flight.saturating_sub(slots),
         "tiers": state.router.tier_status(),
@@ -100,10 +127,7 @@ fn default_params(state: &AppState) -> serde_json::Value {
 /// `GET /props`: llama-server's server properties (model, slots, per-slot context, defaults,
 /// chat template). Read-only: edgellm does not take `POST /props`.
 pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let engine = state
-        .service
-        .engine()
-        .ok_or_else(|| ApiError::from(crate::service::ServiceError::Loading))?;
+    let engine = state.service.require_engine()?;
     let info = engine.info();
     Ok(axum::Json(json!({
         "model_path": info.path,
@@ -138,10 +162,7 @@ pub async fn slots(State(state): State<AppState>) -> Result<Response, ApiError> 
             "This server does not serve /slots; start it with --slots-endpoint.",
         ));
     }
-    let engine = state
-        .service
-        .engine()
-        .ok_or_else(|| ApiError::from(crate::service::ServiceError::Loading))?;
+    let engine = state.service.require_engine()?;
     let info = engine.info();
     let busy = engine
         .load()

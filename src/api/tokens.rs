@@ -14,10 +14,7 @@ use crate::engine::Engine;
 use crate::service::ServiceError;
 
 fn engine(state: &AppState) -> Result<Engine, ApiError> {
-    state
-        .service
-        .engine()
-        .ok_or_else(|| ServiceError::Loading.into())
+    Ok(state.service.require_engine()?)
 }
 
 #[derive(Debug, Deserialize)]

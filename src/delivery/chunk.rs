@@ -66,15 +66,26 @@ pub fn regions(header: &GgufHeader) -> Vec<(u64, u64)> {
     out
 }
 
-/// Cuts the file into chunks and digests each one, streaming: memory stays at one chunk.
+/// Cuts the GGUF into chunks along its `regions` and digests each one, streaming: memory stays
+/// at one chunk.
 pub fn chunk_file(
     path: &Path,
     header: &GgufHeader,
     sizes: ChunkSizes,
 ) -> Result<Vec<Chunk>, DeliveryError> {
+    chunk_regions(path, &regions(header), sizes)
+}
+
+/// Cuts each `(start, len)` region of the file into content-defined chunks (a region no
+/// larger than `sizes.max` is one chunk) and digests each one.
+pub fn chunk_regions(
+    path: &Path,
+    regions: &[(u64, u64)],
+    sizes: ChunkSizes,
+) -> Result<Vec<Chunk>, DeliveryError> {
     let mut file = std::fs::File::open(path).map_err(io_error(path))?;
     let mut chunks = Vec::new();
-    for (start, len) in regions(header) {
+    for &(start, len) in regions {
         file.seek(SeekFrom::Start(start)).map_err(io_error(path))?;
         let region = (&mut file).take(len);
         if len <= u64::from(sizes.max) {
@@ -83,7 +94,7 @@ pub fn chunk_file(
             region.read_to_end(&mut data).map_err(io_error(path))?;
             if data.len() as u64 != len {
                 return Err(DeliveryError::Model(format!(
-                    "{} ends inside a tensor",
+                    "{} ended while it was read",
                     path.display()
                 )));
             }
@@ -102,7 +113,7 @@ pub fn chunk_file(
         }
         if seen != len {
             return Err(DeliveryError::Model(format!(
-                "{} ends inside a tensor",
+                "{} ended while it was read",
                 path.display()
             )));
         }

@@ -372,10 +372,22 @@ pub struct EngineLoad {
 /// The engine a server answers with: empty while the model loads, replaced when a new model
 /// is activated. A request takes a handle once and keeps it, so requests in flight finish on the
 /// engine they started on; an engine's worker stops when its last handle is dropped.
+/// A model that failed to load leaves it empty with the reason (`fail`), which `/health` and
+/// every request that needs the model then name.
 #[derive(Default)]
-pub struct EngineSlot(std::sync::RwLock<Option<Engine>>);
+pub struct EngineSlot(std::sync::RwLock<Option<Engine>>, OnceLock<String>);
 
 impl EngineSlot {
+    /// Records why the model did not load (the first reason stays).
+    pub fn fail(&self, reason: String) {
+        let _ = self.1.set(reason);
+    }
+
+    /// Why the model did not load, when it did not.
+    pub fn failure(&self) -> Option<&str> {
+        self.1.get().map(String::as_str)
+    }
+
     pub fn get(&self) -> Option<Engine> {
         self.0
             .read()

@@ -32,6 +32,9 @@ pub enum PackCommand {
     Query(QueryArgs),
     /// Retrieval quality and latency on a labelled question set (JSONL: question, gold path)
     Eval(EvalArgs),
+    /// Encrypt a pack for devices (their `edgellm key init` recipients), as `model encrypt`
+    /// does a model; a device opens it with its key, into memory only
+    Encrypt(crate::vault::cli::EncryptArgs),
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +52,8 @@ pub struct EvalArgs {
     /// Threads for embedding questions [default: number of cores]
     #[arg(short = 't', long)]
     pub threads: Option<u32>,
+    #[command(flatten)]
+    pub keys: crate::vault::cli::KeyFlags,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +95,8 @@ pub struct QueryArgs {
     /// Print the hits as JSON lines
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub keys: crate::vault::cli::KeyFlags,
 }
 
 fn embedder(
@@ -128,8 +135,9 @@ pub fn run(args: &PackArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        PackCommand::Encrypt(args) => crate::vault::cli::encrypt(args),
         PackCommand::Eval(eval) => {
-            let pack = Pack::open(&eval.pack)?;
+            let pack = Pack::open(&eval.pack, &eval.keys.config())?;
             let embedder = embedder(&eval.embedding_model, eval.threads)?;
             pack.check_embedder(embedder.info())?;
             let report = store::evaluate(&pack, &embedder, &eval.questions, eval.top_k)?;
@@ -137,7 +145,7 @@ pub fn run(args: &PackArgs) -> anyhow::Result<()> {
             Ok(())
         }
         PackCommand::Query(query) => {
-            let pack = Pack::open(&query.pack)?;
+            let pack = Pack::open(&query.pack, &query.keys.config())?;
             let embedder = embedder(&query.embedding_model, None)?;
             pack.check_embedder(embedder.info())?;
             let hits = pack.search(
@@ -232,7 +240,8 @@ impl Retrieved {
 }
 
 impl Packs {
-    pub fn open(specs: &[PackSpec]) -> Result<Packs, String> {
+    /// Opens every configured pack (encrypted ones with `keys`, the device key of `[keys]`).
+    pub fn open(specs: &[PackSpec], keys: &crate::vault::KeyConfig) -> Result<Packs, String> {
         let mut packs = Vec::new();
         for spec in specs {
             if spec.name.is_empty()
@@ -259,8 +268,8 @@ impl Packs {
                     spec.name
                 ));
             }
-            let pack =
-                Pack::open(&spec.path).map_err(|e| format!("[[packs]] {}: {e}", spec.name))?;
+            let pack = Pack::open(&spec.path, keys)
+                .map_err(|e| format!("[[packs]] {}: {e}", spec.name))?;
             packs.push((spec.clone(), std::sync::Arc::new(pack)));
         }
         if packs.iter().filter(|(s, _)| s.default).count() > 1 {

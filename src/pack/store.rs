@@ -12,6 +12,17 @@ use crate::engine::embed::{EmbedInfo, Embedder};
 
 /// `PRAGMA application_id` of a pack ("EDGP").
 pub const APPLICATION_ID: i32 = 0x4544_4750;
+
+/// Whether `path` is a SQLite file marked as a pack (its header's magic and application id,
+/// read without opening it as a database).
+pub fn is_pack_file(path: &Path) -> bool {
+    let mut head = [0u8; 72];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && head.starts_with(b"SQLite format 3\0")
+        && head[68..72] == APPLICATION_ID.to_be_bytes()
+}
 /// `PRAGMA user_version`: the pack schema this edgellm writes and reads.
 pub const SCHEMA_VERSION: i32 = 1;
 pub const DEFAULT_CHUNK_TOKENS: usize = 200;
@@ -379,8 +390,10 @@ pub fn build(
 
 impl Pack {
     /// Opens a pack read-only and loads its vectors; refuses files that are not packs, other
-    /// schema versions and damaged rows.
-    pub fn open(path: &Path) -> Result<Pack, PackError> {
+    /// schema versions and damaged rows. An encrypted pack (`edgellm pack encrypt`) is
+    /// unsealed with this device's key into a sealed memfd and read from there into an
+    /// in-memory database: its plaintext never reaches a filesystem.
+    pub fn open(path: &Path, keys: &crate::vault::KeyConfig) -> Result<Pack, PackError> {
         let open_error = |reason: String| PackError::Open {
             path: path.to_path_buf(),
             reason,
@@ -389,11 +402,29 @@ impl Pack {
         if !meta.is_file() {
             return Err(open_error("not a regular file".into()));
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| open_error(e.to_string()))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if crate::vault::is_container(path) {
+            // SQLite resolves /proc/self/fd links to the memfd's name, so it cannot open the
+            // plaintext there: it reads it into its own memory (an in-memory database).
+            let unsealed = crate::vault::unseal(path, keys, crate::vault::Content::Pack, None)
+                .map_err(|e| open_error(e.to_string()))?;
+            let mut conn = Connection::open_in_memory().map_err(|e| open_error(e.to_string()))?;
+            let size = unsealed.summary.size as usize;
+            conn.deserialize_read_exact(
+                rusqlite::MAIN_DB,
+                std::fs::File::from(unsealed.fd),
+                size,
+                true,
+            )
+            .map_err(|e| open_error(e.to_string()))?;
+            conn
+        } else {
+            Connection::open_with_flags(path, flags).map_err(|e| open_error(e.to_string()))?
+        };
+        // Sorts and temporary indexes stay in memory: a query never spills pack text to a
+        // temporary file.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(|e| open_error(e.to_string()))?;
         let not_a_pack = || PackError::NotAPack {
             path: path.to_path_buf(),
         };

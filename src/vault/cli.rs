@@ -84,7 +84,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct EncryptArgs {
-    /// The GGUF file
+    /// The GGUF model or knowledge pack
     pub file: PathBuf,
     /// The container to write [default: FILE.enc]
     #[arg(short, long)]
@@ -100,7 +100,7 @@ pub struct EncryptArgs {
     /// [default: aes-256-gcm where this CPU has AES instructions, else xchacha20-poly1305]
     #[arg(long, value_enum)]
     pub cipher: Option<Cipher>,
-    /// The model's name in the header [default: the file name without .gguf]
+    /// The name in the header [default: the file name without .gguf or .pack]
     #[arg(long)]
     pub name: Option<String>,
     /// Print the result as one line of JSON
@@ -157,9 +157,24 @@ pub fn run(args: &KeyArgs) -> anyhow::Result<()> {
             Ok(())
         }
         KeyCommand::Check(check) => {
-            let source = super::open_model(&check.file, &check.keys.config(), None)?;
-            let name = source.name().unwrap_or("a plain GGUF (not encrypted)");
-            println!("{}: opens on this device: {name}", check.file.display());
+            let path = &check.file;
+            if !container::is_container(path) {
+                super::open_model(path, &check.keys.config(), None)?;
+                println!("{}: a plain file (not encrypted)", path.display());
+                return Ok(());
+            }
+            let content = {
+                let mut file = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                container::read_header(&mut file, path)?.body.model.content
+            };
+            let unsealed = super::unseal(path, &check.keys.config(), content, None)?;
+            println!(
+                "{}: opens on this device: {} ({})",
+                path.display(),
+                unsealed.summary.name,
+                content.noun()
+            );
             Ok(())
         }
     }

@@ -68,10 +68,35 @@ impl Cipher {
     }
 }
 
+/// What a container holds: a GGUF model or a knowledge pack (`content` is absent from a
+/// model's header, so containers written before packs could be encrypted read the same).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Content {
+    #[default]
+    Model,
+    Pack,
+}
+
+impl Content {
+    fn is_model(&self) -> bool {
+        *self == Content::Model
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Content::Model => "a model",
+            Content::Pack => "a knowledge pack",
+        }
+    }
+}
+
 /// What the container says about its model (readable without a key).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSummary {
+    #[serde(default, skip_serializing_if = "Content::is_model")]
+    pub content: Content,
     pub name: String,
     pub sha256: String,
     pub size: u64,
@@ -211,8 +236,9 @@ pub struct EncryptOptions {
     pub name: Option<String>,
 }
 
-/// Encrypts the GGUF `input` into `output` (written beside, fsynced, renamed), the data key
-/// wrapped for each recipient.
+/// Encrypts `input`, a GGUF model (segments cut at tensor boundaries, then by content) or a
+/// knowledge pack (cut by content), into `output` (written beside, fsynced, renamed), the data
+/// key wrapped for each recipient.
 pub fn encrypt(
     input: &Path,
     output: &Path,
@@ -222,37 +248,67 @@ pub fn encrypt(
 ) -> Result<Body, VaultError> {
     // Before the model is read: a bad recipient list fails at once.
     let recipients_json = wrap_all(data_key, recipients)?;
-    let header = crate::plan::gguf::read_header(input)
-        .map_err(|e| VaultError::Format(format!("{} is not a GGUF model: {e}", input.display())))?;
-    let sizes = crate::delivery::chunk::ChunkSizes::for_file(header.file_len);
-    let chunks = crate::delivery::chunk::chunk_file(input, &header, sizes)
-        .map_err(|e| VaultError::Format(e.to_string()))?;
+    let file_name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (summary, chunks) = if crate::pack::store::is_pack_file(input) {
+        let len = std::fs::metadata(input).map_err(io_error(input))?.len();
+        let sizes = crate::delivery::chunk::ChunkSizes::for_file(len);
+        let chunks = crate::delivery::chunk::chunk_regions(input, &[(0, len)], sizes)
+            .map_err(|e| VaultError::Format(e.to_string()))?;
+        let summary = ModelSummary {
+            content: Content::Pack,
+            name: file_name
+                .strip_suffix(".pack")
+                .unwrap_or(&file_name)
+                .to_string(),
+            sha256: String::new(),
+            size: len,
+            architecture: String::new(),
+            parameters: 0,
+            memory: Vec::new(),
+        };
+        (summary, chunks)
+    } else {
+        let header = crate::plan::gguf::read_header(input).map_err(|e| {
+            VaultError::Format(format!(
+                "{} is neither a GGUF model nor a knowledge pack: {e}",
+                input.display()
+            ))
+        })?;
+        let sizes = crate::delivery::chunk::ChunkSizes::for_file(header.file_len);
+        let chunks = crate::delivery::chunk::chunk_file(input, &header, sizes)
+            .map_err(|e| VaultError::Format(e.to_string()))?;
+        // `plan`'s figures when it can read the model (a GGUF of an architecture it does not
+        // know is still encrypted, without them).
+        let summary = ModelSummary {
+            content: Content::Model,
+            name: file_name
+                .strip_suffix(".gguf")
+                .unwrap_or(&file_name)
+                .to_string(),
+            sha256: String::new(),
+            size: header.file_len,
+            architecture: header.architecture().unwrap_or("unknown").to_string(),
+            parameters: header.n_params(),
+            memory: crate::delivery::manifest::memory_figures(&header).unwrap_or_default(),
+        };
+        (summary, chunks)
+    };
     if chunks.len() as u64 > MAX_SEGMENTS {
-        return Err(VaultError::Format("the model has too many segments".into()));
+        return Err(VaultError::Format("the file has too many segments".into()));
     }
     let source = File::open(input).map_err(io_error(input))?;
     let sha256 = crate::model::import::sha256_file(input)
         .map_err(|e| VaultError::Format(format!("cannot hash {}: {e}", input.display())))?;
-    let name = options.name.clone().unwrap_or_else(|| {
-        let name = input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        name.strip_suffix(".gguf").unwrap_or(&name).to_string()
-    });
-    // `plan`'s figures when it can read the model (a GGUF of an architecture it does not know
-    // is still encrypted, without them).
-    let memory = crate::delivery::manifest::memory_figures(&header).unwrap_or_default();
     let body = Body {
         format: 1,
         cipher: options.cipher,
         model: ModelSummary {
-            name,
             sha256,
-            size: header.file_len,
-            architecture: header.architecture().unwrap_or("unknown").to_string(),
-            parameters: header.n_params(),
-            memory,
+            name: options.name.clone().unwrap_or(summary.name),
+            ..summary
         },
         segments: chunks.len() as u64,
     };
@@ -458,7 +514,8 @@ impl Header {
 
 /// Decrypts every segment into a sealed memfd (anonymous memory; no filesystem holds it),
 /// checking each segment's place and tag first. Two or more threads, each over a contiguous run
-/// of segments, read the ciphertext straight into the mapped memory and decrypt it in place.
+/// of segments, decrypt from a read-only mapping of the container into a small buffer of their
+/// own and write it into the memfd.
 pub fn decrypt_to_memfd(
     file: &File,
     path: &Path,
@@ -473,7 +530,6 @@ pub fn decrypt_to_memfd(
     if have > want {
         return Err(VaultError::Trailing(have - want));
     }
-    let size = header.body.model.size as usize;
     // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new descriptor.
     let raw = unsafe {
         libc::memfd_create(
@@ -485,29 +541,13 @@ pub fn decrypt_to_memfd(
         return Err(VaultError::Memory(std::io::Error::last_os_error()));
     }
     // SAFETY: `raw` is a descriptor this process just opened and nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: ftruncate on the memfd we own.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
-        return Err(VaultError::Memory(std::io::Error::last_os_error()));
-    }
-    // SAFETY: a new shared read-write mapping of the whole memfd; unmapped below on every path.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if map == libc::MAP_FAILED {
-        return Err(VaultError::Memory(std::io::Error::last_os_error()));
-    }
-    // The container, mapped read-only: each segment is decrypted from the page cache straight
-    // into the memfd, with no copy in between (reading it into the memfd first cost a third
-    // more load time). Its length was checked just above; a process that can truncate the
-    // model file meanwhile could as well replace it.
+    let memfd = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    memfd
+        .set_len(header.body.model.size)
+        .map_err(VaultError::Memory)?;
+    // The container, mapped read-only: each segment is decrypted from the page cache with no
+    // copy in between (reading it first cost a third more load time). Its length was checked
+    // just above; a process that can truncate the model file meanwhile could as well replace it.
     let source_len = want as usize;
     // SAFETY: a new read-only mapping of the container's checked length; unmapped below.
     let source = unsafe {
@@ -521,46 +561,34 @@ pub fn decrypt_to_memfd(
         )
     };
     if source == libc::MAP_FAILED {
-        let error = std::io::Error::last_os_error();
-        // SAFETY: unmapping the memfd mapping made above.
-        unsafe { libc::munmap(map, size) };
-        return Err(VaultError::Memory(error));
-    }
-    // SAFETY: both mappings are live until the munmaps below; `plain` is writable and only this
-    // function uses it, `sealed` is only read.
-    let (plain, sealed) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(map.cast::<u8>(), size),
-            std::slice::from_raw_parts(source.cast::<u8>(), source_len),
-        )
-    };
-    let result = decrypt_segments(sealed, header, data_key, plain);
-    // SAFETY: unmapping both mappings made above; neither slice is used after this.
-    unsafe {
-        libc::munmap(source, source_len);
-        libc::munmap(map, size);
-    }
-    result?;
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-    // SAFETY: fcntl on the memfd we own; no writable mapping remains, so F_SEAL_WRITE applies.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
         return Err(VaultError::Memory(std::io::Error::last_os_error()));
     }
-    Ok(fd)
+    // SAFETY: the mapping is live until the munmap below, and only read.
+    let sealed = unsafe { std::slice::from_raw_parts(source.cast::<u8>(), source_len) };
+    let result = decrypt_segments(sealed, header, data_key, &memfd);
+    // SAFETY: unmapping the mapping made above; `sealed` is not used after this.
+    unsafe { libc::munmap(source, source_len) };
+    result?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on the memfd we own; it has no writable mapping, so F_SEAL_WRITE applies.
+    if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(VaultError::Memory(std::io::Error::last_os_error()));
+    }
+    Ok(OwnedFd::from(memfd))
 }
 
 fn decrypt_segments(
     sealed: &[u8],
     header: &Header,
     data_key: &DataKey,
-    plain: &mut [u8],
+    out: &File,
 ) -> Result<(), VaultError> {
     let keys = Keys::derive(data_key);
     let cipher = SegmentCipher::new(header.body.cipher, &keys.segment);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 4);
-    let share = plain.len().div_ceil(threads).max(1);
+    let share = (header.body.model.size as usize).div_ceil(threads).max(1);
     // Contiguous runs of segments of about `share` bytes each.
     let mut runs: Vec<(usize, usize)> = Vec::new();
     let (mut start, mut bytes) = (0, 0);
@@ -574,7 +602,6 @@ fn decrypt_segments(
     }
     let mut results: Vec<Result<(), VaultError>> = Vec::new();
     std::thread::scope(|scope| {
-        let mut rest = plain;
         let mut plain_at = 0u64;
         let mut file_at = header.data_offset;
         let mut handles = Vec::new();
@@ -583,11 +610,9 @@ fn decrypt_segments(
                 .iter()
                 .map(|e| u64::from(e.len))
                 .sum();
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(run_len as usize);
-            rest = tail;
             let (cipher, starts) = (&cipher, (plain_at, file_at));
             handles.push(
-                scope.spawn(move || decrypt_run(sealed, header, cipher, first..end, mine, starts)),
+                scope.spawn(move || decrypt_run(sealed, header, cipher, first..end, out, starts)),
             );
             plain_at += run_len;
             file_at += run_len + (end - first) as u64 * TAG as u64;
@@ -602,15 +627,27 @@ fn decrypt_segments(
     results.into_iter().collect()
 }
 
+/// Decrypts one run of segments. Plaintext gathers in a buffer of about `WRITE_EVERY` bytes
+/// that goes into the memfd with one `pwrite`: the kernel then fills shmem pages without a
+/// page fault each (writing through a mapping of the memfd took a fault per 4 KiB page, most of
+/// the load's cost).
 fn decrypt_run(
     sealed: &[u8],
     header: &Header,
     cipher: &SegmentCipher,
     range: std::ops::Range<usize>,
-    out: &mut [u8],
+    out: &File,
     (mut plain_at, file_at): (u64, u64),
 ) -> Result<(), VaultError> {
-    let (mut at, mut from) = (0usize, file_at as usize);
+    let mut from = file_at as usize;
+    let largest = header.entries[range.clone()]
+        .iter()
+        .map(|e| e.len as usize)
+        .max()
+        .unwrap_or(0);
+    let mut buffer = vec![0u8; largest.max(WRITE_EVERY)];
+    let (mut filled, mut buffer_at) = (0usize, plain_at);
+    let flush = |buffer: &[u8], at: u64| out.write_all_at(buffer, at).map_err(VaultError::Memory);
     // The container's pages this run has decrypted leave the process's page tables every few
     // MiB (they stay in the page cache): mapped whole, they would count in its resident memory.
     let mut released = from & !(PAGE - 1);
@@ -627,14 +664,23 @@ fn decrypt_run(
                 None => VaultError::TagModified(index),
             });
         }
-        if !cipher.open_into(&entry.nonce, data, &mut out[at..at + len], &entry.tag) {
+        if filled + len > buffer.len() {
+            flush(&buffer[..filled], buffer_at)?;
+            (filled, buffer_at) = (0, plain_at);
+        }
+        if !cipher.open_into(
+            &entry.nonce,
+            data,
+            &mut buffer[filled..filled + len],
+            &entry.tag,
+        ) {
             return Err(VaultError::SegmentModified {
                 index,
                 start: plain_at,
                 end: plain_at + len as u64,
             });
         }
-        at += len;
+        filled += len;
         from += len + TAG;
         plain_at += len as u64;
         let done = from & !(PAGE - 1);
@@ -643,10 +689,12 @@ fn decrypt_run(
             released = done;
         }
     }
+    flush(&buffer[..filled], buffer_at)?;
     release(sealed, released, from & !(PAGE - 1));
     Ok(())
 }
 
+const WRITE_EVERY: usize = 2 << 20;
 const PAGE: usize = 4096;
 const RELEASE_EVERY: usize = 4 << 20;
 

@@ -19,7 +19,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-pub use container::{Cipher, ModelSummary, is_container};
+pub use container::{Cipher, Content, ModelSummary, is_container};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -268,8 +268,42 @@ pub fn open_model(
         }
         return Ok(ModelSource::Plain(path.to_path_buf()));
     }
+    let unsealed = unseal(path, keys, Content::Model, sha256)?;
+    Ok(ModelSource::Decrypted {
+        fd: unsealed.fd,
+        load_path: unsealed.load_path,
+        model: unsealed.summary,
+    })
+}
+
+/// An encrypted container's plaintext, authenticated, in a sealed memfd.
+#[derive(Debug)]
+pub struct Unsealed {
+    pub fd: OwnedFd,
+    /// `/proc/self/fd/N`: where this process opens the plaintext.
+    pub load_path: PathBuf,
+    pub summary: ModelSummary,
+}
+
+/// Unseals the container `path`, which must hold `want`, with this device's key: its header
+/// checked against `sha256` (when given) and its MAC, every segment authenticated as it is
+/// decrypted into a sealed memfd.
+pub fn unseal(
+    path: &Path,
+    keys: &KeyConfig,
+    want: Content,
+    sha256: Option<&str>,
+) -> Result<Unsealed, VaultError> {
     let mut file = std::fs::File::open(path).map_err(io_error(path))?;
     let header = container::read_header(&mut file, path)?;
+    if header.body.model.content != want {
+        return Err(VaultError::Format(format!(
+            "{} holds {}, not {}",
+            path.display(),
+            header.body.model.content.noun(),
+            want.noun()
+        )));
+    }
     if let Some(expected) = sha256
         && !header.body.model.sha256.eq_ignore_ascii_case(expected)
     {
@@ -284,10 +318,10 @@ pub fn open_model(
         header.unlock(&device)?
     };
     let fd = container::decrypt_to_memfd(&file, path, &header, &data_key)?;
-    Ok(ModelSource::Decrypted {
+    Ok(Unsealed {
         load_path: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
         fd,
-        model: header.body.model,
+        summary: header.body.model,
     })
 }
 

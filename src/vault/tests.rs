@@ -430,3 +430,69 @@ fn local_keys_come_from_the_device_key_per_purpose() {
     };
     assert!(super::LocalKey::for_device(&missing, "prompt log").is_err());
 }
+
+#[test]
+fn a_pack_is_a_container_of_its_own_content_and_never_opens_as_a_model() {
+    let f = Fixture::new();
+    let (plain, enc) = (f.path("manuals.pack"), f.path("manuals.pack.enc"));
+    {
+        let conn = rusqlite::Connection::open(&plain).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA application_id = {}; CREATE TABLE t (x BLOB); INSERT INTO t VALUES (randomblob(300000));",
+            crate::pack::store::APPLICATION_ID
+        ))
+        .unwrap();
+    }
+    assert!(crate::pack::store::is_pack_file(&plain));
+    let body = encrypt(&f, &plain, &enc, &recipient::new_data_key());
+    assert_eq!(body.model.content, super::Content::Pack);
+    assert_eq!(body.model.name, "manuals");
+    assert!(body.segments >= 2, "{}", body.segments);
+    let unsealed = super::unseal(&enc, &f.keys, super::Content::Pack, None).unwrap();
+    assert_eq!(
+        std::fs::read(&unsealed.load_path).unwrap(),
+        std::fs::read(&plain).unwrap()
+    );
+    let error = open(&f, &enc).unwrap_err().to_string();
+    assert!(
+        error.ends_with("holds a knowledge pack, not a model"),
+        "{error}"
+    );
+
+    // A model's header says nothing of its content (containers from before packs read the
+    // same), and a model never opens as a pack.
+    let (model_plain, model_enc) = (f.path("m.gguf"), f.path("m.gguf.enc"));
+    model(&model_plain, 4);
+    encrypt(&f, &model_plain, &model_enc, &recipient::new_data_key());
+    let bytes = std::fs::read(&model_enc).unwrap();
+    let body_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&bytes[12..12 + body_len]);
+    assert!(!header.contains("content"), "{header}");
+    let error = super::unseal(&model_enc, &f.keys, super::Content::Pack, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.ends_with("holds a model, not a knowledge pack"),
+        "{error}"
+    );
+    // Neither a model nor a pack: refused before anything is written.
+    let other = f.path("notes.txt");
+    std::fs::write(&other, "plain text").unwrap();
+    let refused = container::encrypt(
+        &other,
+        &f.path("notes.enc"),
+        &recipient::new_data_key(),
+        &[f.recipient],
+        &EncryptOptions {
+            cipher: Cipher::for_this_cpu(),
+            name: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("neither a GGUF model nor a knowledge pack"),
+        "{refused}"
+    );
+    assert!(!f.path("notes.enc").exists());
+}

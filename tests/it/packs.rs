@@ -377,3 +377,164 @@ async fn pack_requests_locally_and_through_the_egress_guard() {
     }
     assert!(seen.len() >= 3);
 }
+
+/// An encrypted pack: `pack encrypt` for one device's key. The container holds none of the
+/// documents' text; that device queries and serves it (from memory) with the plain pack's hits;
+/// another device, a key file not allowed, and a model path given a pack are refused by name;
+/// nothing the server wrote holds the documents' text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_pack_opens_only_on_its_device_and_stays_off_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = build_fixture(dir.path());
+    let store = dir.path().join("device/keys/device.json");
+    let with_store = |args: &[&str], store: &std::path::Path| {
+        let out = std::process::Command::new(edgellm_bin())
+            .args(args)
+            .args(["--key-store", store.to_str().unwrap()])
+            .env_remove("EDGELLM_TPM_TCTI")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, recipient, err) = with_store(&["key", "init", "--backend", "file"], &store);
+    assert!(ok, "{err}");
+    let enc = dir.path().join("fixture.pack.enc");
+    let out = std::process::Command::new(edgellm_bin())
+        .args(["pack", "encrypt", pack.to_str().unwrap(), "-o"])
+        .arg(&enc)
+        .args(["--recipient", &recipient, "--data-key"])
+        .arg(dir.path().join("data.key"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["model"], "fixture", "{report}");
+    let sealed = std::fs::read(&enc).unwrap();
+    let holds =
+        |bytes: &[u8], needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(holds(&std::fs::read(&pack).unwrap(), PLANTED[0]));
+    for needle in PLANTED.iter().chain(&["compressor", "alarm"]) {
+        assert!(!holds(&sealed, needle), "{needle} in the container");
+    }
+
+    // The device queries it as it queries the plain pack.
+    let question = "Who do I report repeated E17 alarms to?";
+    let plain: Vec<Value> = query(&pack, question, "hybrid");
+    let query_args = |pack: &std::path::Path| {
+        vec![
+            "pack".to_string(),
+            "query".into(),
+            pack.display().to_string(),
+            question.into(),
+            "-k".into(),
+            "3".into(),
+            "--json".into(),
+            "--embedding-model".into(),
+            edgellm::paths::default_embedding_model()
+                .display()
+                .to_string(),
+        ]
+    };
+    let mut allowed = query_args(&enc);
+    allowed.push("--allow-key-file".into());
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    let (ok, hits, err) = with_store(&allowed, &store);
+    assert!(ok, "{err}");
+    let hits: Vec<Value> = hits
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hits, plain);
+
+    // Refusals, each naming its reason.
+    let not_allowed = query_args(&enc);
+    let not_allowed: Vec<&str> = not_allowed.iter().map(String::as_str).collect();
+    let (ok, _, err) = with_store(&not_allowed, &store);
+    assert!(!ok && err.contains("allow_key_file"), "{err}");
+    let other = dir.path().join("other/keys/device.json");
+    assert!(with_store(&["key", "init", "--backend", "file"], &other).0);
+    let (ok, _, err) = with_store(&allowed, &other);
+    assert!(!ok && err.contains("not a recipient"), "{err}");
+    let (ok, _, err) = with_store(
+        &[
+            "run",
+            "-m",
+            enc.to_str().unwrap(),
+            "-p",
+            "x",
+            "-n",
+            "1",
+            "--allow-key-file",
+        ],
+        &store,
+    );
+    assert!(
+        !ok && err.contains("holds a knowledge pack, not a model"),
+        "{err}"
+    );
+    let (ok, checked, err) = with_store(
+        &["key", "check", enc.to_str().unwrap(), "--allow-key-file"],
+        &store,
+    );
+    assert!(ok && checked.contains("a knowledge pack"), "{checked}{err}");
+
+    // Served from memory: the same chunks as the plain pack, and no file the server wrote
+    // (its data directory) or /dev/shm holds the documents' text.
+    let config = format!(
+        "[model]\nslots = 1\nctx_size = 2048\n[keys]\nstore = \"{}\"\nallow_key_file = true\n\
+         [[packs]]\nname = \"manuals\"\npath = \"{}\"\ntop_k = 3\n",
+        store.display(),
+        enc.display()
+    );
+    let server = Server::start_with_config(Some(&config), &[]);
+    let (status, _, body) = chat(
+        &server,
+        json!({"messages": [{"role": "user", "content": question}],
+               "max_tokens": 4, "edgellm": {"pack": "manuals"}}),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let served: Vec<i64> = body["edgellm"]["pack"]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = plain
+        .iter()
+        .map(|h| h["chunk_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(served, expected, "{body}");
+    let mut files = Vec::new();
+    for root in [server.data_dir.path(), std::path::Path::new("/dev/shm")] {
+        files_under(root, &mut files);
+    }
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !PLANTED.iter().any(|p| holds(&bytes, p)),
+            "{} holds the pack's text",
+            file.display()
+        );
+    }
+}
+
+fn files_under(root: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => files_under(&entry.path(), out),
+            Ok(kind) if kind.is_file() => out.push(entry.path()),
+            _ => {}
+        }
+    }
+}

@@ -256,40 +256,68 @@ fn embedding(port: u16, input: &str) -> Vec<f64> {
         .unwrap_or_default()
 }
 
-/// `edgellm serve` that must refuse to start: its exit status and its last stderr line.
-fn serve_refuses(home: &Path, data: &Path, config: &Path) -> (i32, String) {
+/// `edgellm serve` whose model must not load: it stays up and says why. Its `/health` answer
+/// (once it names a failure), a completion's answer meanwhile, and its log.
+fn serve_unavailable(home: &Path, data: &Path, config: &Path) -> (Value, Value, String) {
+    let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(edgellm_bin())
-        .args([
-            "serve",
-            "--port",
-            &free_port().to_string(),
-            "-t",
-            "2",
-            "--config",
-        ])
+        .args(["serve", "--port", &port.to_string(), "-t", "2", "--config"])
         .arg(config)
         .env("EDGELLM_HOME", home)
         .env("EDGELLM_DATA_DIR", data)
         .env_remove("EDGELLM_TPM_TCTI")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    let health = loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "serve exited: {}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "/health never named a failure");
+        let answer = runtime.block_on(async {
+            let response = crate::support::http_client()
+                .get(format!("http://127.0.0.1:{port}/health"))
+                .send()
+                .await
+                .ok()?;
+            let status = response.status().as_u16();
+            Some((status, response.json::<Value>().await.ok()?))
+        });
+        match answer {
+            Some((503, body)) if body["status"] == "error" => break body,
+            Some((200, body)) => panic!("the model loaded: {body}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve did not refuse the model");
-        }
-        std::thread::sleep(Duration::from_millis(100));
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let last = stderr.lines().last().unwrap_or_default().to_string();
-    (status.code().unwrap_or(-1), last)
+    let completion = post(
+        port,
+        "/v1/completions",
+        serde_json::json!({"prompt": "x", "max_tokens": 1}),
+    );
+    // The error line comes after the audit row.
+    while !std::fs::read_to_string(log.path())
+        .unwrap_or_default()
+        .contains("did not load")
+    {
+        assert!(Instant::now() < deadline, "no error line");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (
+        health,
+        completion,
+        std::fs::read_to_string(log.path()).unwrap_or_default(),
+    )
 }
 
 fn config(dir: &Path, model: &Path, tcti: &str) -> PathBuf {
@@ -438,13 +466,29 @@ fn an_encrypted_model_is_served_with_a_tpm_sealed_key_and_refused_once_a_pcr_cha
     assert_eq!(complete(serve.port, "The capital of France is"), expected);
     serve.stop();
 
-    // Another boot chain: PCR 16 extended. The TPM refuses; serve exits with one line and an
-    // audit row.
+    // Another boot chain: PCR 16 extended. The TPM refuses; serve stays up to say so, on
+    // /health, to requests, in one log line and an audit row.
     tpm.extend(PCR);
-    let (code, line) = serve_refuses(&home, &data, &config_file);
-    assert_ne!(code, 0);
-    assert!(line.contains("PCR 16 changed"), "{line}");
-    assert!(line.contains("unique.gguf.enc"), "{line}");
+    let (health, completion, log) = serve_unavailable(&home, &data, &config_file);
+    let message = health["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("PCR 16 changed") && message.contains("unique.gguf.enc"),
+        "{health}"
+    );
+    assert_eq!(
+        completion["error"]["code"], "model_unavailable",
+        "{completion}"
+    );
+    assert!(
+        completion["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PCR 16 changed"),
+        "{completion}"
+    );
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains("PCR 16 changed"), "{log}");
     let rows = model_audit(&home, &data);
     assert!(
         steps(&rows).contains(&"load:error:pcr_mismatch".to_string()),
