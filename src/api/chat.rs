@@ -32,15 +32,13 @@ pub async fn chat_completions(
     ApiJson(mut request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let mut edge = request.edgellm.take();
-    let pack = edge
-        .as_mut()
-        .map(|e| (e.pack.take(), e.top_k.take()))
-        .unwrap_or_default();
+    let pack = super::packs::take_pack(&mut edge);
     let route = route_override(&headers, edge)?;
-    let (mut generation, options) = request.into_generation(&state.config.sampling)?;
+    let (mut generation, mut options) = request.into_generation(&state.config.sampling)?;
     let retrieved = super::packs::retrieve(&state, pack, &mut generation).await?;
+    options.citation = retrieved.as_ref().map(super::packs::citation);
     let response = respond(state, record, route, generation, options, Shape::Chat).await?;
-    Ok(super::packs::cite(response, retrieved.as_ref()).await)
+    Ok(super::packs::cite(response, retrieved.as_ref()))
 }
 
 /// `POST /v1/chat/completions/input_tokens` (llama-server's): `{"input_tokens": n}`, the prompt
@@ -186,7 +184,7 @@ async fn respond(
     if let Some(prompt) = verbose.filter(|_| meta.remote_model.is_none()) {
         body["__verbose"] = json!({ "prompt": prompt });
     }
-    body["edgellm"] = meta_json(&meta);
+    body["edgellm"] = super::packs::with_citation(meta_json(&meta), options.citation.as_ref());
     Ok(with_headers(axum::Json(body).into_response(), &meta))
 }
 
@@ -258,7 +256,7 @@ async fn stream(
     let first = running.next().await?;
     let first_at = Instant::now();
     let prompt_n = running.prompt_tokens;
-    let edgellm = meta_json(&running.meta);
+    let edgellm = super::packs::with_citation(meta_json(&running.meta), options.citation.as_ref());
     let id = request_id(match shape {
         Shape::Chat => "chatcmpl-",
         Shape::Completion => "cmpl-",

@@ -163,16 +163,29 @@ pub async fn chat(
     body: Result<ApiJson<ChatRequest>, ApiError>,
 ) -> Result<Response, OllamaError> {
     let ApiJson(mut request) = body?;
-    let route = route_override(&headers, request.edgellm.take())?;
-    let generation = Generation {
+    let mut edge = request.edgellm.take();
+    let pack = super::packs::take_pack(&mut edge);
+    let route = route_override(&headers, edge)?;
+    let mut generation = Generation {
         sources: Vec::new(),
         prompt: Prompt::Chat(messages_to_chat(request.messages, "messages")?),
         params: params(request.options, &state.config.sampling)?,
         format: output_format(request.format)?,
         tools: None,
     };
+    let retrieved = super::packs::retrieve(&state, pack, &mut generation).await?;
+    let citation = retrieved.as_ref().map(super::packs::citation);
     let stream = request.stream.unwrap_or(true);
-    respond(state, record, route, generation, stream, Shape::Chat).await
+    let response = respond(
+        state,
+        record,
+        route,
+        generation,
+        stream,
+        (Shape::Chat, citation),
+    )
+    .await?;
+    Ok(super::packs::cite(response, retrieved.as_ref()))
 }
 
 pub async fn generate(
@@ -210,7 +223,15 @@ pub async fn generate(
         tools: None,
     };
     let stream = request.stream.unwrap_or(true);
-    respond(state, record, route, generation, stream, Shape::Generate).await
+    respond(
+        state,
+        record,
+        route,
+        generation,
+        stream,
+        (Shape::Generate, None),
+    )
+    .await
 }
 
 fn now_rfc3339() -> String {
@@ -250,7 +271,7 @@ async fn respond(
     route: crate::route::RouteOverride,
     generation: Generation,
     stream: bool,
-    shape: Shape,
+    (shape, citation): (Shape, Option<Value>),
 ) -> Result<Response, OllamaError> {
     record.prompt(&generation.prompt);
     let started = Instant::now();
@@ -263,13 +284,14 @@ async fn respond(
     let meta = running.meta.clone();
     if stream {
         return Ok(with_headers(
-            ndjson(running, model, shape, record, started).await?,
+            ndjson(running, model, (shape, citation), record, started).await?,
             &meta,
         ));
     }
     let completion = collect_recorded(running, &record).await?;
     let mut answer = body(shape, &model, &completion.text);
-    finish(&mut answer, &completion.summary, started, &meta_json(&meta));
+    let edgellm = super::packs::with_citation(meta_json(&meta), citation.as_ref());
+    finish(&mut answer, &completion.summary, started, &edgellm);
     Ok(with_headers(axum::Json(answer).into_response(), &meta))
 }
 
@@ -279,7 +301,7 @@ async fn respond(
 async fn ndjson(
     mut running: Routed,
     model: String,
-    shape: Shape,
+    (shape, citation): (Shape, Option<Value>),
     record: RequestRecord,
     started: Instant,
 ) -> Result<Response, OllamaError> {
@@ -304,7 +326,8 @@ async fn ndjson(
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
                     record.answer_part(&summary.tail_text);
                     let mut last = body(shape, &model, &summary.tail_text);
-                    finish(&mut last, &summary, started, &meta_json(&running.meta));
+                    let edgellm = super::packs::with_citation(meta_json(&running.meta), citation.as_ref());
+                    finish(&mut last, &summary, started, &edgellm);
                     yield line(last);
                     break;
                 }

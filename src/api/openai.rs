@@ -452,6 +452,8 @@ pub struct Options {
     pub n: u32,
     pub timings_per_token: bool,
     pub verbose: bool,
+    /// The knowledge-pack citation for the answer's `edgellm` object (`api::packs`).
+    pub citation: Option<Value>,
 }
 
 impl ChatRequest {
@@ -501,6 +503,7 @@ impl ChatRequest {
         let prompt = Prompt::Chat(messages_to_chat(self.messages, "messages")?);
         let tools = tools::tool_set(self.tools, self.tool_choice, self.parallel_tool_calls)?;
         let options = Options {
+            citation: None,
             stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
             logprobs,
@@ -630,6 +633,7 @@ impl CompletionRequest {
             .response_format
             .map_or(Ok(OutputFormat::Text), ResponseFormat::into_output_format)?;
         let options = Options {
+            citation: None,
             stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
             logprobs: self.logprobs.is_some(),

@@ -4,7 +4,6 @@
 //! The passages are ordinary prompt text from then on: off the device they pass the egress
 //! guard like everything else, and the audit row lists the chunk ids (`Generation::sources`).
 
-use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -13,9 +12,6 @@ use super::AppState;
 use super::error::ApiError;
 use crate::pack::{Mode, Retrieved, SearchOptions};
 use crate::service::{Generation, Prompt};
-
-/// Largest answer body read back to add the citation (a whole chat answer is far smaller).
-const MAX_CITED_BODY: usize = 16 << 20;
 
 /// Retrieves passages when the request names a pack (or a default pack is configured) and
 /// puts them in front of the last user message.
@@ -107,9 +103,29 @@ pub async fn retrieve(
     Ok(Some(retrieved))
 }
 
-/// The citation: the chunk ids in a header on every answer, and in the `edgellm` object of a
-/// whole (not streamed) JSON answer.
-pub async fn cite(response: Response, retrieved: Option<&Retrieved>) -> Response {
+/// The citation an answer's `edgellm` object carries (`pack`): the pack's name and each
+/// passage's chunk id, file, heading, offsets and score. Whole and streamed answers alike (on a
+/// stream, the last chunk or event that carries the `edgellm` object).
+pub fn citation(retrieved: &Retrieved) -> Value {
+    json!({
+        "name": retrieved.pack,
+        "chunks": retrieved.hits.iter().map(|h| json!({
+            "id": h.chunk_id, "path": h.path, "heading": h.heading,
+            "start": h.start, "end": h.end, "score": h.score,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `edgellm` (an answer's routing object) with the citation, when the request used a pack.
+pub fn with_citation(mut edgellm: Value, citation: Option<&Value>) -> Value {
+    if let (Some(citation), Some(edge)) = (citation, edgellm.as_object_mut()) {
+        edge.insert("pack".into(), citation.clone());
+    }
+    edgellm
+}
+
+/// The chunk ids in the `x-edgellm-pack-chunks` header, on every answer that used a pack.
+pub fn cite(mut response: Response, retrieved: Option<&Retrieved>) -> Response {
     let Some(retrieved) = retrieved else {
         return response;
     };
@@ -118,40 +134,17 @@ pub async fn cite(response: Response, retrieved: Option<&Retrieved>) -> Response
         .iter()
         .map(|h| h.chunk_id.to_string())
         .collect();
-    let (mut parts, body) = response.into_parts();
     if let Ok(value) = HeaderValue::from_str(&ids.join(",")) {
-        parts
-            .headers
+        response
+            .headers_mut()
             .insert(HeaderName::from_static("x-edgellm-pack-chunks"), value);
     }
-    let is_json = parts
-        .headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !is_json {
-        return Response::from_parts(parts, body);
-    }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_CITED_BODY).await else {
-        return Response::from_parts(parts, Body::empty());
-    };
-    let mut value: Value = match serde_json::from_slice(&bytes) {
-        Ok(value) => value,
-        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
-    };
-    if let Some(edge) = value.get_mut("edgellm").and_then(Value::as_object_mut) {
-        edge.insert(
-            "pack".into(),
-            json!({
-                "name": retrieved.pack,
-                "chunks": retrieved.hits.iter().map(|h| json!({
-                    "id": h.chunk_id, "path": h.path, "heading": h.heading,
-                    "start": h.start, "end": h.end, "score": h.score,
-                })).collect::<Vec<_>>(),
-            }),
-        );
-    }
-    let body = serde_json::to_vec(&value).unwrap_or_else(|_| bytes.to_vec());
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
+    response
+}
+
+/// The pack options of a request's `edgellm` object, taken out of it.
+pub fn take_pack(edge: &mut Option<super::routed::EdgeOptions>) -> (Option<String>, Option<usize>) {
+    edge.as_mut()
+        .map(|e| (e.pack.take(), e.top_k.take()))
+        .unwrap_or_default()
 }

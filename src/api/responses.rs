@@ -24,12 +24,16 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(mut request): ApiJson<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
-    let route = route_override(&headers, request.edgellm.take())?;
-    let (generation, stream) = request.into_generation(&state.config.sampling)?;
+    let mut edge = request.edgellm.take();
+    let pack = super::packs::take_pack(&mut edge);
+    let route = route_override(&headers, edge)?;
+    let (mut generation, stream) = request.into_generation(&state.config.sampling)?;
+    let retrieved = super::packs::retrieve(&state, pack, &mut generation).await?;
+    let citation = retrieved.as_ref().map(super::packs::citation);
     record.prompt(&generation.prompt);
     let mut running = state.router.start(generation, route, mode(stream)).await?;
     let meta = running.meta.clone();
-    let edgellm = meta_json(&meta);
+    let edgellm = super::packs::with_citation(meta_json(&meta), citation.as_ref());
     let ids = Ids {
         response: request_id("resp_"),
         message: request_id("msg_"),
@@ -40,7 +44,10 @@ pub async fn create(
         let collected = collect_recorded(running, &record).await?;
         let mut body = ids.response(&collected.text, Some(&collected.summary));
         body["edgellm"] = edgellm;
-        return Ok(with_headers(axum::Json(body).into_response(), &meta));
+        return Ok(super::packs::cite(
+            with_headers(axum::Json(body).into_response(), &meta),
+            retrieved.as_ref(),
+        ));
     }
     let first = running.next().await?;
     let events = async_stream::stream! {
@@ -98,7 +105,10 @@ pub async fn create(
             step = running.next().await;
         }
     };
-    Ok(with_headers(sse(events), &meta))
+    Ok(super::packs::cite(
+        with_headers(sse(events), &meta),
+        retrieved.as_ref(),
+    ))
 }
 
 struct Ids {

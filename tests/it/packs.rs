@@ -272,6 +272,75 @@ async fn pack_requests_locally_and_through_the_egress_guard() {
     );
     assert!(stub.received().is_empty(), "nothing left the device");
 
+    // The same citation on the other chat routes, whole and streamed: Responses, Ollama's chat,
+    // and a Chat Completions stream (on its last chunk, the one with the `edgellm` object).
+    let question = "Who do I report repeated E17 alarms to?";
+    let ids_of = |edgellm: &Value| -> Vec<i64> {
+        edgellm["pack"]["chunks"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["id"].as_i64()).collect())
+            .unwrap_or_default()
+    };
+    let pack = json!({"pack": "manuals"});
+    let messages = json!([{"role": "user", "content": question}]);
+    let routes = [
+        (
+            "/v1/chat/completions",
+            json!({"messages": messages, "stream": true, "max_tokens": 4, "edgellm": pack}),
+        ),
+        (
+            "/v1/responses",
+            json!({"input": question, "max_output_tokens": 16, "edgellm": pack}),
+        ),
+        (
+            "/v1/responses",
+            json!({"input": question, "stream": true, "max_output_tokens": 16, "edgellm": pack}),
+        ),
+        (
+            "/api/chat",
+            json!({"messages": messages, "stream": false, "options": {"num_predict": 4}, "edgellm": pack}),
+        ),
+        (
+            "/api/chat",
+            json!({"messages": messages, "options": {"num_predict": 4}, "edgellm": pack}),
+        ),
+    ];
+    for (path, body) in routes {
+        let response = crate::support::http_client()
+            .post(server.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path} {body}");
+        assert_eq!(
+            response.headers()["x-edgellm-pack-chunks"]
+                .to_str()
+                .unwrap(),
+            header_ids,
+            "{path}"
+        );
+        let text = response.text().await.unwrap();
+        // Every JSON value in the answer (SSE data lines, NDJSON lines, or the whole body)
+        // that carries an `edgellm` object.
+        let cited: Vec<Vec<i64>> = text
+            .lines()
+            .map(|l| l.strip_prefix("data: ").unwrap_or(l))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| {
+                [&v["edgellm"], &v["response"]["edgellm"]]
+                    .into_iter()
+                    .find(|e| e.is_object())
+                    .map(ids_of)
+            })
+            .collect();
+        assert!(!cited.is_empty(), "{path}: no edgellm object in {text}");
+        assert!(
+            cited.iter().all(|ids| ids == &chunks),
+            "{path}: {cited:?} in {text}"
+        );
+    }
+
     // Unknown packs and bad top_k are 400s naming the field.
     let (status, _, body) = chat(
         &server,
