@@ -516,11 +516,13 @@ async fn audit(config: &ServeConfig, record: crate::ledger::AuditRecord) {
     .await;
 }
 
-/// A model that does not load here (a TPM that refuses, a modified container, a sha256 that
-/// differs) is an audit row and one error line. The server then stays up without it: `/health`
-/// answers 503 naming it, requests that need it too, remote tiers still answer. Except when the
-/// active delivery slot's model fails and a previous one is on disk: then the start fails, and
-/// the boot counter rolls back to the previous model after a few (`slots::begin_boot`).
+/// A model that does not load is an audit row. One that this device refuses to open (a TPM that
+/// refuses, a modified container, a sha256 that differs) is one error line, and the server
+/// stays up without it: `/health` answers 503 naming it, requests that need it too, remote
+/// tiers still answer. Except when the active delivery slot's model fails and a previous one is
+/// on disk: then the start fails, and the boot counter rolls back to the previous model after a
+/// few (`slots::begin_boot`). Any other load error (not a GGUF, not an embedding model) refuses
+/// the start.
 async fn report_load_failures(
     config: &ServeConfig,
     home: &std::path::Path,
@@ -552,6 +554,12 @@ async fn report_load_failures(
         } else {
             "the model"
         };
+        // A configuration mistake (not a GGUF, not an embedding model) refuses the start, as
+        // llama-server does; only what this device's keys or the file's integrity refuse keeps
+        // the server up to report it.
+        if !matches!(failure.error, crate::engine::EngineError::Vault { .. }) {
+            return Err(anyhow::Error::new(failure.error).context("cannot serve"));
+        }
         if !failure.embedding && can_roll_back {
             return Err(anyhow::Error::new(failure.error)
                 .context("cannot serve (the next start rolls back to the previous model)"));
