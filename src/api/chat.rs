@@ -35,7 +35,8 @@ pub async fn chat_completions(
     let pack = super::packs::take_pack(&mut edge);
     let route = route_override(&headers, edge)?;
     let (mut generation, mut options) = request.into_generation(&state.config.sampling)?;
-    let retrieved = super::packs::retrieve(&state, pack, &mut generation).await?;
+    let retrieved =
+        super::packs::retrieve(&state, "/v1/chat/completions", pack, &mut generation).await?;
     options.citation = retrieved.as_ref().map(super::packs::citation);
     let response = respond(state, record, route, generation, options, Shape::Chat).await?;
     Ok(super::packs::cite(response, retrieved.as_ref()))

@@ -173,7 +173,7 @@ pub async fn chat(
         format: output_format(request.format)?,
         tools: None,
     };
-    let retrieved = super::packs::retrieve(&state, pack, &mut generation).await?;
+    let retrieved = super::packs::retrieve(&state, "/api/chat", pack, &mut generation).await?;
     let citation = retrieved.as_ref().map(super::packs::citation);
     let stream = request.stream.unwrap_or(true);
     let response = respond(

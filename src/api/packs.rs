@@ -13,15 +13,16 @@ use super::error::ApiError;
 use crate::pack::{Mode, Retrieved, SearchOptions};
 use crate::service::{Generation, Prompt};
 
-/// Retrieves passages when the request names a pack (or a default pack is configured) and
-/// puts them in front of the last user message.
+/// Retrieves passages when the request names a pack (or a pack is configured for `route`, the
+/// API path, or as the default) and puts them in front of the last user message.
 pub async fn retrieve(
     state: &AppState,
+    route: &str,
     (name, top_k): (Option<String>, Option<usize>),
     generation: &mut Generation,
 ) -> Result<Option<Retrieved>, ApiError> {
     let packs = state.config.packs.clone();
-    let Some((spec, pack)) = packs.find(name.as_deref()) else {
+    let Some((spec, pack)) = packs.find(name.as_deref(), route) else {
         return match name {
             None => Ok(None),
             Some(name) => Err(ApiError::invalid(

@@ -28,7 +28,7 @@ pub async fn create(
     let pack = super::packs::take_pack(&mut edge);
     let route = route_override(&headers, edge)?;
     let (mut generation, stream) = request.into_generation(&state.config.sampling)?;
-    let retrieved = super::packs::retrieve(&state, pack, &mut generation).await?;
+    let retrieved = super::packs::retrieve(&state, "/v1/responses", pack, &mut generation).await?;
     let citation = retrieved.as_ref().map(super::packs::citation);
     record.prompt(&generation.prompt);
     let mut running = state.router.start(generation, route, mode(stream)).await?;

@@ -190,7 +190,14 @@ pub struct PackSpec {
     /// Chat requests that name no pack use this one [default: false].
     #[serde(default)]
     pub default: bool,
+    /// Requests on these API routes that name no pack use this one (before a `default`
+    /// pack): any of [`PACK_ROUTES`].
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
+
+/// The API routes whose requests take a pack.
+pub const PACK_ROUTES: [&str; 3] = ["/v1/chat/completions", "/v1/responses", "/api/chat"];
 
 /// The packs a server answers from, opened at start (a configured pack that does not open
 /// refuses the start).
@@ -275,6 +282,25 @@ impl Packs {
         if packs.iter().filter(|(s, _)| s.default).count() > 1 {
             return Err("[[packs]]: more than one pack has default = true".into());
         }
+        let mut claimed: Vec<(&str, &str)> = Vec::new();
+        for (spec, _) in &packs {
+            for route in &spec.routes {
+                if !PACK_ROUTES.contains(&route.as_str()) {
+                    return Err(format!(
+                        "[[packs]] {}: routes: {route:?} is not one of {}",
+                        spec.name,
+                        PACK_ROUTES.join(", ")
+                    ));
+                }
+                if let Some((_, other)) = claimed.iter().find(|(r, _)| r == route) {
+                    return Err(format!(
+                        "[[packs]] {} and {other} are both the pack of {route}",
+                        spec.name
+                    ));
+                }
+                claimed.push((route, &spec.name));
+            }
+        }
         Ok(Packs { packs })
     }
 
@@ -286,14 +312,21 @@ impl Packs {
         self.packs.iter().map(|(s, _)| s.name.as_str()).collect()
     }
 
-    /// The named pack, or the default one when no name is given.
-    pub fn find(&self, name: Option<&str>) -> Option<(&PackSpec, &std::sync::Arc<Pack>)> {
-        self.packs
-            .iter()
-            .find(|(s, _)| match name {
-                Some(name) => s.name == name,
-                None => s.default,
-            })
-            .map(|(s, p)| (s, p))
+    /// The named pack; when no name is given, the pack of `route` (the API path), else the
+    /// default one.
+    pub fn find(
+        &self,
+        name: Option<&str>,
+        route: &str,
+    ) -> Option<(&PackSpec, &std::sync::Arc<Pack>)> {
+        let found = match name {
+            Some(name) => self.packs.iter().find(|(s, _)| s.name == name),
+            None => self
+                .packs
+                .iter()
+                .find(|(s, _)| s.routes.iter().any(|r| r == route))
+                .or_else(|| self.packs.iter().find(|(s, _)| s.default)),
+        };
+        found.map(|(s, p)| (s, p))
     }
 }

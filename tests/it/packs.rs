@@ -196,6 +196,33 @@ fn files_that_are_not_packs_are_refused_clearly() {
             "{stderr}"
         );
     }
+    // Per-route packs: a route that takes no pack, and two packs for one route, are refused.
+    let pack_entry = |name: &str, routes: &str| {
+        format!(
+            "[[packs]]\nname = \"{name}\"\npath = \"{}\"\nroutes = {routes}\n",
+            pack.display()
+        )
+    };
+    for (config_text, expect) in [
+        (
+            pack_entry("manuals", "[\"/v1/completions\"]"),
+            "routes: \"/v1/completions\" is not one of",
+        ),
+        (
+            pack_entry("manuals", "[\"/api/chat\"]") + &pack_entry("more", "[\"/api/chat\"]"),
+            "[[packs]] more and manuals are both the pack of /api/chat",
+        ),
+    ] {
+        let config = dir.path().join("routes.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let out = std::process::Command::new(edgellm_bin())
+            .args(["serve", "--port", "0", "--config", config.to_str().unwrap()])
+            .env("EDGELLM_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(expect), "{stderr}");
+    }
 }
 
 async fn chat(
@@ -231,8 +258,10 @@ async fn pack_requests_locally_and_through_the_egress_guard() {
         "[model]\nslots = 1\nctx_size = 2048\n[routing]\nbreaker_failures = 100000\n\
          [[tiers]]\nname = \"local\"\ntype = \"local\"\n\
          [[tiers]]\nname = \"cloud\"\ntype = \"openai_chat\"\nurl = \"{}\"\nmodel = \"big\"\ntimeout_secs = 10\n\
-         [[packs]]\nname = \"manuals\"\npath = \"{}\"\ntop_k = 3\n{}",
+         [[packs]]\nname = \"manuals\"\npath = \"{}\"\ntop_k = 3\n\
+         [[packs]]\nname = \"ollama-default\"\npath = \"{}\"\ntop_k = 2\nroutes = [\"/api/chat\"]\n{}",
         stub.base,
+        pack.display(),
         pack.display(),
         network_opt_in()
     );
@@ -271,6 +300,32 @@ async fn pack_requests_locally_and_through_the_egress_guard() {
             .join(",")
     );
     assert!(stub.received().is_empty(), "nothing left the device");
+
+    // A request that names no pack: on /api/chat, the pack configured for that route; on Chat
+    // Completions (no pack for its route, none is the default), none.
+    let response = crate::support::http_client()
+        .post(server.url("/api/chat"))
+        .json(&json!({"messages": [{"role": "user", "content": "Who do I report repeated E17 alarms to?"}],
+                      "stream": false, "options": {"num_predict": 2}}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["edgellm"]["pack"]["name"], "ollama-default", "{body}");
+    assert_eq!(
+        body["edgellm"]["pack"]["chunks"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let (status, headers, body) = chat(
+        &server,
+        json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["edgellm"].get("pack").is_none() && headers.get("x-edgellm-pack-chunks").is_none()
+    );
 
     // The same citation on the other chat routes, whole and streamed: Responses, Ollama's chat,
     // and a Chat Completions stream (on its last chunk, the one with the `edgellm` object).
