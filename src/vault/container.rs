@@ -252,49 +252,54 @@ pub fn encrypt(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (summary, chunks) = if crate::pack::store::is_pack_file(input) {
-        let len = std::fs::metadata(input).map_err(io_error(input))?.len();
-        let sizes = crate::delivery::chunk::ChunkSizes::for_file(len);
-        let chunks = crate::delivery::chunk::chunk_regions(input, &[(0, len)], sizes)
-            .map_err(|e| VaultError::Format(e.to_string()))?;
-        let summary = ModelSummary {
-            content: Content::Pack,
-            name: file_name
-                .strip_suffix(".pack")
-                .unwrap_or(&file_name)
-                .to_string(),
-            sha256: String::new(),
-            size: len,
-            architecture: String::new(),
-            parameters: 0,
-            memory: Vec::new(),
+    // A pack is cut by content only; a model at its tensors' boundaries first, with `plan`'s
+    // figures in the header when it can read the model (a GGUF of an architecture it does not
+    // know is still encrypted, without them).
+    let (content, size, regions, architecture, parameters, memory) =
+        if crate::pack::store::is_pack_file(input) {
+            let size = std::fs::metadata(input).map_err(io_error(input))?.len();
+            (
+                Content::Pack,
+                size,
+                vec![(0, size)],
+                String::new(),
+                0,
+                Vec::new(),
+            )
+        } else {
+            let header = crate::plan::gguf::read_header(input).map_err(|e| {
+                VaultError::Format(format!(
+                    "{} is neither a GGUF model nor a knowledge pack: {e}",
+                    input.display()
+                ))
+            })?;
+            (
+                Content::Model,
+                header.file_len,
+                crate::delivery::chunk::regions(&header),
+                header.architecture().unwrap_or("unknown").to_string(),
+                header.n_params(),
+                crate::delivery::manifest::memory_figures(&header).unwrap_or_default(),
+            )
         };
-        (summary, chunks)
-    } else {
-        let header = crate::plan::gguf::read_header(input).map_err(|e| {
-            VaultError::Format(format!(
-                "{} is neither a GGUF model nor a knowledge pack: {e}",
-                input.display()
-            ))
-        })?;
-        let sizes = crate::delivery::chunk::ChunkSizes::for_file(header.file_len);
-        let chunks = crate::delivery::chunk::chunk_file(input, &header, sizes)
-            .map_err(|e| VaultError::Format(e.to_string()))?;
-        // `plan`'s figures when it can read the model (a GGUF of an architecture it does not
-        // know is still encrypted, without them).
-        let summary = ModelSummary {
-            content: Content::Model,
-            name: file_name
-                .strip_suffix(".gguf")
-                .unwrap_or(&file_name)
-                .to_string(),
-            sha256: String::new(),
-            size: header.file_len,
-            architecture: header.architecture().unwrap_or("unknown").to_string(),
-            parameters: header.n_params(),
-            memory: crate::delivery::manifest::memory_figures(&header).unwrap_or_default(),
-        };
-        (summary, chunks)
+    let sizes = crate::delivery::chunk::ChunkSizes::for_file(size);
+    let chunks = crate::delivery::chunk::chunk_regions(input, &regions, sizes)
+        .map_err(|e| VaultError::Format(e.to_string()))?;
+    let suffix = match content {
+        Content::Model => ".gguf",
+        Content::Pack => ".pack",
+    };
+    let summary = ModelSummary {
+        content,
+        name: file_name
+            .strip_suffix(suffix)
+            .unwrap_or(&file_name)
+            .to_string(),
+        sha256: String::new(),
+        size,
+        architecture,
+        parameters,
+        memory,
     };
     if chunks.len() as u64 > MAX_SEGMENTS {
         return Err(VaultError::Format("the file has too many segments".into()));
