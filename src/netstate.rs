@@ -55,7 +55,32 @@ pub fn read_cached(proc_root: &Path, sys_root: &Path, cache: &KindCache) -> NetS
 }
 
 fn read_cached_at(proc_root: &Path, sys_root: &Path, cache: &KindCache, now: Instant) -> NetState {
-    let Some(name) = default_route(proc_root) else {
+    state_of(default_route(proc_root), sys_root, cache, now)
+}
+
+/// The network as traffic to `destinations` (one host's addresses) would take it: the
+/// interface of the first address's route (longest prefix, then lowest metric), in place of
+/// the default route's. A registry on the wired LAN is reached over ethernet while the default
+/// route is a modem. When no address has a route of its own, the default route's.
+pub fn read_toward(
+    proc_root: &Path,
+    sys_root: &Path,
+    destinations: &[std::net::IpAddr],
+) -> NetState {
+    let v4 = std::fs::read_to_string(proc_root.join("net/route")).unwrap_or_default();
+    let v6 = std::fs::read_to_string(proc_root.join("net/ipv6_route")).unwrap_or_default();
+    let name = destinations
+        .iter()
+        .find_map(|ip| match ip {
+            std::net::IpAddr::V4(ip) => route_v4(&v4, *ip),
+            std::net::IpAddr::V6(ip) => route_v6(&v6, *ip),
+        })
+        .or_else(|| default_route(proc_root));
+    state_of(name, sys_root, &KindCache::default(), Instant::now())
+}
+
+fn state_of(name: Option<String>, sys_root: &Path, cache: &KindCache, now: Instant) -> NetState {
+    let Some(name) = name else {
         return NetState {
             default_route: None,
         };
@@ -205,6 +230,61 @@ pub fn default_route_v6(text: &str) -> Option<String> {
         .map(|(_, iface)| iface)
 }
 
+/// The interface of the route `/proc/net/route` text gives for `ip`: the longest matching
+/// prefix that is up and not a reject route, then the lowest metric. The file prints each
+/// address and mask as the in-memory (network order) word, so `ip` is compared the same way.
+pub fn route_v4(text: &str, ip: std::net::Ipv4Addr) -> Option<String> {
+    let ip = u32::from_le_bytes(ip.octets());
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [iface, destination, _, flags, _, _, metric, mask, ..] = fields.as_slice() else {
+                return None;
+            };
+            let (destination, mask, flags) =
+                (parse_hex(destination)?, parse_hex(mask)?, parse_hex(flags)?);
+            let usable = flags & RTF_UP != 0 && flags & RTF_REJECT == 0;
+            (usable && ip & mask == destination)
+                .then(|| {
+                    Some((
+                        mask.count_ones(),
+                        metric.parse::<u32>().ok()?,
+                        iface.to_string(),
+                    ))
+                })
+                .flatten()
+        })
+        .min_by_key(|(prefix, metric, _)| (std::cmp::Reverse(*prefix), *metric))
+        .map(|(_, _, iface)| iface)
+}
+
+/// The interface of the route `/proc/net/ipv6_route` text gives for `ip` (longest prefix, then
+/// lowest metric; reject routes and loopback skipped).
+pub fn route_v6(text: &str, ip: std::net::Ipv6Addr) -> Option<String> {
+    let ip = u128::from(ip);
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [destination, prefix, _, _, _, metric, _, _, flags, iface] = fields.as_slice()
+            else {
+                return None;
+            };
+            let destination = u128::from_str_radix(destination, 16).ok()?;
+            let (prefix, flags) = (parse_hex(prefix)?, parse_hex(flags)?);
+            if prefix > 128 {
+                return None;
+            }
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            let usable = flags & RTF_UP != 0 && flags & RTF_REJECT == 0 && *iface != "lo";
+            (usable && ip & mask == destination & mask)
+                .then(|| Some((prefix, parse_hex(metric)?, iface.to_string())))
+                .flatten()
+        })
+        .min_by_key(|(prefix, metric, _)| (std::cmp::Reverse(*prefix), *metric))
+        .map(|(_, _, iface)| iface)
+}
+
 fn parse_hex(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 16).ok()
 }
@@ -220,7 +300,17 @@ pub(crate) mod fake {
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
 
     pub(crate) fn route_line(iface: &str, destination: &str, flags: &str, metric: u32) -> String {
-        format!("{iface}\t{destination}\t0102A8C0\t{flags}\t0\t0\t{metric}\t00000000\t0\t0\t0\n")
+        masked_route_line(iface, destination, "00000000", flags, metric)
+    }
+
+    pub(crate) fn masked_route_line(
+        iface: &str,
+        destination: &str,
+        mask: &str,
+        flags: &str,
+        metric: u32,
+    ) -> String {
+        format!("{iface}\t{destination}\t0102A8C0\t{flags}\t0\t0\t{metric}\t{mask}\t0\t0\t0\n")
     }
 
     pub(crate) struct Tree {
@@ -453,6 +543,71 @@ mod tests {
         let only_reject =
             format!("{zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00200200 lo\n");
         assert_eq!(default_route_v6(&only_reject), None);
+    }
+
+    #[test]
+    fn the_route_toward_an_address_is_its_longest_prefix() {
+        use super::fake::masked_route_line;
+        // Default route on the modem (metric 0); the wired LAN 192.168.1.0/24 on eth0, and a
+        // narrower 192.168.1.128/25 on eth1 (metric 50) and on eth2 (metric 10); a reject route
+        // for 10.0.0.0/8.
+        let routes = [
+            route_line("wwan0", "00000000", "0003", 0),
+            masked_route_line("eth0", "0001A8C0", "00FFFFFF", "0001", 100),
+            masked_route_line("eth1", "8001A8C0", "80FFFFFF", "0001", 50),
+            masked_route_line("eth2", "8001A8C0", "80FFFFFF", "0001", 10),
+            masked_route_line("eth3", "0000000A", "000000FF", "0201", 0),
+            masked_route_line("eth4", "0010A8C0", "00FFFFFF", "0000", 0),
+        ];
+        let text = format!("header\n{}", routes.concat());
+        let route = |ip: &str| route_v4(&text, ip.parse().unwrap());
+        assert_eq!(route("192.168.1.20").as_deref(), Some("eth0"));
+        assert_eq!(route("192.168.1.200").as_deref(), Some("eth2"));
+        assert_eq!(
+            route("10.1.2.3").as_deref(),
+            Some("wwan0"),
+            "reject route skipped"
+        );
+        assert_eq!(
+            route("192.168.16.5").as_deref(),
+            Some("wwan0"),
+            "down route skipped"
+        );
+        assert_eq!(route("8.8.8.8").as_deref(), Some("wwan0"));
+        assert_eq!(route_v4("header\n", "8.8.8.8".parse().unwrap()), None);
+
+        let zero = "00000000000000000000000000000000";
+        let v6 = format!(
+            "{zero} 00 {zero} 00 {zero} 00000400 00000001 00000000 00000003 wwan0\n\
+             fd000000000000000000000000000000 40 {zero} 00 {zero} 00000100 00000001 00000000 00000001 eth0\n\
+             {zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00200200 lo\n"
+        );
+        let route6 = |ip: &str| route_v6(&v6, ip.parse().unwrap());
+        assert_eq!(route6("fd00::1234").as_deref(), Some("eth0"));
+        assert_eq!(route6("2001:db8::1").as_deref(), Some("wwan0"));
+
+        // Read through the trees: the registry on the LAN is judged by eth0's link.
+        let tree = Tree::new();
+        tree.routes(&routes[..2])
+            .iface(
+                "eth0",
+                &[("operstate", Some("up\n")), ("type", Some("1\n"))],
+            )
+            .iface(
+                "wwan0",
+                &[("operstate", Some("up\n")), ("type", Some("519\n"))],
+            );
+        let toward = |ip: &str| {
+            read_toward(&tree.proc_root(), &tree.sys_root(), &[ip.parse().unwrap()]).default_route
+        };
+        assert_eq!(
+            toward("192.168.1.20"),
+            iface("eth0", InterfaceKind::Ethernet, true)
+        );
+        assert_eq!(
+            toward("1.1.1.1"),
+            iface("wwan0", InterfaceKind::Cellular, true)
+        );
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! `[delivery]`: which links a model pull may use and how many bytes a day it may fetch, and
 //! the audit rows every delivery step leaves in the ledger (`kind = model`).
 //!
-//! The network gate judges the interface that carries the default route, read as the egress
-//! guard reads it (`crate::netstate`, the `[network]` section's roots and metered interfaces).
-//! A pull is refused when that link is of a kind not allowed (cellular and tunnels are not by
-//! default), not in `allowed_interfaces`, or metered while `allow_metered` is off. A device with
-//! no default route is not refused: whatever registry it reaches is on its own network, and a
-//! registry it cannot reach fails the pull by itself.
+//! The network gate judges the interface the registry is reached through: the route the
+//! kernel's table gives for the registry's addresses (longest prefix, then lowest metric), else
+//! the default route, read as the egress guard reads it (`crate::netstate`, the `[network]`
+//! section's roots and metered interfaces). A pull is refused when that link is of a kind not
+//! allowed (cellular and tunnels are not by default), not in `allowed_interfaces`, or metered
+//! while `allow_metered` is off. A device with no route at all is not refused: whatever
+//! registry it reaches is on its own network, and a registry it cannot reach fails the pull by
+//! itself.
 
 use serde::Deserialize;
 
@@ -41,8 +43,13 @@ impl Default for DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
-    /// Whether a pull may start on the network as `network`'s roots show it now.
-    pub fn check_network(&self, network: &NetworkPolicy) -> Result<(), Refusal> {
+    /// Whether a pull from a registry at `registry` (its addresses; empty when it did not
+    /// resolve) may start on the network as `network`'s roots show it now.
+    pub fn check_network(
+        &self,
+        network: &NetworkPolicy,
+        registry: &[std::net::IpAddr],
+    ) -> Result<(), Refusal> {
         let gate = NetworkPolicy {
             opt_in: true,
             allowed_interfaces: self.allowed_interfaces.clone(),
@@ -52,7 +59,7 @@ impl DeliveryPolicy {
             sys_root: network.sys_root.clone(),
             proc_root: network.proc_root.clone(),
         };
-        let state = crate::netstate::read(&gate.proc_root, &gate.sys_root);
+        let state = crate::netstate::read_toward(&gate.proc_root, &gate.sys_root, registry);
         match network::check_network(&gate, &state) {
             Err(Refusal::Offline) => Ok(()),
             other => other,
@@ -156,18 +163,21 @@ mod tests {
 
         let default = DeliveryPolicy::default();
         assert_eq!(
-            default.check_network(&network(Some("eth0"), wired, &[])),
+            default.check_network(&network(Some("eth0"), wired, &[]), &[]),
             Ok(())
         );
         assert_eq!(
-            default.check_network(&network(Some("wlan0"), wifi, &[])),
+            default.check_network(&network(Some("wlan0"), wifi, &[]), &[]),
             Ok(())
         );
         // No default route: a registry on the device's own network is still reachable.
-        assert_eq!(default.check_network(&network(None, wired, &[])), Ok(()));
+        assert_eq!(
+            default.check_network(&network(None, wired, &[]), &[]),
+            Ok(())
+        );
         let cellular = network(Some("wwan0"), modem, &[]);
         assert_eq!(
-            default.check_network(&cellular).unwrap_err().reason(),
+            default.check_network(&cellular, &[]).unwrap_err().reason(),
             "network_kind"
         );
         let with_cellular = DeliveryPolicy {
@@ -175,24 +185,55 @@ mod tests {
             ..DeliveryPolicy::default()
         };
         assert_eq!(
-            with_cellular.check_network(&cellular).unwrap_err().reason(),
+            with_cellular
+                .check_network(&cellular, &[])
+                .unwrap_err()
+                .reason(),
             "metered"
+        );
+        // The default route on the modem, the registry on the wired LAN: judged by the LAN's
+        // link. A registry out on the internet is still judged by the modem's.
+        let lan = Tree::new();
+        lan.routes(&[
+            route_line("wwan0", "00000000", "0003", 0),
+            crate::netstate::fake::masked_route_line("eth0", "0001A8C0", "00FFFFFF", "0001", 100),
+        ])
+        .iface("wwan0", modem)
+        .iface("eth0", wired);
+        let lan_policy = NetworkPolicy {
+            sys_root: lan.sys_root(),
+            proc_root: lan.proc_root(),
+            ..NetworkPolicy::default()
+        };
+        assert_eq!(
+            default.check_network(&lan_policy, &["192.168.1.20".parse().unwrap()]),
+            Ok(())
+        );
+        assert_eq!(
+            default
+                .check_network(&lan_policy, &["203.0.113.7".parse().unwrap()])
+                .unwrap_err()
+                .reason(),
+            "network_kind"
         );
         let metered_ok = DeliveryPolicy {
             allow_metered: true,
             ..with_cellular.clone()
         };
-        assert_eq!(metered_ok.check_network(&cellular), Ok(()));
+        assert_eq!(metered_ok.check_network(&cellular, &[]), Ok(()));
         // A tethered phone that looks like ethernet, named metered in [network].
         let usb = network(Some("usb0"), wired, &["usb0"]);
-        assert_eq!(default.check_network(&usb).unwrap_err().reason(), "metered");
+        assert_eq!(
+            default.check_network(&usb, &[]).unwrap_err().reason(),
+            "metered"
+        );
         let only_eth1 = DeliveryPolicy {
             allowed_interfaces: vec!["eth1".into()],
             ..DeliveryPolicy::default()
         };
         assert_eq!(
             only_eth1
-                .check_network(&network(Some("eth0"), wired, &[]))
+                .check_network(&network(Some("eth0"), wired, &[]), &[])
                 .unwrap_err()
                 .reason(),
             "interface"

@@ -280,6 +280,21 @@ fn delivery_push(args: &PushArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The addresses `host` (a reference's host, maybe with a port) resolves to; none when it does
+/// not resolve now (the gate then judges the default route, and the pull fails by itself).
+fn registry_addresses(host: &str) -> Vec<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let with_port = if host.ends_with(']') || !host.contains(':') {
+        format!("{host}:443")
+    } else {
+        host.to_string()
+    };
+    with_port
+        .to_socket_addrs()
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+        .unwrap_or_default()
+}
+
 fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
     use crate::delivery::{manifest, policy, pull, registry::Reference};
     use std::io::IsTerminal;
@@ -298,7 +313,12 @@ fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
         crate::ledger::Outcome::Ok,
     );
     // The links a pull may use, before anything is sent.
-    if let Err(refusal) = device.raw.delivery.check_network(&device.raw.network) {
+    let registry = registry_addresses(&reference.host);
+    if let Err(refusal) = device
+        .raw
+        .delivery
+        .check_network(&device.raw.network, &registry)
+    {
         record.outcome = crate::ledger::Outcome::Blocked(refusal.reason().into());
         device.ledger.record_audit(&record)?;
         anyhow::bail!(
