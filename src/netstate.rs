@@ -169,120 +169,124 @@ pub fn classify(
     InterfaceKind::Other
 }
 
+/// One line of a route table: interface, destination and mask (IPv4: the 32-bit words as
+/// `/proc/net/route` prints them; IPv6: the address and a mask made from the prefix length),
+/// prefix length, flags and metric.
+struct Route<'a> {
+    iface: &'a str,
+    destination: u128,
+    mask: u128,
+    prefix: u32,
+    flags: u32,
+    metric: u32,
+}
+
+impl Route<'_> {
+    fn usable(&self) -> bool {
+        self.flags & RTF_UP != 0 && self.flags & RTF_REJECT == 0
+    }
+
+    fn matches(&self, ip: u128) -> bool {
+        ip & self.mask == self.destination & self.mask
+    }
+}
+
+/// The routes of `/proc/net/route` text (its first line is a header).
+fn routes_v4(text: &str) -> impl Iterator<Item = Route<'_>> {
+    text.lines().skip(1).filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [
+            iface,
+            destination,
+            _gateway,
+            flags,
+            _refcnt,
+            _use,
+            metric,
+            mask,
+            ..,
+        ] = fields.as_slice()
+        else {
+            return None;
+        };
+        let mask = parse_hex(mask)?;
+        Some(Route {
+            iface,
+            destination: u128::from(parse_hex(destination)?),
+            mask: u128::from(mask),
+            prefix: mask.count_ones(),
+            flags: parse_hex(flags)?,
+            metric: metric.parse().ok()?,
+        })
+    })
+}
+
+/// The routes of `/proc/net/ipv6_route` text.
+fn routes_v6(text: &str) -> impl Iterator<Item = Route<'_>> {
+    text.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [
+            destination,
+            prefix,
+            _src,
+            _src_len,
+            _next_hop,
+            metric,
+            _ref,
+            _use,
+            flags,
+            iface,
+        ] = fields.as_slice()
+        else {
+            return None;
+        };
+        let prefix = parse_hex(prefix).filter(|p| *p <= 128)?;
+        Some(Route {
+            iface,
+            destination: u128::from_str_radix(destination, 16).ok()?,
+            mask: u128::MAX.checked_shl(128 - prefix).unwrap_or(0),
+            prefix,
+            flags: parse_hex(flags)?,
+            metric: parse_hex(metric)?,
+        })
+    })
+}
+
 /// The interface of the lowest-metric IPv4 default route in `/proc/net/route` text.
 pub fn default_route_v4(text: &str) -> Option<String> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [
-                iface,
-                destination,
-                _gateway,
-                flags,
-                _refcnt,
-                _use,
-                metric,
-                mask,
-                ..,
-            ] = fields.as_slice()
-            else {
-                return None;
-            };
-            let flags = parse_hex(flags)?;
-            let is_default = parse_hex(destination)? == 0 && parse_hex(mask)? == 0;
-            (is_default && flags & RTF_UP != 0)
-                .then(|| Some((metric.parse::<u32>().ok()?, iface.to_string())))
-                .flatten()
-        })
-        .min_by_key(|(metric, _)| *metric)
-        .map(|(_, iface)| iface)
+    routes_v4(text)
+        .filter(|r| r.destination == 0 && r.mask == 0 && r.flags & RTF_UP != 0)
+        .min_by_key(|r| r.metric)
+        .map(|r| r.iface.to_string())
 }
 
 /// The interface of the lowest-metric IPv6 default route (`::/0`) in `/proc/net/ipv6_route`
 /// text, skipping reject routes and loopback.
 pub fn default_route_v6(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [
-                destination,
-                prefix_len,
-                _src,
-                _src_len,
-                _next_hop,
-                metric,
-                _ref,
-                _use,
-                flags,
-                iface,
-            ] = fields.as_slice()
-            else {
-                return None;
-            };
-            let flags = parse_hex(flags)?;
-            let is_default = destination.bytes().all(|b| b == b'0') && parse_hex(prefix_len)? == 0;
-            (is_default && flags & RTF_UP != 0 && flags & RTF_REJECT == 0 && *iface != "lo")
-                .then(|| Some((parse_hex(metric)?, iface.to_string())))
-                .flatten()
-        })
-        .min_by_key(|(metric, _)| *metric)
-        .map(|(_, iface)| iface)
+    routes_v6(text)
+        .filter(|r| r.destination == 0 && r.prefix == 0 && r.usable() && r.iface != "lo")
+        .min_by_key(|r| r.metric)
+        .map(|r| r.iface.to_string())
 }
 
 /// The interface of the route `/proc/net/route` text gives for `ip`: the longest matching
 /// prefix that is up and not a reject route, then the lowest metric. The file prints each
 /// address and mask as the in-memory (network order) word, so `ip` is compared the same way.
 pub fn route_v4(text: &str, ip: std::net::Ipv4Addr) -> Option<String> {
-    let ip = u32::from_le_bytes(ip.octets());
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [iface, destination, _, flags, _, _, metric, mask, ..] = fields.as_slice() else {
-                return None;
-            };
-            let (destination, mask, flags) =
-                (parse_hex(destination)?, parse_hex(mask)?, parse_hex(flags)?);
-            let usable = flags & RTF_UP != 0 && flags & RTF_REJECT == 0;
-            (usable && ip & mask == destination)
-                .then(|| {
-                    Some((
-                        mask.count_ones(),
-                        metric.parse::<u32>().ok()?,
-                        iface.to_string(),
-                    ))
-                })
-                .flatten()
-        })
-        .min_by_key(|(prefix, metric, _)| (std::cmp::Reverse(*prefix), *metric))
-        .map(|(_, _, iface)| iface)
+    best_route(routes_v4(text), u128::from(u32::from_le_bytes(ip.octets())))
 }
 
 /// The interface of the route `/proc/net/ipv6_route` text gives for `ip` (longest prefix, then
 /// lowest metric; reject routes and loopback skipped).
 pub fn route_v6(text: &str, ip: std::net::Ipv6Addr) -> Option<String> {
-    let ip = u128::from(ip);
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [destination, prefix, _, _, _, metric, _, _, flags, iface] = fields.as_slice()
-            else {
-                return None;
-            };
-            let destination = u128::from_str_radix(destination, 16).ok()?;
-            let (prefix, flags) = (parse_hex(prefix)?, parse_hex(flags)?);
-            if prefix > 128 {
-                return None;
-            }
-            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
-            let usable = flags & RTF_UP != 0 && flags & RTF_REJECT == 0 && *iface != "lo";
-            (usable && ip & mask == destination & mask)
-                .then(|| Some((prefix, parse_hex(metric)?, iface.to_string())))
-                .flatten()
-        })
-        .min_by_key(|(prefix, metric, _)| (std::cmp::Reverse(*prefix), *metric))
-        .map(|(_, _, iface)| iface)
+    best_route(routes_v6(text).filter(|r| r.iface != "lo"), u128::from(ip))
+}
+
+fn best_route<'a>(routes: impl Iterator<Item = Route<'a>>, ip: u128) -> Option<String> {
+    routes
+        .filter(|r| r.usable() && r.matches(ip))
+        .min_by_key(|r| (std::cmp::Reverse(r.prefix), r.metric))
+        .map(|r| r.iface.to_string())
 }
 
 fn parse_hex(text: &str) -> Option<u32> {
