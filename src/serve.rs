@@ -103,11 +103,16 @@ fn load_models(
     let mut failures = Vec::new();
     let path = engine_config.model_path.clone();
     if let Err(error) = load_engine(engine_config, engine_cell, metrics, on_loaded) {
+        // A configuration mistake ends the start (`report_load_failures`): nothing more to load.
+        let refuses_start = !matches!(error, crate::engine::EngineError::Vault { .. });
         failures.push(LoadFailure {
             embedding: false,
             path,
             error,
         });
+        if refuses_start {
+            return failures;
+        }
     }
     if let Some(embed_config) = embed_config {
         let started = std::time::Instant::now();

@@ -249,8 +249,9 @@ impl Retrieved {
 impl Packs {
     /// Opens every configured pack (encrypted ones with `keys`, the device key of `[keys]`).
     pub fn open(specs: &[PackSpec], keys: &crate::vault::KeyConfig) -> Result<Packs, String> {
-        let mut packs = Vec::new();
-        for spec in specs {
+        // Every spec is checked before any pack is opened (an encrypted one is unsealed).
+        let mut claimed: Vec<(&str, &str)> = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
             if spec.name.is_empty()
                 || spec.name.len() > 64
                 || !spec
@@ -263,10 +264,7 @@ impl Packs {
                     spec.name
                 ));
             }
-            if packs
-                .iter()
-                .any(|(s, _): &(PackSpec, _)| s.name == spec.name)
-            {
+            if specs[..i].iter().any(|s| s.name == spec.name) {
                 return Err(format!("[[packs]] name {:?} appears twice", spec.name));
             }
             if spec.top_k.is_some_and(|k| k == 0 || k > 32) {
@@ -275,15 +273,6 @@ impl Packs {
                     spec.name
                 ));
             }
-            let pack = Pack::open(&spec.path, keys)
-                .map_err(|e| format!("[[packs]] {}: {e}", spec.name))?;
-            packs.push((spec.clone(), std::sync::Arc::new(pack)));
-        }
-        if packs.iter().filter(|(s, _)| s.default).count() > 1 {
-            return Err("[[packs]]: more than one pack has default = true".into());
-        }
-        let mut claimed: Vec<(&str, &str)> = Vec::new();
-        for (spec, _) in &packs {
             for route in &spec.routes {
                 if !PACK_ROUTES.contains(&route.as_str()) {
                     return Err(format!(
@@ -301,6 +290,17 @@ impl Packs {
                 claimed.push((route, &spec.name));
             }
         }
+        if specs.iter().filter(|s| s.default).count() > 1 {
+            return Err("[[packs]]: more than one pack has default = true".into());
+        }
+        let packs = specs
+            .iter()
+            .map(|spec| {
+                Pack::open(&spec.path, keys)
+                    .map(|pack| (spec.clone(), std::sync::Arc::new(pack)))
+                    .map_err(|e| format!("[[packs]] {}: {e}", spec.name))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Packs { packs })
     }
 

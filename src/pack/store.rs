@@ -23,6 +23,7 @@ pub fn is_pack_file(path: &Path) -> bool {
         && head.starts_with(b"SQLite format 3\0")
         && head[68..72] == APPLICATION_ID.to_be_bytes()
 }
+
 /// `PRAGMA user_version`: the pack schema this edgellm writes and reads.
 pub const SCHEMA_VERSION: i32 = 1;
 pub const DEFAULT_CHUNK_TOKENS: usize = 200;

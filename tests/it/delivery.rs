@@ -196,17 +196,11 @@ fn get_manifest(url: &str) -> Value {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    runtime.block_on(crate::support::json_answer(
         crate::support::http_client()
             .get(url)
-            .header("accept", "application/vnd.oci.image.manifest.v1+json")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    })
+            .header("accept", "application/vnd.oci.image.manifest.v1+json"),
+    ))
 }
 
 /// Starts `edgellm serve` on `home` with `args`, waits until `/health` is 200, stops it.

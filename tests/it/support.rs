@@ -31,29 +31,19 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The JSON body of the answer to `request`.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// The JSON body of a GET of `url`.
 pub async fn get_json(url: reqwest::Url) -> serde_json::Value {
-    http_client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_answer(http_client().get(url)).await
 }
 
 /// The JSON answer to a POST of `body` to `url`.
 pub async fn post_json(url: String, body: &serde_json::Value) -> serde_json::Value {
-    http_client()
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_answer(http_client().post(url).json(body)).await
 }
 
 /// The default model, installed by `scripts/install-model.sh` (the README's test command runs it).
