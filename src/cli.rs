@@ -218,6 +218,10 @@ pub struct ServeArgs {
     /// Total context size, split evenly across slots [default: 8192]
     #[arg(short = 'c', long = "ctx-size", env = "EDGELLM_CTX_SIZE")]
     pub ctx_size: Option<u32>,
+    /// Every slot may use the whole context, the slots sharing its cells (llama-server's
+    /// --kv-unified); when they outgrow it together, the requests decoding then fail
+    #[arg(long, env = "EDGELLM_KV_UNIFIED")]
+    pub kv_unified: bool,
     /// Requests decoded in parallel (llama-server's --parallel) [default: 4]
     #[arg(long, visible_alias = "parallel", env = "EDGELLM_SLOTS")]
     pub slots: Option<u32>,
@@ -288,6 +292,9 @@ pub struct ServeArgs {
     /// Serve GET /slots (per-slot state, never prompts), as llama-server's --slots does
     #[arg(long, env = "EDGELLM_SLOTS_ENDPOINT")]
     pub slots_endpoint: bool,
+    /// Answer GET /metrics with 501 instead of Prometheus text (it is served by default)
+    #[arg(long, env = "EDGELLM_NO_METRICS")]
+    pub no_metrics: bool,
     /// Include prompt text in the request log (off by default: prompts may hold personal data)
     #[arg(long, env = "EDGELLM_LOG_PROMPTS")]
     pub log_prompts: bool,
@@ -317,6 +324,9 @@ impl ServeArgs {
         if self.slots_endpoint {
             raw.server.slots_endpoint = Some(true);
         }
+        if self.no_metrics {
+            raw.server.metrics = Some(false);
+        }
         if !self.cors_origins.is_empty() {
             raw.server.cors_origins = Some(self.cors_origins.clone());
         }
@@ -336,6 +346,9 @@ impl ServeArgs {
         set(&mut raw.model.threads, &self.threads);
         set(&mut raw.model.threads_batch, &self.threads_batch);
         set(&mut raw.model.ctx_size, &self.ctx_size);
+        if self.kv_unified {
+            raw.model.kv_unified = Some(true);
+        }
         set(&mut raw.model.slots, &self.slots);
         set(&mut raw.model.batch_size, &self.batch_size);
         set(&mut raw.model.ubatch_size, &self.ubatch_size);

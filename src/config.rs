@@ -102,6 +102,9 @@ pub struct RawServer {
     pub cors_origins: Option<Vec<String>>,
     /// Serve `GET /slots` (llama-server's `--slots`) [default: false].
     pub slots_endpoint: Option<bool>,
+    /// Serve `GET /metrics` (Prometheus text) [default: true]; `false` answers it 501, as
+    /// llama-server without `--metrics`.
+    pub metrics: Option<bool>,
     pub shutdown_grace_secs: Option<u64>,
     /// Where the ledger (spend and audit database) lives [default: $EDGELLM_HOME].
     pub data_dir: Option<PathBuf>,
@@ -120,6 +123,9 @@ pub struct RawModel {
     pub threads: Option<u32>,
     pub threads_batch: Option<u32>,
     pub ctx_size: Option<u32>,
+    /// Every slot may use the whole context, sharing its cells (llama-server's `--kv-unified`)
+    /// [default: false: each slot has ctx_size / slots].
+    pub kv_unified: Option<bool>,
     pub batch_size: Option<u32>,
     pub ubatch_size: Option<u32>,
     pub kv_type: Option<KvType>,
@@ -292,6 +298,8 @@ pub struct ServeConfig {
     pub log_prompts: bool,
     pub cors: crate::api::CorsPolicy,
     pub slots_endpoint: bool,
+    /// `GET /metrics` is served.
+    pub metrics_endpoint: bool,
     pub shutdown_grace: Duration,
     pub limits: Limits,
     /// What a request gets for the sampling settings it does not set (`[sampling]`).
@@ -348,6 +356,7 @@ impl ServeConfig {
         }
         engine.slots = raw.model.slots.unwrap_or(Self::DEFAULT_SLOTS);
         engine.n_ctx = raw.model.ctx_size.unwrap_or(Self::DEFAULT_CTX);
+        engine.kv_unified = raw.model.kv_unified.unwrap_or(false);
         engine.n_batch = raw
             .model
             .batch_size
@@ -507,6 +516,16 @@ impl ServeConfig {
                     .into(),
             ));
         }
+        if !raw.packs.is_empty()
+            && embedding
+                .as_ref()
+                .is_some_and(|e| e.engine.pooling == Some(crate::engine::embed::Pooling::None))
+        {
+            return Err(invalid(
+                "[[packs]] need pooled vectors: [embedding] pooling = \"none\" gives one per token"
+                    .into(),
+            ));
+        }
         let packs =
             std::sync::Arc::new(crate::pack::Packs::open(&raw.packs, &raw.keys).map_err(invalid)?);
         let sampling = raw.sampling.into_params()?;
@@ -532,6 +551,7 @@ impl ServeConfig {
             log_prompts: raw.server.log_prompts.unwrap_or(false),
             cors,
             slots_endpoint: raw.server.slots_endpoint.unwrap_or(false),
+            metrics_endpoint: raw.server.metrics.unwrap_or(true),
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(10)),
             limits,
         })

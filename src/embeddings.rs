@@ -21,7 +21,8 @@ pub struct RawEmbedding {
     pub threads: Option<u32>,
     /// Tokens per batch (at least the model's context, 512 for MiniLM) [default: 512].
     pub batch_size: Option<u32>,
-    /// `mean`, `cls` or `last` instead of the model's own pooling.
+    /// `mean`, `cls`, `last` or `none` (one vector per token, `/embedding` only) instead of
+    /// the model's own pooling.
     pub pooling: Option<crate::engine::embed::Pooling>,
     /// Most inputs in one request [default: 2048, OpenAI's].
     pub max_inputs: Option<usize>,
@@ -136,6 +137,11 @@ pub enum EmbedError {
     Overloaded { queued: usize },
     #[error("the request took longer than the {0:?} timeout")]
     Timeout(Duration),
+    #[error(
+        "the embedding model runs with pooling \"none\" (one vector per token), so it has no \
+         pooled vector to answer this request with; /embedding returns the token vectors"
+    )]
+    Unpooled,
     #[error("{0}")]
     Engine(String),
 }
@@ -222,6 +228,14 @@ pub struct Embedded {
     pub elapsed: Duration,
 }
 
+/// The answer to `/embedding`: the rows of each input, in order: its pooled vector as the
+/// one row, or with pooling `none` one unnormalised row per token (as llama-server answers).
+#[derive(Debug, Clone)]
+pub struct EmbeddedRows {
+    pub model: String,
+    pub rows: Vec<Vec<Vec<f32>>>,
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct EmbedMetrics {
@@ -301,8 +315,48 @@ impl EmbeddingService {
         Ok((self.require_embedder()?, config))
     }
 
-    /// Embeds every input, or fails the whole request naming the first bad input.
+    /// Embeds every input into one pooled vector, or fails the whole request naming the first
+    /// bad input.
     pub async fn embed(&self, request: EmbedRequest) -> Result<Embedded, EmbedError> {
+        if self.embedder().is_some_and(Embedder::unpooled) {
+            return Err(EmbedError::Unpooled);
+        }
+        let normalize = request.normalize;
+        let keep = request.dimensions;
+        let mut done = self.measured(request).await?;
+        let keep = keep.map_or(usize::MAX, |d| d as usize);
+        for v in &mut done.vectors {
+            v.truncate(keep);
+            normalize.apply(v);
+        }
+        Ok(done)
+    }
+
+    /// `/embedding`'s rows: [`EmbeddingService::embed`]'s vector as the one row of each input,
+    /// or with pooling `none` its token vectors, unnormalised.
+    pub async fn embed_rows(&self, request: EmbedRequest) -> Result<EmbeddedRows, EmbedError> {
+        if !self.embedder().is_some_and(Embedder::unpooled) {
+            let done = self.embed(request).await?;
+            return Ok(EmbeddedRows {
+                model: done.model,
+                rows: done.vectors.into_iter().map(|v| vec![v]).collect(),
+            });
+        }
+        let done = self.measured(request).await?;
+        let n_embd = self.embedder().map_or(1, |e| e.info().n_embd).max(1);
+        Ok(EmbeddedRows {
+            model: done.model,
+            rows: done
+                .vectors
+                .into_iter()
+                .map(|flat| flat.chunks(n_embd).map(<[f32]>::to_vec).collect())
+                .collect(),
+        })
+    }
+
+    /// Runs one request through the engine, counted in the metrics; the vectors as the engine
+    /// returns them.
+    async fn measured(&self, request: EmbedRequest) -> Result<Embedded, EmbedError> {
         let started = Instant::now();
         let result = self.embed_inner(request).await;
         // GenAI families: requests the model ran (or that failed while running), as the
@@ -355,18 +409,19 @@ impl EmbeddingService {
                 limit: config.max_inputs,
             });
         }
-        let keep = match request.dimensions {
-            None => n_embd,
-            Some(d) if d as usize == n_embd => n_embd,
+        // `embed` truncates to the dimensions checked here.
+        match request.dimensions {
+            None => {}
+            Some(d) if d as usize == n_embd => {}
             Some(0) => return Err(EmbedError::Invalid("dimensions must be at least 1".into())),
-            Some(d) if config.truncatable && (d as usize) < n_embd => d as usize,
+            Some(d) if config.truncatable && (d as usize) < n_embd => {}
             Some(d) => {
                 return Err(EmbedError::Dimensions {
                     requested: d,
                     n_embd,
                 });
             }
-        };
+        }
         let _permit = self
             .admission
             .try_acquire()
@@ -443,14 +498,6 @@ impl EmbeddingService {
             .map_err(|_| EmbedError::Timeout(self.timeout))?
             .map_err(|_| EmbedError::Engine("the embedding engine stopped".into()))?
             .map_err(|e| EmbedError::Engine(e.to_string()))?;
-        let vectors = vectors
-            .into_iter()
-            .map(|mut v| {
-                v.truncate(keep);
-                request.normalize.apply(&mut v);
-                v
-            })
-            .collect();
         Ok(Embedded {
             model: embedder.info().id.clone(),
             vectors,

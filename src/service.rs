@@ -83,7 +83,9 @@ impl ServiceError {
     /// The error's kind, for the routing decision (`route::local_failure`).
     pub fn failure(&self) -> LocalFailure {
         match self {
-            ServiceError::Overloaded { .. } => LocalFailure::Overloaded,
+            ServiceError::Overloaded { .. } | ServiceError::Engine(EngineError::KvFull { .. }) => {
+                LocalFailure::Overloaded
+            }
             ServiceError::PromptTooLong { .. }
             | ServiceError::MaxTokensTooLarge { .. }
             | ServiceError::Engine(EngineError::ContextOverflow { .. }) => LocalFailure::Context,

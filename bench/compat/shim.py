@@ -89,9 +89,21 @@ def edgellm(flags):
                 continue
             args += [ours, str(value)]
             used.update(names)
+    if "--kv-unified" in flags or "-kvu" in flags:
+        args.append("--kv-unified")
+        used.update(("--kv-unified", "-kvu"))
     if "--slots" in flags:
         args.append("--slots-endpoint")
         used.add("--slots")
+    # llama-server serves /metrics only with --metrics; edgellm serves it unless told not to.
+    if "--metrics" in flags:
+        used.add("--metrics")
+    else:
+        args.append("--no-metrics")
+    # llama-server without --cors-origins answers every origin; edgellm's default is this
+    # device's own pages, so llama-server's default is asked for by name.
+    if get(flags, "--cors-origins") is None:
+        args += ["--cors-origins", "*"]
     if is_embedding(flags):
         args += ["--embedding-model", EMBED]
     # Each test server its own ledger directory.

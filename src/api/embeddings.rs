@@ -181,8 +181,8 @@ fn euclidean() -> i32 {
     2
 }
 
-/// `POST /embedding`: `[{"index": i, "embedding": [[...]]}]`, the pooled vector as the one row
-/// (llama-server's shape for a pooled model).
+/// `POST /embedding`: `[{"index": i, "embedding": [[...]]}]`, the pooled vector as the one row,
+/// or with pooling `none` one row per token (llama-server's shapes).
 pub async fn llama(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<LlamaEmbeddingRequest>,
@@ -200,7 +200,7 @@ pub async fn llama(
     let inputs = parse_input(input, field)?;
     let done = state
         .embeddings
-        .embed(EmbedRequest {
+        .embed_rows(EmbedRequest {
             inputs,
             dimensions: None,
             normalize: Normalize::from_llama(request.embd_normalize),
@@ -208,10 +208,10 @@ pub async fn llama(
         })
         .await?;
     let out: Vec<Value> = done
-        .vectors
+        .rows
         .iter()
         .enumerate()
-        .map(|(index, vector)| json!({"index": index, "embedding": [vector]}))
+        .map(|(index, rows)| json!({"index": index, "embedding": rows}))
         .collect();
     Ok(axum::Json(Value::Array(out)))
 }

@@ -312,6 +312,10 @@ impl From<crate::embeddings::EmbedError> for ApiError {
                 ApiError::invalid("input", message).with_code("too_many_inputs")
             }
             EmbedError::Dimensions { .. } => ApiError::invalid("dimensions", message),
+            EmbedError::Unpooled => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+                    .with_code("unpooled_model")
+            }
             EmbedError::Overloaded { .. } => ApiError::overloaded(message),
             EmbedError::Timeout(_) => ApiError::timeout(message),
             EmbedError::Engine(_) => {

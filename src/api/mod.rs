@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 pub use crate::gateway::unix_now;
 pub use cors::CorsPolicy;
@@ -88,6 +88,7 @@ fn routes(state: AppState) -> Router {
         .route("/props", get(system::props))
         .route("/slots", get(system::slots))
         .route("/metrics", get(system::metrics))
+        .route("/cors-proxy", any(system::cors_proxy))
         .route("/v1/plan", get(system::plan))
         .route("/v1/status", get(system::status))
         .route("/v1/tasks/{name}", post(tasks::run))

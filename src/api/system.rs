@@ -50,6 +50,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if !state.config.metrics_endpoint {
+        return ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_supported_error",
+            "This server does not serve /metrics ([server] metrics = false or --no-metrics).",
+        )
+        .into_response();
+    }
     let text = state.render_metrics().await;
     (
         [
@@ -216,6 +224,20 @@ pub async fn plan(
     })?
     .map_err(|e| ApiError::invalid("device", e.to_string()))?;
     Ok(axum::Json(plan).into_response())
+}
+
+/// `/cors-proxy`: llama-server's web UI fetches arbitrary URLs through it (`--webui-mcp-proxy`).
+/// edgellm never forwards a request to an address a client names: everything that leaves the
+/// device goes to a configured tier, through the egress guard. So it is refused, as
+/// llama-server refuses it when the proxy is off.
+pub async fn cors_proxy() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "permission_error",
+        "edgellm does not forward requests to client-named URLs: what leaves the device goes to \
+         a configured tier, through the egress guard",
+    )
+    .with_code("proxy_disabled")
 }
 
 pub async fn not_found() -> ApiError {

@@ -36,8 +36,13 @@ pub struct EngineConfig {
     pub n_threads: u32,
     /// Threads for prompt processing (batches).
     pub n_threads_batch: u32,
-    /// Total context size in tokens, split evenly across `slots`.
+    /// Total context size in tokens, split evenly across `slots` (unless `kv_unified`).
     pub n_ctx: u32,
+    /// Every slot may use the whole context, the slots sharing its `n_ctx` cells
+    /// (llama-server's `--kv-unified`): longer answers, but when the pool fills, the requests
+    /// decoding then fail ("context size has been exceeded") after idle slots' caches are
+    /// given up.
+    pub kv_unified: bool,
     /// Logical batch: most tokens submitted to one decode call.
     pub n_batch: u32,
     /// Physical micro-batch: sizes the compute buffer (logits buffer = vocabulary × n_ubatch).
@@ -73,6 +78,7 @@ impl EngineConfig {
             n_threads: threads,
             n_threads_batch: threads,
             n_ctx: Self::DEFAULT_N_CTX,
+            kv_unified: false,
             n_batch: Self::DEFAULT_N_BATCH,
             n_ubatch: Self::DEFAULT_N_UBATCH,
             kv_type: KvType::F16,
@@ -83,6 +89,15 @@ impl EngineConfig {
             use_mmap: true,
             keys: crate::vault::KeyConfig::default(),
             sha256: None,
+        }
+    }
+
+    /// Most tokens (prompt and answer) one slot may hold.
+    pub fn n_ctx_slot(&self) -> u32 {
+        if self.kv_unified {
+            self.n_ctx
+        } else {
+            self.n_ctx / self.slots.max(1)
         }
     }
 

@@ -36,6 +36,8 @@ pub enum Pooling {
     Mean,
     Cls,
     Last,
+    /// No pooling: one vector per token (llama-server's `/embedding` only).
+    None,
 }
 
 impl Pooling {
@@ -44,6 +46,7 @@ impl Pooling {
             Pooling::Mean => "mean",
             Pooling::Cls => "cls",
             Pooling::Last => "last",
+            Pooling::None => "none",
         }
     }
 
@@ -53,6 +56,7 @@ impl Pooling {
             Pooling::Mean => LlamaPoolingType::Mean,
             Pooling::Cls => LlamaPoolingType::Cls,
             Pooling::Last => LlamaPoolingType::Last,
+            Pooling::None => LlamaPoolingType::None,
         }
     }
 }
@@ -109,7 +113,8 @@ pub struct EmbedLoad {
     pub busy_micros: AtomicU64,
 }
 
-/// The answer to one job: a pooled vector per input.
+/// The answer to one job: a pooled vector per input, or with pooling `none` each input's
+/// token vectors one after the other (`n_tokens * n_embd` values).
 pub type Vectors = Result<Vec<Vec<f32>>, EngineError>;
 
 struct Job {
@@ -234,6 +239,11 @@ impl Embedder {
         &self.load
     }
 
+    /// Runs with pooling `none`: its answers are token vectors, not pooled ones.
+    pub fn unpooled(&self) -> bool {
+        self.info.pooling == "none"
+    }
+
     /// Tokenizes one input as the model expects it (CLS ... SEP for BERT).
     pub fn tokenize(&self, text: &str) -> Vec<i32> {
         self.model
@@ -350,6 +360,7 @@ fn run(
     inbox: Receiver<Job>,
 ) {
     let n_batch = config.n_batch as usize;
+    let unpooled = config.pooling == Some(Pooling::None);
     let mut batch = LlamaBatch::new(n_batch, MAX_SEQS as i32);
     let mut jobs: Vec<OpenJob> = Vec::new();
     let mut queue: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
@@ -367,6 +378,8 @@ fn run(
         // Fill one batch.
         batch.clear();
         let mut members: Vec<Pending> = Vec::new();
+        // Where each member's tokens start in the batch.
+        let mut starts: Vec<usize> = Vec::new();
         let mut tokens = 0usize;
         while let Some(next) = queue.front() {
             let len = jobs[next.job].inputs[next.index].len();
@@ -383,6 +396,7 @@ fn run(
                 fail(&mut jobs[next.job], "batch is full");
                 continue;
             }
+            starts.push(tokens);
             tokens += len;
             members.push(next);
         }
@@ -407,16 +421,25 @@ fn run(
                 }
                 Ok(()) => {
                     for (seq, p) in members.iter().enumerate() {
-                        match context.embeddings_seq_ith(seq as i32) {
-                            Ok(v) if v.len() >= n_embd => {
-                                let vector = v[..n_embd].to_vec();
+                        let vector = if unpooled {
+                            let len = jobs[p.job].inputs[p.index].len();
+                            token_vectors(&context, starts[seq], len, n_embd)
+                        } else {
+                            context
+                                .embeddings_seq_ith(seq as i32)
+                                .ok()
+                                .filter(|v| v.len() >= n_embd)
+                                .map(|v| v[..n_embd].to_vec())
+                        };
+                        match vector {
+                            Some(vector) => {
                                 let job = &mut jobs[p.job];
                                 if job.reply.is_some() {
                                     job.results[p.index] = Some(vector);
                                     job.left -= 1;
                                 }
                             }
-                            _ => fail(&mut jobs[p.job], "llama.cpp returned no pooled embedding"),
+                            None => fail(&mut jobs[p.job], "llama.cpp returned no embedding"),
                         }
                     }
                 }
@@ -440,6 +463,21 @@ fn run(
             jobs.clear();
         }
     }
+}
+
+/// The vectors of `len` tokens from batch position `start`, one after the other.
+fn token_vectors(
+    context: &LlamaContext<'_>,
+    start: usize,
+    len: usize,
+    n_embd: usize,
+) -> Option<Vec<f32>> {
+    let mut out = Vec::with_capacity(len * n_embd);
+    for position in start..start + len {
+        let v = context.embeddings_ith(i32::try_from(position).ok()?).ok()?;
+        out.extend_from_slice(v.get(..n_embd)?);
+    }
+    Some(out)
 }
 
 fn admit(job: Job, jobs: &mut Vec<OpenJob>, queue: &mut std::collections::VecDeque<Pending>) {

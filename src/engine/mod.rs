@@ -74,6 +74,12 @@ pub enum EngineError {
     },
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
+    /// With `kv_unified`, the slots together outgrew the context they share.
+    #[error(
+        "context size has been exceeded: the requests decoding together outgrew the {n_ctx} \
+         context cells the slots share (kv_unified)"
+    )]
+    KvFull { n_ctx: u32 },
     #[error("the engine has stopped")]
     Stopped,
 }
@@ -472,7 +478,7 @@ impl Engine {
             n_params: model.n_params(),
             n_vocab: usize::try_from(model.n_vocab()).unwrap_or(0),
             n_ctx_train: model.n_ctx_train(),
-            n_ctx_slot: config.n_ctx / config.slots,
+            n_ctx_slot: config.n_ctx_slot(),
             slots: config.slots,
             template,
             template_name: config.chat_template.clone(),

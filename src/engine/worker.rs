@@ -100,7 +100,8 @@ fn create_context<'m>(
         // One KV pool shared by all slots: llama.cpp can then put several sequences' prompt
         // tokens in one micro-batch (non-unified caches force equal-length splits per sequence).
         // Each slot stays within n_ctx / slots tokens (checked at submission), so the pool of
-        // n_ctx cells always has room.
+        // n_ctx cells always has room; with `kv_unified` each may use all of it, and a full pool
+        // is handled in `Worker::run`.
         .with_kv_unified(true)
         .with_type_k(kv)
         .with_type_v(kv)
@@ -213,14 +214,32 @@ impl<'m> Worker<'m> {
             if !self.fill_batch() {
                 continue;
             }
-            let (context, batch) = (&mut self.context, &mut self.batch);
-            let (decoded, took) = super::compute::run(|| {
-                let started = Instant::now();
-                (context.decode(batch), started.elapsed())
-            });
-            if let Err(error) = decoded {
-                self.fail_batch(&error.to_string());
-                continue;
+            let (decoded, took) = loop {
+                let (context, batch) = (&mut self.context, &mut self.batch);
+                let (decoded, took) = super::compute::run(|| {
+                    let started = Instant::now();
+                    (context.decode(batch), started.elapsed())
+                });
+                // A full KV pool (only reachable with kv_unified): llama.cpp took nothing of the
+                // batch, so give up idle slots' caches and decode it again.
+                if decoded == Err(llama_cpp_2::DecodeError::NoKvCacheSlot)
+                    && self.evict_idle_caches()
+                {
+                    continue;
+                }
+                break (decoded, took);
+            };
+            match decoded {
+                Ok(()) => {}
+                Err(llama_cpp_2::DecodeError::NoKvCacheSlot) => {
+                    let n_ctx = self.context.n_ctx();
+                    self.fail_batch(|| EngineError::KvFull { n_ctx });
+                    continue;
+                }
+                Err(error) => {
+                    self.fail_batch(|| EngineError::Decode(error.to_string()));
+                    continue;
+                }
             }
             let mut in_batch = 0;
             for active in self.slots.iter_mut().filter_map(|s| s.active.as_mut()) {
@@ -432,15 +451,28 @@ impl<'m> Worker<'m> {
         self.batch.n_tokens() > 0
     }
 
-    fn fail_batch(&mut self, reason: &str) {
+    /// Clears the KV cache of every idle slot that holds one; false when there was none.
+    fn evict_idle_caches(&mut self) -> bool {
+        let mut evicted = false;
+        for slot in &mut self.slots {
+            if slot.active.is_none() && !slot.cache.is_empty() {
+                let _ = self
+                    .context
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                slot.cache.clear();
+                evicted = true;
+            }
+        }
+        evicted
+    }
+
+    fn fail_batch(&mut self, error: impl Fn() -> EngineError) {
         for slot in &mut self.slots {
             if !slot.active.as_ref().is_some_and(|a| a.in_batch) {
                 continue;
             }
             if let Some(active) = slot.active.take() {
-                let _ = active
-                    .events
-                    .send(Event::Failed(EngineError::Decode(reason.to_string())));
+                let _ = active.events.send(Event::Failed(error()));
                 self.load.busy_slots.fetch_sub(1, Ordering::Relaxed);
             }
             let _ = self

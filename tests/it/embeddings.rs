@@ -343,6 +343,92 @@ async fn without_an_embedding_model_the_endpoints_say_so() {
     assert_eq!(status, 200);
 }
 
+/// `--pooling none` (llama-server's): `/embedding` answers one unnormalised vector per token,
+/// whose mean is the mean-pooled vector; the routes that need one pooled vector per input say
+/// so with a 400; knowledge packs, which need pooled vectors, refuse the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooling_none_answers_token_vectors() {
+    let server = Server::start(&["--pooling", "none"]);
+    let text = "hello hello hello";
+    let (status, body) = post(&server, "/embedding", json!({"input": text})).await;
+    assert_eq!(status, 200, "{body}");
+    let rows: Vec<Vec<f32>> = body[0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect();
+    let mut pooled = edgellm::engine::embed::EmbedConfig::new(embedding_model());
+    pooled.pooling = Some(edgellm::engine::embed::Pooling::Mean);
+    let embedder = edgellm::engine::embed::Embedder::start(pooled).unwrap();
+    let tokens = embedder.tokenize(text);
+    assert_eq!(
+        rows.len(),
+        tokens.len(),
+        "one row per token (CLS and SEP too)"
+    );
+    let n_embd = embedder.info().n_embd;
+    assert!(rows.iter().all(|r| r.len() == n_embd));
+    for row in &rows {
+        let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            (norm - 1.0).abs() > 0.01,
+            "token vectors are not normalised"
+        );
+    }
+    let mut mean = vec![0f32; n_embd];
+    for row in &rows {
+        for (m, x) in mean.iter_mut().zip(row) {
+            *m += x / rows.len() as f32;
+        }
+    }
+    let reference = embedder
+        .embed(vec![tokens])
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cosine(&mean, &reference[0]) > 0.9999);
+
+    for (path, body) in [
+        ("/v1/embeddings", json!({"input": text})),
+        ("/api/embed", json!({"model": "x", "input": text})),
+    ] {
+        let (status, answer) = post(&server, path, body).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        let message = answer["error"]["message"]
+            .as_str()
+            .or_else(|| answer["error"].as_str())
+            .unwrap_or_else(|| panic!("{path}: {answer}"));
+        assert!(message.contains("pooling \"none\""), "{path}: {answer}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("packs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[embedding]\nmodel = {:?}\npooling = \"none\"\n[[packs]]\nname = \"docs\"\npath = \"/nonexistent.pack\"\n",
+            embedding_model()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgellm"))
+        .args(["serve", "--port", "0", "--config", config.to_str().unwrap()])
+        .env("EDGELLM_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {stderr}");
+    assert!(stderr.contains("pooled vectors"), "{stderr}");
+}
+
 /// A configured embedding model that is not there, or is a generation model, refuses to start
 /// with a line naming it.
 #[test]

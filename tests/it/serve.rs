@@ -585,6 +585,63 @@ async fn metrics_in_prometheus_format() {
     );
 }
 
+/// llama-server's options for a shared context and a closed /metrics: with `--kv-unified`
+/// each of 4 slots may use the whole 256-token context (an 80-token answer, which one slot's
+/// quarter could not hold, is whole); when the requests together outgrow it, each says so with
+/// a 500 naming the exhausted context and the slots take requests again. `--no-metrics` answers
+/// /metrics 501; `/cors-proxy` (llama-server's URL proxy) is refused.
+#[tokio::test]
+async fn kv_unified_no_metrics_and_no_proxy() {
+    let server = Server::start(&["-c", "256", "--slots", "4", "--kv-unified", "--no-metrics"]);
+    let completion = |n: u32| {
+        let server = &server;
+        async move {
+            post(
+                server,
+                "/completion",
+                json!({"prompt": "A", "n_predict": n, "ignore_eos": true}),
+            )
+            .await
+        }
+    };
+    let (status, body) = completion(80).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["timings"]["predicted_n"], 80, "{body}");
+    // 4 x (2 + 70) tokens > 256: none fits beside the others.
+    let answers = futures::future::join_all((0..4).map(|_| completion(70))).await;
+    let mut exceeded = 0;
+    for (status, body) in &answers {
+        if *status == 200 {
+            assert_eq!(body["timings"]["predicted_n"], 70, "{body}");
+        } else {
+            assert_eq!(*status, 500, "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("context size has been exceeded"), "{body}");
+            exceeded += 1;
+        }
+    }
+    assert!(exceeded > 0, "{answers:?}");
+    let (status, body) = completion(40).await;
+    assert_eq!(status, 200, "the slots serve again: {body}");
+
+    let response = crate::support::http_client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 501);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "not_supported_error", "{body}");
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let response = crate::support::http_client()
+            .request(method, server.url("/cors-proxy?url=http://127.0.0.1:1/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403);
+    }
+}
+
 /// The value of an unlabelled sample in Prometheus text.
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()
