@@ -222,6 +222,10 @@ pub struct ServeArgs {
     /// --kv-unified); when they outgrow it together, the requests decoding then fail
     #[arg(long, env = "EDGELLM_KV_UNIFIED")]
     pub kv_unified: bool,
+    /// Unload the model after this many idle seconds; the next request that needs it loads it
+    /// again (llama-server's --sleep-idle-seconds) [default: never]
+    #[arg(long = "sleep-idle-seconds", env = "EDGELLM_SLEEP_IDLE_SECONDS")]
+    pub sleep_idle_seconds: Option<u64>,
     /// Requests decoded in parallel (llama-server's --parallel) [default: 4]
     #[arg(long, visible_alias = "parallel", env = "EDGELLM_SLOTS")]
     pub slots: Option<u32>,
@@ -273,6 +277,10 @@ pub struct ServeArgs {
     /// Most tokens a request may generate, and the default [default: 1024]
     #[arg(long, env = "EDGELLM_MAX_TOKENS")]
     pub max_tokens: Option<u32>,
+    /// Tokens a request that does not say gets, at most --max-tokens (llama-server's
+    /// -n/--n-predict) [default: --max-tokens]
+    #[arg(long = "n-predict", env = "EDGELLM_N_PREDICT")]
+    pub default_max_tokens: Option<u32>,
     /// Requests that may wait for a slot; beyond that 503 with Retry-After [default: 16]
     #[arg(long, env = "EDGELLM_QUEUE_DEPTH")]
     pub queue_depth: Option<usize>,
@@ -349,6 +357,7 @@ impl ServeArgs {
         if self.kv_unified {
             raw.model.kv_unified = Some(true);
         }
+        set(&mut raw.model.sleep_idle_secs, &self.sleep_idle_seconds);
         set(&mut raw.model.slots, &self.slots);
         set(&mut raw.model.batch_size, &self.batch_size);
         set(&mut raw.model.ubatch_size, &self.ubatch_size);
@@ -358,6 +367,7 @@ impl ServeArgs {
         set(&mut raw.limits.max_body_bytes, &self.max_body_bytes);
         set(&mut raw.limits.max_prompt_tokens, &self.max_prompt_tokens);
         set(&mut raw.limits.max_tokens, &self.max_tokens);
+        set(&mut raw.limits.default_max_tokens, &self.default_max_tokens);
         set(&mut raw.limits.queue_depth, &self.queue_depth);
         set(&mut raw.limits.request_timeout_secs, &self.request_timeout);
         set(&mut raw.sampling.temperature, &self.temperature);

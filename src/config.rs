@@ -126,6 +126,9 @@ pub struct RawModel {
     /// Every slot may use the whole context, sharing its cells (llama-server's `--kv-unified`)
     /// [default: false: each slot has ctx_size / slots].
     pub kv_unified: Option<bool>,
+    /// Unload the model after this many seconds without a request that needs it; the next
+    /// such request loads it again (llama-server's `--sleep-idle-seconds`) [default: never].
+    pub sleep_idle_secs: Option<u64>,
     pub batch_size: Option<u32>,
     pub ubatch_size: Option<u32>,
     pub kv_type: Option<KvType>,
@@ -146,6 +149,8 @@ pub struct RawLimits {
     pub max_body_bytes: Option<usize>,
     pub max_prompt_tokens: Option<usize>,
     pub max_tokens: Option<u32>,
+    /// What a request that does not say gets (llama-server's `-n`) [default: max_tokens].
+    pub default_max_tokens: Option<u32>,
     pub queue_depth: Option<usize>,
     pub request_timeout_secs: Option<u64>,
 }
@@ -300,6 +305,8 @@ pub struct ServeConfig {
     pub slots_endpoint: bool,
     /// `GET /metrics` is served.
     pub metrics_endpoint: bool,
+    /// The model sleeps (is unloaded) after this long without a request that needs it.
+    pub sleep_idle: Option<Duration>,
     pub shutdown_grace: Duration,
     pub limits: Limits,
     /// What a request gets for the sampling settings it does not set (`[sampling]`).
@@ -446,6 +453,7 @@ impl ServeConfig {
                 .max_prompt_tokens
                 .unwrap_or(defaults.max_prompt_tokens),
             max_tokens: raw.limits.max_tokens.unwrap_or(defaults.max_tokens),
+            default_max_tokens: raw.limits.default_max_tokens,
             queue_depth: raw.limits.queue_depth.unwrap_or(defaults.queue_depth),
             request_timeout: raw
                 .limits
@@ -461,6 +469,14 @@ impl ServeConfig {
             return Err(invalid(
                 "limits.max_tokens and limits.max_prompt_tokens must be at least 1".into(),
             ));
+        }
+        if let Some(n) = limits.default_max_tokens
+            && (n == 0 || n > limits.max_tokens)
+        {
+            return Err(invalid(format!(
+                "limits.default_max_tokens ({n}) must be between 1 and limits.max_tokens ({})",
+                limits.max_tokens
+            )));
         }
         if limits.request_timeout.is_zero() {
             return Err(invalid(
@@ -552,6 +568,11 @@ impl ServeConfig {
             cors,
             slots_endpoint: raw.server.slots_endpoint.unwrap_or(false),
             metrics_endpoint: raw.server.metrics.unwrap_or(true),
+            sleep_idle: raw
+                .model
+                .sleep_idle_secs
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(10)),
             limits,
         })
@@ -827,6 +848,45 @@ mod tests {
         }
         let unknown = RawConfig::from_toml("[keys]\nsecret = \"00\"\n");
         assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn llama_server_defaults_load_or_are_refused_by_name() {
+        let raw = RawConfig::from_toml(
+            "[model]\nctx_size = 256\nslots = 4\nkv_unified = true\nsleep_idle_secs = 30\n\
+             [limits]\nmax_tokens = 100\ndefault_max_tokens = 64\n[server]\nmetrics = false\n",
+        )
+        .unwrap();
+        let config = ServeConfig::from_raw(raw).unwrap();
+        assert_eq!(
+            config.engine.n_ctx_slot(),
+            256,
+            "kv_unified: each slot may use all"
+        );
+        assert_eq!(config.sleep_idle, Some(Duration::from_secs(30)));
+        assert_eq!(config.limits.unsaid_max_tokens(), 64);
+        assert!(!config.metrics_endpoint);
+        let split = ServeConfig::from_raw(
+            RawConfig::from_toml("[model]\nctx_size = 256\nslots = 4\nsleep_idle_secs = 0\n")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(split.engine.n_ctx_slot(), 64);
+        assert_eq!(split.sleep_idle, None, "0 never sleeps");
+        assert_eq!(split.limits.unsaid_max_tokens(), split.limits.max_tokens);
+        assert!(split.metrics_endpoint);
+        for body in [
+            "[limits]\nmax_tokens = 100\ndefault_max_tokens = 101\n",
+            "[limits]\ndefault_max_tokens = 0\n",
+        ] {
+            let error = ServeConfig::from_raw(RawConfig::from_toml(body).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("limits.default_max_tokens"),
+                "{body}: {error}"
+            );
+        }
     }
 
     #[test]

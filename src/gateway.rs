@@ -96,10 +96,15 @@ impl Gateway {
     /// The whole `/metrics` text: the server's metrics, the breakers, and the egress guard's
     /// (with today's spend read from the ledger). The telemetry pusher scrapes the same text.
     pub async fn render_metrics(&self) -> String {
-        let engine = self.service.engine();
+        // A sleeping engine's counters go on (they are the same once it wakes).
+        let load = self.service.engine_load();
         let embed = self.embeddings.embedder().map(|e| e.load());
         let mut text = self.metrics.render(
-            engine.as_ref().map(|e| e.load()),
+            crate::metrics::EngineState {
+                load: load.as_deref(),
+                loaded: self.service.engine().is_some(),
+                asleep: self.service.is_asleep(),
+            },
             embed,
             self.config.engine.slots,
         );

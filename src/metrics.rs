@@ -157,6 +157,15 @@ pub struct ConfidenceView {
     pub recent_token_probability: Option<[f64; 3]>,
 }
 
+/// The generation engine as `/metrics` reports it.
+#[derive(Clone, Copy, Default)]
+pub struct EngineState<'a> {
+    /// Its counters (kept while it sleeps).
+    pub load: Option<&'a EngineLoad>,
+    pub loaded: bool,
+    pub asleep: bool,
+}
+
 /// The server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -591,7 +600,7 @@ impl Metrics {
     /// families as llama-server counts its embedding work.
     pub fn render(
         &self,
-        load: Option<&EngineLoad>,
+        engine: EngineState<'_>,
         embed: Option<&crate::engine::embed::EmbedLoad>,
         slots: u32,
     ) -> String {
@@ -672,6 +681,7 @@ impl Metrics {
             "# HELP edgellm_constraint_forced_tokens_total Tokens a constraint forced (appended without sampling).\n# TYPE edgellm_constraint_forced_tokens_total counter\nedgellm_constraint_forced_tokens_total {}",
             self.forced_tokens.load(Ordering::Relaxed)
         );
+        let load = engine.load;
         let busy = load.map_or(0, |l| l.busy_slots.load(Ordering::Relaxed));
         let queued = load.map_or(0, |l| l.queued.load(Ordering::Relaxed));
         gauge(
@@ -695,8 +705,14 @@ impl Metrics {
         gauge(
             &mut out,
             "edgellm_model_loaded",
-            "1 once the model is loaded.",
-            if load.is_some() { 1.0 } else { 0.0 },
+            "1 while the model is loaded (0 while it loads, and while it sleeps).",
+            if engine.loaded { 1.0 } else { 0.0 },
+        );
+        gauge(
+            &mut out,
+            "edgellm_model_asleep",
+            "1 while the model is unloaded for being idle ([model] sleep_idle_secs).",
+            if engine.asleep { 1.0 } else { 0.0 },
         );
         gauge(
             &mut out,
@@ -1130,7 +1146,7 @@ mod tests {
         for v in [0.003, 0.2, 7.0, 100.0] {
             metrics.time_to_first_token.observe(v);
         }
-        let text = metrics.render(None, None, 4);
+        let text = metrics.render(EngineState::default(), None, 4);
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"0.25\"} 2\n"));
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"10\"} 3\n"));
@@ -1144,7 +1160,7 @@ mod tests {
         let name = "a\"b\\c\nd";
         metrics.count_routed(name, "default", false);
         metrics.count_task_run(name, "ok");
-        let text = metrics.render(None, None, 1);
+        let text = metrics.render(EngineState::default(), None, 1);
         let (lines, bad) = crate::telemetry::exposition::parse(&text);
         assert_eq!(bad, 0, "{text}");
         let routed = lines
@@ -1165,7 +1181,7 @@ mod tests {
         metrics.count_request("/v1/chat/completions", 200);
         metrics.count_request("/v1/chat/completions", 200);
         metrics.count_request("/v1/completions", 400);
-        let text = metrics.render(None, None, 1);
+        let text = metrics.render(EngineState::default(), None, 1);
         assert!(text.contains(
             "edgellm_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 2\n"
         ));
@@ -1185,7 +1201,7 @@ mod tests {
         let mqtt = Arc::new(MqttCounters::default());
         mqtt.malformed.fetch_add(2, Ordering::Relaxed);
         metrics.set_mqtt_counters(mqtt);
-        let text = metrics.render(None, None, 1);
+        let text = metrics.render(EngineState::default(), None, 1);
         for line in [
             "edgellm_task_runs_total{task=\"triage\",outcome=\"ok\"} 1\n",
             "edgellm_actions_total{action=\"notify\",outcome=\"executed\"} 1\n",

@@ -303,6 +303,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ));
     }
+    if let Some(idle) = config.sleep_idle {
+        tokio::spawn(sleep_when_idle(
+            engine_cell.clone(),
+            gateway.service.clone(),
+            idle,
+            shutdown_rx.clone(),
+        ));
+    }
     let embed_config = config.embedding.as_ref().map(|e| {
         let mut engine = e.engine.clone();
         engine.keys = config.engine.keys.clone();
@@ -453,7 +461,7 @@ async fn follow_slots(
             refused = None;
             continue;
         }
-        if refused.as_ref() == Some(&target) || !cell.is_loaded() {
+        if refused.as_ref() == Some(&target) || !(cell.is_loaded() || cell.is_asleep()) {
             continue;
         }
         tracing::info!(from = %serving.display(), to = %target.display(), "activating a model");
@@ -575,6 +583,44 @@ async fn report_load_failures(
         );
     }
     Ok(())
+}
+
+/// Puts the model to sleep (`EngineSlot::sleep`: it is unloaded) once no request has needed it
+/// for `idle`; the next request that needs it wakes it (`LocalService::require_engine`).
+async fn sleep_when_idle(
+    cell: Arc<EngineSlot>,
+    service: crate::service::LocalService,
+    idle: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let poll = (idle / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
+        }
+        if service.in_flight() > 0 {
+            // A long request is not idleness: the timeout counts from its end.
+            cell.touch();
+            continue;
+        }
+        if cell.is_loaded() && cell.idle_for() >= idle && cell.sleep() {
+            tracing::info!(
+                idle_secs = idle.as_secs_f64(),
+                "model asleep (unloaded until a request needs it)"
+            );
+            // The engine's worker frees the model and context once the last handle is gone;
+            // hand the freed heap back to the system after it has.
+            tokio::task::spawn_blocking(|| {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+                unsafe { libc::malloc_trim(0) };
+            });
+        }
+    }
 }
 
 /// Loads `model` beside the running engine, gates it, and puts it in `cell`.

@@ -108,11 +108,23 @@ impl ServiceError {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_prompt_tokens: usize,
-    /// Most tokens a request may generate (also the default when it does not say).
+    /// Most tokens a request may generate (also the default when it does not say, unless
+    /// `default_max_tokens` is set).
     pub max_tokens: u32,
+    /// What a request that does not say gets (llama-server's `-n`), at most `max_tokens`.
+    pub default_max_tokens: Option<u32>,
     /// Requests waiting for a slot beyond the busy ones; more get 503 with Retry-After.
     pub queue_depth: usize,
     pub request_timeout: Duration,
+}
+
+impl Limits {
+    /// The tokens a request that does not say how many may generate.
+    pub fn unsaid_max_tokens(&self) -> u32 {
+        self.default_max_tokens
+            .unwrap_or(self.max_tokens)
+            .min(self.max_tokens)
+    }
 }
 
 impl Default for Limits {
@@ -121,6 +133,7 @@ impl Default for Limits {
             max_body_bytes: 1 << 20,
             max_prompt_tokens: 8192,
             max_tokens: 1024,
+            default_max_tokens: None,
             queue_depth: 16,
             request_timeout: Duration::from_secs(300),
         }
@@ -189,14 +202,36 @@ impl LocalService {
         self.engine.get()
     }
 
-    /// The engine, or why there is none: still loading, or failed to load.
-    pub fn require_engine(&self) -> Result<Engine, ServiceError> {
-        self.engine
-            .get()
-            .ok_or_else(|| match self.engine.failure() {
-                Some(reason) => ServiceError::Unavailable(reason.to_string()),
-                None => ServiceError::Loading,
-            })
+    /// The engine for a request that needs it, woken when it sleeps; or why there is none:
+    /// still loading, or failed to load.
+    pub async fn require_engine(&self) -> Result<Engine, ServiceError> {
+        self.engine.touch();
+        match self.engine.wake().await {
+            Some(result) => Ok(result?),
+            None => Err(self.missing()),
+        }
+    }
+
+    /// What the model is, awake or asleep, without waking it; or why there is none.
+    pub fn model_info(&self) -> Result<Arc<engine::ModelInfo>, ServiceError> {
+        self.engine.info().ok_or_else(|| self.missing())
+    }
+
+    /// The engine's counters, awake or asleep.
+    pub fn engine_load(&self) -> Option<Arc<engine::EngineLoad>> {
+        self.engine.load()
+    }
+
+    /// The model was put to sleep for being idle (`[model] sleep_idle_secs`).
+    pub fn is_asleep(&self) -> bool {
+        self.engine.is_asleep()
+    }
+
+    fn missing(&self) -> ServiceError {
+        match self.engine.failure() {
+            Some(reason) => ServiceError::Unavailable(reason.to_string()),
+            None => ServiceError::Loading,
+        }
     }
 
     /// Why the model did not load, when it did not.
@@ -219,8 +254,11 @@ impl LocalService {
 
     /// How many prompt tokens `generation` would be for the local model, without admitting or
     /// starting it (Anthropic's `count_tokens`).
-    pub fn count_prompt_tokens(&self, generation: &Generation) -> Result<usize, ServiceError> {
-        let engine = &self.require_engine()?;
+    pub async fn count_prompt_tokens(
+        &self,
+        generation: &Generation,
+    ) -> Result<usize, ServiceError> {
+        let engine = &self.require_engine().await?;
         let tools = generation.tools.as_ref().filter(|t| t.active());
         Ok(prompt_token_ids(engine, generation.prompt.clone(), tools)?.len())
     }
@@ -229,7 +267,7 @@ impl LocalService {
     /// or grammar is checked and compiled off the runtime's threads, within the request's
     /// timeout.
     pub async fn start(&self, generation: Generation) -> Result<Running, ServiceError> {
-        let engine = &self.require_engine()?;
+        let engine = &self.require_engine().await?;
         let admission = self.admit()?;
         let started = Instant::now();
         let deadline = started + self.limits.request_timeout;
@@ -273,7 +311,7 @@ impl LocalService {
                 .info()
                 .n_ctx_slot
                 .saturating_sub(prompt_tokens.len() as u32);
-            params.max_tokens = self.limits.max_tokens.min(room).max(1);
+            params.max_tokens = self.limits.unsaid_max_tokens().min(room).max(1);
         }
         params.validate()?;
         params.logit_bias = bias_token_ids(engine, std::mem::take(&mut params.logit_bias))?;

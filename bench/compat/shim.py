@@ -36,7 +36,7 @@ VALUED = {
     "--draft-min", "--draft", "--n-probs", "--sleep-idle-seconds", "--media-path", "-ctxcp",
     "--ctx-checkpoints", "--cache-ram", "-cram", "--timeout", "-to", "--threads-http",
     "--mmproj", "--mmproj-url", "--override-tensor", "-ot", "--cache-reuse", "--keep",
-    "--defrag-thold", "-dt", "--webui-config", "--webui-config-file", "--reasoning",
+    "--defrag-thold", "-dt", "--webui-config", "--webui-config-file", "--reasoning", "--tools",
 }
 
 
@@ -75,17 +75,18 @@ def edgellm(flags):
         ("--host",): "--host", ("--port",): "--port", ("--ctx-size", "-c"): "-c",
         ("--parallel", "-np"): "--slots", ("--batch-size", "-b"): "-b",
         ("--ubatch-size", "-ub"): "--ubatch-size", ("--threads", "-t"): "-t",
-        ("--alias", "-a"): "--alias", ("--tags",): "--tags", ("--api-key",): "--api-key", ("--n-predict", "-n"): "--max-tokens",
+        ("--alias", "-a"): "--alias", ("--tags",): "--tags", ("--api-key",): "--api-key", ("--n-predict", "-n"): "--n-predict",
         ("--pooling",): "--pooling", ("--cors-origins",): "--cors-origins",
         ("--temp",): "--temp", ("--seed", "-s"): "--seed", ("--top-k",): "--top-k",
         ("--top-p",): "--top-p", ("--min-p",): "--min-p",
         ("--chat-template",): "--chat-template",
+        ("--sleep-idle-seconds",): "--sleep-idle-seconds",
     }
     used = set()
     for names, ours in mapped.items():
         value = get(flags, *names)
         if value is not None and value is not True:
-            if ours == "--max-tokens" and int(value) < 1:
+            if ours in ("--n-predict", "--sleep-idle-seconds") and int(value) < 1:
                 continue
             args += [ours, str(value)]
             used.update(names)
@@ -100,9 +101,10 @@ def edgellm(flags):
         used.add("--metrics")
     else:
         args.append("--no-metrics")
-    # llama-server without --cors-origins answers every origin; edgellm's default is this
-    # device's own pages, so llama-server's default is asked for by name.
-    if get(flags, "--cors-origins") is None:
+    # llama-server without --cors-origins answers every origin, unless its tools or MCP proxy
+    # are on (then this device's own pages, as edgellm's default); so that default is asked
+    # for by name.
+    if get(flags, "--cors-origins") is None and "--tools" not in flags and "--ui-mcp-proxy" not in flags:
         args += ["--cors-origins", "*"]
     if is_embedding(flags):
         args += ["--embedding-model", EMBED]

@@ -403,8 +403,9 @@ pub async fn messages(
     let stream = request.stream.unwrap_or(false);
     let (generation, _) =
         chat_request(&request, stream)?.into_generation(&state.config.sampling)?;
-    let input_estimate = if stream {
-        state.service.count_prompt_tokens(&generation).ok()
+    // An estimate for `message_start`: it does not wake a sleeping model.
+    let input_estimate = if stream && state.service.engine().is_some() {
+        state.service.count_prompt_tokens(&generation).await.ok()
     } else {
         None
     };
@@ -553,7 +554,7 @@ pub async fn count_tokens(
         edgellm: None,
     };
     let (generation, _) = chat_request(&request, false)?.into_generation(&state.config.sampling)?;
-    let tokens = state.service.count_prompt_tokens(&generation)?;
+    let tokens = state.service.count_prompt_tokens(&generation).await?;
     Ok(axum::Json(json!({ "input_tokens": tokens })).into_response())
 }
 

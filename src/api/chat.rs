@@ -52,7 +52,7 @@ pub async fn input_tokens(
     request.stream = None;
     request.n = None;
     let (generation, _) = request.into_generation(&state.config.sampling)?;
-    let tokens = state.service.count_prompt_tokens(&generation)?;
+    let tokens = state.service.count_prompt_tokens(&generation).await?;
     Ok(axum::Json(json!({ "input_tokens": tokens })).into_response())
 }
 

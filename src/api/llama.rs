@@ -111,10 +111,10 @@ pub async fn completion(
         // As llama-server: the end-of-generation tokens are forbidden, so generation goes on
         // to `n_predict` (and past one, should a constraint force it, it is not a stop).
         params.stop_at_eog = false;
-        let engine = state.service.require_engine()?;
+        let info = state.service.model_info()?;
         params
             .logit_bias
-            .extend(engine.info().eog_tokens.iter().map(|&token| LogitBias {
+            .extend(info.eog_tokens.iter().map(|&token| LogitBias {
                 target: BiasTarget::Token(i64::from(token)),
                 bias: f32::NEG_INFINITY,
             }));
@@ -124,7 +124,7 @@ pub async fn completion(
         .unwrap_or(OutputFormat::Text);
     let settings = generation_settings(&params, n_predict.unwrap_or(-1), n_probs);
     let stream = request.stream.unwrap_or(false);
-    let mut prompts = prompts(&state, &request.prompt)?;
+    let mut prompts = prompts(&state, &request.prompt).await?;
     if prompts.len() > 1 && stream {
         return Err(ApiError::invalid(
             "prompt",
@@ -249,7 +249,7 @@ fn final_object(model: &str, summary: &Summary, content: &str) -> Value {
 /// The request's prompts, in every form llama-server takes (see the module's comment). Mixed
 /// text and token ids become token ids here: the first text piece gets the model's BOS, as
 /// llama-server tokenizes them.
-fn prompts(state: &AppState, prompt: &Value) -> Result<Vec<Prompt>, ApiError> {
+async fn prompts(state: &AppState, prompt: &Value) -> Result<Vec<Prompt>, ApiError> {
     if prompt.get("multimodal_data").is_some() {
         return Err(ApiError::invalid(
             "prompt",
@@ -272,15 +272,21 @@ fn prompts(state: &AppState, prompt: &Value) -> Result<Vec<Prompt>, ApiError> {
             .with_code("invalid_token")
         })
     };
+    // Mixed prompts are tokenized here, with the model (woken if it sleeps).
+    let engine = if inputs.iter().any(|i| matches!(i, EmbedInput::Mixed(_))) {
+        Some(state.service.require_engine().await?)
+    } else {
+        None
+    };
     inputs
         .into_iter()
-        .map(|input| match input {
-            EmbedInput::Text(text) => Ok(Prompt::Text(text)),
-            EmbedInput::Tokens(tokens) => Ok(Prompt::Tokens(
+        .map(|input| match (input, &engine) {
+            (EmbedInput::Text(text), _) => Ok(Prompt::Text(text)),
+            (EmbedInput::Tokens(tokens), _) => Ok(Prompt::Tokens(
                 tokens.into_iter().map(id).collect::<Result<_, _>>()?,
             )),
-            EmbedInput::Mixed(pieces) => {
-                let engine = state.service.require_engine()?;
+            (EmbedInput::Mixed(_), None) => Err(crate::service::ServiceError::Loading.into()),
+            (EmbedInput::Mixed(pieces), Some(engine)) => {
                 let mut tokens = Vec::new();
                 for (i, piece) in pieces.into_iter().enumerate() {
                     match piece {

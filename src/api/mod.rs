@@ -61,6 +61,8 @@ fn routes(state: AppState) -> Router {
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/responses", post(responses::create))
         .route("/responses", post(responses::create))
+        .route("/v1/responses/input_tokens", post(responses::input_tokens))
+        .route("/responses/input_tokens", post(responses::input_tokens))
         .route("/completion", post(llama::completion))
         .route("/v1/embeddings", post(embeddings::create))
         .route("/embeddings", post(embeddings::llama))

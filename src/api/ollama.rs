@@ -198,7 +198,7 @@ pub async fn generate(
     let route = route_override(&headers, request.edgellm.take())?;
     if request.prompt.is_empty() {
         // Ollama's "load the model" call: nothing to generate.
-        state.service.require_engine()?;
+        state.service.require_engine().await?;
         return Ok(axum::Json(json!({
             "model": state.model_name(), "created_at": now_rfc3339(),
             "response": "", "done": true, "done_reason": "load",
@@ -349,18 +349,15 @@ async fn ndjson(
 /// The one model, as Ollama describes models.
 fn model_entry(state: &AppState) -> Value {
     let name = state.model_name().to_string();
-    let (size, details) = match state.service.engine() {
-        Some(engine) => {
-            let info = engine.info();
-            (
-                info.buffers.model_bytes,
-                json!({"format": "gguf", "family": info.architecture,
+    let (size, details) = match state.service.model_info() {
+        Ok(info) => (
+            info.buffers.model_bytes,
+            json!({"format": "gguf", "family": info.architecture,
                        "families": [info.architecture],
                        "parameter_size": parameter_size(info.n_params),
                        "quantization_level": quantization(&info.id)}),
-            )
-        }
-        None => (0, json!({"format": "gguf"})),
+        ),
+        Err(_) => (0, json!({"format": "gguf"})),
     };
     json!({"name": name, "model": name, "modified_at": now_rfc3339(), "size": size,
            "digest": "", "details": details})
@@ -415,13 +412,12 @@ pub async fn show(
     body: Result<ApiJson<Value>, ApiError>,
 ) -> Result<Response, OllamaError> {
     let ApiJson(_request) = body?;
-    let engine = state.service.require_engine()?;
-    let info = engine.info();
+    let info = state.service.model_info()?;
     let entry = model_entry(&state);
     Ok(axum::Json(json!({
         "modelfile": "",
         "parameters": "",
-        "template": engine.chat_template_text().unwrap_or_default(),
+        "template": info.template_text.clone().unwrap_or_default(),
         "details": entry["details"],
         "model_info": {
             "general.architecture": info.architecture,

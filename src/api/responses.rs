@@ -18,6 +18,18 @@ use super::{AppState, RequestRecord, request_id, unix_now};
 use crate::engine::{StopReason, Summary};
 use crate::service::Step;
 
+/// `POST /v1/responses/input_tokens`: `{"input_tokens": n}`, the prompt tokens the local model
+/// would read for this request, without generating (as `/v1/chat/completions/input_tokens`).
+pub async fn input_tokens(
+    State(state): State<AppState>,
+    ApiJson(mut request): ApiJson<ResponsesRequest>,
+) -> Result<Response, ApiError> {
+    request.edgellm = None;
+    let (generation, _) = request.into_generation(&state.config.sampling)?;
+    let tokens = state.service.count_prompt_tokens(&generation).await?;
+    Ok(axum::Json(serde_json::json!({ "input_tokens": tokens })).into_response())
+}
+
 pub async fn create(
     State(state): State<AppState>,
     Extension(record): Extension<RequestRecord>,

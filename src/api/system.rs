@@ -36,12 +36,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    // Ready once every configured model is loaded.
+    // Ready once every configured model is loaded (a model asleep for being idle is loaded
+    // again by the next request that needs it).
     let embeddings_ready =
         state.embeddings.config().is_none() || state.embeddings.embedder().is_some();
-    match state.service.engine().filter(|_| embeddings_ready) {
-        Some(_) => axum::Json(json!({"status": "ok"})).into_response(),
-        None => (
+    let model_ready = state.service.engine().is_some() || state.service.is_asleep();
+    match model_ready && embeddings_ready {
+        true => axum::Json(json!({"status": "ok"})).into_response(),
+        false => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})),
         )
@@ -89,7 +91,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": now.saturating_sub(state.started_unix),
         "model": {"id": state.model_name(), "loaded": service.engine().is_some(),
-                  "error": service.load_failure()},
+                  "asleep": service.is_asleep(), "error": service.load_failure()},
         "slots": {"total": slots, "busy": in_flight.min(slots)},
         "queued": in_flight.saturating_sub(slots),
         "tiers": state.router.tier_status(),
@@ -107,8 +109,7 @@ pub async fn models(State(state): State<AppState>) -> Response {
         "aliases": state.config.model_aliases,
         "tags": state.config.model_tags,
     });
-    if let Some(engine) = state.service.engine() {
-        let info = engine.info();
+    if let Ok(info) = state.service.model_info() {
         model["meta"] = json!({
             "architecture": info.architecture,
             "n_params": info.n_params,
@@ -135,8 +136,8 @@ fn default_params(state: &AppState) -> serde_json::Value {
 /// `GET /props`: llama-server's server properties (model, slots, per-slot context, defaults,
 /// chat template). Read-only: edgellm does not take `POST /props`.
 pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let engine = state.service.require_engine()?;
-    let info = engine.info();
+    // Read-only: it does not wake a sleeping model.
+    let info = state.service.model_info()?;
     Ok(axum::Json(json!({
         "model_path": info.path,
         "model_alias": state.model_name(),
@@ -150,11 +151,11 @@ pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> 
         "chat_template": info
             .template_name
             .clone()
-            .or_else(|| engine.chat_template_text())
+            .or_else(|| info.template_text.clone())
             .unwrap_or_default(),
         "modalities": {"vision": false, "audio": false},
         "build_info": format!("edgellm {}", env!("CARGO_PKG_VERSION")),
-        "is_sleeping": false,
+        "is_sleeping": state.service.is_asleep(),
     }))
     .into_response())
 }
@@ -170,12 +171,11 @@ pub async fn slots(State(state): State<AppState>) -> Result<Response, ApiError> 
             "This server does not serve /slots; start it with --slots-endpoint.",
         ));
     }
-    let engine = state.service.require_engine()?;
-    let info = engine.info();
-    let busy = engine
-        .load()
-        .busy_slots
-        .load(std::sync::atomic::Ordering::Relaxed);
+    // Read-only: it does not wake a sleeping model (whose slots are all idle).
+    let info = state.service.model_info()?;
+    let busy = state.service.engine_load().map_or(0, |load| {
+        load.busy_slots.load(std::sync::atomic::Ordering::Relaxed)
+    });
     // The worker counts busy slots, not which: the first `busy` are reported as processing.
     let slots: Vec<_> = (0..info.slots as usize)
         .map(|id| json!({"id": id, "n_ctx": info.n_ctx_slot, "is_processing": id < busy}))

@@ -13,8 +13,8 @@ use super::openai::{MessageIn, messages_to_chat};
 use crate::engine::Engine;
 use crate::service::ServiceError;
 
-fn engine(state: &AppState) -> Result<Engine, ApiError> {
-    Ok(state.service.require_engine()?)
+async fn engine(state: &AppState) -> Result<Engine, ApiError> {
+    Ok(state.service.require_engine().await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,7 +42,7 @@ pub async fn tokenize(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<TokenizeRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let engine = engine(&state)?;
+    let engine = engine(&state).await?;
     let ids = engine.tokenize_with(&request.content, request.add_special, request.parse_special);
     let tokens: Vec<Value> = if request.with_pieces {
         ids.iter()
@@ -71,7 +71,7 @@ pub async fn detokenize(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<DetokenizeRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let engine = engine(&state)?;
+    let engine = engine(&state).await?;
     let n_vocab = engine.info().n_vocab;
     let mut bytes = Vec::new();
     for (i, &token) in request.tokens.iter().enumerate() {
@@ -103,7 +103,7 @@ pub async fn apply_template(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ApplyTemplateRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let engine = engine(&state)?;
+    let engine = engine(&state).await?;
     let messages = messages_to_chat(request.messages, "messages")?;
     let prompt = engine
         .apply_chat_template(&messages)

@@ -332,9 +332,8 @@ pub struct ModelInfo {
     /// The model file as configured (a plain GGUF or an encrypted container).
     pub path: PathBuf,
     /// Where its GGUF is read: `path`, or an encrypted model's memfd (`/proc/self/fd/N`, open
-    /// while `source` is).
+    /// while the engine is).
     pub load_path: PathBuf,
-    pub source: Arc<crate::vault::ModelSource>,
     pub id: String,
     pub architecture: String,
     pub n_params: u64,
@@ -346,6 +345,8 @@ pub struct ModelInfo {
     pub template: TemplateKind,
     /// The built-in template configured instead of the GGUF's (`--chat-template`).
     pub template_name: Option<String>,
+    /// The GGUF's own chat template (`tokenizer.chat_template`), when it has one.
+    pub template_text: Option<String>,
     /// The vocabulary's end-of-generation tokens (what `ignore_eos` forbids).
     pub eog_tokens: Vec<i32>,
     pub buffers: BufferSizes,
@@ -380,40 +381,164 @@ pub struct EngineLoad {
 /// engine they started on; an engine's worker stops when its last handle is dropped.
 /// A model that failed to load leaves it empty with the reason (`fail`), which `/health` and
 /// every request that needs the model then name.
+///
+/// With an idle timeout (`[model] sleep_idle_secs`) the server puts the engine to sleep
+/// (`sleep`): the slot lets go of it (its model, context and KV cache are freed once the last
+/// handle is gone) and keeps what describes it, its configuration and its counters; the next
+/// request that needs the model loads it again (`wake`).
 #[derive(Default)]
-pub struct EngineSlot(std::sync::RwLock<Option<Engine>>, OnceLock<String>);
+pub struct EngineSlot {
+    engine: std::sync::RwLock<Option<Engine>>,
+    failure: OnceLock<String>,
+    asleep: std::sync::Mutex<Option<Asleep>>,
+    /// One wake at a time; the others wait for it.
+    waking: tokio::sync::Mutex<()>,
+    /// When a request last needed the engine.
+    used: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// What a sleeping engine leaves behind.
+struct Asleep {
+    config: EngineConfig,
+    info: Arc<ModelInfo>,
+    load: Arc<EngineLoad>,
+}
 
 impl EngineSlot {
     /// Records why the model did not load (the first reason stays).
     pub fn fail(&self, reason: String) {
-        let _ = self.1.set(reason);
+        let _ = self.failure.set(reason);
     }
 
     /// Why the model did not load, when it did not.
     pub fn failure(&self) -> Option<&str> {
-        self.1.get().map(String::as_str)
+        self.failure.get().map(String::as_str)
     }
 
+    /// The engine, when it is loaded and awake.
     pub fn get(&self) -> Option<Engine> {
-        self.0
+        self.engine
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    /// Puts `engine` in the slot; returns the one it replaced.
+    /// Puts `engine` in the slot (it is awake); returns the one it replaced.
     pub fn set(&self, engine: Engine) -> Option<Engine> {
-        self.0
+        let mut slot = self
+            .engine
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .replace(engine)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *self.asleep() = None;
+        self.touch();
+        slot.replace(engine)
     }
 
     pub fn is_loaded(&self) -> bool {
-        self.0
+        self.engine
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .is_some()
+    }
+
+    /// Notes that a request needs the engine now (the idle timeout counts from the last one).
+    pub fn touch(&self) {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// How long since a request last needed the engine (since it was set, if none has).
+    pub fn idle_for(&self) -> Duration {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    fn asleep(&self) -> std::sync::MutexGuard<'_, Option<Asleep>> {
+        self.asleep
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn is_asleep(&self) -> bool {
+        self.asleep().is_some()
+    }
+
+    /// What the model is, awake or asleep.
+    pub fn info(&self) -> Option<Arc<ModelInfo>> {
+        match self.get() {
+            Some(engine) => Some(engine.info.clone()),
+            None => self.asleep().as_ref().map(|a| a.info.clone()),
+        }
+    }
+
+    /// The engine's counters, awake or asleep (they go on across a sleep).
+    pub fn load(&self) -> Option<Arc<EngineLoad>> {
+        match self.get() {
+            Some(engine) => Some(engine.load.clone()),
+            None => self.asleep().as_ref().map(|a| a.load.clone()),
+        }
+    }
+
+    /// Lets go of the engine when it has nothing to do: nothing decoding or queued, and no
+    /// wake in progress. Returns whether it went to sleep.
+    pub fn sleep(&self) -> bool {
+        let Ok(_waking) = self.waking.try_lock() else {
+            return false;
+        };
+        let mut slot = self
+            .engine
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(engine) = slot.as_ref() else {
+            return false;
+        };
+        if engine.load.busy_slots.load(Ordering::SeqCst) > 0
+            || engine.load.queued.load(Ordering::SeqCst) > 0
+        {
+            return false;
+        }
+        let Some(engine) = slot.take() else {
+            return false;
+        };
+        *self.asleep() = Some(Asleep {
+            config: engine.config.as_ref().clone(),
+            info: engine.info.clone(),
+            load: engine.load.clone(),
+        });
+        true
+    }
+
+    /// The engine, loading it again when it sleeps (seconds; concurrent callers share one
+    /// load). `None` when there is neither an engine nor a sleeping one.
+    pub async fn wake(&self) -> Option<Result<Engine, EngineError>> {
+        if let Some(engine) = self.get() {
+            return Some(Ok(engine));
+        }
+        let _waking = self.waking.lock().await;
+        if let Some(engine) = self.get() {
+            return Some(Ok(engine));
+        }
+        let (config, load) = {
+            let asleep = self.asleep();
+            let asleep = asleep.as_ref()?;
+            (asleep.config.clone(), asleep.load.clone())
+        };
+        let started = std::time::Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || Engine::start_with(config, load)).await;
+        let engine = match loaded {
+            Ok(Ok(engine)) => engine,
+            Ok(Err(error)) => return Some(Err(error)),
+            Err(panic) => return Some(Err(EngineError::ContextFailed(panic.to_string()))),
+        };
+        tracing::info!(
+            model = %engine.info.id, load_ms = started.elapsed().as_millis() as u64,
+            "model awake"
+        );
+        // The constraint compiler (it holds the model) went with the sleeping engine.
+        engine.prepare_constraints();
+        self.set(engine.clone());
+        Some(Ok(engine))
     }
 }
 
@@ -422,6 +547,10 @@ impl EngineSlot {
 pub struct Engine {
     model: Arc<LlamaModel>,
     info: Arc<ModelInfo>,
+    /// What it was started with (a sleeping engine is started again from it).
+    config: Arc<EngineConfig>,
+    /// An encrypted model's memfd stays open as long as the model it holds.
+    _source: Arc<crate::vault::ModelSource>,
     commands: std::sync::mpsc::Sender<worker::Command>,
     load: Arc<EngineLoad>,
     compiler: CompilerCell,
@@ -434,6 +563,11 @@ type CompilerCell = SyncArc<OnceLock<Result<SyncArc<Compiler>, String>>>;
 impl Engine {
     /// Loads the model and starts the worker. Blocks until the model is loaded (seconds).
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        Self::start_with(config, Arc::default())
+    }
+
+    /// [`Engine::start`] with the counters of the engine it replaces after a sleep.
+    fn start_with(config: EngineConfig, load: Arc<EngineLoad>) -> Result<Engine, EngineError> {
         let started = std::time::Instant::now();
         config.validate()?;
         let source =
@@ -462,7 +596,6 @@ impl Engine {
         let mmap = config.use_mmap || matches!(source, crate::vault::ModelSource::Decrypted { .. });
         let model = load_model(backend, source.load_path(), mmap)?;
         let template = template::detect(&model, config.chat_template.as_deref())?;
-        let load = Arc::new(EngineLoad::default());
         let resident_after_model = ProcessMemory::read().resident_bytes;
         let (commands, buffers) = worker::spawn(model.clone(), &config, load.clone(), log_mark)?;
         let mut info = ModelInfo {
@@ -471,7 +604,6 @@ impl Engine {
                 .map_or_else(|| model_id(&config.model_path), str::to_string),
             path: config.model_path.clone(),
             load_path: source.load_path().to_path_buf(),
-            source: Arc::new(source),
             architecture: model
                 .meta_val_str("general.architecture")
                 .unwrap_or_default(),
@@ -482,6 +614,7 @@ impl Engine {
             slots: config.slots,
             template,
             template_name: config.chat_template.clone(),
+            template_text: model.meta_val_str("tokenizer.chat_template").ok(),
             eog_tokens: (0..model.n_vocab())
                 .filter(|&id| model.vocab().is_eog(llama_cpp_2::token::LlamaToken(id)))
                 .collect(),
@@ -501,6 +634,8 @@ impl Engine {
         Ok(Engine {
             model,
             info: Arc::new(info),
+            config: Arc::new(config),
+            _source: Arc::new(source),
             commands,
             load,
             compiler: CompilerCell::default(),
@@ -569,10 +704,6 @@ impl Engine {
     }
 
     /// The chat template the GGUF carries (`tokenizer.chat_template`), if any.
-    pub fn chat_template_text(&self) -> Option<String> {
-        self.model.meta_val_str("tokenizer.chat_template").ok()
-    }
-
     /// Formats chat messages into a prompt with the model's chat template.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
         template::apply(

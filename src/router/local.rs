@@ -65,8 +65,8 @@ impl Router {
             generation.params.spread_top = SPREAD_TOP;
         }
         // More tokens than the local limit: a request a later tier may take escalates
-        // (`context`); one that has nowhere else to go is answered within the limit, as
-        // llama-server clamps `n_predict` to its `-n` (its finish reason then says `length`).
+        // (`context`); one that has nowhere else to go is answered within the limit (its
+        // finish reason then says `length`).
         let limit = self.local.limits().max_tokens;
         if !watch.has_next && generation.params.max_tokens > limit {
             generation.params.max_tokens = limit;
@@ -137,7 +137,7 @@ impl Router {
         let mut spreads = Vec::new();
         let mut progress = Progress {
             max_tokens: match watch.generation.params.max_tokens {
-                0 => self.local.limits().max_tokens,
+                0 => self.local.limits().unsaid_max_tokens(),
                 n => n,
             },
             ..Progress::default()
@@ -269,7 +269,7 @@ impl Router {
                     detail: "no egress guard (ledger) is configured".into(),
                 },
                 (Some(guard), Some(request)) => {
-                    let default_max = self.local.limits().max_tokens;
+                    let default_max = self.local.limits().unsaid_max_tokens();
                     match guard
                         .precheck(&tier.name, config, &request, default_max)
                         .await

@@ -64,7 +64,7 @@ impl Router {
                         "no egress guard (ledger) is configured: nothing leaves the device",
                     )
                 })?;
-                let default_max = self.local.limits().max_tokens;
+                let default_max = self.local.limits().unsaid_max_tokens();
                 let why = why.unwrap_or(Reason::Default);
                 let admitted = guard
                     .admit(name, config, request, why, default_max)

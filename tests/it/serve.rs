@@ -642,6 +642,98 @@ async fn kv_unified_no_metrics_and_no_proxy() {
     }
 }
 
+/// `--sleep-idle-seconds`: after a second without a request that needs it the model is
+/// unloaded (its file is no longer mapped), while /health, /props, /v1/models and /metrics
+/// answer without waking it; the next generation or token count loads it again and answers,
+/// and the engine's counters go on across the sleep.
+#[tokio::test]
+async fn an_idle_model_sleeps_and_wakes() {
+    let server = Server::start(&["--sleep-idle-seconds", "1"]);
+    let model = crate::support::default_model();
+    let model = model.file_name().unwrap().to_str().unwrap().to_string();
+    let mapped = || {
+        std::fs::read_to_string(format!("/proc/{}/maps", server.pid()))
+            .unwrap()
+            .contains(&model)
+    };
+    let get = |path: &'static str| {
+        let url = server.url(path);
+        async move {
+            let response = crate::support::http_client().get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let asleep = || async {
+        let (status, body) = get("/props").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["is_sleeping"] == true
+    };
+    let wait_asleep = || async {
+        for _ in 0..300 {
+            if asleep().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the model did not go to sleep");
+    };
+    wait_asleep().await;
+    // The worker lets go of the model once its last handle is gone (the constraint
+    // compiler's build, seconds after a load, holds one).
+    for _ in 0..600 {
+        if !mapped() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!mapped(), "the model file is still mapped while asleep");
+    for path in ["/health", "/v1/models", "/metrics"] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let metrics = server.metrics().await;
+    assert_eq!(sample(&metrics, "edgellm_model_asleep"), 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, "edgellm_model_loaded"), 0.0, "{metrics}");
+    assert!(asleep().await, "read-only endpoints do not wake the model");
+
+    let (status, body) = post(
+        &server,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!asleep().await);
+    assert!(mapped());
+    let decodes = sample(&server.metrics().await, "llamacpp:n_decode_total");
+    assert!(decodes > 0.0);
+
+    wait_asleep().await;
+    assert_eq!(
+        sample(&server.metrics().await, "llamacpp:n_decode_total"),
+        decodes,
+        "the counters stay while asleep"
+    );
+    let (status, body) = post(
+        &server,
+        "/v1/responses/input_tokens",
+        json!({"input": "Hello world"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["input_tokens"].as_u64().unwrap() > 0, "{body}");
+    assert!(!asleep().await, "counting tokens needs the model");
+    let (status, body) = post(
+        &server,
+        "/completion",
+        json!({"prompt": "Hello", "n_predict": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(sample(&server.metrics().await, "llamacpp:n_decode_total") > decodes);
+}
+
 /// The value of an unlabelled sample in Prometheus text.
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()
