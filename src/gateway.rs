@@ -95,7 +95,7 @@ impl Gateway {
 
     /// The whole `/metrics` text: the server's metrics, the breakers, and the egress guard's
     /// (with today's spend read from the ledger). The telemetry pusher scrapes the same text.
-    pub async fn render_metrics(&self) -> String {
+    pub async fn render_metrics(&self, scraper: crate::metrics::Scraper) -> String {
         // A sleeping engine's counters go on (they are the same once it wakes).
         let load = self.service.engine_load();
         let embed = self.embeddings.embedder().map(|e| e.load());
@@ -107,6 +107,7 @@ impl Gateway {
             },
             embed,
             self.config.engine.slots,
+            scraper,
         );
         text.push_str(&self.metrics.render_breakers(&self.router.breaker_states()));
         if let Some(guard) = self.router.egress() {
@@ -151,6 +152,6 @@ pub fn unix_now() -> u64 {
 
 impl crate::telemetry::Source for Gateway {
     fn scrape(&self) -> futures::future::BoxFuture<'_, String> {
-        Box::pin(self.render_metrics())
+        Box::pin(self.render_metrics(crate::metrics::Scraper::Push))
     }
 }

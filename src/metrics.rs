@@ -157,6 +157,26 @@ pub struct ConfidenceView {
     pub recent_token_probability: Option<[f64; 3]>,
 }
 
+/// Who reads the metrics: each keeps its own window for the throughput gauges
+/// (`llamacpp:prompt_tokens_seconds`, `llamacpp:predicted_tokens_seconds`), which are the rates
+/// since that reader's previous scrape, as llama-server's are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scraper {
+    /// `GET /metrics`.
+    Http,
+    /// The remote-write pusher (`[telemetry]`).
+    Push,
+}
+
+/// The counters at a reader's previous scrape.
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    prompt_tokens: u64,
+    prompt_secs: f64,
+    predicted_tokens: u64,
+    predicted_secs: f64,
+}
+
 /// The generation engine as `/metrics` reports it.
 #[derive(Clone, Copy, Default)]
 pub struct EngineState<'a> {
@@ -214,11 +234,14 @@ pub struct Metrics {
     telemetry: OnceLock<Arc<crate::telemetry::TelemetryStats>>,
     /// OpenTelemetry GenAI semantic-convention families (`gen_ai_*`).
     gen_ai: Mutex<BTreeMap<GenAiKey, GenAiSeries>>,
+    /// Each reader's window for the throughput gauges.
+    windows: [std::sync::Mutex<Window>; 2],
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            windows: Default::default(),
             requests: Mutex::new(BTreeMap::new()),
             prompt_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
@@ -603,6 +626,7 @@ impl Metrics {
         engine: EngineState<'_>,
         embed: Option<&crate::engine::embed::EmbedLoad>,
         slots: u32,
+        scraper: Scraper,
     ) -> String {
         let mut out = String::new();
         out.push_str("# HELP edgellm_requests_total HTTP requests by endpoint and status code.\n# TYPE edgellm_requests_total counter\n");
@@ -722,7 +746,7 @@ impl Metrics {
         );
         self.render_routing(&mut out);
         self.render_tasks(&mut out);
-        self.render_llamacpp(&mut out, load, embed);
+        self.render_llamacpp(&mut out, load, embed, scraper);
         self.render_gen_ai(&mut out);
         if let Some(telemetry) = self.telemetry.get() {
             telemetry.render(&mut out);
@@ -739,6 +763,7 @@ impl Metrics {
         out: &mut String,
         load: Option<&EngineLoad>,
         embed: Option<&crate::engine::embed::EmbedLoad>,
+        scraper: Scraper,
     ) {
         let prompt = self.prompt_tokens.load(Ordering::Relaxed);
         let cached = self.cached_prompt_tokens.load(Ordering::Relaxed);
@@ -756,6 +781,27 @@ impl Metrics {
                 0.0
             }
         };
+        // The throughput since this reader's previous scrape.
+        let now = Window {
+            prompt_tokens: generation_prompt,
+            prompt_secs,
+            predicted_tokens: predicted,
+            predicted_secs,
+        };
+        let before = {
+            let mut window = self.windows[scraper as usize]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *window, now)
+        };
+        let prompt_rate = rate(
+            now.prompt_tokens.saturating_sub(before.prompt_tokens),
+            now.prompt_secs - before.prompt_secs,
+        );
+        let predicted_rate = rate(
+            now.predicted_tokens.saturating_sub(before.predicted_tokens),
+            now.predicted_secs - before.predicted_secs,
+        );
         let relaxed = |a: Option<&AtomicU64>| a.map_or(0, |a| a.load(Ordering::Relaxed));
         let decodes = relaxed(load.map(|l| &l.decodes)) + encodes;
         let sequences = relaxed(load.map(|l| &l.decoded_sequences));
@@ -830,14 +876,14 @@ impl Metrics {
             (
                 "prompt_tokens_seconds",
                 "gauge",
-                "Average prompt throughput in tokens/s.",
-                rate(generation_prompt, prompt_secs),
+                "Prompt throughput in tokens/s since the previous scrape.",
+                prompt_rate,
             ),
             (
                 "predicted_tokens_seconds",
                 "gauge",
-                "Average generation throughput in tokens/s.",
-                rate(predicted, predicted_secs),
+                "Generation throughput in tokens/s since the previous scrape.",
+                predicted_rate,
             ),
             (
                 "requests_processing",
@@ -1146,7 +1192,7 @@ mod tests {
         for v in [0.003, 0.2, 7.0, 100.0] {
             metrics.time_to_first_token.observe(v);
         }
-        let text = metrics.render(EngineState::default(), None, 4);
+        let text = metrics.render(EngineState::default(), None, 4, Scraper::Http);
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"0.25\"} 2\n"));
         assert!(text.contains("edgellm_time_to_first_token_seconds_bucket{le=\"10\"} 3\n"));
@@ -1160,7 +1206,7 @@ mod tests {
         let name = "a\"b\\c\nd";
         metrics.count_routed(name, "default", false);
         metrics.count_task_run(name, "ok");
-        let text = metrics.render(EngineState::default(), None, 1);
+        let text = metrics.render(EngineState::default(), None, 1, Scraper::Http);
         let (lines, bad) = crate::telemetry::exposition::parse(&text);
         assert_eq!(bad, 0, "{text}");
         let routed = lines
@@ -1181,7 +1227,7 @@ mod tests {
         metrics.count_request("/v1/chat/completions", 200);
         metrics.count_request("/v1/chat/completions", 200);
         metrics.count_request("/v1/completions", 400);
-        let text = metrics.render(EngineState::default(), None, 1);
+        let text = metrics.render(EngineState::default(), None, 1, Scraper::Http);
         assert!(text.contains(
             "edgellm_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 2\n"
         ));
@@ -1201,7 +1247,7 @@ mod tests {
         let mqtt = Arc::new(MqttCounters::default());
         mqtt.malformed.fetch_add(2, Ordering::Relaxed);
         metrics.set_mqtt_counters(mqtt);
-        let text = metrics.render(EngineState::default(), None, 1);
+        let text = metrics.render(EngineState::default(), None, 1, Scraper::Http);
         for line in [
             "edgellm_task_runs_total{task=\"triage\",outcome=\"ok\"} 1\n",
             "edgellm_actions_total{action=\"notify\",outcome=\"executed\"} 1\n",

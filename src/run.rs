@@ -57,6 +57,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let summary = loop {
         match events.blocking_recv() {
+            // Not asked for.
+            Some(Event::Progress(_)) => {}
             Some(Event::Token(token)) => {
                 if !args.json {
                     stdout.write_all(token.text.as_bytes())?;

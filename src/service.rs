@@ -391,6 +391,7 @@ impl LocalService {
         let mut tool_calls = Vec::new();
         loop {
             match running.next().await? {
+                Step::Progress(_) => {}
                 Step::Token(token) => tokens.push(token),
                 Step::ToolCalls(calls) => tool_calls = calls,
                 Step::Done(summary) => {
@@ -448,6 +449,9 @@ pub struct Completion {
 /// One step of a running request.
 #[derive(Debug)]
 pub enum Step {
+    /// How far the prompt's processing is; only for a request that asked
+    /// (`SamplingParams::prompt_progress`), before its first token.
+    Progress(engine::PromptProgress),
     Token(TokenEvent),
     /// The answer's tool calls, checked against the request's tools; the step before `Done`.
     ToolCalls(Vec<ToolCall>),
@@ -488,6 +492,7 @@ impl Running {
             .await
             .map_err(|_| ServiceError::Timeout(self.timeout))?;
         match event {
+            Some(Event::Progress(progress)) => Ok(Step::Progress(progress)),
             Some(Event::Token(mut token)) => {
                 self.metrics.record_constrained_token(&token);
                 if self.json {

@@ -7,6 +7,8 @@
 #
 #   bench/compat/run-llama-suite.sh [OUT_DIR] [TEST_FILE...]   (default: every unit/test_*.py)
 #   COMPAT_TIMEOUT=SECONDS bounds each server's run (default 7200)
+#   COMPAT_SERVERS="edgellm" runs edgellm alone, comparing with the llama-server.xml already in
+#   OUT_DIR (default "llama-server edgellm")
 #
 # The suite comes from the llama-cpp-python sdist's vendor/llama.cpp (bench/build-peers.sh
 # fetches it and builds llama-server from the same llama.cpp sources edgellm embeds).
@@ -36,7 +38,7 @@ FILES=("$@")
 if [ ${#FILES[@]} -eq 0 ]; then
   mapfile -t FILES < <(ls unit/test_*.py)
 fi
-for server in llama-server edgellm; do
+for server in ${COMPAT_SERVERS:-llama-server edgellm}; do
   case "$server" in
     llama-server) shim="$ROOT/bench/compat/llama-server-offline" ;;
     edgellm) shim="$ROOT/bench/compat/edgellm-as-llama-server" ;;

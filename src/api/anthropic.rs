@@ -482,7 +482,7 @@ async fn events(
                     "index": index - 1, "delta": {"type": "text_delta", "text": text}}));
             }
             match step {
-                Ok(Step::Token(_)) => {}
+                Ok(Step::Token(_) | Step::Progress(_)) => {}
                 Ok(Step::ToolCalls(calls)) => {
                     if text_open {
                         yield event("content_block_stop", json!({"type": "content_block_stop", "index": index - 1}));

@@ -227,6 +227,8 @@ pub async fn collect(mut running: Routed) -> Result<Collected, ApiError> {
     loop {
         match running.next().await? {
             Step::Token(token) => tokens.push(token),
+            // Not asked for.
+            Step::Progress(_) => {}
             Step::ToolCalls(calls) => tool_calls = calls,
             Step::Done(summary) => {
                 let mut text: String = tokens.iter().map(|t| t.text.as_str()).collect();
@@ -321,6 +323,8 @@ async fn stream(
                         yield Ok(chunk(token_choice(&token.text, Some(&token)), extra));
                     }
                 }
+                // Not asked for.
+                Ok(Step::Progress(_)) => {}
                 Ok(Step::ToolCalls(calls)) => {
                     called = !calls.is_empty();
                     yield Ok(chunk(json!({"index": 0, "delta": {"tool_calls": call_deltas(&calls)},

@@ -46,6 +46,8 @@ pub struct CompletionRequest {
     pub frequency_penalty: Option<f32>,
     pub stop: Option<Vec<String>>,
     pub stream: Option<bool>,
+    /// Chunks with `prompt_progress` (and `timings`) while a streamed prompt is read.
+    pub return_progress: Option<bool>,
     pub n_probs: Option<usize>,
     /// `n_probs` as probabilities after the sampler chain (`prob`, `top_probs`).
     pub post_sampling_probs: Option<bool>,
@@ -178,7 +180,8 @@ pub async fn completion(
         };
         return Ok(with_headers(axum::Json(body).into_response(), &meta));
     }
-    let generation = generation(prompts.remove(0));
+    let mut generation = generation(prompts.remove(0));
+    generation.params.prompt_progress = request.return_progress.unwrap_or(false);
     record.prompt_text(prompt_for_log(&generation.prompt));
     let mut running = state.router.start(generation, route, mode(stream)).await?;
     let model = answered_model(&state, &running);
@@ -199,6 +202,12 @@ pub async fn completion(
                         body["completion_probabilities"] = json!([probabilities(&token)]);
                     }
                     yield Ok::<_, Infallible>(SseEvent::default().data(body.to_string()));
+                }
+                Ok(Step::Progress(progress)) => {
+                    let body = json!({"index": 0, "content": "", "tokens": [], "stop": false, "id_slot": -1,
+                        "tokens_predicted": 0, "tokens_evaluated": progress.total,
+                        "prompt_progress": progress_json(&progress), "timings": progress_timings(&progress)});
+                    yield Ok(SseEvent::default().data(body.to_string()));
                 }
                 // llama.cpp's API offers no tools.
                 Ok(Step::ToolCalls(_)) => {}
@@ -353,6 +362,27 @@ pub fn timings(summary: &Summary) -> Value {
         summary.prefill_time.as_secs_f64() * 1000.0,
         summary.generated_tokens,
         summary.decode_time.as_secs_f64() * 1000.0,
+    )
+}
+
+/// llama-server's `prompt_progress` object.
+pub fn progress_json(progress: &crate::engine::PromptProgress) -> Value {
+    json!({
+        "total": progress.total,
+        "cache": progress.cache,
+        "processed": progress.processed,
+        "time_ms": progress.elapsed.as_secs_f64() * 1000.0,
+    })
+}
+
+/// The `timings` of a prompt still being read: nothing predicted yet.
+pub fn progress_timings(progress: &crate::engine::PromptProgress) -> Value {
+    timings_of(
+        progress.cache,
+        progress.processed - progress.cache,
+        progress.elapsed.as_secs_f64() * 1000.0,
+        0,
+        0.0,
     )
 }
 

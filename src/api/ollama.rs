@@ -321,7 +321,7 @@ async fn ndjson(
                         yield line(body(shape, &model, &token.text));
                     }
                 }
-                Ok(Step::ToolCalls(_)) => {}
+                Ok(Step::ToolCalls(_) | Step::Progress(_)) => {}
                 Ok(Step::Done(summary)) => {
                     record.tokens(summary.prompt_tokens, summary.generated_tokens);
                     record.answer_part(&summary.tail_text);

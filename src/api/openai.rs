@@ -690,6 +690,11 @@ pub struct ResponsesRequest {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub stream: Option<bool>,
+    /// llama-server's: `response.in_progress` events with `prompt_progress` while a streamed
+    /// request's prompt is read.
+    pub return_progress: Option<bool>,
+    /// llama-server's: `timings` on each streamed delta and on the completed event.
+    pub timings_per_token: Option<bool>,
     pub text: Option<ResponsesText>,
     /// Tool calling is served on `/v1/chat/completions` only; a request with tools is refused.
     pub tools: Option<Vec<Value>>,

@@ -39,7 +39,10 @@ pub async fn create(
     let mut edge = request.edgellm.take();
     let pack = super::packs::take_pack(&mut edge);
     let route = route_override(&headers, edge)?;
+    let progress = request.return_progress.unwrap_or(false);
+    let timings_per_token = request.timings_per_token.unwrap_or(false);
     let (mut generation, stream) = request.into_generation(&state.config.sampling)?;
+    generation.params.prompt_progress = progress && stream;
     let retrieved = super::packs::retrieve(&state, "/v1/responses", pack, &mut generation).await?;
     let citation = retrieved.as_ref().map(super::packs::citation);
     record.prompt(&generation.prompt);
@@ -61,7 +64,11 @@ pub async fn create(
             retrieved.as_ref(),
         ));
     }
+    let started = std::time::Instant::now();
     let first = running.next().await?;
+    // The first token's time (the prompt's end), for the timings on each delta.
+    let mut first_at: Option<std::time::Instant> = None;
+    let prompt_n = running.prompt_tokens;
     let events = async_stream::stream! {
         let mut sequence = 0u64;
         let mut event = |kind: &str, mut body: Value| -> Result<SseEvent, Infallible> {
@@ -78,13 +85,30 @@ pub async fn create(
         yield event("response.content_part.added", json!({"item_id": ids.message, "output_index": 0, "content_index": 0,
             "part": {"type": "output_text", "text": "", "annotations": []}}));
         let mut text = String::new();
+        let mut predicted = 0usize;
         let mut step = Ok(first);
         loop {
             match step {
+                Ok(Step::Progress(progress)) => {
+                    yield event("response.in_progress", json!({"response": in_progress,
+                        "prompt_progress": super::llama::progress_json(&progress)}));
+                }
                 Ok(Step::Token(token)) => {
+                    let first_at = *first_at.get_or_insert_with(std::time::Instant::now);
+                    predicted += 1;
                     if !token.text.is_empty() {
                         text.push_str(&token.text);
-                        yield event("response.output_text.delta", json!({"item_id": ids.message, "output_index": 0, "content_index": 0, "delta": token.text, "logprobs": []}));
+                        let mut body = json!({"item_id": ids.message, "output_index": 0, "content_index": 0, "delta": token.text, "logprobs": []});
+                        if timings_per_token {
+                            body["timings"] = super::llama::timings_of(
+                                0,
+                                prompt_n,
+                                first_at.duration_since(started).as_secs_f64() * 1000.0,
+                                predicted,
+                                first_at.elapsed().as_secs_f64() * 1000.0,
+                            );
+                        }
+                        yield event("response.output_text.delta", body);
                     }
                 }
                 // Requests with tools are refused here, so no tier is asked for calls.
@@ -105,7 +129,11 @@ pub async fn create(
                     done["edgellm"] = edgellm.clone();
                     yield event("response.output_item.done", json!({"output_index": 0, "item": done["output"][0]}));
                     let kind = if done["status"] == "incomplete" { "response.incomplete" } else { "response.completed" };
-                    yield event(kind, json!({"response": done}));
+                    let mut body = json!({"response": done});
+                    if timings_per_token {
+                        body["timings"] = super::llama::timings(&summary);
+                    }
+                    yield event(kind, body);
                     break;
                 }
                 Err(error) => {

@@ -60,7 +60,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         )
         .into_response();
     }
-    let text = state.render_metrics().await;
+    let text = state.render_metrics(crate::metrics::Scraper::Http).await;
     (
         [
             (

@@ -168,6 +168,8 @@ async fn engine_request(
     let mut first = None;
     loop {
         match events.recv().await {
+            // Not asked for.
+            Some(Event::Progress(_)) => {}
             Some(Event::Token(_)) => {
                 first.get_or_insert_with(|| started.elapsed());
                 if let Some(tokens) = tokens {

@@ -274,7 +274,7 @@ async fn one(
                     spreads.extend(token.spread);
                 }
             }
-            Step::ToolCalls(_) => {}
+            Step::ToolCalls(_) | Step::Progress(_) => {}
             Step::Done(summary) => {
                 answer.push_str(&summary.tail_text);
                 break;
@@ -320,7 +320,7 @@ async fn reference(router: &Router, generation: Generation, id: &str) -> anyhow:
     loop {
         match routed.next().await.with_context(|| format!("item {id}"))? {
             Step::Token(token) => text.push_str(&token.text),
-            Step::ToolCalls(_) => {}
+            Step::ToolCalls(_) | Step::Progress(_) => {}
             Step::Done(summary) => {
                 text.push_str(&summary.tail_text);
                 return Ok(text);

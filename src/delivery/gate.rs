@@ -128,6 +128,8 @@ fn greedy_under(
     let (mut text, mut tokens) = (String::new(), 0);
     loop {
         match events.blocking_recv() {
+            // Not asked for.
+            Some(Event::Progress(_)) => {}
             Some(Event::Token(token)) => {
                 tokens += 1;
                 text.push_str(&token.text);

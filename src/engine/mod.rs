@@ -111,6 +111,9 @@ pub struct SamplingParams {
     pub post_sampling_probs: bool,
     /// Stop at end-of-generation tokens (false only for benchmarks that must run exactly N tokens).
     pub stop_at_eog: bool,
+    /// Report the prompt's processing as it goes ([`Event::Progress`], llama-server's
+    /// `return_progress`).
+    pub prompt_progress: bool,
     /// Added to a token's logit before sampling (`f32::NEG_INFINITY` forbids it). Text targets
     /// are the API's; the service turns them into token ids before the engine sees them.
     pub logit_bias: Vec<LogitBias>,
@@ -148,6 +151,7 @@ impl Default for SamplingParams {
             spread_top: 0,
             post_sampling_probs: false,
             stop_at_eog: true,
+            prompt_progress: false,
             logit_bias: Vec::new(),
         }
     }
@@ -318,9 +322,25 @@ fn per_second(count: usize, time: Duration) -> f64 {
     }
 }
 
-/// What a request's receiver gets, in order: tokens, then exactly one `Done` or `Failed`.
+/// How far the prompt's processing is: once before its first batch, then after each batch that
+/// held some of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptProgress {
+    /// Prompt tokens in all.
+    pub total: usize,
+    /// Of them, reused from the slot's cache.
+    pub cache: usize,
+    /// Of them, in the KV cache now (reused ones included).
+    pub processed: usize,
+    /// Since the request got its slot.
+    pub elapsed: Duration,
+}
+
+/// What a request's receiver gets, in order: prompt progress (when asked for), tokens, then
+/// exactly one `Done` or `Failed`.
 #[derive(Debug)]
 pub enum Event {
+    Progress(PromptProgress),
     Token(TokenEvent),
     Done(Summary),
     Failed(EngineError),

@@ -146,6 +146,8 @@ struct Active {
     admitted_at: Instant,
     first_token_at: Option<Instant>,
     last_token_at: Option<Instant>,
+    /// Prompt tokens processed when progress was last reported.
+    progress_sent: usize,
 }
 
 struct Slot {
@@ -252,6 +254,7 @@ impl<'m> Worker<'m> {
             self.load
                 .decoded_sequences
                 .fetch_add(in_batch as u64, Ordering::Relaxed);
+            self.report_progress();
             self.sample_outputs();
         }
     }
@@ -320,6 +323,14 @@ impl<'m> Worker<'m> {
             let reused = self.reuse_prefix(index, &request.prompt_tokens);
             self.load.busy_slots.fetch_add(1, Ordering::Relaxed);
             let text = TextAssembler::new(request.params.stop.clone());
+            if request.params.prompt_progress {
+                let _ = events.send(Event::Progress(super::PromptProgress {
+                    total: request.prompt_tokens.len(),
+                    cache: reused,
+                    processed: reused,
+                    elapsed: std::time::Duration::ZERO,
+                }));
+            }
             self.slots[index].active = Some(Active {
                 events,
                 prompt: request.prompt_tokens,
@@ -338,6 +349,7 @@ impl<'m> Worker<'m> {
                 admitted_at: Instant::now(),
                 first_token_at: None,
                 last_token_at: None,
+                progress_sent: reused,
             });
         }
     }
@@ -449,6 +461,21 @@ impl<'m> Worker<'m> {
             active.prompt_done += take;
         }
         self.batch.n_tokens() > 0
+    }
+
+    /// Tells each request that asked how much of its prompt the last decode added.
+    fn report_progress(&mut self) {
+        for active in self.slots.iter_mut().filter_map(|s| s.active.as_mut()) {
+            if active.params.prompt_progress && active.prompt_done > active.progress_sent {
+                active.progress_sent = active.prompt_done;
+                let _ = active.events.send(Event::Progress(super::PromptProgress {
+                    total: active.prompt.len(),
+                    cache: active.cached,
+                    processed: active.prompt_done,
+                    elapsed: active.admitted_at.elapsed(),
+                }));
+            }
+        }
     }
 
     /// Clears the KV cache of every idle slot that holds one; false when there was none.

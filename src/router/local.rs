@@ -167,6 +167,8 @@ impl Router {
                         watch.leave(self, cannot_finish(&progress)).await?;
                     }
                 }
+                // Reported when the client gets the answer's start (whose prompt it was).
+                Step::Progress(p) => held.push_back(Step::Progress(p)),
                 Step::ToolCalls(calls) => held.push_back(Step::ToolCalls(calls)),
                 Step::Done(summary) => {
                     held.push_back(Step::Done(summary));

@@ -48,7 +48,7 @@ impl RouterModel {
                 Step::Token(token) => text.push_str(&token.text),
                 // Task generations offer no tools; a tier that answers with calls anyway is
                 // refused by the output check before this point.
-                Step::ToolCalls(_) => {}
+                Step::ToolCalls(_) | Step::Progress(_) => {}
                 Step::Done(summary) => {
                     text.push_str(&summary.tail_text);
                     break;

@@ -734,6 +734,107 @@ async fn an_idle_model_sleeps_and_wakes() {
     assert!(sample(&server.metrics().await, "llamacpp:n_decode_total") > decodes);
 }
 
+/// The JSON payloads of an SSE stream.
+async fn sse_payloads(server: &Server, path: &str, body: Value) -> Vec<Value> {
+    let response = crate::support::http_client()
+        .post(server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// llama-server's `return_progress`: a streamed prompt longer than the batch (`-b 32`) is
+/// reported before its first token, once before any of it is read and after each batch, up
+/// to the whole prompt; on `/completion` as chunks with `prompt_progress` and `timings`, on
+/// `/v1/responses` as `response.in_progress` events (with `timings_per_token`, deltas and the
+/// completed event carry `timings`). Without the option there is none.
+#[tokio::test]
+async fn return_progress_reports_a_long_prompt() {
+    let server = Server::start(&["-b", "32", "--ubatch-size", "32"]);
+    let prompt = "the quick brown fox jumps over the lazy dog ".repeat(8);
+    let chunks = sse_payloads(
+        &server,
+        "/completion",
+        json!({"prompt": prompt, "n_predict": 4, "stream": true, "return_progress": true}),
+    )
+    .await;
+    let progress: Vec<&Value> = chunks
+        .iter()
+        .take_while(|c| c.get("prompt_progress").is_some())
+        .collect();
+    assert!(progress.len() > 2, "{chunks:?}");
+    let total = progress[0]["prompt_progress"]["total"].as_u64().unwrap();
+    assert_eq!(
+        progress[0]["prompt_progress"]["processed"],
+        progress[0]["prompt_progress"]["cache"]
+    );
+    assert_eq!(progress[0]["timings"]["prompt_n"], 0);
+    let mut last = (0, 0.0);
+    for chunk in &progress {
+        let processed = chunk["prompt_progress"]["processed"].as_u64().unwrap();
+        let ms = chunk["timings"]["prompt_ms"].as_f64().unwrap();
+        assert!(processed >= last.0 && ms >= last.1, "{progress:?}");
+        assert!(
+            processed - last.0 <= 32,
+            "one batch at a time: {progress:?}"
+        );
+        last = (processed, ms);
+    }
+    assert_eq!(last.0, total, "the last report is the whole prompt");
+    assert!(last.1 > 0.0);
+    assert!(
+        chunks[progress.len()..]
+            .iter()
+            .all(|c| c.get("prompt_progress").is_none()),
+        "progress comes before the first token: {chunks:?}"
+    );
+    assert_eq!(chunks.last().unwrap()["tokens_evaluated"], total);
+    let plain = sse_payloads(
+        &server,
+        "/completion",
+        json!({"prompt": prompt, "n_predict": 2, "stream": true}),
+    )
+    .await;
+    assert!(plain.iter().all(|c| c.get("prompt_progress").is_none()));
+
+    let events = sse_payloads(
+        &server,
+        "/v1/responses",
+        json!({"input": prompt, "max_output_tokens": 4, "stream": true,
+               "return_progress": true, "timings_per_token": true}),
+    )
+    .await;
+    let reports: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.get("prompt_progress").is_some())
+        .collect();
+    assert!(reports.len() > 1, "{events:?}");
+    assert!(reports.iter().all(|e| e["type"] == "response.in_progress"));
+    let completed = events
+        .iter()
+        .find(|e| e["type"] == "response.completed" || e["type"] == "response.incomplete")
+        .unwrap();
+    assert!(
+        completed["timings"]["prompt_per_second"].as_f64().unwrap() > 0.0,
+        "{completed}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .all(|e| e["timings"]["predicted_per_second"].is_number()),
+        "{events:?}"
+    );
+}
+
 /// The value of an unlabelled sample in Prometheus text.
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()
@@ -809,6 +910,11 @@ async fn llama_server_metric_families() {
     assert_eq!(sample(&text, "llamacpp:n_busy_slots_per_decode"), 1.0);
     assert!(sample(&text, "llamacpp:prompt_seconds_total") > 0.0);
     assert!(sample(&text, "llamacpp:n_tokens_max") > 9.0);
+    // The throughput gauges are rates since the previous scrape, as llama-server's are.
+    assert!(sample(&text, "llamacpp:predicted_tokens_seconds") > 0.0);
+    let again = server.metrics().await;
+    assert_eq!(sample(&again, "llamacpp:predicted_tokens_seconds"), 0.0);
+    assert_eq!(sample(&again, "llamacpp:prompt_tokens_seconds"), 0.0);
     // The same two requests under OpenTelemetry's GenAI names.
     let gen_ai = |family: &str, extra: &str| -> f64 {
         let prefix = format!(

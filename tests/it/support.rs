@@ -100,6 +100,7 @@ pub fn generate(
     let mut tokens = Vec::new();
     loop {
         match events.blocking_recv().expect("engine answers") {
+            Event::Progress(_) => {}
             Event::Token(token) => tokens.push(token),
             Event::Done(summary) => return (tokens, summary),
             Event::Failed(error) => panic!("generation failed: {error}"),
