@@ -32,6 +32,8 @@ pub struct Gateway {
     pub started_unix: u64,
     /// The embedding model's service (`serve` loads the model into its cell).
     pub embeddings: crate::embeddings::EmbeddingService,
+    /// Streamed answers a client may resume (`X-Conversation-Id`, `/v1/stream`).
+    pub(crate) streams: crate::api::resume::Sessions,
 }
 
 impl Gateway {
@@ -79,6 +81,7 @@ impl Gateway {
             router,
             tasks,
             started_unix: unix_now(),
+            streams: Default::default(),
         })
     }
 

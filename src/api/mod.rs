@@ -19,6 +19,7 @@ mod packs;
 mod predict;
 mod rerank;
 mod responses;
+pub(crate) mod resume;
 mod routed;
 mod system;
 mod tasks;
@@ -94,8 +95,15 @@ fn routes(state: AppState) -> Router {
         .route("/v1/plan", get(system::plan))
         .route("/v1/status", get(system::status))
         .route("/v1/tasks/{name}", post(tasks::run))
+        .route("/v1/stream", get(resume::replay).delete(resume::stop))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
+        // Innermost: a resumable stream is detached once the request is authenticated and
+        // its answer has started.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            resume::layer,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

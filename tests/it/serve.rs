@@ -835,6 +835,100 @@ async fn return_progress_reports_a_long_prompt() {
     );
 }
 
+/// Resumable streams (llama-server's `/v1/stream`): a streamed answer asked for with
+/// `X-Conversation-Id` goes on when its client disconnects, and `GET /v1/stream` gives the rest
+/// from the byte offset the client had read, up to `[DONE]`; from 0 it is the whole stream.
+/// `DELETE` stops an answer still running (its slot frees) and forgets it: then a `404`. A
+/// stream asked for without the header is not kept.
+#[tokio::test]
+async fn a_stream_resumes_after_a_disconnect() {
+    use futures::StreamExt;
+    let server = Server::start(&[]);
+    let client = crate::support::http_client();
+    let id = "conv-1::org/model:Q8_0";
+    let stream_url = |from: &str| {
+        let mut url = reqwest::Url::parse(&server.url("/v1/stream")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("conv_id", id)
+            .append_pair("from", from);
+        url
+    };
+    let body = json!({"stream": true, "max_tokens": 120, "temperature": 0,
+                      "messages": [{"role": "user", "content": "Tell a long story about a lighthouse."}]});
+    let response = client
+        .post(server.url("/v1/chat/completions"))
+        .header("X-Conversation-Id", id)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut chunks = response.bytes_stream();
+    let first = chunks.next().await.unwrap().unwrap();
+    drop(chunks);
+    let rest = client
+        .get(stream_url(&first.len().to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 200);
+    let rest = rest.text().await.unwrap();
+    let whole = format!("{}{rest}", String::from_utf8_lossy(&first));
+    assert!(whole.trim_end().ends_with("data: [DONE]"), "{whole}");
+    let payloads: Vec<Value> = whole
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let ends: Vec<_> = payloads
+        .iter()
+        .filter(|p| !p["choices"][0]["finish_reason"].is_null())
+        .collect();
+    assert_eq!(ends.len(), 1, "the answer ends once: {whole}");
+    let replay = client.get(stream_url("0")).send().await.unwrap();
+    assert_eq!(replay.text().await.unwrap(), whole);
+    let bad = client.get(stream_url("x")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // A long answer stopped while it runs.
+    let long = json!({"stream": true, "max_tokens": 1000, "ignore_eos": true,
+                      "messages": [{"role": "user", "content": "Count."}]});
+    let response = client
+        .post(server.url("/v1/chat/completions"))
+        .header("X-Conversation-Id", id)
+        .json(&long)
+        .send()
+        .await
+        .unwrap();
+    let mut chunks = response.bytes_stream();
+    chunks.next().await.unwrap().unwrap();
+    drop(chunks);
+    let stopped = client.delete(stream_url("0")).send().await.unwrap();
+    assert_eq!(stopped.status(), 204);
+    let gone = client.get(stream_url("0")).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    let mut idle = false;
+    for _ in 0..100 {
+        if sample(&server.metrics().await, "llamacpp:requests_processing") == 0.0 {
+            idle = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(idle, "the stopped answer freed its slot");
+    let again = client.delete(stream_url("0")).send().await.unwrap();
+    assert_eq!(again.status(), 204, "idempotent");
+
+    // Without the header nothing is kept.
+    let plain = sse_payloads(&server, "/v1/chat/completions", body).await;
+    assert!(!plain.is_empty());
+    assert_eq!(
+        client.get(stream_url("0")).send().await.unwrap().status(),
+        404
+    );
+}
+
 /// The value of an unlabelled sample in Prometheus text.
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()
