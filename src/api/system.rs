@@ -41,14 +41,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let embeddings_ready =
         state.embeddings.config().is_none() || state.embeddings.embedder().is_some();
     let model_ready = state.service.engine().is_some() || state.service.is_asleep();
-    match model_ready && embeddings_ready {
-        true => axum::Json(json!({"status": "ok"})).into_response(),
-        false => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})),
-        )
-            .into_response(),
+    if model_ready && embeddings_ready {
+        return axum::Json(json!({"status": "ok"})).into_response();
     }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})),
+    )
+        .into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
