@@ -62,17 +62,33 @@ pub(super) fn take_owner_lock(path: &Path) -> Result<File, LedgerError> {
             path: lock_path.clone(),
             source,
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked {
-            path: path.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(source)) => Err(LedgerError::Io {
-            path: lock_path,
-            source,
-        }),
+    // A lock is an open file description's, and a child this process forks holds a copy of it
+    // until its exec closes it (the file is close-on-exec), as does an owner that is still
+    // exiting: wait a bounded moment before calling the ledger someone else's.
+    let deadline = std::time::Instant::now() + OWNER_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LedgerError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(LedgerError::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
     }
 }
+
+/// How long opening the ledger waits for its owner lock before answering `Locked`.
+const OWNER_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Records this process's boot and puts every earlier boot's pending reservation in doubt,
 /// with an audit row for each (in the same transaction): the request may or may not have
