@@ -303,6 +303,10 @@ pub struct ServeArgs {
     /// Answer GET /metrics with 501 instead of Prometheus text (it is served by default)
     #[arg(long, env = "EDGELLM_NO_METRICS")]
     pub no_metrics: bool,
+    /// Let /cors-proxy forward GET and POST to this device's loopback services, as
+    /// llama-server's web UI uses it to reach MCP servers (off: 403)
+    #[arg(long = "ui-mcp-proxy", env = "EDGELLM_UI_MCP_PROXY")]
+    pub ui_mcp_proxy: bool,
     /// Include prompt text in the request log (off by default: prompts may hold personal data)
     #[arg(long, env = "EDGELLM_LOG_PROMPTS")]
     pub log_prompts: bool,
@@ -334,6 +338,9 @@ impl ServeArgs {
         }
         if self.no_metrics {
             raw.server.metrics = Some(false);
+        }
+        if self.ui_mcp_proxy {
+            raw.server.ui_mcp_proxy = Some(true);
         }
         if !self.cors_origins.is_empty() {
             raw.server.cors_origins = Some(self.cors_origins.clone());

@@ -105,6 +105,9 @@ pub struct RawServer {
     /// Serve `GET /metrics` (Prometheus text) [default: true]; `false` answers it 501, as
     /// llama-server without `--metrics`.
     pub metrics: Option<bool>,
+    /// Let `/cors-proxy` forward GET and POST to this device's loopback services (llama-server's
+    /// `--ui-mcp-proxy`, used by its web UI to reach MCP servers) [default: false: 403].
+    pub ui_mcp_proxy: Option<bool>,
     pub shutdown_grace_secs: Option<u64>,
     /// Where the ledger (spend and audit database) lives [default: $EDGELLM_HOME].
     pub data_dir: Option<PathBuf>,
@@ -305,6 +308,8 @@ pub struct ServeConfig {
     pub slots_endpoint: bool,
     /// `GET /metrics` is served.
     pub metrics_endpoint: bool,
+    /// `/cors-proxy` forwards to loopback services (`crate::api` proxy module).
+    pub ui_mcp_proxy: bool,
     /// The model sleeps (is unloaded) after this long without a request that needs it.
     pub sleep_idle: Option<Duration>,
     pub shutdown_grace: Duration,
@@ -568,6 +573,7 @@ impl ServeConfig {
             cors,
             slots_endpoint: raw.server.slots_endpoint.unwrap_or(false),
             metrics_endpoint: raw.server.metrics.unwrap_or(true),
+            ui_mcp_proxy: raw.server.ui_mcp_proxy.unwrap_or(false),
             sleep_idle: raw
                 .model
                 .sleep_idle_secs

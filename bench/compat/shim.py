@@ -93,6 +93,10 @@ def edgellm(flags):
     if "--kv-unified" in flags or "-kvu" in flags:
         args.append("--kv-unified")
         used.update(("--kv-unified", "-kvu"))
+    for name in ("--ui-mcp-proxy", "--webui-mcp-proxy"):
+        if name in flags:
+            args.append("--ui-mcp-proxy")
+            used.add(name)
     if "--slots" in flags:
         args.append("--slots-endpoint")
         used.add("--slots")

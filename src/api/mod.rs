@@ -17,6 +17,7 @@ mod ollama;
 pub mod openai;
 mod packs;
 mod predict;
+mod proxy;
 mod rerank;
 mod responses;
 pub(crate) mod resume;
@@ -91,7 +92,7 @@ fn routes(state: AppState) -> Router {
         .route("/props", get(system::props))
         .route("/slots", get(system::slots))
         .route("/metrics", get(system::metrics))
-        .route("/cors-proxy", any(system::cors_proxy))
+        .route("/cors-proxy", any(proxy::cors_proxy))
         .route("/v1/plan", get(system::plan))
         .route("/v1/status", get(system::status))
         .route("/v1/tasks/{name}", post(tasks::run))

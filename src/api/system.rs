@@ -226,20 +226,6 @@ pub async fn plan(
     Ok(axum::Json(plan).into_response())
 }
 
-/// `/cors-proxy`: llama-server's web UI fetches arbitrary URLs through it (`--webui-mcp-proxy`).
-/// edgellm never forwards a request to an address a client names: everything that leaves the
-/// device goes to a configured tier, through the egress guard. So it is refused, as
-/// llama-server refuses it when the proxy is off.
-pub async fn cors_proxy() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "permission_error",
-        "edgellm does not forward requests to client-named URLs: what leaves the device goes to \
-         a configured tier, through the egress guard",
-    )
-    .with_code("proxy_disabled")
-}
-
 pub async fn not_found() -> ApiError {
     ApiError::not_found("endpoint")
 }

@@ -10,8 +10,13 @@ use edgellm::engine::{
 /// The HTTP router of a gateway with the default configuration whose model never loads: requests
 /// are checked before any engine or tier is asked.
 pub fn app_without_model() -> axum::Router {
-    use edgellm::config::{RawConfig, ServeConfig};
-    let config = std::sync::Arc::new(ServeConfig::from_raw(RawConfig::default()).unwrap());
+    app_without_model_from(edgellm::config::RawConfig::default())
+}
+
+/// [`app_without_model`] with the configuration `raw`.
+pub fn app_without_model_from(raw: edgellm::config::RawConfig) -> axum::Router {
+    use edgellm::config::ServeConfig;
+    let config = std::sync::Arc::new(ServeConfig::from_raw(raw).unwrap());
     let gateway = edgellm::gateway::Gateway::new(
         config,
         std::sync::Arc::new(edgellm::engine::EngineSlot::default()),
