@@ -137,13 +137,22 @@ fn valid_id(id: &str) -> bool {
 /// Detaches a streamed answer whose request names a conversation: its body is read to the end
 /// by a task of its own into the session, and the client reads the session.
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let id = match request.headers().get(HEADER) {
+        None => None,
+        Some(value) => match value.to_str().ok().filter(|id| valid_id(id)) {
+            Some(id) => Some(id.to_string()),
+            // Refused rather than ignored: the client counts on resuming this stream.
+            None => {
+                return ApiError::invalid(
+                    "X-Conversation-Id",
+                    format!("X-Conversation-Id must be 1 to {MAX_ID} visible ASCII characters"),
+                )
+                .into_response();
+            }
+        },
+    };
     let response = next.run(request).await;
-    let Some(id) = id.filter(|id| valid_id(id)) else {
+    let Some(id) = id else {
         return response;
     };
     let streamed = response.status().is_success()

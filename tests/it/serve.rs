@@ -839,7 +839,7 @@ async fn return_progress_reports_a_long_prompt() {
 /// `X-Conversation-Id` goes on when its client disconnects, and `GET /v1/stream` gives the rest
 /// from the byte offset the client had read, up to `[DONE]`; from 0 it is the whole stream.
 /// `DELETE` stops an answer still running (its slot frees) and forgets it: then a `404`. A
-/// stream asked for without the header is not kept.
+/// stream asked for without the header is not kept; a malformed id is a `400`.
 #[tokio::test]
 async fn a_stream_resumes_after_a_disconnect() {
     use futures::StreamExt;
@@ -919,6 +919,20 @@ async fn a_stream_resumes_after_a_disconnect() {
     assert!(idle, "the stopped answer freed its slot");
     let again = client.delete(stream_url("0")).send().await.unwrap();
     assert_eq!(again.status(), 204, "idempotent");
+
+    // A malformed id is refused before any work, not silently left unrecorded.
+    for malformed in ["", "has space", &"x".repeat(257)] {
+        let refused = client
+            .post(server.url("/v1/chat/completions"))
+            .header("X-Conversation-Id", malformed)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{malformed:?}");
+        let error: Value = refused.json().await.unwrap();
+        assert_eq!(error["error"]["param"], "X-Conversation-Id", "{error}");
+    }
 
     // Without the header nothing is kept.
     let plain = sse_payloads(&server, "/v1/chat/completions", body).await;
