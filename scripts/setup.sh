@@ -24,6 +24,9 @@ if [ "${EDGELLM_SETUP_TEST_DEPS:-0}" = "1" ]; then
   command -v prometheus >/dev/null && command -v promtool >/dev/null || need_apt+=(prometheus)
   # The delivery tests push to and pull from a real OCI registry (distribution).
   command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+  # The pull gate's policy-routing test builds links and rules in a network namespace.
+  command -v ip >/dev/null || need_apt+=(iproute2)
+  command -v unshare >/dev/null || need_apt+=(util-linux)
   # The encryption tests seal the device key in a software TPM (swtpm, on loopback) and
   # change its PCRs with tpm2-tools; systemd-creds is the other key backend.
   command -v swtpm >/dev/null || need_apt+=(swtpm swtpm-tools)

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::guard::network::{Interface, InterfaceKind, NetState};
 
+pub mod route_get;
+
 const RTF_UP: u32 = 0x0001;
 const RTF_REJECT: u32 = 0x0200;
 const IFF_UP: u32 = 0x1;
@@ -62,21 +64,53 @@ fn read_cached_at(proc_root: &Path, sys_root: &Path, cache: &KindCache, now: Ins
 /// interface of the first address's route (longest prefix, then lowest metric), in place of
 /// the default route's. A registry on the wired LAN is reached over ethernet while the default
 /// route is a modem. When no address has a route of its own, the default route's.
+///
+/// On the real `/proc` the kernel itself is asked ([`route_get`], as `ip route get` does), so
+/// that policy routing (`ip rule`) and every table apply; a tree of files (tests, or a
+/// configured root) is read as the main table.
 pub fn read_toward(
     proc_root: &Path,
     sys_root: &Path,
     destinations: &[std::net::IpAddr],
 ) -> NetState {
-    let v4 = std::fs::read_to_string(proc_root.join("net/route")).unwrap_or_default();
-    let v6 = std::fs::read_to_string(proc_root.join("net/ipv6_route")).unwrap_or_default();
-    let name = destinations
-        .iter()
-        .find_map(|ip| match ip {
-            std::net::IpAddr::V4(ip) => route_v4(&v4, *ip),
-            std::net::IpAddr::V6(ip) => route_v6(&v6, *ip),
-        })
-        .or_else(|| default_route(proc_root));
+    let asked = if is_real_proc(proc_root) {
+        destinations
+            .iter()
+            .find_map(|ip| match route_get::route_to(*ip)? {
+                route_get::KernelRoute::Interface(name) => Some(name),
+                route_get::KernelRoute::OnDevice => None,
+            })
+    } else {
+        None
+    };
+    let name = asked.or_else(|| {
+        let v4 = std::fs::read_to_string(proc_root.join("net/route")).unwrap_or_default();
+        let v6 = std::fs::read_to_string(proc_root.join("net/ipv6_route")).unwrap_or_default();
+        destinations
+            .iter()
+            .find_map(|ip| match ip {
+                std::net::IpAddr::V4(ip) => route_v4(&v4, *ip),
+                std::net::IpAddr::V6(ip) => route_v6(&v6, *ip),
+            })
+            .or_else(|| default_route(proc_root))
+    });
     state_of(name, sys_root, &KindCache::default(), Instant::now())
+}
+
+/// Whether the kernel keeps traffic to every one of `destinations` on this device (loopback,
+/// or the device's own addresses): no link carries it, so no network gate applies. Asked of
+/// the real `/proc` only: a configured tree is judged by its tables alone. False for an empty
+/// list.
+pub fn on_device(proc_root: &Path, destinations: &[std::net::IpAddr]) -> bool {
+    is_real_proc(proc_root)
+        && !destinations.is_empty()
+        && destinations
+            .iter()
+            .all(|ip| route_get::route_to(*ip) == Some(route_get::KernelRoute::OnDevice))
+}
+
+fn is_real_proc(proc_root: &Path) -> bool {
+    proc_root == Path::new("/proc")
 }
 
 fn state_of(name: Option<String>, sys_root: &Path, cache: &KindCache, now: Instant) -> NetState {

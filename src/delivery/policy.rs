@@ -1,12 +1,14 @@
 //! `[delivery]`: which links a model pull may use and how many bytes a day it may fetch, and
 //! the audit rows every delivery step leaves in the ledger (`kind = model`).
 //!
-//! The network gate judges the interface the registry is reached through: the route the
-//! kernel's table gives for the registry's addresses (longest prefix, then lowest metric), else
-//! the default route, read as the egress guard reads it (`crate::netstate`, the `[network]`
+//! The network gate judges the interface the registry is reached through: the route the kernel
+//! gives for the registry's addresses (asked as `ip route get` asks, so policy routing applies;
+//! a configured `/proc` tree is read as the main table: longest prefix, then lowest metric),
+//! else the default route, read as the egress guard reads it (`crate::netstate`, the `[network]`
 //! section's roots and metered interfaces). A pull is refused when that link is of a kind not
 //! allowed (cellular and tunnels are not by default), not in `allowed_interfaces`, or metered
-//! while `allow_metered` is off. A device with no route at all is not refused: whatever
+//! while `allow_metered` is off. A registry on the device itself (loopback, or an address of
+//! its own) uses no link and is not judged. A device with no route at all is not refused: whatever
 //! registry it reaches is on its own network, and a registry it cannot reach fails the pull by
 //! itself.
 
@@ -59,6 +61,10 @@ impl DeliveryPolicy {
             sys_root: network.sys_root.clone(),
             proc_root: network.proc_root.clone(),
         };
+        // A registry on this device (a local cache, a mirror on loopback) uses no link.
+        if crate::netstate::on_device(&gate.proc_root, registry) {
+            return Ok(());
+        }
         let state = crate::netstate::read_toward(&gate.proc_root, &gate.sys_root, registry);
         match network::check_network(&gate, &state) {
             Err(Refusal::Offline) => Ok(()),
@@ -178,6 +184,49 @@ mod tests {
         let cellular = network(Some("wwan0"), modem, &[]);
         assert_eq!(
             default.check_network(&cellular, &[]).unwrap_err().reason(),
+            "network_kind"
+        );
+        // Judged by the kernel's own route (the real /proc), links described by a sysfs tree
+        // in which this machine's outgoing interface is a modem: a registry on the device
+        // itself (a local mirror) uses no link; one outside is judged by that interface.
+        let outside: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        if let Some(crate::netstate::route_get::KernelRoute::Interface(name)) =
+            crate::netstate::route_get::route_to(outside)
+        {
+            let tree = Tree::new();
+            tree.iface(&name, modem);
+            let real = NetworkPolicy {
+                sys_root: tree.sys_root(),
+                ..NetworkPolicy::default()
+            };
+            for local in ["127.0.0.1", "::1", "127.3.2.1"] {
+                assert_eq!(
+                    default.check_network(&real, &[local.parse().unwrap()]),
+                    Ok(()),
+                    "{local}"
+                );
+            }
+            let refused = default.check_network(&real, &[outside]).unwrap_err();
+            assert_eq!(refused.reason(), "network_kind");
+            assert!(refused.to_string().contains(&name), "{refused}");
+            assert_eq!(
+                default
+                    .check_network(&real, &["127.0.0.1".parse().unwrap(), outside])
+                    .unwrap_err()
+                    .reason(),
+                "network_kind",
+                "one address off the device is judged"
+            );
+            trees.borrow_mut().push(tree);
+        } else {
+            panic!("this machine has no route to {outside}: the test needs a default route");
+        }
+        // A tree of files is judged by its tables alone, loopback included.
+        assert_eq!(
+            default
+                .check_network(&cellular, &["127.0.0.1".parse().unwrap()])
+                .unwrap_err()
+                .reason(),
             "network_kind"
         );
         let with_cellular = DeliveryPolicy {

@@ -1116,3 +1116,74 @@ fn registries_that_ask_for_credentials_get_them_from_a_docker_config() {
         "the token registry was reached without tokens"
     );
 }
+
+/// Policy routing (`ip rule`): the pull gate asks the kernel which way it would reach the
+/// registry, as `ip route get` does, so a rule that sends the registry's network through a
+/// modem is judged as the modem even when the main table's default route is wired. Run in a
+/// network namespace of its own (`unshare -n`, as root) with two tap links: `d0` wired, the
+/// main table's default; `d1` a modem (its sysfs kind from a tree), the route of table 100,
+/// which a rule gives 198.51.100.0/24.
+#[test]
+fn the_pull_gate_follows_policy_routing() {
+    let work = tempfile::tempdir().unwrap();
+    let sys = work.path().join("sys/class/net");
+    for (name, link_type) in [("d0", "1"), ("d1", "519")] {
+        std::fs::create_dir_all(sys.join(name)).unwrap();
+        std::fs::write(sys.join(name).join("operstate"), "up\n").unwrap();
+        std::fs::write(sys.join(name).join("type"), format!("{link_type}\n")).unwrap();
+    }
+    let config = work.path().join("edgellm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\nsys_root = \"{}\"\n",
+            work.path().join("sys").display()
+        ),
+    )
+    .unwrap();
+    let key = work.path().join("release.key");
+    let out = edgellm(work.path(), &["model", "keygen", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let trusted = key.with_extension("pub");
+    let setup = "ip link set lo up \
+        && ip tuntap add d0 mode tap && ip tuntap add d1 mode tap \
+        && ip addr add 10.9.0.2/24 dev d0 && ip addr add 10.8.0.2/24 dev d1 \
+        && ip link set d0 up && ip link set d1 up \
+        && ip route add default via 10.9.0.1 dev d0 \
+        && ip route add default via 10.8.0.1 dev d1 table 100 \
+        && ip rule add to 198.51.100.0/24 table 100";
+    let pull = |registry: &str| {
+        let out = Command::new("unshare")
+            .args(["-n", "sh", "-c"])
+            .arg(format!(
+                "{setup} && exec \"$0\" model pull \"$1\" --plain-http --trusted-key \"$2\" --config \"$3\""
+            ))
+            .arg(edgellm_bin())
+            .arg(format!("{registry}:5000/fleet/model:v1"))
+            .arg(&trusted)
+            .arg(&config)
+            .env("EDGELLM_HOME", work.path())
+            .env_remove("EDGELLM_TRUSTED_KEYS")
+            .env_remove("EDGELLM_DATA_DIR")
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.success(),
+        )
+    };
+    // Through the rule: the modem, refused before anything is asked of the registry.
+    let (error, ok) = pull("198.51.100.5");
+    assert!(
+        !ok && error.contains("d1") && error.contains("nothing downloaded"),
+        "{error}"
+    );
+    // Through the main table: the wired link passes the gate, and the pull then fails on the
+    // registry nobody runs there (not on the gate).
+    let (error, ok) = pull("203.0.113.7");
+    assert!(!ok, "{error}");
+    assert!(
+        error.contains("registry http://203.0.113.7:5000") && !error.contains("nothing downloaded"),
+        "{error}"
+    );
+}
