@@ -598,14 +598,26 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         .unwrap()
         .to_string();
     assert_ne!(v1_file, tuned_file, "each release has a file of its own");
-    for file in [&v1_file, &tuned_file] {
+    // The first activation has nothing to compare with; the second holds the new model's
+    // decode rate against the active one's, measured the same way in the same command.
+    for (file, floor) in [
+        (&v1_file, "no rate floor: no model was active"),
+        (
+            &tuned_file,
+            "at least 0.5 of the model active before, which decoded at",
+        ),
+    ] {
         let out = edgellm(&device, &["model", "activate", file]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("health gate: loaded"));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("health gate: loaded") && said.contains(floor),
+            "{said}"
+        );
     }
     let slots = |home: &Path| -> Value {
         serde_json::from_slice(&std::fs::read(home.join("slots.json")).unwrap()).unwrap()
@@ -1186,4 +1198,24 @@ fn the_pull_gate_follows_policy_routing() {
         error.contains("registry http://203.0.113.7:5000") && !error.contains("nothing downloaded"),
         "{error}"
     );
+}
+
+/// The gate's rate floor on the real engine: a candidate held against a running model that
+/// decoded at an unreachable rate is refused, naming both rates; against a reachable one it
+/// passes and reports its own rate.
+#[test]
+fn the_health_gate_refuses_a_model_below_the_rate_floor() {
+    use edgellm::delivery::gate::{GateConfig, check};
+    let engine = crate::support::shared_engine();
+    let gate = GateConfig {
+        min_decode_ratio: 0.5,
+        golden: Vec::new(),
+    };
+    let error = check(engine, Some(1e12), &gate).unwrap_err().to_string();
+    assert!(
+        error.contains("below 0.5 of the running model's 1000000000000.0"),
+        "{error}"
+    );
+    let rate = check(engine, Some(1e-6), &gate).unwrap();
+    assert!(rate > 0.0);
 }
