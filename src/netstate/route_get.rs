@@ -18,15 +18,14 @@ pub enum KernelRoute {
     Interface(String),
 }
 
-const NLMSG_HDRLEN: usize = 16;
+use libc::{RTA_DST, RTA_OIF, RTM_GETROUTE, RTM_NEWROUTE, RTN_LOCAL};
+
+/// `struct nlmsghdr`, `struct rtmsg` and `struct rtattr`'s header, as the kernel lays them out.
+const NLMSG_HDRLEN: usize = size_of::<libc::nlmsghdr>();
 const RTMSG_LEN: usize = 12;
 const RTA_HDRLEN: usize = 4;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_GETROUTE: u16 = 26;
+/// `NLM_F_REQUEST` (linux/netlink.h; the libc crate has it on Android only).
 const NLM_F_REQUEST: u16 = 1;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTN_LOCAL: u8 = 2;
 const RECEIVE_TIMEOUT_MS: i64 = 500;
 
 /// The route the kernel gives `ip`; `None` when it has none (unreachable) or cannot be asked.
