@@ -323,8 +323,14 @@ async fn stream(
                         yield Ok(chunk(token_choice(&token.text, Some(&token)), extra));
                     }
                 }
-                // Not asked for.
-                Ok(Step::Progress(_)) => {}
+                // Asked for with `return_progress`: llama-server's chunk, an empty role delta.
+                Ok(Step::Progress(progress)) => {
+                    let choice = match shape {
+                        Shape::Chat => json!({"index": 0, "delta": {"role": "assistant", "content": null}, "logprobs": null, "finish_reason": null}),
+                        Shape::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": null}),
+                    };
+                    yield Ok(chunk(choice, json!({"prompt_progress": super::llama::progress_json(&progress)})));
+                }
                 Ok(Step::ToolCalls(calls)) => {
                     called = !calls.is_empty();
                     yield Ok(chunk(json!({"index": 0, "delta": {"tool_calls": call_deltas(&calls)},

@@ -438,6 +438,8 @@ pub struct ChatRequest {
     pub add_generation_prompt: Option<bool>,
     /// llama-server's: `timings` on every streamed chunk, not only the last.
     pub timings_per_token: Option<bool>,
+    /// llama-server's: chunks with `prompt_progress` while a streamed request's prompt is read.
+    pub return_progress: Option<bool>,
     /// llama-server's: `__verbose` with the prompt the local model read.
     pub verbose: Option<bool>,
 }
@@ -466,7 +468,7 @@ impl ChatRequest {
         self.check_continuation()?;
         let logprobs = self.logprobs.unwrap_or(false);
         let top_logprobs = check_top_logprobs(logprobs, self.top_logprobs)?;
-        let params = Sampling {
+        let mut params = Sampling {
             temperature: self.temperature,
             top_p: self.top_p,
             top_k: self.top_k,
@@ -481,6 +483,7 @@ impl ChatRequest {
             logit_bias: self.logit_bias,
         }
         .into_params(defaults)?;
+        params.prompt_progress = stream && self.return_progress.unwrap_or(false);
         let format = self
             .response_format
             .map_or(Ok(OutputFormat::Text), ResponseFormat::into_output_format)?;

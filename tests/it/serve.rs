@@ -754,6 +754,7 @@ async fn sse_payloads(server: &Server, path: &str, body: Value) -> Vec<Value> {
 /// llama-server's `return_progress`: a streamed prompt longer than the batch (`-b 32`) is
 /// reported before its first token, once before any of it is read and after each batch, up
 /// to the whole prompt; on `/completion` as chunks with `prompt_progress` and `timings`, on
+/// `/v1/chat/completions` as chunks with an empty role delta and `prompt_progress`, on
 /// `/v1/responses` as `response.in_progress` events (with `timings_per_token`, deltas and the
 /// completed event carry `timings`). Without the option there is none.
 #[tokio::test]
@@ -804,6 +805,54 @@ async fn return_progress_reports_a_long_prompt() {
     )
     .await;
     assert!(plain.iter().all(|c| c.get("prompt_progress").is_none()));
+
+    // On /v1/chat/completions: llama-server's chunks, an empty role delta with the progress.
+    let chat = sse_payloads(
+        &server,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": prompt}], "max_tokens": 4,
+               "stream": true, "return_progress": true}),
+    )
+    .await;
+    let reports: Vec<&Value> = chat
+        .iter()
+        .filter(|c| c.get("prompt_progress").is_some())
+        .collect();
+    assert!(reports.len() > 2, "{chat:?}");
+    for report in &reports {
+        assert_eq!(report["object"], "chat.completion.chunk", "{report}");
+        assert_eq!(
+            report["choices"][0]["delta"]["role"], "assistant",
+            "{report}"
+        );
+        assert!(
+            report["choices"][0]["delta"]["content"].is_null(),
+            "{report}"
+        );
+    }
+    let last = &reports.last().unwrap()["prompt_progress"];
+    assert_eq!(last["processed"], last["total"], "{reports:?}");
+    let first_token = chat
+        .iter()
+        .position(|c| c["choices"][0]["delta"]["content"].is_string())
+        .unwrap();
+    assert!(
+        chat[first_token..]
+            .iter()
+            .all(|c| c.get("prompt_progress").is_none()),
+        "progress comes before the first token: {chat:?}"
+    );
+    let plain_chat = sse_payloads(
+        &server,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": prompt}], "max_tokens": 2, "stream": true}),
+    )
+    .await;
+    assert!(
+        plain_chat
+            .iter()
+            .all(|c| c.get("prompt_progress").is_none())
+    );
 
     let events = sse_payloads(
         &server,
