@@ -97,6 +97,7 @@ fn routes(state: AppState) -> Router {
         .route("/v1/status", get(system::status))
         .route("/v1/tasks/{name}", post(tasks::run))
         .route("/v1/stream", get(resume::replay).delete(resume::stop))
+        .route("/v1/streams/lookup", post(resume::lookup))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         // Innermost: a resumable stream is detached once the request is authenticated and

@@ -41,6 +41,8 @@ pub struct Sessions(Mutex<HashMap<String, Arc<Session>>>);
 
 #[derive(Default)]
 struct Session {
+    /// Unix seconds when the answer started.
+    started_unix: u64,
     buffer: Mutex<Buffer>,
     /// Woken on each new chunk, on the end and on a stop.
     changed: tokio::sync::Notify,
@@ -53,6 +55,8 @@ struct Buffer {
     /// Bytes evicted from the front (the cap); `bytes[0]` is at this offset.
     dropped: usize,
     ended: Option<Instant>,
+    /// Unix seconds at the end.
+    ended_unix: Option<u64>,
 }
 
 impl Session {
@@ -73,8 +77,23 @@ impl Session {
     }
 
     fn end(&self) {
-        self.buffer().ended = Some(Instant::now());
+        let mut buffer = self.buffer();
+        buffer.ended = Some(Instant::now());
+        buffer.ended_unix = Some(crate::gateway::unix_now());
+        drop(buffer);
         self.changed.notify_waiters();
+    }
+
+    /// llama-server's description of a session (`POST /v1/streams/lookup`).
+    fn describe(&self, id: &str) -> serde_json::Value {
+        let buffer = self.buffer();
+        serde_json::json!({
+            "conversation_id": id,
+            "is_done": buffer.ended.is_some(),
+            "total_bytes": buffer.dropped + buffer.bytes.len(),
+            "started_at": self.started_unix,
+            "completed_at": buffer.ended_unix.unwrap_or(0),
+        })
     }
 
     fn stop(&self) {
@@ -113,9 +132,22 @@ impl Sessions {
                 .min()?;
             map.remove(&oldest.1);
         }
-        let session = Arc::new(Session::default());
+        let session = Arc::new(Session {
+            started_unix: crate::gateway::unix_now(),
+            ..Session::default()
+        });
         map.insert(id.to_string(), session.clone());
         Some(session)
+    }
+
+    /// The live and recent sessions whose id `wanted` accepts.
+    fn matching(&self, wanted: impl Fn(&str) -> bool) -> Vec<(String, Arc<Session>)> {
+        let mut map = self.map();
+        map.retain(|_, s| s.buffer().ended.is_none_or(|t| t.elapsed() < TTL));
+        map.iter()
+            .filter(|(id, _)| wanted(id))
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect()
     }
 
     fn get(&self, id: &str) -> Option<Arc<Session>> {
@@ -254,6 +286,47 @@ pub async fn replay(
         follow(session, from),
     )
         .into_response())
+}
+
+/// The most ids one lookup may name.
+const MAX_LOOKUP_IDS: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    conversation_ids: Vec<String>,
+}
+
+/// `POST /v1/streams/lookup {"conversation_ids": [...]}`: the sessions of the ids a client
+/// already knows, each id matching itself and its `ID::MODEL` variants (llama-server's
+/// convention), each session once. Ids are never listed otherwise.
+pub async fn lookup(
+    State(state): State<AppState>,
+    super::json::ApiJson(request): super::json::ApiJson<LookupRequest>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if request.conversation_ids.len() > MAX_LOOKUP_IDS {
+        return Err(ApiError::invalid(
+            "conversation_ids",
+            format!("at most {MAX_LOOKUP_IDS} ids a lookup"),
+        ));
+    }
+    let wanted: Vec<&String> = request
+        .conversation_ids
+        .iter()
+        .filter(|id| !id.is_empty())
+        .collect();
+    let mut found = state.streams.matching(|id| {
+        wanted.iter().any(|w| {
+            id == w.as_str()
+                || id
+                    .strip_prefix(w.as_str())
+                    .is_some_and(|r| r.starts_with("::"))
+        })
+    });
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(axum::Json(serde_json::Value::Array(
+        found.iter().map(|(id, s)| s.describe(id)).collect(),
+    )))
 }
 
 /// `DELETE /v1/stream?conv_id=ID`: stops the answer and forgets it; `204` either way.

@@ -889,6 +889,7 @@ async fn return_progress_reports_a_long_prompt() {
 /// from the byte offset the client had read, up to `[DONE]`; from 0 it is the whole stream.
 /// `DELETE` stops an answer still running (its slot frees) and forgets it: then a `404`. A
 /// stream asked for without the header is not kept; a malformed id is a `400`.
+/// `POST /v1/streams/lookup` describes the sessions of the ids a client names.
 #[tokio::test]
 async fn a_stream_resumes_after_a_disconnect() {
     use futures::StreamExt;
@@ -939,6 +940,49 @@ async fn a_stream_resumes_after_a_disconnect() {
     assert_eq!(replay.text().await.unwrap(), whole);
     let bad = client.get(stream_url("x")).send().await.unwrap();
     assert_eq!(bad.status(), 400);
+    // The lookup finds it by its id or by the id before `::`, and only for ids named.
+    let lookup = |ids: Value| {
+        let client = &client;
+        let url = server.url("/v1/streams/lookup");
+        async move {
+            let response = client
+                .post(url)
+                .json(&json!({"conversation_ids": ids}))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    for ids in [
+        json!([id]),
+        json!(["conv-1"]),
+        json!(["conv-1", id, "other"]),
+    ] {
+        let (status, found) = lookup(ids.clone()).await;
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(found.as_array().unwrap().len(), 1, "{ids}: {found}");
+        assert_eq!(found[0]["conversation_id"], id);
+        assert_eq!(found[0]["is_done"], true);
+        assert_eq!(
+            found[0]["total_bytes"].as_u64().unwrap() as usize,
+            whole.len()
+        );
+        assert!(
+            found[0]["completed_at"].as_u64().unwrap() >= found[0]["started_at"].as_u64().unwrap()
+        );
+    }
+    for ids in [json!([]), json!(["conv"]), json!([""])] {
+        assert_eq!(lookup(ids).await, (reqwest::StatusCode::OK, json!([])));
+    }
+    let (status, error) = lookup(json!("conv-1")).await;
+    assert_eq!(status, 400, "{error}");
+    let many: Vec<String> = (0..300).map(|i| format!("c{i}")).collect();
+    let (status, error) = lookup(json!(many)).await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (reqwest::StatusCode::BAD_REQUEST, Some("conversation_ids"))
+    );
 
     // A long answer stopped while it runs.
     let long = json!({"stream": true, "max_tokens": 1000, "ignore_eos": true,
