@@ -63,7 +63,9 @@ fn read_cached_at(proc_root: &Path, sys_root: &Path, cache: &KindCache, now: Ins
 /// The network as traffic to `destinations` (one host's addresses) would take it: the
 /// interface of the first address's route (longest prefix, then lowest metric), in place of
 /// the default route's. A registry on the wired LAN is reached over ethernet while the default
-/// route is a modem. When no address has a route of its own, the default route's.
+/// route is a modem. When no address has a route of its own, the default route's. `None` when
+/// the traffic stays on this device (every address loopback or the device's own): no link
+/// carries it.
 ///
 /// On the real `/proc` the kernel itself is asked ([`route_get`], as `ip route get` does), so
 /// that policy routing (`ip rule`) and every table apply; a tree of files (tests, or a
@@ -72,17 +74,25 @@ pub fn read_toward(
     proc_root: &Path,
     sys_root: &Path,
     destinations: &[std::net::IpAddr],
-) -> NetState {
-    let asked = if is_real_proc(proc_root) {
-        destinations
+) -> Option<NetState> {
+    let mut asked = None;
+    if is_real_proc(proc_root) {
+        let routes: Vec<Option<route_get::KernelRoute>> = destinations
             .iter()
-            .find_map(|ip| match route_get::route_to(*ip)? {
-                route_get::KernelRoute::Interface(name) => Some(name),
-                route_get::KernelRoute::OnDevice => None,
-            })
-    } else {
-        None
-    };
+            .map(|ip| route_get::route_to(*ip))
+            .collect();
+        if !routes.is_empty()
+            && routes
+                .iter()
+                .all(|r| *r == Some(route_get::KernelRoute::OnDevice))
+        {
+            return None;
+        }
+        asked = routes.into_iter().find_map(|route| match route? {
+            route_get::KernelRoute::Interface(name) => Some(name),
+            route_get::KernelRoute::OnDevice => None,
+        });
+    }
     let name = asked.or_else(|| {
         let v4 = std::fs::read_to_string(proc_root.join("net/route")).unwrap_or_default();
         let v6 = std::fs::read_to_string(proc_root.join("net/ipv6_route")).unwrap_or_default();
@@ -94,19 +104,12 @@ pub fn read_toward(
             })
             .or_else(|| default_route(proc_root))
     });
-    state_of(name, sys_root, &KindCache::default(), Instant::now())
-}
-
-/// Whether the kernel keeps traffic to every one of `destinations` on this device (loopback,
-/// or the device's own addresses): no link carries it, so no network gate applies. Asked of
-/// the real `/proc` only: a configured tree is judged by its tables alone. False for an empty
-/// list.
-pub fn on_device(proc_root: &Path, destinations: &[std::net::IpAddr]) -> bool {
-    is_real_proc(proc_root)
-        && !destinations.is_empty()
-        && destinations
-            .iter()
-            .all(|ip| route_get::route_to(*ip) == Some(route_get::KernelRoute::OnDevice))
+    Some(state_of(
+        name,
+        sys_root,
+        &KindCache::default(),
+        Instant::now(),
+    ))
 }
 
 fn is_real_proc(proc_root: &Path) -> bool {
@@ -636,7 +639,8 @@ mod tests {
                 &[("operstate", Some("up\n")), ("type", Some("519\n"))],
             );
         let toward = |ip: &str| {
-            read_toward(&tree.proc_root(), &tree.sys_root(), &[ip.parse().unwrap()]).default_route
+            read_toward(&tree.proc_root(), &tree.sys_root(), &[ip.parse().unwrap()])
+                .and_then(|state| state.default_route)
         };
         assert_eq!(
             toward("192.168.1.20"),

@@ -73,7 +73,14 @@ pub async fn cors_proxy(
         path = url.path(),
         "cors-proxy: forwarding"
     );
-    let request = client()
+    let Some(client) = client() else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "/cors-proxy: the HTTP client could not be built",
+        ));
+    };
+    let request = client
         .request(method, url)
         .headers(forwarded)
         .header(PROXIED, "1")
@@ -192,17 +199,21 @@ fn refused(message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "permission_error", message).with_code("proxy_refused")
 }
 
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        crate::upstream::install_crypto_provider();
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
-    })
+/// The proxy's client: no redirects, no system proxy. `None` if it cannot be built (never a
+/// default client, which would follow redirects off the device).
+fn client() -> Option<&'static reqwest::Client> {
+    static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            crate::upstream::install_crypto_provider();
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(CONNECT_TIMEOUT)
+                .no_proxy()
+                .build()
+                .ok()
+        })
+        .as_ref()
 }
 
 #[cfg(test)]

@@ -118,10 +118,16 @@ impl Sessions {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new session for `id` (replacing one of the same id), or `None` when all are live.
-    fn open(&self, id: &str) -> Option<Arc<Session>> {
+    /// The map with the sessions that ended more than [`TTL`] ago removed.
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
         let mut map = self.map();
         map.retain(|_, s| s.buffer().ended.is_none_or(|t| t.elapsed() < TTL));
+        map
+    }
+
+    /// A new session for `id` (replacing one of the same id), or `None` when all are live.
+    fn open(&self, id: &str) -> Option<Arc<Session>> {
+        let mut map = self.live();
         if let Some(old) = map.remove(id) {
             old.stop();
         }
@@ -142,18 +148,15 @@ impl Sessions {
 
     /// The live and recent sessions whose id `wanted` accepts.
     fn matching(&self, wanted: impl Fn(&str) -> bool) -> Vec<(String, Arc<Session>)> {
-        let mut map = self.map();
-        map.retain(|_, s| s.buffer().ended.is_none_or(|t| t.elapsed() < TTL));
-        map.iter()
+        self.live()
+            .iter()
             .filter(|(id, _)| wanted(id))
             .map(|(id, s)| (id.clone(), s.clone()))
             .collect()
     }
 
     fn get(&self, id: &str) -> Option<Arc<Session>> {
-        let mut map = self.map();
-        map.retain(|_, s| s.buffer().ended.is_none_or(|t| t.elapsed() < TTL));
-        map.get(id).cloned()
+        self.live().get(id).cloned()
     }
 
     fn remove(&self, id: &str) -> Option<Arc<Session>> {

@@ -62,10 +62,10 @@ impl DeliveryPolicy {
             proc_root: network.proc_root.clone(),
         };
         // A registry on this device (a local cache, a mirror on loopback) uses no link.
-        if crate::netstate::on_device(&gate.proc_root, registry) {
+        let Some(state) = crate::netstate::read_toward(&gate.proc_root, &gate.sys_root, registry)
+        else {
             return Ok(());
-        }
-        let state = crate::netstate::read_toward(&gate.proc_root, &gate.sys_root, registry);
+        };
         match network::check_network(&gate, &state) {
             Err(Refusal::Offline) => Ok(()),
             other => other,

@@ -92,21 +92,15 @@ pub fn activate(device: &Device, model: Option<&Path>) -> anyhow::Result<()> {
         .flatten()
         .map(|s| s.active.path)
         .filter(|active| *active != path);
-    let mut compared = None;
     let activated = match slots::verify(&path, None) {
         Err(e) => Err(("verify", anyhow::anyhow!("refused before loading: {e}"))),
-        Ok(sha) => match health_gate(
-            &path,
-            &device.raw.activation,
-            active.as_deref(),
-            &mut compared,
-        ) {
+        Ok(sha) => match health_gate(&path, &device.raw.activation, active.as_deref()) {
             Err(e) => Err((
                 "health_gate",
                 e.context("the health gate failed; the active model is unchanged"),
             )),
-            Ok(rate) => slots::activate(&home, &path, sha)
-                .map(|state| (state, rate))
+            Ok((rate, compared)) => slots::activate(&home, &path, sha)
+                .map(|state| (state, rate, compared))
                 .map_err(|e| ("slots", e.into())),
         },
     };
@@ -114,7 +108,7 @@ pub fn activate(device: &Device, model: Option<&Path>) -> anyhow::Result<()> {
         Ok(done) => ("", Ok(done)),
         Err((class, error)) => (class, Err(error)),
     };
-    let (state, rate) = device.audit(record, class, activated)?;
+    let (state, rate, compared) = device.audit(record, class, activated)?;
     println!(
         "active: {} (health gate: loaded, decoded {GATE_TOKENS} tokens at {rate:.1} tokens/s{}{}){}",
         state.active.path.display(),
@@ -149,15 +143,15 @@ enum Compared {
 }
 
 /// Loads the model through the engine, decodes a short greedy completion and answers the
-/// configured golden prompts; returns the decode rate. When another model is active, it is
+/// configured golden prompts; returns the decode rate and what it was held against (`None`:
+/// no model was active). When another model is active, it is
 /// loaded first and timed the same way (then unloaded), and the candidate must decode at
 /// `min_decode_ratio` of its rate or better, as the running server's gate asks.
 fn health_gate(
     path: &Path,
     gate: &GateConfig,
     active: Option<&Path>,
-    compared: &mut Option<Compared>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Option<Compared>)> {
     gate.validate()
         .map_err(|e| anyhow::anyhow!("[activation]: {e}"))?;
     let config_for = |path: &Path| {
@@ -166,11 +160,11 @@ fn health_gate(
         config.slots = 1;
         config
     };
-    if let Some(active) = active {
+    let compared = active.map(|active| {
         let timed = Engine::start(config_for(active))
             .map_err(anyhow::Error::from)
             .and_then(|engine| crate::delivery::gate::decode_rate(&engine));
-        *compared = Some(match timed {
+        match timed {
             Ok(rate) => Compared::Rate(rate),
             Err(error) => {
                 tracing::warn!(
@@ -180,14 +174,14 @@ fn health_gate(
                 );
                 Compared::Unloadable
             }
-        });
-    }
+        }
+    });
     let floor = match compared {
-        Some(Compared::Rate(rate)) => Some(*rate),
+        Some(Compared::Rate(rate)) => Some(rate),
         _ => None,
     };
     let engine = Engine::start(config_for(path))?;
-    crate::delivery::gate::check(&engine, floor, gate)
+    crate::delivery::gate::check(&engine, floor, gate).map(|rate| (rate, compared))
 }
 
 pub fn rollback(device: &Device) -> anyhow::Result<()> {
