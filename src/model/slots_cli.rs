@@ -87,20 +87,15 @@ pub fn activate(device: &Device, model: Option<&Path>) -> anyhow::Result<()> {
     let path = resolve(&home, Some(model))?;
     let record = audit_record("activate", &file_label(&path), None, Outcome::Ok);
     // Verified, gated, recorded in the slots: one audit row, naming the check that failed.
-    let active = slots::load(&home)
-        .ok()
-        .flatten()
-        .map(|s| s.active.path)
-        .filter(|active| *active != path);
     let activated = match slots::verify(&path, None) {
         Err(e) => Err(("verify", anyhow::anyhow!("refused before loading: {e}"))),
-        Ok(sha) => match health_gate(&path, &device.raw.activation, active.as_deref()) {
+        Ok(sha) => match health_gate(&path, &device.raw.activation) {
             Err(e) => Err((
                 "health_gate",
                 e.context("the health gate failed; the active model is unchanged"),
             )),
-            Ok((rate, compared)) => slots::activate(&home, &path, sha)
-                .map(|state| (state, rate, compared))
+            Ok(rate) => slots::activate(&home, &path, sha)
+                .map(|state| (state, rate))
                 .map_err(|e| ("slots", e.into())),
         },
     };
@@ -108,20 +103,10 @@ pub fn activate(device: &Device, model: Option<&Path>) -> anyhow::Result<()> {
         Ok(done) => ("", Ok(done)),
         Err((class, error)) => (class, Err(error)),
     };
-    let (state, rate, compared) = device.audit(record, class, activated)?;
+    let (state, rate) = device.audit(record, class, activated)?;
     println!(
-        "active: {} (health gate: loaded, decoded {GATE_TOKENS} tokens at {rate:.1} tokens/s{}{}){}",
+        "active: {} (health gate: loaded, decoded {GATE_TOKENS} tokens at {rate:.1} tokens/s{}){}",
         state.active.path.display(),
-        match compared {
-            Some(Compared::Rate(old)) => format!(
-                ", at least {} of the model active before, which decoded at {old:.1}",
-                device.raw.activation.min_decode_ratio
-            ),
-            Some(Compared::Unloadable) => {
-                ", no rate floor: the model active before did not load".to_string()
-            }
-            None => ", no rate floor: no model was active".to_string(),
-        },
         match device.raw.activation.golden.len() {
             0 => String::new(),
             n => format!(", {n} golden prompts answered"),
@@ -134,54 +119,16 @@ pub fn activate(device: &Device, model: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the candidate's decode rate was held against.
-enum Compared {
-    /// The model active before decoded at this rate (tokens/s of compute time).
-    Rate(f64),
-    /// The model active before did not load: there is nothing to compare with.
-    Unloadable,
-}
-
 /// Loads the model through the engine, decodes a short greedy completion and answers the
-/// configured golden prompts; returns the decode rate and what it was held against (`None`:
-/// no model was active). When another model is active, it is
-/// loaded first and timed the same way (then unloaded), and the candidate must decode at
-/// `min_decode_ratio` of its rate or better, as the running server's gate asks.
-fn health_gate(
-    path: &Path,
-    gate: &GateConfig,
-    active: Option<&Path>,
-) -> anyhow::Result<(f64, Option<Compared>)> {
+/// configured golden prompts; returns the decode rate.
+fn health_gate(path: &Path, gate: &GateConfig) -> anyhow::Result<f64> {
     gate.validate()
         .map_err(|e| anyhow::anyhow!("[activation]: {e}"))?;
-    let config_for = |path: &Path| {
-        let mut config = EngineConfig::new(path.to_path_buf());
-        config.n_ctx = gate.context_needed();
-        config.slots = 1;
-        config
-    };
-    let compared = active.map(|active| {
-        let timed = Engine::start(config_for(active))
-            .map_err(anyhow::Error::from)
-            .and_then(|engine| crate::delivery::gate::decode_rate(&engine));
-        match timed {
-            Ok(rate) => Compared::Rate(rate),
-            Err(error) => {
-                tracing::warn!(
-                    active = %active.display(),
-                    error = format!("{error:#}"),
-                    "the active model did not load: no rate floor"
-                );
-                Compared::Unloadable
-            }
-        }
-    });
-    let floor = match compared {
-        Some(Compared::Rate(rate)) => Some(rate),
-        _ => None,
-    };
-    let engine = Engine::start(config_for(path))?;
-    crate::delivery::gate::check(&engine, floor, gate).map(|rate| (rate, compared))
+    let mut config = EngineConfig::new(path.to_path_buf());
+    config.n_ctx = gate.context_needed();
+    config.slots = 1;
+    let engine = Engine::start(config)?;
+    crate::delivery::gate::check(&engine, None, gate)
 }
 
 pub fn rollback(device: &Device) -> anyhow::Result<()> {

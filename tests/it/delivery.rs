@@ -598,26 +598,14 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
         .unwrap()
         .to_string();
     assert_ne!(v1_file, tuned_file, "each release has a file of its own");
-    // The first activation has nothing to compare with; the second holds the new model's
-    // decode rate against the active one's, measured the same way in the same command.
-    for (file, floor) in [
-        (&v1_file, "no rate floor: no model was active"),
-        (
-            &tuned_file,
-            "at least 0.5 of the model active before, which decoded at",
-        ),
-    ] {
+    for file in [&v1_file, &tuned_file] {
         let out = edgellm(&device, &["model", "activate", file]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            said.contains("health gate: loaded") && said.contains(floor),
-            "{said}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("health gate: loaded"));
     }
     let slots = |home: &Path| -> Value {
         serde_json::from_slice(&std::fs::read(home.join("slots.json")).unwrap()).unwrap()
