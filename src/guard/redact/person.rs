@@ -10,8 +10,10 @@
 //! - a cue just before it on the same line (`by`, `contact:`, `operator`, `technician`,
 //!   `assignee:`, `Ansprechpartner`, `técnico`, ...) or a salutation (`Hi`, `Dear`, `Hallo`);
 //! - a sign-off on the line above (`Regards,`, `Mit freundlichen Grüßen`, `Cordialement`);
-//! - or, with no context at all, a first word in the given-name list (`given_names.txt`,
-//!   written for edgellm) followed by at least one more name word.
+//! - or, with no context at all, a given name followed by at least one more name word: a
+//!   name from `given_names.txt` (written for edgellm) or from the wider lists generated from
+//!   mimesis (`names_given.txt`; a given name that is also an English word, `Mark`, only
+//!   before a surname of `names_surnames.txt`).
 //!
 //! Capitalised words that are common in field text but are not names (weekdays, company
 //! forms, equipment, log levels) end or reject a run. Why context rules and not a model:
@@ -19,6 +21,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use super::checks::{ceil_char, floor_char};
 use super::scan::Scanner;
@@ -482,18 +485,78 @@ const COMPANY_FORMS: &[&str] = &[
     "cia",
 ];
 
-/// The given names shipped with edgellm (one per line, `#` comments).
+/// The given names written for edgellm (one per line, `#` comments, any case).
 const GIVEN_NAMES: &str = include_str!("given_names.txt");
+
+/// The wide lists generated from mimesis (`scripts/given-names-from-mimesis.py`; lower case):
+/// given names, given names that are also English words, surnames.
+const WIDE_GIVEN: &str = include_str!("names_given.txt");
+const WIDE_GIVEN_WORDS: &str = include_str!("names_given_words.txt");
+const WIDE_SURNAMES: &str = include_str!("names_surnames.txt");
+/// Lowercase English words (SCOWL, `LICENSE-SCOWL.txt`), from the same script.
+const ENGLISH_WORDS: &str = include_str!("english_words.txt");
+
+/// The lines of a list that are entries.
+fn entries(list: &str) -> impl Iterator<Item = &str> {
+    list.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// A set of words borrowed from the binary's text. A hash set, not a sorted list searched by
+/// bisection: the list took a third less memory, but its 17 probes a lookup were cache misses
+/// that made a 10 KB prompt's scan measurably slower.
+struct WordSet(HashSet<&'static str>);
+
+impl WordSet {
+    fn new(words: impl Iterator<Item = &'static str>) -> WordSet {
+        WordSet(words.collect())
+    }
+
+    fn contains(&self, word: &str) -> bool {
+        self.0.contains(word)
+    }
+}
+
+/// The name lists, built once per process and shared by every scanner (about 116,000 entries,
+/// 3 MB, borrowed from the binary's text where they are lower case already).
+struct NameLists {
+    /// A word that starts a name on its own (`anna`, `hans`).
+    given: WordSet,
+    /// Given names that are also English words (`mark`, `crystal`): they start a name only
+    /// before a listed surname (`Mark Morris`, not `Mark Done`).
+    given_words: WordSet,
+    surnames: WordSet,
+    /// Lowercase English words: after a given name, not a surname unless listed as one.
+    words: WordSet,
+}
+
+static NAME_LISTS: LazyLock<NameLists> = LazyLock::new(|| {
+    // The hand-written list is mixed case: lower-cased once, kept for the process's life.
+    let hand: &'static [String] = entries(GIVEN_NAMES)
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .leak();
+    NameLists {
+        given: WordSet::new(hand.iter().map(String::as_str).chain(entries(WIDE_GIVEN))),
+        given_words: WordSet::new(entries(WIDE_GIVEN_WORDS)),
+        surnames: WordSet::new(entries(WIDE_SURNAMES)),
+        words: WordSet::new(entries(ENGLISH_WORDS)),
+    }
+});
+
+impl NameLists {
+    /// A given name on its own: listed, or hyphenated from listed ones (`Hans-Dietrich`).
+    fn given(&self, folded: &str) -> bool {
+        self.given.contains(folded)
+            || (folded.contains('-') && folded.split('-').all(|part| self.given.contains(part)))
+    }
+}
 
 /// The person-name scanner.
 pub(super) fn scanner() -> Scanner {
     let lists = Lists {
-        given_names: GIVEN_NAMES
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_lowercase)
-            .collect(),
+        names: &NAME_LISTS,
         // A company form ends a run as a stop word does (and then rejects it).
         not_names: NOT_NAMES.iter().chain(COMPANY_FORMS).copied().collect(),
         cues: CUES.iter().copied().collect(),
@@ -503,7 +566,7 @@ pub(super) fn scanner() -> Scanner {
 }
 
 struct Lists {
-    given_names: HashSet<String>,
+    names: &'static NameLists,
     not_names: HashSet<&'static str>,
     cues: HashSet<&'static str>,
     salutations: HashSet<&'static str>,
@@ -584,9 +647,9 @@ impl Lists {
         let run = &run[..end];
         let titled = run.iter().any(|w| w.kind == Kind::Title);
         let names: Vec<&Word> = run.iter().filter(|w| w.kind == Kind::Name).collect();
-        let first_name = names.first()?;
+        names.first()?;
         let (start, end) = (run.first()?.span.start, run.last()?.span.end);
-        let given = self.given_names.contains(&fold(first_name));
+        let given = self.starts_given(text, &names);
         if titled || (given && names.len() >= 2) {
             return Some(start..end);
         }
@@ -603,7 +666,9 @@ impl Lists {
         }
         let accept = match cue {
             Cue::None => false,
-            Cue::Word => names.len() >= 2 || (given && clause_ends),
+            Cue::Word => {
+                (names.len() >= 2 && !self.english_phrase(text, &names)) || (given && clause_ends)
+            }
             Cue::Salutation => names.len() >= 2 || clause_ends,
         };
         if accept {
@@ -613,10 +678,55 @@ impl Lists {
             return None;
         }
         // No context for the whole run: a given name further in (`Yesterday Jane Doe`).
-        let i = names
-            .iter()
-            .position(|w| self.given_names.contains(&fold(w)))?;
-        (names.len() - i >= 2).then(|| names[i].span.start..end)
+        let mut i =
+            (1..names.len().saturating_sub(1)).find(|&i| self.starts_given(text, &names[i..]))?;
+        // Name words before it that are no English words belong to the name (`Hernán` of
+        // `Hernán Ramón León`, not `Yesterday` of `Yesterday Jane Doe`).
+        while i > 0 && !self.names.words.contains(fold(names[i - 1]).as_str()) {
+            i -= 1;
+        }
+        Some(names[i].span.start..end)
+    }
+
+    /// Whether `names` (the name words of a run) start with a given name and, when a second
+    /// word follows, whether that word can be its surname: any word but an English one that
+    /// is not also a listed surname (`Thomas Baker`, `Anna Zeldenrust`; not `Thomas Produce`).
+    /// A given name that is also an English word (`Mark`) takes a listed surname only
+    /// (`Mark Morris`; not `Mark Done`, `Brand Scalable`) and is not a name on its own.
+    fn starts_given(&self, text: &str, names: &[&Word]) -> bool {
+        let fold = |w: &Word| text[w.span.clone()].to_lowercase();
+        let Some(first) = names.first().map(|w| fold(w)) else {
+            return false;
+        };
+        let second = names.get(1).map(|w| fold(w));
+        let listed_surname = second.as_deref().is_some_and(|s| {
+            s.split('-')
+                .next()
+                .is_some_and(|s| self.names.surnames.contains(s))
+        });
+        let own = self.names.given(&first);
+        if !own && !self.names.given_words.contains(&first) {
+            return false;
+        }
+        match second {
+            None => own,
+            Some(_) if !own => listed_surname,
+            Some(s) => listed_surname || !self.names.words.contains(&s),
+        }
+    }
+
+    /// Whether every name word (each part of a hyphenated one) is an English word and none is
+    /// a listed name: title-case text after a cue (`via Engineer Value-Added Infrastructures`),
+    /// not a person (`Technician Will Smith` has a listed surname).
+    fn english_phrase(&self, text: &str, names: &[&Word]) -> bool {
+        let lists = self.names;
+        names.iter().all(|w| {
+            let folded = text[w.span.clone()].to_lowercase();
+            let listed = lists.given(&folded)
+                || lists.given_words.contains(&folded)
+                || lists.surnames.contains(&folded);
+            !listed && folded.split('-').all(|part| lists.words.contains(part))
+        })
     }
 
     /// The cue (1 to 4 words) that ends the text before `start` on the same line, after `:`,

@@ -792,6 +792,50 @@ fn person_names_need_a_title_a_cue_a_sign_off_or_a_given_name() {
 }
 
 #[test]
+fn bare_names_start_with_a_listed_given_name_and_a_surname_that_can_be_one() {
+    let r = default_redactor();
+    let cases: &[(&str, &[&str])] = &[
+        // A given name of the wide (mimesis) list only, an unlisted surname.
+        (
+            "Wiebke Brammertz replaced the filter",
+            &["Wiebke Brammertz"],
+        ),
+        // A hyphenated given name whose parts are listed.
+        (
+            "Spoke with Hans-Dietrich Wolkenhauer about it",
+            &["Hans-Dietrich Wolkenhauer"],
+        ),
+        // An English word after a given name is a surname only when listed as one.
+        ("Spoke with Thomas Baker about it", &["Thomas Baker"]),
+        ("Firmware for Thomas Produce controller", &[]),
+        // A given name that is also an English word takes a listed surname only.
+        ("Mark Morris logged the reading", &["Mark Morris"]),
+        ("Mark Done on the ticket", &[]),
+        ("Grant Access to the panel", &[]),
+        // Unlisted name words before a given name belong to the name; English ones do not.
+        (
+            "then Jorinde Anneliese Quesada called",
+            &["Jorinde Anneliese Quesada"],
+        ),
+        ("Yesterday Anneliese Quesada called", &["Anneliese Quesada"]),
+        // Title-case English after a cue is not a person.
+        (
+            "Opened via Engineer Value-Added Infrastructures portal",
+            &[],
+        ),
+        ("Technician Will Smith replaced it", &["Will Smith"]),
+    ];
+    for (text, want) in cases {
+        let got: Vec<String> = found(&r, text)
+            .into_iter()
+            .filter(|(c, _)| c == "person")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(&got, want, "in {text:?}");
+    }
+}
+
+#[test]
 fn postal_addresses_from_their_code_outwards() {
     let r = default_redactor();
     let cases: &[(&str, &[&str])] = &[
