@@ -634,6 +634,21 @@ pub(super) fn digit_groups(s: &str) -> Vec<usize> {
 /// A phone number found by the region-aware detectors: `context` says a `phone:` / `tel:` word
 /// named it (then 7-15 digits are enough), otherwise it must be valid for a region. Dates and
 /// times in groups (`2024 05 02`, `10.11.12`) and tails of longer digit runs are not numbers.
+/// Two or more decimal numbers separated by spaces (`930.94 -676.12 595.27`): sensor
+/// readings, also after a word that names a phone elsewhere (`load cell: ...`).
+fn decimal_readings(number: &str) -> bool {
+    let decimal = |t: &str| {
+        let t = t.strip_prefix('-').unwrap_or(t);
+        t.split_once('.').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        })
+    };
+    number.split_whitespace().filter(|t| decimal(t)).count() >= 2
+}
+
 pub(super) fn phone_regional(
     text: &str,
     span: Range<usize>,
@@ -660,7 +675,7 @@ pub(super) fn phone_regional(
     // US social security numbers (3-2-4) and ZIP+4 codes (5-4) are other categories' shapes;
     // a leading 00 is an international dialling prefix, not a national number.
     let other_shape = matches!(lengths.as_slice(), [3, 2, 4] | [5, 4]) || number.starts_with("00");
-    if (date_like || dotted_quad || other_shape) && !context {
+    if (date_like || dotted_quad || other_shape) && !context || decimal_readings(number) {
         return None;
     }
     let ok = if context {
