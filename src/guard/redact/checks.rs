@@ -631,9 +631,6 @@ pub(super) fn digit_groups(s: &str) -> Vec<usize> {
         .collect()
 }
 
-/// A phone number found by the region-aware detectors: `context` says a `phone:` / `tel:` word
-/// named it (then 7-15 digits are enough), otherwise it must be valid for a region. Dates and
-/// times in groups (`2024 05 02`, `10.11.12`) and tails of longer digit runs are not numbers.
 /// Two or more decimal numbers separated by spaces (`930.94 -676.12 595.27`): sensor
 /// readings, also after a word that names a phone elsewhere (`load cell: ...`).
 fn decimal_readings(number: &str) -> bool {
@@ -649,6 +646,9 @@ fn decimal_readings(number: &str) -> bool {
     number.split_whitespace().filter(|t| decimal(t)).count() >= 2
 }
 
+/// A phone number found by the region-aware detectors: `context` says a `phone:` / `tel:` word
+/// named it (then 7-15 digits are enough), otherwise it must be valid for a region. Dates and
+/// times in groups (`2024 05 02`, `10.11.12`) and tails of longer digit runs are not numbers.
 pub(super) fn phone_regional(
     text: &str,
     span: Range<usize>,

@@ -12,8 +12,9 @@
 //! - a sign-off on the line above (`Regards,`, `Mit freundlichen Grüßen`, `Cordialement`);
 //! - or, with no context at all, a given name followed by at least one more name word: a
 //!   name from `given_names.txt` (written for edgellm) or from the wider lists generated from
-//!   mimesis (`names_given.txt`; a given name that is also an English word, `Mark`, only
-//!   before a surname of `names_surnames.txt`).
+//!   mimesis and human-names (`names_given.txt`; a given name that is also an English word,
+//!   `Mark`, only before a surname of `names_surnames.txt`), and a second word that is not an
+//!   English word (`english_words.txt`) unless it is a listed surname.
 //!
 //! Capitalised words that are common in field text but are not names (weekdays, company
 //! forms, equipment, log levels) end or reject a run. Why context rules and not a model:
@@ -506,32 +507,19 @@ fn entries(list: &str) -> impl Iterator<Item = &str> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
-/// A set of words borrowed from the binary's text. A hash set, not a sorted list searched by
-/// bisection: the list took a third less memory, but its 17 probes a lookup were cache misses
-/// that made a 10 KB prompt's scan measurably slower.
-struct WordSet(HashSet<&'static str>);
-
-impl WordSet {
-    fn new(words: impl Iterator<Item = &'static str>) -> WordSet {
-        WordSet(words.collect())
-    }
-
-    fn contains(&self, word: &str) -> bool {
-        self.0.contains(word)
-    }
-}
-
 /// The name lists, built once per process and shared by every scanner (about 116,000 entries,
-/// 3 MB, borrowed from the binary's text where they are lower case already).
+/// 3 MB, borrowed from the binary's text where they are lower case already). Hash sets, not
+/// sorted lists searched by bisection: those took a third less memory, but their 17 probes a
+/// lookup were cache misses that made a 10 KB prompt's scan measurably slower.
 struct NameLists {
     /// A word that starts a name on its own (`anna`, `hans`).
-    given: WordSet,
+    given: HashSet<&'static str>,
     /// Given names that are also English words (`mark`, `crystal`): they start a name only
     /// before a listed surname (`Mark Morris`, not `Mark Done`).
-    given_words: WordSet,
-    surnames: WordSet,
+    given_words: HashSet<&'static str>,
+    surnames: HashSet<&'static str>,
     /// Lowercase English words: after a given name, not a surname unless listed as one.
-    words: WordSet,
+    words: HashSet<&'static str>,
 }
 
 static NAME_LISTS: LazyLock<NameLists> = LazyLock::new(|| {
@@ -541,10 +529,14 @@ static NAME_LISTS: LazyLock<NameLists> = LazyLock::new(|| {
         .collect::<Vec<_>>()
         .leak();
     NameLists {
-        given: WordSet::new(hand.iter().map(String::as_str).chain(entries(WIDE_GIVEN))),
-        given_words: WordSet::new(entries(WIDE_GIVEN_WORDS)),
-        surnames: WordSet::new(entries(WIDE_SURNAMES)),
-        words: WordSet::new(entries(ENGLISH_WORDS)),
+        given: hand
+            .iter()
+            .map(String::as_str)
+            .chain(entries(WIDE_GIVEN))
+            .collect(),
+        given_words: entries(WIDE_GIVEN_WORDS).collect(),
+        surnames: entries(WIDE_SURNAMES).collect(),
+        words: entries(ENGLISH_WORDS).collect(),
     }
 });
 
@@ -650,9 +642,11 @@ impl Lists {
         let run = &run[..end];
         let titled = run.iter().any(|w| w.kind == Kind::Title);
         let names: Vec<&Word> = run.iter().filter(|w| w.kind == Kind::Name).collect();
+        // The name words in lower case, folded once for every list lookup below.
+        let folded: Vec<String> = names.iter().map(|w| fold(w)).collect();
         names.first()?;
         let (start, end) = (run.first()?.span.start, run.last()?.span.end);
-        let given = self.starts_given(text, &names);
+        let given = self.starts_given(&folded);
         if titled || (given && names.len() >= 2) {
             return Some(start..end);
         }
@@ -670,7 +664,7 @@ impl Lists {
         let accept = match cue {
             Cue::None => false,
             Cue::Word => {
-                (names.len() >= 2 && !self.english_phrase(text, &names)) || (given && clause_ends)
+                (names.len() >= 2 && !self.english_phrase(&folded)) || (given && clause_ends)
             }
             Cue::Salutation => names.len() >= 2 || clause_ends,
         };
@@ -682,10 +676,10 @@ impl Lists {
         }
         // No context for the whole run: a given name further in (`Yesterday Jane Doe`).
         let mut i =
-            (1..names.len().saturating_sub(1)).find(|&i| self.starts_given(text, &names[i..]))?;
+            (1..names.len().saturating_sub(1)).find(|&i| self.starts_given(&folded[i..]))?;
         // Name words before it that are no English words belong to the name (`Hernán` of
         // `Hernán Ramón León`, not `Yesterday` of `Yesterday Jane Doe`).
-        while i > 0 && !self.names.words.contains(fold(names[i - 1]).as_str()) {
+        while i > 0 && !self.names.words.contains(folded[i - 1].as_str()) {
             i -= 1;
         }
         Some(names[i].span.start..end)
@@ -696,39 +690,36 @@ impl Lists {
     /// is not also a listed surname (`Thomas Baker`, `Anna Zeldenrust`; not `Thomas Produce`).
     /// A given name that is also an English word (`Mark`) takes a listed surname only
     /// (`Mark Morris`; not `Mark Done`, `Brand Scalable`) and is not a name on its own.
-    fn starts_given(&self, text: &str, names: &[&Word]) -> bool {
-        let fold = |w: &Word| text[w.span.clone()].to_lowercase();
-        let Some(first) = names.first().map(|w| fold(w)) else {
+    fn starts_given(&self, names: &[String]) -> bool {
+        let Some(first) = names.first().map(String::as_str) else {
             return false;
         };
-        let second = names.get(1).map(|w| fold(w));
-        let listed_surname = second.as_deref().is_some_and(|s| {
+        let second = names.get(1).map(String::as_str);
+        let listed_surname = second.is_some_and(|s| {
             s.split('-')
                 .next()
                 .is_some_and(|s| self.names.surnames.contains(s))
         });
-        let own = self.names.given(&first);
-        if !own && !self.names.given_words.contains(&first) {
+        let own = self.names.given(first);
+        if !own && !self.names.given_words.contains(first) {
             return false;
         }
         match second {
             None => own,
             Some(_) if !own => listed_surname,
-            Some(s) => listed_surname || !self.names.words.contains(&s),
+            Some(s) => listed_surname || !self.names.words.contains(s),
         }
     }
 
     /// Whether every name word (each part of a hyphenated one) is an English word and none is
     /// a listed name: title-case text after a cue (`via Engineer Value-Added Infrastructures`),
     /// not a person (`Technician Will Smith` has a listed surname).
-    fn english_phrase(&self, text: &str, names: &[&Word]) -> bool {
+    fn english_phrase(&self, names: &[String]) -> bool {
         let lists = self.names;
-        names.iter().all(|w| {
-            let folded = text[w.span.clone()].to_lowercase();
-            let listed = lists.given(&folded)
-                || lists.given_words.contains(&folded)
-                || lists.surnames.contains(&folded);
-            !listed && folded.split('-').all(|part| lists.words.contains(part))
+        names.iter().map(String::as_str).all(|w| {
+            let listed =
+                lists.given(w) || lists.given_words.contains(w) || lists.surnames.contains(w);
+            !listed && w.split('-').all(|part| lists.words.contains(part))
         })
     }
 
