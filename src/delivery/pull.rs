@@ -14,10 +14,10 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::durable::sync_dir;
@@ -25,12 +25,14 @@ use super::manifest::{self, Body};
 use super::registry::{Reference, Registry};
 use super::{DeliveryError, digest_of, io_error};
 
-/// Range requests in flight at once: enough to hide each request's round trip (1, 3 and 8
-/// measured the same on loopback; a registry far away needs more than one).
+/// Range requests in flight at once: enough to hide each request's round trip (a registry far
+/// away needs more than one) and to keep every core busy receiving and hashing.
 const PARALLEL_FETCHES: usize = 4;
-/// The most bytes one range request asks for, so that the work spreads over the requests in
-/// flight and a killed pull leaves little half-received.
-const MAX_RANGE: u64 = 8 << 20;
+/// The most bytes one range request asks for: a whole pack (`push` writes packs of about
+/// 32 MiB). A registry spends about 5 ms of CPU on each request whatever its size (Debian's
+/// distribution 2.8 on loopback), so a fresh pull asks once per pack; what a killed pull
+/// leaves half-received is at most one chunk per request in flight, whatever the range.
+const MAX_RANGE: u64 = 64 << 20;
 
 pub struct PullOptions<'a> {
     pub trusted: &'a [VerifyingKey],
@@ -180,31 +182,63 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
     };
 
     let file = Arc::new(file);
-    let pacer = std::sync::Mutex::new(Pacer::new(options.rate_limit));
-    let fetched = {
-        let (registry, body, file, partial, pacer) = (&registry, &body, &file, &partial, &pacer);
-        let fetches = futures::stream::iter(ranges.into_iter().map(|range| async move {
-            fetch_range(registry, body, &range, file, partial, pacer).await?;
-            Ok::<_, DeliveryError>(range)
-        }))
-        .buffer_unordered(PARALLEL_FETCHES);
-        futures::pin_mut!(fetches);
-        loop {
-            match fetches.next().await {
-                None => break Ok(()),
-                Some(Err(error)) => break Err(error),
-                Some(Ok(range)) => {
-                    start_writeback(file, &range);
-                    progress.fetched_chunks += range.chunks.len();
-                    progress.fetched_bytes += range.end - range.start;
-                    progress.chunks_done +=
-                        range.chunks.iter().map(|c| c.places.len()).sum::<usize>();
-                    count(progress.fetched_bytes, false);
-                    (options.progress)(&progress);
-                }
-            }
+    let pacer = Arc::new(std::sync::Mutex::new(Pacer::new(options.rate_limit)));
+    let registry = Arc::new(registry);
+    // Bytes received so far, counted as they arrive: the ledger and the progress report learn
+    // them every `COUNT_EVERY` bytes, so that a killed pull's row is short by less than that.
+    let received = Arc::new(Received::default());
+    // Each range is a task of its own, so that on a multi-threaded runtime one range's digests
+    // are computed while another's bytes arrive (hashing is a third of a pull's CPU). Dropping
+    // the set (on the first failure) aborts the ranges still in flight.
+    let mut ranges = ranges.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    let fetched = loop {
+        while running.len() < PARALLEL_FETCHES {
+            let Some(range) = ranges.next() else { break };
+            let (registry, body, file, partial, pacer, received) = (
+                registry.clone(),
+                body.clone(),
+                file.clone(),
+                partial.clone(),
+                pacer.clone(),
+                received.clone(),
+            );
+            running.spawn(async move {
+                let fetch = Fetch {
+                    registry: &registry,
+                    body: &body,
+                    file: &file,
+                    partial: &partial,
+                    pacer: &pacer,
+                    received: &received,
+                };
+                fetch.range(&range).await?;
+                Ok::<_, DeliveryError>(range)
+            });
         }
+        let finished = tokio::select! {
+            finished = running.join_next() => finished,
+            () = received.crossed.notified() => {
+                progress.fetched_bytes = received.bytes.load(Ordering::Relaxed);
+                count(progress.fetched_bytes, false);
+                (options.progress)(&progress);
+                continue;
+            }
+        };
+        let range = match finished {
+            None => break Ok(()),
+            Some(Ok(Ok(range))) => range,
+            Some(Ok(Err(error))) => break Err(error),
+            Some(Err(error)) => break Err(DeliveryError::Model(error.to_string())),
+        };
+        progress.fetched_chunks += range.chunks.len();
+        progress.fetched_bytes = received.bytes.load(Ordering::Relaxed);
+        progress.chunks_done += range.chunks.iter().map(|c| c.places.len()).sum::<usize>();
+        count(progress.fetched_bytes, false);
+        (options.progress)(&progress);
     };
+    drop(running);
+    progress.fetched_bytes = received.bytes.load(Ordering::Relaxed);
     count(progress.fetched_bytes, true);
     fetched?;
 
@@ -414,83 +448,136 @@ fn ranges(body: &Body, missing: &[Missing]) -> Vec<Range> {
     out
 }
 
-/// Receives one range, checks each chunk's digest as soon as its last byte is in, and writes it
-/// to its places in the partial file. A chunk whose digest differs is refused before any of its
-/// bytes are written.
-async fn fetch_range(
-    registry: &Registry,
-    body: &Body,
-    range: &Range,
-    file: &std::fs::File,
-    partial: &Path,
-    pacer: &std::sync::Mutex<Pacer>,
-) -> Result<(), DeliveryError> {
-    let pack = &body.packs[range.pack as usize].digest;
-    let mut stream = registry
-        .get_blob_range(pack, range.start, range.end)
-        .await?;
-    let mut chunks = range.chunks.iter();
-    let mut current = chunks.next();
-    let mut buffer: Vec<u8> = Vec::with_capacity(current.map_or(0, |c| c.size as usize));
-    while let Some(mut piece) = stream.next().await? {
-        let wait = pacer.lock().ok().and_then(|mut p| p.took(piece.len()));
-        if let Some(wait) = wait {
-            tokio::time::sleep(wait).await;
-        }
-        while !piece.is_empty() {
-            let Some(chunk) = current else {
-                break;
-            };
-            let take = (chunk.size as usize - buffer.len()).min(piece.len());
-            buffer.extend_from_slice(&piece.split_to(take));
-            if buffer.len() as u64 == chunk.size {
-                let actual = digest_of(&buffer);
-                if actual != chunk.digest {
-                    return Err(DeliveryError::Chunk {
-                        digest: chunk.digest.clone(),
-                        reason: format!(
-                            "the registry sent bytes whose digest is {actual} (pack {pack} at \
-                             offset {}); nothing written",
-                            chunk.offset
-                        ),
-                    });
-                }
-                for &place in &chunk.places {
-                    file.write_all_at(&buffer, place)
-                        .map_err(io_error(partial))?;
-                }
-                buffer.clear();
-                current = chunks.next();
-            }
-        }
-    }
-    Ok(())
+/// What the range tasks of one pull share.
+struct Fetch<'a> {
+    registry: &'a Registry,
+    body: &'a Body,
+    file: &'a std::fs::File,
+    partial: &'a Path,
+    pacer: &'a std::sync::Mutex<Pacer>,
+    received: &'a Received,
 }
 
-/// Starts writing a finished range's bytes to disk without waiting, so that the final fsync
-/// finds little left to do (it took a third of a pull's time when it found all of it).
-fn start_writeback(file: &std::fs::File, range: &Range) {
-    use std::os::fd::AsRawFd;
-    let places = range
-        .chunks
-        .iter()
-        .flat_map(|c| c.places.iter().map(|p| (*p, c.size)));
-    let (mut low, mut high) = (u64::MAX, 0);
-    for (place, size) in places {
-        low = low.min(place);
-        high = high.max(place + size);
-    }
-    if low < high {
-        // SAFETY: sync_file_range only reads its arguments; the descriptor is open for as long
-        // as `file` is borrowed. A failure only means the final fsync does the work.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                low as libc::off64_t,
-                (high - low) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
+/// Bytes received by a pull's ranges, and a signal each time they pass a multiple of
+/// `COUNT_EVERY`.
+#[derive(Default)]
+struct Received {
+    bytes: AtomicU64,
+    crossed: tokio::sync::Notify,
+}
+
+impl Received {
+    const COUNT_EVERY: u64 = 8 << 20;
+
+    fn add(&self, n: u64) {
+        let before = self.bytes.fetch_add(n, Ordering::Relaxed);
+        if before / Self::COUNT_EVERY != (before + n) / Self::COUNT_EVERY {
+            self.crossed.notify_one();
         }
+    }
+}
+
+impl Fetch<'_> {
+    /// Receives one range, checks each chunk's digest as soon as its last byte is in, and
+    /// writes it to its places in the partial file. A chunk whose digest differs is refused
+    /// before any of its bytes are written.
+    async fn range(&self, range: &Range) -> Result<(), DeliveryError> {
+        let Fetch {
+            registry,
+            body,
+            file,
+            partial,
+            pacer,
+            received,
+        } = *self;
+        let pack = &body.packs[range.pack as usize].digest;
+        let mut stream = registry
+            .get_blob_range(pack, range.start, range.end)
+            .await?;
+        let mut chunks = range.chunks.iter();
+        let mut current = chunks.next();
+        let mut buffer: Vec<u8> = Vec::with_capacity(current.map_or(0, |c| c.size as usize));
+        let mut writeback = Writeback::default();
+        while let Some(mut piece) = stream.next().await? {
+            received.add(piece.len() as u64);
+            let wait = pacer.lock().ok().and_then(|mut p| p.took(piece.len()));
+            if let Some(wait) = wait {
+                tokio::time::sleep(wait).await;
+            }
+            while !piece.is_empty() {
+                let Some(chunk) = current else {
+                    break;
+                };
+                let take = (chunk.size as usize - buffer.len()).min(piece.len());
+                buffer.extend_from_slice(&piece.split_to(take));
+                if buffer.len() as u64 == chunk.size {
+                    let actual = digest_of(&buffer);
+                    if actual != chunk.digest {
+                        return Err(DeliveryError::Chunk {
+                            digest: chunk.digest.clone(),
+                            reason: format!(
+                                "the registry sent bytes whose digest is {actual} (pack {pack} \
+                                 at offset {}); nothing written",
+                                chunk.offset
+                            ),
+                        });
+                    }
+                    for &place in &chunk.places {
+                        file.write_all_at(&buffer, place)
+                            .map_err(io_error(partial))?;
+                        writeback.wrote(file, place, chunk.size);
+                    }
+                    buffer.clear();
+                    current = chunks.next();
+                }
+            }
+        }
+        writeback.start(file);
+        Ok(())
+    }
+}
+
+/// Starts the disk writing what a pull wrote without waiting for it, a few MiB at a time, so
+/// that the disk works while the bytes arrive and the final fsync finds little left to do (it
+/// took a third of a pull's time when it found all of it).
+#[derive(Default)]
+struct Writeback {
+    low: u64,
+    high: u64,
+}
+
+impl Writeback {
+    const STEP: u64 = 4 << 20;
+
+    fn wrote(&mut self, file: &std::fs::File, place: u64, size: u64) {
+        if self.low == self.high {
+            (self.low, self.high) = (place, place + size);
+        } else if place == self.high {
+            self.high += size;
+        } else {
+            self.start(file);
+            (self.low, self.high) = (place, place + size);
+        }
+        if self.high - self.low >= Self::STEP {
+            self.start(file);
+        }
+    }
+
+    fn start(&mut self, file: &std::fs::File) {
+        use std::os::fd::AsRawFd;
+        if self.low < self.high {
+            // SAFETY: sync_file_range only reads its arguments; the descriptor is open for as
+            // long as `file` is borrowed. A failure only means the final fsync does the work.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    self.low as libc::off64_t,
+                    (self.high - self.low) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        self.low = self.high;
     }
 }
 
@@ -504,7 +591,25 @@ fn finish(
     models: &Path,
     encrypted: bool,
 ) -> Result<(), DeliveryError> {
-    file.sync_all().map_err(io_error(partial))?;
+    // The header is read (from the page cache) while the disk takes the bytes.
+    let (synced, readable) = std::thread::scope(|scope| {
+        let synced = scope.spawn(|| file.sync_all());
+        let readable = readable_header(partial, encrypted);
+        (synced.join(), readable)
+    });
+    let synced = synced.unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")));
+    if let Err(e) = readable {
+        let _ = std::fs::remove_file(partial);
+        return Err(DeliveryError::Model(e));
+    }
+    synced.map_err(io_error(partial))?;
+    std::fs::rename(partial, path).map_err(io_error(path))?;
+    sync_dir(models)
+}
+
+/// Whether the engine can read the assembled file's header: a GGUF's, or an encrypted model
+/// container's (its segments open only with a device key, at load).
+fn readable_header(partial: &Path, encrypted: bool) -> Result<(), String> {
     let readable = if encrypted {
         // Its segments open only with a device key, at load; here its header must read.
         std::fs::File::open(partial)
@@ -519,17 +624,14 @@ fn finish(
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
-    if let Err(e) = readable {
-        let _ = std::fs::remove_file(partial);
+    readable.map_err(|e| {
         let what = if encrypted {
             "an encrypted model container"
         } else {
             "a GGUF the engine can load"
         };
-        return Err(DeliveryError::Model(format!("not {what}: {e}")));
-    }
-    std::fs::rename(partial, path).map_err(io_error(path))?;
-    sync_dir(models)
+        format!("not {what}: {e}")
+    })
 }
 
 /// The bandwidth cap: after each piece, how long to wait so that the bytes so far took at

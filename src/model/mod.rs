@@ -377,7 +377,10 @@ fn delivery_pull(args: &PullArgs) -> anyhow::Result<()> {
         }),
         credentials,
     };
-    let pulled = runtime()?
+    // Several threads: a pull receives one range while it hashes and writes another.
+    let pulled = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
         .block_on(pull::pull(reference, options))
         .map_err(anyhow::Error::from);
     record.bytes_received = fetched;

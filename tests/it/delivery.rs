@@ -644,7 +644,8 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
     assert_eq!(rows[2]["bytes_received"].as_u64().unwrap(), fetched);
     assert_eq!(rows[0]["detail"], format!("sha256:{model_sha}").as_str());
     // The download rows count the killed pull's bytes and the rest once: the whole model and
-    // the fine-tune's change, give or take the ranges in flight at the kill (4 x 8 MiB).
+    // the fine-tune's change, give or take what the killed pull received after its last count
+    // (every 8 MiB) and the chunks it had half received (fetched again).
     let out = edgellm(
         &device,
         &["usage", "--json", "--data-dir", device.to_str().unwrap()],
@@ -653,7 +654,7 @@ fn models_travel_through_an_oci_registry_signed_deduplicated_and_resumable() {
     let downloaded = usage["model_downloads"]["bytes"].as_u64().unwrap();
     let expected = std::fs::metadata(&model).unwrap().len() + fetched;
     assert!(
-        downloaded.abs_diff(expected) < 40_000_000,
+        downloaded.abs_diff(expected) < 16_000_000,
         "downloads counted {downloaded} bytes, expected about {expected}"
     );
 
