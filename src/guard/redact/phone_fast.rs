@@ -94,8 +94,10 @@ impl RegionRules {
             Some(r) => Some(compile(&format!("^(?:{})", clean(r.as_str())))?),
             None => None,
         };
+        // Anchored: the crate takes its match only where it starts at 0, and a match there is
+        // the leftmost one; anchoring spares a search through the rest of the digits.
         let prefix_for_parsing = match meta.national_prefix_for_parsing() {
-            Some(r) => Some(compile(&clean(r.as_str()))?),
+            Some(r) => Some(compile(&format!("^(?:{})", clean(r.as_str())))?),
             None => None,
         };
         Some(RegionRules {
@@ -272,8 +274,9 @@ impl FastRegion {
         let meta = DATABASE.by_id(id)?;
         let code = meta.country_code();
         let me = DATABASE.region(&code)?.iter().position(|r| *r == id)?;
+        // Anchored, as `prefix_for_parsing`: only a prefix at 0 counts.
         let idd = match meta.international_prefix() {
-            Some(r) => Some(compile(&clean(r.as_str()))?),
+            Some(r) => Some(compile(&format!("^(?:{})", clean(r.as_str())))?),
             None => None,
         };
         Some(FastRegion {
@@ -294,11 +297,7 @@ impl FastRegion {
             return invalid;
         }
         // An international dialling prefix in front: not ported.
-        if self
-            .idd
-            .as_ref()
-            .is_some_and(|idd| idd.find(digits).is_some_and(|m| m.start() == 0))
-        {
+        if self.idd.as_ref().is_some_and(|idd| idd.is_match(digits)) {
             return None;
         }
         let region = &self.rules.regions[self.me];
