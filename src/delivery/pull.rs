@@ -525,14 +525,18 @@ impl Fetch<'_> {
                     for &place in &chunk.places {
                         file.write_all_at(&buffer, place)
                             .map_err(io_error(partial))?;
-                        writeback.wrote(file, place, chunk.size);
+                        if let Some(span) = writeback.wrote(place, chunk.size) {
+                            start_writeback(file, span);
+                        }
                     }
                     buffer.clear();
                     current = chunks.next();
                 }
             }
         }
-        writeback.start(file);
+        if let Some(span) = writeback.take() {
+            start_writeback(file, span);
+        }
         Ok(())
     }
 }
@@ -549,35 +553,46 @@ struct Writeback {
 impl Writeback {
     const STEP: u64 = 4 << 20;
 
-    fn wrote(&mut self, file: &std::fs::File, place: u64, size: u64) {
+    /// `size` bytes were written at `place`: returns the span to start writing now, if any
+    /// (a span reaches `STEP` bytes, or a write does not follow the last one).
+    fn wrote(&mut self, place: u64, size: u64) -> Option<(u64, u64)> {
+        let mut ready = None;
         if self.low == self.high {
             (self.low, self.high) = (place, place + size);
         } else if place == self.high {
             self.high += size;
         } else {
-            self.start(file);
+            ready = self.take();
             (self.low, self.high) = (place, place + size);
         }
         if self.high - self.low >= Self::STEP {
-            self.start(file);
+            // A write that broke the span and is itself a whole step: both are ready. The
+            // earlier span is started first, this one at the next write or at the end.
+            return ready.or_else(|| self.take());
         }
+        ready
     }
 
-    fn start(&mut self, file: &std::fs::File) {
-        use std::os::fd::AsRawFd;
-        if self.low < self.high {
-            // SAFETY: sync_file_range only reads its arguments; the descriptor is open for as
-            // long as `file` is borrowed. A failure only means the final fsync does the work.
-            unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    self.low as libc::off64_t,
-                    (self.high - self.low) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }
+    /// The span written and not yet started, if any.
+    fn take(&mut self) -> Option<(u64, u64)> {
+        let span = (self.low < self.high).then_some((self.low, self.high));
         self.low = self.high;
+        span
+    }
+}
+
+/// Asks the kernel to start writing `span` of `file` to disk, without waiting.
+fn start_writeback(file: &std::fs::File, (low, high): (u64, u64)) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads its arguments; the descriptor is open for as long as
+    // `file` is borrowed. A failure only means the final fsync does the work.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            low as libc::off64_t,
+            (high - low) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 
@@ -662,6 +677,45 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writeback_starts_every_step_and_where_the_writes_jump() {
+        const MIB: u64 = 1 << 20;
+        let mut w = Writeback::default();
+        let mut started = Vec::new();
+        // Chunks of 1 MiB in file order: a span every 4 MiB.
+        for i in 0..9 {
+            started.extend(w.wrote(i * MIB, MIB));
+        }
+        assert_eq!(started, [(0, 4 * MIB), (4 * MIB, 8 * MIB)]);
+        // A jump (a chunk with a second place elsewhere) starts what came before it.
+        assert_eq!(w.wrote(100 * MIB, MIB), Some((8 * MIB, 9 * MIB)));
+        // A jump to a write that is a whole step itself: the earlier span first, then it.
+        assert_eq!(w.wrote(200 * MIB, 5 * MIB), Some((100 * MIB, 101 * MIB)));
+        assert_eq!(w.wrote(205 * MIB, MIB), Some((200 * MIB, 206 * MIB)));
+        // The rest at the end, once.
+        assert_eq!(w.wrote(206 * MIB, 100), None);
+        assert_eq!(w.take(), Some((206 * MIB, 206 * MIB + 100)));
+        assert_eq!(w.take(), None);
+    }
+
+    #[test]
+    fn received_bytes_signal_each_count_step_they_pass() {
+        use futures::FutureExt;
+        let received = Received::default();
+        received.add(Received::COUNT_EVERY - 1);
+        assert!(received.crossed.notified().now_or_never().is_none());
+        received.add(1);
+        assert!(received.crossed.notified().now_or_never().is_some());
+        // Several steps passed before anyone looked: one signal, the count is whole.
+        received.add(3 * Received::COUNT_EVERY);
+        assert!(received.crossed.notified().now_or_never().is_some());
+        assert!(received.crossed.notified().now_or_never().is_none());
+        assert_eq!(
+            received.bytes.load(Ordering::Relaxed),
+            4 * Received::COUNT_EVERY
+        );
+    }
 
     #[test]
     fn the_pacer_waits_out_what_the_cap_allows() {
