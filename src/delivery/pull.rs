@@ -181,12 +181,24 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
         }
     };
 
-    let file = Arc::new(file);
-    let pacer = Arc::new(std::sync::Mutex::new(Pacer::new(options.rate_limit)));
-    let registry = Arc::new(registry);
-    // Bytes received so far, counted as they arrive: the ledger and the progress report learn
-    // them every `COUNT_EVERY` bytes, so that a killed pull's row is short by less than that.
-    let received = Arc::new(Received::default());
+    // Bytes received so far are counted as they arrive: the ledger and the progress report
+    // learn them every `COUNT_EVERY` bytes, so that a killed pull's row is short by less than
+    // that.
+    let fetch = Arc::new(Fetch {
+        registry,
+        body: body.clone(),
+        file,
+        partial,
+        pacer: std::sync::Mutex::new(Pacer::new(options.rate_limit)),
+        received: Received::default(),
+    });
+    let mut report = |progress: &mut Progress, done: bool| {
+        progress.fetched_bytes = fetch.received.bytes.load(Ordering::Relaxed);
+        count(progress.fetched_bytes, done);
+        if !done {
+            (options.progress)(progress);
+        }
+    };
     // Each range is a task of its own, so that on a multi-threaded runtime one range's digests
     // are computed while another's bytes arrive (hashing is a third of a pull's CPU). Dropping
     // the set (on the first failure) aborts the ranges still in flight.
@@ -195,33 +207,16 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
     let fetched = loop {
         while running.len() < PARALLEL_FETCHES {
             let Some(range) = ranges.next() else { break };
-            let (registry, body, file, partial, pacer, received) = (
-                registry.clone(),
-                body.clone(),
-                file.clone(),
-                partial.clone(),
-                pacer.clone(),
-                received.clone(),
-            );
+            let fetch = fetch.clone();
             running.spawn(async move {
-                let fetch = Fetch {
-                    registry: &registry,
-                    body: &body,
-                    file: &file,
-                    partial: &partial,
-                    pacer: &pacer,
-                    received: &received,
-                };
                 fetch.range(&range).await?;
                 Ok::<_, DeliveryError>(range)
             });
         }
         let finished = tokio::select! {
             finished = running.join_next() => finished,
-            () = received.crossed.notified() => {
-                progress.fetched_bytes = received.bytes.load(Ordering::Relaxed);
-                count(progress.fetched_bytes, false);
-                (options.progress)(&progress);
+            () = fetch.received.crossed.notified() => {
+                report(&mut progress, false);
                 continue;
             }
         };
@@ -232,28 +227,37 @@ pub async fn pull(reference: Reference, options: PullOptions<'_>) -> Result<Pull
             Some(Err(error)) => break Err(DeliveryError::Model(error.to_string())),
         };
         progress.fetched_chunks += range.chunks.len();
-        progress.fetched_bytes = received.bytes.load(Ordering::Relaxed);
         progress.chunks_done += range.chunks.iter().map(|c| c.places.len()).sum::<usize>();
-        count(progress.fetched_bytes, false);
-        (options.progress)(&progress);
+        report(&mut progress, false);
     };
     drop(running);
-    progress.fetched_bytes = received.bytes.load(Ordering::Relaxed);
-    count(progress.fetched_bytes, true);
+    report(&mut progress, true);
     fetched?;
 
     let record = super::slots::Record {
-        reference: registry.reference().to_string(),
+        reference: fetch.registry.reference().to_string(),
         body: (*body).clone(),
     };
     let (final_path, encrypted) = (path.clone(), body.encrypted);
+    let finishing = fetch.clone();
     tokio::task::spawn_blocking(move || {
-        finish(&file, &partial, &final_path, &models, encrypted)?;
+        finish(
+            &finishing.file,
+            &finishing.partial,
+            &final_path,
+            &models,
+            encrypted,
+        )?;
         super::slots::write_record(&final_path, &record)
     })
     .await
     .map_err(|e| DeliveryError::Model(e.to_string()))??;
-    Ok(Pulled::new(registry.reference(), path, &body, progress))
+    Ok(Pulled::new(
+        fetch.registry.reference(),
+        path,
+        &body,
+        progress,
+    ))
 }
 
 impl Progress {
@@ -449,13 +453,13 @@ fn ranges(body: &Body, missing: &[Missing]) -> Vec<Range> {
 }
 
 /// What the range tasks of one pull share.
-struct Fetch<'a> {
-    registry: &'a Registry,
-    body: &'a Body,
-    file: &'a std::fs::File,
-    partial: &'a Path,
-    pacer: &'a std::sync::Mutex<Pacer>,
-    received: &'a Received,
+struct Fetch {
+    registry: Registry,
+    body: Arc<Body>,
+    file: std::fs::File,
+    partial: PathBuf,
+    pacer: std::sync::Mutex<Pacer>,
+    received: Received,
 }
 
 /// Bytes received by a pull's ranges, and a signal each time they pass a multiple of
@@ -477,7 +481,7 @@ impl Received {
     }
 }
 
-impl Fetch<'_> {
+impl Fetch {
     /// Receives one range, checks each chunk's digest as soon as its last byte is in, and
     /// writes it to its places in the partial file. A chunk whose digest differs is refused
     /// before any of its bytes are written.
@@ -489,7 +493,7 @@ impl Fetch<'_> {
             partial,
             pacer,
             received,
-        } = *self;
+        } = self;
         let pack = &body.packs[range.pack as usize].digest;
         let mut stream = registry
             .get_blob_range(pack, range.start, range.end)

@@ -642,9 +642,9 @@ impl Lists {
         let run = &run[..end];
         let titled = run.iter().any(|w| w.kind == Kind::Title);
         let names: Vec<&Word> = run.iter().filter(|w| w.kind == Kind::Name).collect();
+        names.first()?;
         // The name words in lower case, folded once for every list lookup below.
         let folded: Vec<String> = names.iter().map(|w| fold(w)).collect();
-        names.first()?;
         let (start, end) = (run.first()?.span.start, run.last()?.span.end);
         let given = self.starts_given(&folded);
         if titled || (given && names.len() >= 2) {

@@ -32,7 +32,7 @@ impl Desc {
     fn new(d: &Descriptor) -> Option<Desc> {
         Some(Desc {
             lengths: d.possible_length().to_vec(),
-            starts: compile(&format!("^(?:{})", clean(d.national_number().as_str())))?,
+            starts: compile_anchored(d.national_number().as_str())?,
         })
     }
 
@@ -85,19 +85,17 @@ impl RegionRules {
             Type::Mobile,
         ] {
             if let Some(desc) = d.get(kind) {
-                patterns.push(format!("^(?:{})", clean(desc.national_number().as_str())));
+                patterns.push(anchored(desc.national_number().as_str()));
                 type_lengths.push(desc.possible_length().to_vec());
             }
         }
         let types = RegexSet::new(&patterns).ok()?;
         let leading_digits = match meta.leading_digits() {
-            Some(r) => Some(compile(&format!("^(?:{})", clean(r.as_str())))?),
+            Some(r) => Some(compile_anchored(r.as_str())?),
             None => None,
         };
-        // Anchored: the crate takes its match only where it starts at 0, and a match there is
-        // the leftmost one; anchoring spares a search through the rest of the digits.
         let prefix_for_parsing = match meta.national_prefix_for_parsing() {
-            Some(r) => Some(compile(&format!("^(?:{})", clean(r.as_str())))?),
+            Some(r) => Some(compile_anchored(r.as_str())?),
             None => None,
         };
         Some(RegionRules {
@@ -274,9 +272,8 @@ impl FastRegion {
         let meta = DATABASE.by_id(id)?;
         let code = meta.country_code();
         let me = DATABASE.region(&code)?.iter().position(|r| *r == id)?;
-        // Anchored, as `prefix_for_parsing`: only a prefix at 0 counts.
         let idd = match meta.international_prefix() {
-            Some(r) => Some(compile(&format!("^(?:{})", clean(r.as_str())))?),
+            Some(r) => Some(compile_anchored(r.as_str())?),
             None => None,
         };
         Some(FastRegion {
@@ -409,7 +406,7 @@ fn build_code_rules(code: u16) -> Option<CodeRules> {
     let mut formats = Vec::new();
     for f in main.formats() {
         let leading_last = match f.leading_digits().last() {
-            Some(r) => Some(compile(&format!("^(?:{})", clean(r.as_str())))?),
+            Some(r) => Some(compile_anchored(r.as_str())?),
             None => None,
         };
         let template = match f.national_prefix() {
@@ -507,4 +504,14 @@ fn clean(pattern: &str) -> String {
 
 fn compile(pattern: &str) -> Option<Regex> {
     Regex::new(pattern).ok()
+}
+
+/// A metadata pattern that matches only at the start of the string (the crate's `lookingAt`
+/// uses, and its `find` uses that count only a match at 0: that match is the leftmost one).
+fn anchored(pattern: &str) -> String {
+    format!("^(?:{})", clean(pattern))
+}
+
+fn compile_anchored(pattern: &str) -> Option<Regex> {
+    compile(&anchored(pattern))
 }
